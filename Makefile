@@ -1,0 +1,45 @@
+# Everything a fresh machine needs: `make serve` runs Turnout, `make check test` checks and tests it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The e2e tests run a second time against the last 2.x release of the openai SDK (LangChain and LlamaIndex pin it).
+VENV_OPENAI2 := .venv-openai2
+
+.PHONY: install check test test-openai2 serve bench clean
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+check: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: install
+	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-openai2
+
+$(VENV_OPENAI2)/.installed: pyproject.toml | $(BIN)/uv
+	$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $(VENV_OPENAI2)
+	$(BIN)/uv pip install --quiet --python $(VENV_OPENAI2)/bin/python -e '.[dev]' 'openai>=2,<3'
+	touch $@
+
+test-openai2: $(VENV_OPENAI2)/.installed
+	$(VENV_OPENAI2)/bin/python -c 'import openai; print("e2e again with openai", openai.__version__)'
+	$(VENV_OPENAI2)/bin/python -m pytest tests/e2e
+
+serve: install
+	$(BIN)/turnout serve
+
+bench: install
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) $(VENV_OPENAI2) *.egg-info .mypy_cache .ruff_cache .pytest_cache

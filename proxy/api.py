@@ -1,0 +1,151 @@
+"""Litestar handlers: chat completions, models, health, readiness; and the mapping of every error to OpenAI JSON."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import cast
+
+from litestar import Request, Response, asgi, get
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath
+from litestar.types import HTTPScope, Receive, Scope, Send
+
+from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream
+from proxy.errors import (
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    ProxyError,
+    RequestTooLargeError,
+    UnsupportedMediaTypeError,
+    UpstreamError,
+)
+from proxy.headers import forwardable_headers
+from proxy.lifespan import Resources
+from proxy.middleware import request_id_of
+from proxy.schemas import decode_chat_request
+from routes import ChatCall
+
+__all__ = ["HANDLERS", "handle_http_exception", "handle_proxy_error", "handle_unexpected_error"]
+
+logger = logging.getLogger("turnout.api")
+
+_JSON = "application/json"
+
+
+def _resources(state: State) -> Resources:
+    resources: Resources = state.resources
+    return resources
+
+
+def _check_content_type(headers: Mapping[bytes, bytes]) -> None:
+    """JSON bodies only; a missing type (and curl's default form type) is read as JSON too."""
+    media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+    if media and b"json" not in media and media != b"application/x-www-form-urlencoded":
+        raise UnsupportedMediaTypeError(f"Send the request body as application/json, not {media.decode('latin-1')}.")
+
+
+@asgi(["/v1/chat/completions", "/chat/completions"], is_mount=False, copy_scope=False)
+async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
+    """`POST /v1/chat/completions`: answer through the pipeline, streaming or not, as the caller asked."""
+    method = cast("HTTPScope", scope)["method"]
+    if method != "POST":
+        raise MethodNotAllowedError(f"Method {method} is not allowed on {scope['path']}", headers={"allow": "POST"})
+    resources = _resources(scope["app"].state)
+    headers = dict(scope["headers"])
+    _check_content_type(headers)
+    try:
+        raw = await read_body(headers, receive, resources.settings.server.max_body_bytes)
+    except ClientDisconnectedError:
+        return
+    chat = decode_chat_request(raw)
+    call = ChatCall(request=chat, raw=raw, headers=forwardable_headers(scope["headers"], request_id_of(scope)))
+    if chat.stream:
+        await send_stream(send, receive, await resources.pipeline.stream(call), [])
+    else:
+        completion = await resources.pipeline.complete(call)
+        await send_json(send, completion.body, [])
+
+
+@get(["/v1/models", "/models"])
+async def list_models(request: Request[object, object, State], state: State) -> Response[bytes]:
+    """`GET /v1/models`: the upstream's models."""
+    headers = forwardable_headers(request.scope["headers"], request_id_of(request.scope))
+    return Response(await _resources(state).upstream.get("/models", headers), media_type=_JSON)
+
+
+@get(["/v1/models/{model_id:path}", "/models/{model_id:path}"])
+async def retrieve_model(
+    request: Request[object, object, State], state: State, model_id: FromPath[str]
+) -> Response[bytes]:
+    """`GET /v1/models/{id}`: one of the upstream's models."""
+    headers = forwardable_headers(request.scope["headers"], request_id_of(request.scope))
+    try:
+        body = await _resources(state).upstream.get(f"/models{model_id}", headers)
+    except UpstreamError as exc:
+        if exc.upstream_status == 404:  # here the id is the caller's, not Turnout's configuration
+            raise NotFoundError(f"The model '{model_id.lstrip('/')}' does not exist.", param="model") from exc
+        raise
+    return Response(body, media_type=_JSON)
+
+
+@get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Alive: the process answers HTTP."""
+    return {"status": "ok"}
+
+
+@get("/readyz")
+async def readyz(state: State) -> Response[dict[str, str]]:
+    """Ready: the configuration is loaded and the upstream client is open."""
+    resources: Resources | None = state.get("resources")
+    if resources is None:
+        raise ProxyError("Turnout is starting or stopping.", code="not_ready", status_code=503)
+    return Response({"status": "ready", "upstream": resources.upstream.name})
+
+
+HANDLERS = (chat_completions, list_models, retrieve_model, healthz, readyz)
+
+
+def _json_error(error: ProxyError) -> Response[bytes]:
+    return Response(error.body(), status_code=error.status, media_type=_JSON, headers=dict(error.headers))
+
+
+def handle_proxy_error(_: Request[object, object, State], exc: ProxyError) -> Response[bytes]:
+    """Any `ProxyError`: its OpenAI body and status."""
+    if exc.status >= 500:
+        logger.warning("%s %s: %s", exc.status, type(exc).__name__, exc.message)
+    return _json_error(exc)
+
+
+_BY_STATUS: dict[int, type[ProxyError]] = {
+    404: NotFoundError,
+    405: MethodNotAllowedError,
+    413: RequestTooLargeError,
+    415: UnsupportedMediaTypeError,
+}
+
+
+def handle_http_exception(request: Request[object, object, State], exc: HTTPException) -> Response[bytes]:
+    """The framework's own errors (unknown route, wrong method, body too large, ...) in OpenAI form."""
+    status = exc.status_code
+    if status == 404:
+        message = f"Invalid URL ({request.method} {request.url.path})"
+    elif status == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}"
+    elif status == 413:
+        limit = request.route_handler.resolve_request_max_body_size()
+        message = f"The request body is larger than the limit of {limit} bytes."
+    else:
+        message = exc.detail
+    error_class = _BY_STATUS.get(status, InvalidRequestError if status < 500 else ProxyError)
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+    return _json_error(error_class(message, status_code=status, headers=headers))
+
+
+def handle_unexpected_error(request: Request[object, object, State], exc: Exception) -> Response[bytes]:
+    """Last resort: log the bug with its traceback, answer a plain 500 that leaks nothing."""
+    logger.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _json_error(ProxyError("The server had an error while processing your request."))

@@ -1,0 +1,146 @@
+"""CLI: `turnout serve` (the proxy) and `turnout simulate` (the simulated OpenAI upstream on its own)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import math
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from proxy._version import __version__
+from proxy.settings import ENV_VARS, Settings, SettingsError, load_settings
+
+__all__ = ["main"]
+
+logger = logging.getLogger("turnout")
+
+# `serve` flag → the environment variable it sets (so every worker process sees the same value).
+_SERVE_FLAGS = {
+    "config": "TURNOUT_CONFIG",
+    "host": "TURNOUT_HOST",
+    "port": "TURNOUT_PORT",
+    "workers": "TURNOUT_WORKERS",
+    "max_body_bytes": "TURNOUT_MAX_BODY_BYTES",
+    "drain_timeout": "TURNOUT_DRAIN_TIMEOUT",
+    "log_level": "TURNOUT_LOG_LEVEL",
+    "upstream_connect_timeout": "TURNOUT_UPSTREAM_CONNECT_TIMEOUT",
+    "upstream_read_timeout": "TURNOUT_UPSTREAM_READ_TIMEOUT",
+    "upstream_timeout": "TURNOUT_UPSTREAM_TIMEOUT",
+}
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """One plain format for Turnout's and uvicorn's loggers, applied in every worker."""
+    handler = {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+    loggers = {
+        name: {"handlers": ["stderr"], "level": level.upper(), "propagate": False} for name in ("turnout", "uvicorn")
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {"stderr": handler},
+        "loggers": loggers,
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="turnout", description="An OpenAI-compatible routing proxy.")
+    parser.add_argument("--version", action="version", version=f"turnout {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    epilog = "Environment variables (flags win over them):\n" + "\n".join(f"  {k:34} {v}" for k, v in ENV_VARS.items())
+    serve = commands.add_parser(
+        "serve",
+        help="run the proxy",
+        description="Run the proxy. Without a config file, OPENAI_API_KEY or OPENAI_BASE_URL it answers from "
+        "the built-in simulated upstream.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--config", metavar="FILE", help="config file (YAML)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--max-body-bytes", type=int, metavar="N", help="largest request body (default 16 MiB)")
+    serve.add_argument("--drain-timeout", type=float, metavar="S", help="seconds to finish requests on SIGTERM")
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+    serve.add_argument("--upstream-connect-timeout", type=float, metavar="S", help="default 10")
+    serve.add_argument("--upstream-read-timeout", type=float, metavar="S", help="between reads; default 120")
+    serve.add_argument("--upstream-timeout", type=float, metavar="S", help="whole request; default 600")
+
+    simulate = commands.add_parser("simulate", help="run the simulated OpenAI upstream on its own")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8001)
+    simulate.add_argument("--latency-ms", type=float, default=0.0, help="wait before answering")
+    simulate.add_argument("--chunk-interval-ms", type=float, default=0.0, help="wait between stream chunks")
+    simulate.add_argument("--chunks", type=int, default=12, help="content chunks (words) per answer")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    for flag, variable in _SERVE_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            os.environ[variable] = str(value)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"turnout: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    logging.config.dictConfig(_log_config(settings.server.log_level))
+    logger.info(_describe_upstream(settings))
+    server = settings.server
+    # uvicorn drains, then raises again the signal it stopped on; a drained SIGTERM is a clean stop (exit 0).
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    uvicorn.run(
+        "proxy.app:create_app",
+        factory=True,
+        host=server.host,
+        port=server.port,
+        workers=server.workers,
+        loop="auto",  # uvloop when installed
+        http="auto",  # httptools when installed
+        timeout_graceful_shutdown=math.ceil(server.drain_timeout),
+        log_config=_log_config(server.log_level),
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
+    return 0
+
+
+def _describe_upstream(settings: Settings) -> str:
+    if settings.simulated:
+        return (
+            "No OPENAI_API_KEY set: answering from the built-in simulated upstream (no real model is called). "
+            "Set OPENAI_API_KEY to forward to OpenAI."
+        )
+    upstream = settings.upstream
+    key = "with an API key" if upstream.api_key else "without an API key"
+    return f"Forwarding to upstream '{upstream.name}' at {upstream.base_url} {key}."
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from routes.simulated import SimulatorConfig, run_simulator
+
+    config = SimulatorConfig(latency_ms=args.latency_ms, chunk_interval_ms=args.chunk_interval_ms, chunks=args.chunks)
+    print(f"Simulated OpenAI upstream on http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)  # noqa: T201
+    run_simulator(config, args.host, args.port)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `turnout` command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return _serve(args) if args.command == "serve" else _simulate(args)
+    except KeyboardInterrupt:
+        return 130

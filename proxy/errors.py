@@ -1,0 +1,230 @@
+"""The `ProxyError` tree: every error a client sees, as OpenAI-format JSON with its status.
+
+```text
+* ProxyError                      500 api_error
+  x InvalidRequestError           400 invalid_request_error   (the caller's request is wrong)
+    + NotFoundError               404
+    + MethodNotAllowedError       405
+    + RequestTooLargeError        413
+    + UnsupportedMediaTypeError   415
+  x UpstreamError                 502 upstream_error          (the upstream failed, not the caller)
+    + UpstreamRejectedError       400/422 as the upstream said, its message kept
+    + UpstreamRateLimitError      429 with retry-after
+    + UpstreamTimeoutError        504
+```
+
+Each class only sets `status_code`, `type` and `code`; an instance carries the message, the `param`
+and, where it has them, the headers to send. This module imports nothing from the project and no
+web framework, so routes and policies may raise these errors too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import ClassVar
+
+import msgspec
+
+__all__ = [
+    "InvalidRequestError",
+    "MethodNotAllowedError",
+    "NotFoundError",
+    "ProxyError",
+    "RequestTooLargeError",
+    "UnsupportedMediaTypeError",
+    "UpstreamError",
+    "UpstreamRateLimitError",
+    "UpstreamRejectedError",
+    "UpstreamTimeoutError",
+    "error_body",
+    "redact",
+    "upstream_status_error",
+    "upstream_stream_error",
+]
+
+# OpenAI keys (sk-..., sk-proj-...), bearer tokens and other long key-like strings a message might echo.
+_SECRET = re.compile(r"(?i)\b(sk-[a-z0-9_\-*]{6,}|bearer\s+(?=\S*\d)[a-z0-9._\-~+/=*]{8,}|key[-_][a-z0-9_\-*]{16,})")
+
+
+def redact(text: str) -> str:
+    """Replace anything that looks like an API key in `text` with a fixed placeholder."""
+    return _SECRET.sub("[redacted]", text)
+
+
+class _ErrorDetail(msgspec.Struct, frozen=True):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class _ErrorBody(msgspec.Struct, frozen=True):
+    error: _ErrorDetail
+
+
+class ProxyError(Exception):
+    """Base of every error Turnout reports to a client; also the last-resort 500."""
+
+    status_code: ClassVar[int] = 500
+    type: ClassVar[str] = "api_error"
+    code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status_code: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.message = redact(message)
+        super().__init__(self.message)
+        self.param = param
+        self.instance_code = code if code is not None else self.code
+        self.status = status_code if status_code is not None else self.status_code
+        self.headers: Mapping[str, str] = headers or {}
+        self.upstream_status: int | None = None
+        """The upstream's own status, when this error maps an upstream's answer."""
+
+    def body(self) -> bytes:
+        """The OpenAI error body for this error, encoded as JSON."""
+        return error_body(self.message, self.type, param=self.param, code=self.instance_code)
+
+
+class InvalidRequestError(ProxyError):
+    """The caller's request is malformed or breaks a limit."""
+
+    status_code = 400
+    type = "invalid_request_error"
+
+
+class NotFoundError(InvalidRequestError):
+    """No such endpoint or resource."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class MethodNotAllowedError(InvalidRequestError):
+    """The endpoint exists but not for this HTTP method."""
+
+    status_code = 405
+    code = "method_not_allowed"
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """The request body is larger than the configured limit."""
+
+    status_code = 413
+    code = "request_too_large"
+
+
+class UnsupportedMediaTypeError(InvalidRequestError):
+    """The request body is not JSON."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class UpstreamError(ProxyError):
+    """The upstream could not be reached or failed; not the caller's fault."""
+
+    status_code = 502
+    type = "upstream_error"
+    code: ClassVar[str | None] = "upstream_error"
+
+
+class UpstreamRejectedError(UpstreamError):
+    """The upstream refused the caller's request (400/422): its status and message are kept."""
+
+    status_code = 400
+    type = "invalid_request_error"
+    code = None
+
+
+class UpstreamRateLimitError(UpstreamError):
+    """The upstream is rate limiting; the caller should retry after `retry-after` seconds."""
+
+    status_code = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The upstream did not answer in time."""
+
+    status_code = 504
+    code = "upstream_timeout"
+
+
+def error_body(message: str, type_: str, *, param: str | None = None, code: str | None = None) -> bytes:
+    """Encode an OpenAI error body: `{"error": {"message", "type", "param", "code"}}`."""
+    return msgspec.json.encode(_ErrorBody(_ErrorDetail(message=message, type=type_, param=param, code=code)))
+
+
+class _UpstreamErrorView(msgspec.Struct):
+    message: str | None = None
+    param: str | None = None
+    code: str | int | None = None
+    type: str | None = None
+
+
+class _UpstreamErrorBodyView(msgspec.Struct):
+    error: _UpstreamErrorView | str | None = None
+
+
+def _upstream_detail(body: bytes) -> _UpstreamErrorView:
+    """What an upstream error body says, whether it is OpenAI-format JSON, other JSON or plain text."""
+    try:
+        error = msgspec.json.decode(body, type=_UpstreamErrorBodyView).error
+    except msgspec.DecodeError:
+        error = None
+    if isinstance(error, _UpstreamErrorView):
+        return error
+    if isinstance(error, str):
+        return _UpstreamErrorView(message=error)
+    text = body[:500].decode("utf-8", "replace").strip()
+    return _UpstreamErrorView(message=text or None)
+
+
+def upstream_stream_error(payload: bytes) -> UpstreamError | None:
+    """The error an upstream sent as an SSE event mid-stream (`data: {"error": ...}`), if `payload` is one."""
+    if b'"error"' not in payload:  # content chunks never carry the key; escaped text cannot match
+        return None
+    try:
+        error = msgspec.json.decode(payload, type=_UpstreamErrorBodyView).error
+    except msgspec.DecodeError:
+        return None
+    if error is None:
+        return None
+    message = error if isinstance(error, str) else error.message
+    return UpstreamError(f"The upstream failed mid-stream: {message or 'no reason given'}")
+
+
+def upstream_status_error(status: int, body: bytes, *, retry_after: str | None = None) -> ProxyError:
+    """Map an upstream's non-2xx response to the error the caller sees.
+
+    400/422 are the caller's request: same status, the upstream's message and param kept. 401/403/404
+    mean Turnout's own key or model is wrong, so the caller gets a 502 that does not echo the upstream's
+    text. 429 stays 429 with `retry-after`; everything else (5xx, odd statuses) is a 502.
+    """
+    error = _map_upstream_status(status, _upstream_detail(body), retry_after)
+    error.upstream_status = status
+    return error
+
+
+def _map_upstream_status(status: int, detail: _UpstreamErrorView, retry_after: str | None) -> ProxyError:
+    message = detail.message or f"The upstream answered with status {status}."
+    code = None if detail.code is None else str(detail.code)
+    if status in (400, 422):
+        return UpstreamRejectedError(message, param=detail.param, code=code, status_code=status)
+    if status == 429:
+        # Clients back off by this header; when the upstream sent none, one second is the SDKs' own floor.
+        return UpstreamRateLimitError(message, code=code, headers={"retry-after": retry_after or "1"})
+    if status in (401, 403):
+        return UpstreamError(f"The upstream refused Turnout's credentials (status {status}); check its API key.")
+    if status == 404:
+        return UpstreamError("The upstream does not know the requested model or endpoint (status 404).")
+    return UpstreamError(f"The upstream failed with status {status}: {message}")

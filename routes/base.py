@@ -1,0 +1,59 @@
+"""The `Route` Protocol every destination implements, and the values that cross it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.schemas import ChatRequest, Usage
+
+__all__ = ["ChatCall", "Completion", "Route"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    """One chat request as a route receives it."""
+
+    request: ChatRequest
+    """The typed view of the body, for decisions."""
+    raw: bytes
+    """The body exactly as the client sent it, for forwarding."""
+    headers: Mapping[str, str]
+    """End-to-end headers to send upstream (the client's, minus credentials and hop-by-hop, plus the request id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A finished, successful non-streaming answer."""
+
+    body: bytes
+    """The response body as the upstream sent it (OpenAI `chat.completion` JSON)."""
+    model: str | None
+    """The model that really answered, as the upstream reported it."""
+    usage: Usage | None
+    """Token counts, when the upstream reported them."""
+
+
+class Route(Protocol):
+    """A destination for chat requests: an OpenAI-compatible upstream, or a composition of routes."""
+
+    name: str
+
+    async def complete(self, call: ChatCall) -> Completion:
+        """Answer `call` in one response.
+
+        Raises:
+            ProxyError: any failure, already mapped to what the caller should see.
+        """
+        ...
+
+    def stream(self, call: ChatCall) -> AsyncGenerator[list[bytes], None]:
+        """Answer `call` as a stream of SSE `data` payloads, up to but not including `[DONE]`.
+
+        Yields the payloads that arrived together as one list (never empty), so that the relay writes
+        them to the client at once. The final usage chunk is always included when the upstream can send
+        it. Errors raise `ProxyError`: before the first batch they become a JSON error response, after it
+        an SSE error event.
+        """
+        ...

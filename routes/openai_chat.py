@@ -1,0 +1,68 @@
+"""`OpenAIChatRoute`: one OpenAI-compatible upstream and model (ft:gpt-3.5-turbo..., gpt-4, ...); SSE passthrough."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+
+import msgspec
+
+from proxy.errors import UpstreamError, upstream_stream_error
+from proxy.schemas import Usage, rewrite_body
+from proxy.sse import DONE, SSEDecoder
+from routes.base import ChatCall, Completion
+from routes.upstream import Upstream
+
+__all__ = ["OpenAIChatRoute"]
+
+_PATH = "/chat/completions"
+
+
+class _CompletionView(msgspec.Struct):
+    model: str | None = None
+    usage: Usage | None = None
+
+
+_COMPLETION = msgspec.json.Decoder(_CompletionView)
+
+
+class OpenAIChatRoute:
+    """Send chat requests to one upstream, with this route's model (or the caller's, when `model` is None)."""
+
+    __slots__ = ("model", "name", "upstream")
+
+    def __init__(self, name: str, upstream: Upstream, model: str | None = None) -> None:
+        self.name = name
+        self.upstream = upstream
+        self.model = model
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatRoute(name={self.name!r}, upstream={self.upstream.name!r}, model={self.model!r})"
+
+    async def complete(self, call: ChatCall) -> Completion:
+        """Post the request and return the upstream's answer as it came."""
+        body, _ = await self.upstream.post(_PATH, rewrite_body(call.raw, model=self.model), call.headers)
+        try:
+            view = _COMPLETION.decode(body)
+        except msgspec.DecodeError as exc:
+            raise UpstreamError(f"The upstream '{self.upstream.name}' sent a completion that is not JSON.") from exc
+        return Completion(body=body, model=view.model, usage=view.usage)
+
+    async def stream(self, call: ChatCall) -> AsyncGenerator[list[bytes], None]:
+        """Post the request with `include_usage` on and yield the event payloads of each read until `[DONE]`."""
+        body = rewrite_body(call.raw, model=self.model, include_usage=True)
+        decoder = SSEDecoder()
+        async with contextlib.aclosing(self.upstream.post_stream(_PATH, body, call.headers)) as chunks:
+            async for chunk in chunks:
+                payloads = decoder.feed(chunk)
+                for index, payload in enumerate(payloads):
+                    error = upstream_stream_error(payload)
+                    if payload == DONE or error is not None:
+                        if index:
+                            yield payloads[:index]
+                        if error is not None:
+                            raise error
+                        return
+                if payloads:
+                    yield payloads
+        raise UpstreamError(f"The upstream '{self.upstream.name}' ended the stream before [DONE].")

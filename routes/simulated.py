@@ -1,0 +1,383 @@
+"""A simulated OpenAI upstream (latency, chunking, tool calls, errors) for demos, load tests and CI.
+
+A real HTTP server (aiohttp) that answers `POST /v1/chat/completions` and `GET /v1/models[/{id}]` the
+way OpenAI does: `chatcmpl-` ids, usage, role/content/finish chunks, the usage chunk when asked for,
+tool calls when the request offers tools. Behaviour is set per server (`SimulatorConfig`) and per
+request by headers, which Turnout forwards like any other end-to-end header:
+
+- `x-simulated-latency-ms`: wait before answering (before the first chunk of a stream).
+- `x-simulated-chunk-interval-ms`: wait between stream chunks.
+- `x-simulated-chunks`: how many content chunks (one word each) the answer has.
+- `x-simulated-fault`: `<status>` (an OpenAI-format error, e.g. 429 with `retry-after`, 500),
+  `text-<status>` (a plain-text error body), `timeout` (never answer), `midstream` (an SSE error
+  event after two chunks), `disconnect` (drop the connection after two chunks).
+
+Every call is recorded by its `x-request-id` and can be read back at `GET /_simulator/calls/{id}`:
+what arrived (headers, body) and how it ended (`completed`, `cancelled`, `fault`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from proxy.sse import DONE_EVENT, encode_event
+
+__all__ = ["SimulatorConfig", "SimulatorServer", "build_simulator", "run_simulator", "start_simulator"]
+
+_ID_PLACEHOLDER = b"chatcmpl-" + b"0" * 29
+_WORDS = (
+    "This",
+    "is",
+    "a",
+    "simulated",
+    "answer",
+    "from",
+    "the",
+    "Turnout",
+    "test",
+    "upstream",
+    ",",
+    "written",
+    "one",
+    "word",
+    "at",
+    "a",
+    "time",
+    ".",
+)
+_MODELS = ("gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo", "ft:gpt-3.5-turbo-0613:acme::8Xyz")
+_KEEP_CALLS = 1000
+_CALLS = web.AppKey[OrderedDict[str, dict[str, Any]]]("calls")
+_CONFIG = web.AppKey["SimulatorConfig"]("config")
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """Server-wide defaults; each can be overridden per request by its `x-simulated-*` header."""
+
+    latency_ms: float = 0.0
+    chunk_interval_ms: float = 0.0
+    chunks: int = 12
+
+
+@dataclass(slots=True)
+class _Answer:
+    """What one simulated request asked for, resolved from its body, headers and the server defaults."""
+
+    body: dict[str, Any]
+    latency: float
+    interval: float
+    chunks: int
+    fault: str
+    id: str = field(default_factory=lambda: f"chatcmpl-{random.getrandbits(116):029x}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def model(self) -> str:
+        return str(self.body.get("model") or "gpt-4")
+
+    def words(self) -> list[str]:
+        return [(" " if i else "") + _WORDS[i % len(_WORDS)] for i in range(self.chunks)]
+
+    def tool(self) -> dict[str, Any] | None:
+        """The function to call, when the request offers tools and the last message is not a tool result."""
+        tools = self.body.get("tools") or []
+        messages = self.body.get("messages") or [{}]
+        if not tools or self.body.get("tool_choice") == "none" or messages[-1].get("role") == "tool":
+            return None
+        function: dict[str, Any] = tools[0].get("function", {})
+        return function
+
+    def usage(self) -> dict[str, Any]:
+        prompt = sum(4 + len(str(m.get("content") or "")) // 4 for m in self.body.get("messages") or [])
+        completion = self.chunks * max(1, int(self.body.get("n") or 1))
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    def envelope(self, kind: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "service_tier": "default",
+            "system_fingerprint": "fp_sim0001",
+        }
+
+
+def _arguments(function: dict[str, Any]) -> str:
+    """Plausible JSON arguments for `function`: a value of the right type for each required parameter."""
+    parameters = function.get("parameters") or {}
+    properties = parameters.get("properties") or {}
+    samples = {"string": "simulated", "integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}
+    values = {name: samples.get(str(properties.get(name, {}).get("type"))) for name in parameters.get("required", [])}
+    return msgspec.json.encode(values).decode()
+
+
+def _completion(answer: _Answer) -> dict[str, Any]:
+    function = answer.tool()
+    if function is not None:
+        call: dict[str, Any] = {"id": "call_" + answer.id[-24:], "type": "function"}
+        call["function"] = {"name": function.get("name", "f"), "arguments": _arguments(function)}
+        message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
+        finish = "tool_calls"
+    else:
+        message = {"role": "assistant", "content": "".join(answer.words()), "refusal": None, "annotations": []}
+        finish = "stop"
+    n = max(1, int(answer.body.get("n") or 1))
+    choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": finish} for i in range(n)]
+    return {**answer.envelope("chat.completion"), "choices": choices, "usage": answer.usage()}
+
+
+def _deltas(answer: _Answer) -> list[tuple[dict[str, Any], str | None]]:
+    """The (delta, finish_reason) pairs of a stream, first to last, for one choice."""
+    function = answer.tool()
+    first: dict[str, Any] = {"role": "assistant", "content": None if function else "", "refusal": None}
+    if function is None:
+        words: list[tuple[dict[str, Any], str | None]] = [({"content": word}, None) for word in answer.words()]
+        return [(first, None), *words, ({}, "stop")]
+    arguments = _arguments(function)
+    call_id = "call_" + answer.id[-24:]
+    head: dict[str, Any] = {
+        "index": 0,
+        "id": call_id,
+        "type": "function",
+        "function": {"name": function.get("name", "f"), "arguments": ""},
+    }
+    pieces = [arguments[i : i + 8] for i in range(0, len(arguments), 8)]
+    deltas: list[tuple[dict[str, Any], str | None]] = [
+        ({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}, None) for p in pieces
+    ]
+    return [({**first, "tool_calls": [head]}, None), *deltas, ({}, "tool_calls")]
+
+
+def _header_number(request: web.Request, name: str, default: float) -> float:
+    value = request.headers.get(name)
+    try:
+        return float(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _error(status: int, fault: str) -> web.Response:
+    if fault.startswith("text-"):
+        return web.Response(status=status, text="upstream exploded", content_type="text/plain")
+    kinds = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error", 429: "requests"}
+    codes = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
+    messages = {401: "Incorrect API key provided: sk-simu*********************1234.", 429: "Rate limit reached."}
+    detail = {
+        "message": messages.get(status, f"Simulated error {status}."),
+        "type": kinds.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+        "param": "messages" if status in (400, 422) else None,
+        "code": codes.get(status),
+    }
+    headers = {"retry-after": "1"} if status == 429 else None
+    return web.json_response(
+        {"error": detail}, status=status, headers=headers, dumps=lambda o: msgspec.json.encode(o).decode()
+    )
+
+
+class _Simulator:
+    """The request handlers; per-call records live in the app under `_CALLS`."""
+
+    def __init__(self) -> None:
+        # Rendered completions by what shapes them, with a placeholder id: a load test's requests are
+        # alike, and the simulator must not be what limits a benchmark.
+        self._rendered: dict[tuple[Any, ...], bytes] = {}
+
+    def _completion_body(self, answer: _Answer) -> bytes:
+        tool = answer.tool()
+        key = (
+            answer.model,
+            answer.chunks,
+            answer.body.get("n"),
+            answer.created,
+            repr(tool),
+            answer.usage()["prompt_tokens"],
+        )
+        rendered = self._rendered.get(key)
+        if rendered is None:
+            if len(self._rendered) > 256:
+                self._rendered.clear()
+            placeholder = _Answer(body=answer.body, latency=0, interval=0, chunks=answer.chunks, fault="")
+            placeholder.id, placeholder.created = _ID_PLACEHOLDER.decode(), answer.created
+            rendered = self._rendered[key] = msgspec.json.encode(_completion(placeholder))
+        return rendered.replace(_ID_PLACEHOLDER, answer.id.encode(), 1)
+
+    @staticmethod
+    def _record(request: web.Request, raw: bytes, body: dict[str, Any]) -> dict[str, Any]:
+        calls = request.app[_CALLS]
+        record = {
+            "path": request.path,
+            "headers": dict(request.headers),
+            "raw": raw.decode("utf-8", "replace"),
+            "body": body,
+            "outcome": "started",
+        }
+        calls[request.headers.get("x-request-id") or secrets.token_hex(8)] = record
+        while len(calls) > _KEEP_CALLS:
+            calls.popitem(last=False)
+        return record
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        body: dict[str, Any] = msgspec.json.decode(raw)
+        config = request.app[_CONFIG]
+        answer = _Answer(
+            body=body,
+            latency=_header_number(request, "x-simulated-latency-ms", config.latency_ms) / 1000,
+            interval=_header_number(request, "x-simulated-chunk-interval-ms", config.chunk_interval_ms) / 1000,
+            chunks=int(_header_number(request, "x-simulated-chunks", config.chunks)),
+            fault=request.headers.get("x-simulated-fault", ""),
+        )
+        record = self._record(request, raw, body)
+        try:
+            if answer.fault == "timeout":
+                await asyncio.sleep(3600)
+            if answer.latency:
+                await asyncio.sleep(answer.latency)
+            status = answer.fault.removeprefix("text-")
+            if status.isdigit():
+                record["outcome"] = "fault"
+                return _error(int(status), answer.fault)
+            if body.get("stream"):
+                return await self._stream(request, answer, record)
+            record["outcome"] = "completed"
+            return web.Response(body=self._completion_body(answer), content_type="application/json")
+        except asyncio.CancelledError:
+            record["outcome"] = "cancelled"
+            record["cancelled_at"] = time.time()
+            raise
+
+    async def _stream(self, request: web.Request, answer: _Answer, record: dict[str, Any]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        include_usage = bool((answer.body.get("stream_options") or {}).get("include_usage"))
+        envelope = answer.envelope("chat.completion.chunk")
+        if include_usage:
+            envelope["usage"] = None
+        n = max(1, int(answer.body.get("n") or 1))
+        for sent, (delta, finish) in enumerate(_deltas(answer)):
+            if sent == 2 and answer.fault in ("midstream", "disconnect"):
+                record["outcome"] = "fault"
+                if answer.fault == "disconnect":
+                    request.transport.close() if request.transport else None
+                    return response
+                error = {
+                    "message": "Simulated mid-stream failure.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+                await response.write(encode_event(msgspec.json.encode({"error": error})))
+                return response
+            if sent and answer.interval:
+                await asyncio.sleep(answer.interval)
+            choices = [{"index": i, "delta": delta, "logprobs": None, "finish_reason": finish} for i in range(n)]
+            await response.write(encode_event(msgspec.json.encode({**envelope, "choices": choices})))
+        if include_usage:
+            await response.write(
+                encode_event(msgspec.json.encode({**envelope, "choices": [], "usage": answer.usage()}))
+            )
+        await response.write(DONE_EVENT)
+        await response.write_eof()
+        record["outcome"] = "completed"
+        return response
+
+    @staticmethod
+    def _model(model_id: str) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": 1686935002, "owned_by": "openai"}
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [self._model(m) for m in _MODELS]})
+
+    async def model(self, request: web.Request) -> web.Response:
+        model_id = request.match_info["model_id"]
+        if model_id not in _MODELS:
+            return _error(404, "")
+        return web.json_response(self._model(model_id))
+
+    async def call(self, request: web.Request) -> web.Response:
+        record = request.app[_CALLS].get(request.match_info["request_id"])
+        if record is None:
+            return web.json_response({"error": "no such call"}, status=404)
+        return web.json_response(record)
+
+
+def build_simulator(config: SimulatorConfig | None = None) -> web.Application:
+    """The simulated upstream as an aiohttp application (serve it with `start_simulator` or `run_simulator`)."""
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[_CONFIG] = config or SimulatorConfig()
+    app[_CALLS] = OrderedDict()
+    handlers = _Simulator()
+    for prefix in ("/v1", ""):
+        app.router.add_post(prefix + "/chat/completions", handlers.chat)
+        app.router.add_get(prefix + "/models", handlers.models)
+        app.router.add_get(prefix + "/models/{model_id:.+}", handlers.model)
+    app.router.add_get("/_simulator/calls/{request_id}", handlers.call)
+    return app
+
+
+@dataclass(slots=True)
+class SimulatorServer:
+    """A simulated upstream running in the current event loop."""
+
+    runner: web.AppRunner
+    base_url: str
+    """Its OpenAI base URL, e.g. `http://127.0.0.1:43121/v1`."""
+
+    async def aclose(self) -> None:
+        """Stop serving and close every connection."""
+        await self.runner.cleanup()
+
+
+async def start_simulator(
+    config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+) -> SimulatorServer:
+    """Serve the simulated upstream in this event loop (port 0 picks a free port)."""
+    runner = web.AppRunner(build_simulator(config), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port = runner.addresses[0][1]
+    return SimulatorServer(runner=runner, base_url=f"http://{host}:{bound_port}/v1")
+
+
+def run_simulator(config: SimulatorConfig, host: str, port: int) -> None:
+    """Serve the simulated upstream until interrupted (`turnout simulate`)."""
+    web.run_app(
+        build_simulator(config),
+        host=host,
+        port=port,
+        handler_cancellation=True,
+        access_log=None,
+        print=None,
+        loop=_new_loop(),
+    )
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
