@@ -1,0 +1,80 @@
+"""Shared fixtures: the simulated upstream in-process, settings pointing at it, and the app under test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from proxy import create_app
+from proxy.settings import Secret, ServerSettings, Settings, TimeoutSettings, UpstreamSettings
+from routes.simulated import SimulatorConfig, SimulatorServer, start_simulator
+
+UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[SimulatorServer]:
+    """The simulated OpenAI upstream on a loopback port, in the test's event loop."""
+    server = await start_simulator(SimulatorConfig())
+    yield server
+    await server.aclose()
+
+
+def make_settings(base_url: str, **server: Any) -> Settings:
+    """Settings for an app that forwards to `base_url` with `UPSTREAM_KEY`; `server` overrides server fields."""
+    timeout = server.pop("timeout", TimeoutSettings())
+    return Settings(
+        server=ServerSettings(**server),
+        upstream=UpstreamSettings(base_url=base_url, api_key=Secret(UPSTREAM_KEY), timeout=timeout),
+    )
+
+
+@contextlib.asynccontextmanager
+async def in_process(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The whole app in this event loop (lifespan included), behind an HTTP client.
+
+    Not Litestar's `AsyncTestClient`: it runs the app on a portal thread and blocks the calling loop,
+    which deadlocks as soon as the app calls an upstream served by that loop.
+    """
+    app = create_app(settings)
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def run_lifespan() -> None:  # entered and left in one task, as anyio's cancel scopes require
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    lifespan = asyncio.ensure_future(run_lifespan())
+    await asyncio.wait([lifespan, asyncio.ensure_future(started.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if lifespan.done():
+        lifespan.result()  # startup failed: raise its error
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # Litestar types scopes as narrower TypedDicts
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://turnout.test") as http:
+            yield http
+    finally:
+        stop.set()
+        await lifespan
+
+
+@pytest.fixture
+async def client(simulator: SimulatorServer) -> AsyncIterator[httpx.AsyncClient]:
+    """The whole app in-process, forwarding to the simulated upstream."""
+    async with in_process(make_settings(simulator.base_url)) as http:
+        yield http
+
+
+async def upstream_call(simulator: SimulatorServer, request_id: str) -> dict[str, Any]:
+    """What the simulated upstream received for the request with this `x-request-id`, and how it ended."""
+    base = simulator.base_url.removesuffix("/v1")
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{base}/_simulator/calls/{request_id}")
+    response.raise_for_status()
+    record: dict[str, Any] = msgspec.json.decode(response.content)
+    return record

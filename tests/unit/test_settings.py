@@ -1,0 +1,306 @@
+"""`proxy.settings.load_settings`: defaults, the environment, the YAML config file, and secrets kept secret.
+
+Every test passes an explicit environment; none reads or changes `os.environ`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.settings import (
+    DEFAULT_BASE_URL,
+    Secret,
+    ServerSettings,
+    Settings,
+    SettingsError,
+    TimeoutSettings,
+    UpstreamSettings,
+    load_settings,
+)
+
+KEY = "sk-test-0123456789abcdefSECRET"
+FILE_KEY = "sk-file-9876543210fedcbaSECRET"
+
+
+def write_config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "turnout.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+ONE_UPSTREAM = """\
+server:
+  host: 0.0.0.0
+  port: 9100
+  workers: 2
+  drain_timeout: 5
+upstreams:
+  azure:
+    base_url: https://example.test/openai/v1
+    api_key: ${AZURE_KEY}
+    timeout:
+      connect: 3
+      read: 30
+    max_connections: 20
+"""
+
+
+# --- defaults and the OpenAI variables -----------------------------------------------------------------
+
+
+def test_defaults_without_any_environment_are_simulated():
+    settings = load_settings({})
+    assert settings == Settings(
+        server=ServerSettings(),
+        upstream=UpstreamSettings(),
+        simulated=True,
+        config_path=None,
+    )
+    assert settings.server == ServerSettings(
+        host="127.0.0.1", port=8000, workers=1, max_body_bytes=16 * 1024 * 1024, drain_timeout=30.0, log_level="info"
+    )
+    assert settings.upstream.name == "openai"
+    assert settings.upstream.base_url == DEFAULT_BASE_URL == "https://api.openai.com/v1"
+    assert settings.upstream.api_key is None
+    assert settings.upstream.timeout == TimeoutSettings(connect=10.0, read=120.0, total=600.0)
+    assert settings.upstream.max_connections == 1000
+
+
+def test_openai_api_key_means_a_real_upstream():
+    settings = load_settings({"OPENAI_API_KEY": KEY})
+    assert settings.simulated is False
+    assert settings.upstream.base_url == DEFAULT_BASE_URL
+    assert settings.upstream.api_key is not None
+    assert settings.upstream.api_key.reveal() == KEY
+
+
+def test_openai_base_url_alone_means_a_real_upstream():
+    settings = load_settings({"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"})
+    assert settings.simulated is False
+    assert settings.upstream.base_url == "http://127.0.0.1:11434/v1"
+    assert settings.upstream.api_key is None
+
+
+def test_empty_openai_variables_count_as_unset():
+    settings = load_settings({"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""})
+    assert settings.simulated is True
+    assert settings.upstream.api_key is None
+    assert settings.upstream.base_url == DEFAULT_BASE_URL
+
+
+def test_base_url_must_be_http():
+    with pytest.raises(SettingsError, match="base_url"):
+        load_settings({"OPENAI_BASE_URL": "ftp://example.test"})
+
+
+# --- TURNOUT_* overrides ------------------------------------------------------------------------------
+
+
+def test_turnout_variables_override_the_defaults():
+    settings = load_settings(
+        {
+            "TURNOUT_HOST": "0.0.0.0",
+            "TURNOUT_PORT": "9000",
+            "TURNOUT_WORKERS": "4",
+            "TURNOUT_MAX_BODY_BYTES": "1024",
+            "TURNOUT_DRAIN_TIMEOUT": "2.5",
+            "TURNOUT_LOG_LEVEL": "debug",
+            "TURNOUT_UPSTREAM_CONNECT_TIMEOUT": "1.5",
+            "TURNOUT_UPSTREAM_READ_TIMEOUT": "7",
+            "TURNOUT_UPSTREAM_TIMEOUT": "60",
+            "TURNOUT_UPSTREAM_MAX_CONNECTIONS": "50",
+        }
+    )
+    assert settings.server == ServerSettings(
+        host="0.0.0.0", port=9000, workers=4, max_body_bytes=1024, drain_timeout=2.5, log_level="debug"
+    )
+    assert settings.upstream.timeout == TimeoutSettings(connect=1.5, read=7.0, total=60.0)
+    assert settings.upstream.max_connections == 50
+    assert settings.simulated is True
+
+
+NUMERIC_VARIABLES = [
+    "TURNOUT_PORT",
+    "TURNOUT_WORKERS",
+    "TURNOUT_MAX_BODY_BYTES",
+    "TURNOUT_DRAIN_TIMEOUT",
+    "TURNOUT_UPSTREAM_CONNECT_TIMEOUT",
+    "TURNOUT_UPSTREAM_READ_TIMEOUT",
+    "TURNOUT_UPSTREAM_TIMEOUT",
+    "TURNOUT_UPSTREAM_MAX_CONNECTIONS",
+]
+
+
+@pytest.mark.parametrize("variable", NUMERIC_VARIABLES)
+def test_a_non_number_is_an_error_naming_the_variable(variable):
+    with pytest.raises(SettingsError, match=variable):
+        load_settings({variable: "abc"})
+
+
+@pytest.mark.parametrize("variable", NUMERIC_VARIABLES)
+def test_a_negative_value_is_an_error_naming_the_variable(variable):
+    with pytest.raises(SettingsError, match=variable):
+        load_settings({variable: "-1"})
+
+
+@pytest.mark.parametrize("variable", ["TURNOUT_WORKERS", "TURNOUT_MAX_BODY_BYTES", "TURNOUT_UPSTREAM_TIMEOUT"])
+def test_zero_is_an_error_where_it_makes_no_sense(variable):
+    with pytest.raises(SettingsError):
+        load_settings({variable: "0"})
+
+
+def test_zero_port_and_zero_drain_are_allowed():
+    settings = load_settings({"TURNOUT_PORT": "0", "TURNOUT_DRAIN_TIMEOUT": "0"})
+    assert settings.server.port == 0
+    assert settings.server.drain_timeout == 0.0
+
+
+def test_port_out_of_range_is_an_error():
+    with pytest.raises(SettingsError, match="port"):
+        load_settings({"TURNOUT_PORT": "70000"})
+
+
+def test_unknown_log_level_is_an_error():
+    with pytest.raises(SettingsError, match="'loud'"):
+        load_settings({"TURNOUT_LOG_LEVEL": "loud"})
+
+
+# --- the config file ----------------------------------------------------------------------------------
+
+
+def test_config_file_with_one_upstream_and_an_env_reference(tmp_path):
+    path = write_config(tmp_path, ONE_UPSTREAM)
+    settings = load_settings({"TURNOUT_CONFIG": path, "AZURE_KEY": FILE_KEY})
+    assert settings.config_path == path
+    assert settings.simulated is False
+    assert settings.server == ServerSettings(host="0.0.0.0", port=9100, workers=2, drain_timeout=5.0)
+    assert settings.upstream == UpstreamSettings(
+        name="azure",
+        base_url="https://example.test/openai/v1",
+        api_key=Secret(FILE_KEY),
+        timeout=TimeoutSettings(connect=3.0, read=30.0, total=600.0),
+        max_connections=20,
+    )
+    assert settings.upstream.api_key is not None
+    assert settings.upstream.api_key.reveal() == FILE_KEY
+
+
+def test_env_reference_inside_a_longer_string(tmp_path):
+    path = write_config(tmp_path, "upstreams:\n  local:\n    base_url: http://${HOST}:8080/v1\n")
+    settings = load_settings({"TURNOUT_CONFIG": path, "HOST": "10.0.0.7"})
+    assert settings.upstream.base_url == "http://10.0.0.7:8080/v1"
+
+
+def test_the_file_upstream_wins_over_the_openai_variables(tmp_path):
+    path = write_config(tmp_path, ONE_UPSTREAM)
+    settings = load_settings(
+        {"TURNOUT_CONFIG": path, "AZURE_KEY": FILE_KEY, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": "http://other/v1"}
+    )
+    assert settings.upstream.base_url == "https://example.test/openai/v1"
+    assert settings.upstream.api_key == Secret(FILE_KEY)
+
+
+def test_a_missing_variable_names_the_key_path(tmp_path):
+    path = write_config(tmp_path, ONE_UPSTREAM)
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings({"TURNOUT_CONFIG": path})
+    message = str(excinfo.value)
+    assert "upstreams.azure.api_key" in message
+    assert "AZURE_KEY" in message
+    assert path in message
+
+
+@pytest.mark.parametrize(
+    ("text", "unknown"),
+    [
+        ("server:\n  port: 9100\n  colour: blue\n", "colour"),
+        ("servers: {}\n", "servers"),
+        ("upstreams:\n  a:\n    base_url: https://a.test/v1\n    apikey: x\n", "apikey"),
+        ("upstreams:\n  a:\n    timeout:\n      conect: 3\n", "conect"),
+    ],
+)
+def test_an_unknown_key_is_an_error(tmp_path, text, unknown):
+    path = write_config(tmp_path, text)
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings({"TURNOUT_CONFIG": path})
+    assert unknown in str(excinfo.value)
+    assert path in str(excinfo.value)
+
+
+def test_two_upstreams_are_an_error(tmp_path):
+    path = write_config(tmp_path, "upstreams:\n  a:\n    base_url: https://a.test/v1\n  b: {}\n")
+    with pytest.raises(SettingsError, match="exactly one upstream"):
+        load_settings({"TURNOUT_CONFIG": path})
+
+
+def test_invalid_yaml_is_an_error(tmp_path):
+    path = write_config(tmp_path, "server: [unclosed\n")
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings({"TURNOUT_CONFIG": path})
+    assert str(excinfo.value).startswith(f"{path}: not valid YAML")
+
+
+def test_a_yaml_list_is_an_error(tmp_path):
+    path = write_config(tmp_path, "- a\n- b\n")
+    with pytest.raises(SettingsError, match="object"):
+        load_settings({"TURNOUT_CONFIG": path})
+
+
+def test_a_wrong_type_in_the_file_is_an_error(tmp_path):
+    path = write_config(tmp_path, "server:\n  port: lots\n")
+    with pytest.raises(SettingsError, match="port"):
+        load_settings({"TURNOUT_CONFIG": path})
+
+
+def test_a_missing_file_is_an_error(tmp_path):
+    path = str(tmp_path / "nope.yaml")
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings({"TURNOUT_CONFIG": path})
+    assert str(excinfo.value) == f"{path}: cannot read the config file (No such file or directory)"
+
+
+def test_env_overrides_the_file_server_and_upstream_values(tmp_path):
+    path = write_config(tmp_path, ONE_UPSTREAM)
+    settings = load_settings(
+        {
+            "TURNOUT_CONFIG": path,
+            "AZURE_KEY": FILE_KEY,
+            "TURNOUT_PORT": "9200",
+            "TURNOUT_WORKERS": "8",
+            "TURNOUT_UPSTREAM_CONNECT_TIMEOUT": "4",
+            "TURNOUT_UPSTREAM_MAX_CONNECTIONS": "7",
+        }
+    )
+    assert settings.server == ServerSettings(host="0.0.0.0", port=9200, workers=8, drain_timeout=5.0)
+    assert settings.upstream.timeout == TimeoutSettings(connect=4.0, read=30.0, total=600.0)
+    assert settings.upstream.max_connections == 7
+
+
+# --- secrets ------------------------------------------------------------------------------------------
+
+
+def test_repr_of_settings_never_contains_the_key(tmp_path):
+    from_env = load_settings({"OPENAI_API_KEY": KEY})
+    from_file = load_settings({"TURNOUT_CONFIG": write_config(tmp_path, ONE_UPSTREAM), "AZURE_KEY": FILE_KEY})
+    for settings in (from_env, from_file):
+        assert "SECRET" not in repr(settings)
+        assert "SECRET" not in str(settings)
+        assert "Secret('**********')" in repr(settings)
+
+
+def test_secret_str_and_repr_hide_the_value():
+    secret = Secret(KEY)
+    assert str(secret) == "Secret('**********')"
+    assert repr(secret) == "Secret('**********')"
+    assert f"{secret}" == "Secret('**********')"
+    assert KEY not in f"{secret!r} {secret!s} {[secret]}"
+    assert secret.reveal() == KEY
+
+
+def test_secret_equality():
+    assert Secret(KEY) == Secret(KEY)
+    assert Secret(KEY) != Secret(FILE_KEY)
+    assert Secret(KEY) != KEY
+    assert hash(Secret(KEY)) == hash(Secret(KEY))

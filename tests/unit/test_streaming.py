@@ -1,0 +1,182 @@
+"""`proxy.streaming.open_relay`: usage tee and strip, errors before and after the first batch, closing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from types import AsyncGeneratorType
+from typing import cast
+
+import pytest
+
+from proxy.errors import ProxyError, UpstreamError, UpstreamRateLimitError
+from proxy.schemas import Usage
+from proxy.sse import DONE_EVENT, encode_event
+from proxy.streaming import open_relay
+
+ROLE = b'{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant"}}]}'
+HELLO = b'{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hello"}}]}'
+STOP = b'{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
+USAGE_ONLY = (
+    b'{"id":"c1","object":"chat.completion.chunk","choices":[],'
+    b'"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}'
+)
+USAGE = Usage(prompt_tokens=11, completion_tokens=7, total_tokens=18)
+NULL_USAGE = (
+    b'{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"!"}}],"usage":null}'
+)
+CONTENT_AND_USAGE = (
+    b'{"id":"c1","choices":[{"index":0,"delta":{"content":"x"}}],'
+    b'"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}'
+)
+
+
+class Source:
+    """An upstream stream stand-in: yields the given batches, then raises `error` if one is given."""
+
+    def __init__(self, batches: list[list[bytes]], error: BaseException | None = None) -> None:
+        self.batches = batches
+        self.error = error
+        self.yielded = 0
+        self.closed = False
+        self.generator = self._run()
+
+    def is_closed(self) -> bool:
+        """Whether the generator has run its `finally` (a call, so that mypy does not narrow it)."""
+        return self.closed
+
+    async def _run(self) -> AsyncGenerator[list[bytes], None]:
+        try:
+            for batch in self.batches:
+                self.yielded += 1
+                yield batch
+            if self.error is not None:
+                raise self.error
+        finally:
+            self.closed = True
+
+
+class UsageLog:
+    def __init__(self) -> None:
+        self.calls: list[Usage] = []
+
+    def __call__(self, usage: Usage) -> None:
+        self.calls.append(usage)
+
+
+async def relay_all(source: Source, *, wants_usage: bool, usage_log: UsageLog | None = None) -> list[bytes]:
+    relay = await open_relay(source.generator, wants_usage=wants_usage, on_usage=usage_log or UsageLog())
+    return [chunk async for chunk in relay]
+
+
+async def test_usage_only_chunk_is_dropped_when_not_asked_for():
+    usage_log = UsageLog()
+    source = Source([[ROLE], [HELLO], [STOP], [USAGE_ONLY]])
+    out = await relay_all(source, wants_usage=False, usage_log=usage_log)
+    assert out == [encode_event(ROLE), encode_event(HELLO), encode_event(STOP), DONE_EVENT]
+    assert usage_log.calls == [USAGE]
+    assert source.is_closed() is True
+
+
+async def test_usage_only_chunk_is_kept_when_asked_for():
+    usage_log = UsageLog()
+    source = Source([[HELLO], [STOP], [USAGE_ONLY]])
+    out = await relay_all(source, wants_usage=True, usage_log=usage_log)
+    assert out == [encode_event(HELLO), encode_event(STOP), encode_event(USAGE_ONLY), DONE_EVENT]
+    assert usage_log.calls == [USAGE]
+
+
+async def test_usage_only_chunk_in_a_batch_with_others_is_stripped_from_that_batch():
+    usage_log = UsageLog()
+    out = await relay_all(Source([[HELLO], [STOP, USAGE_ONLY]]), wants_usage=False, usage_log=usage_log)
+    assert out == [encode_event(HELLO), encode_event(STOP), DONE_EVENT]
+    assert usage_log.calls == [USAGE]
+
+
+@pytest.mark.parametrize("wants_usage", [False, True])
+async def test_null_usage_passes_through(wants_usage):
+    usage_log = UsageLog()
+    out = await relay_all(Source([[NULL_USAGE]]), wants_usage=wants_usage, usage_log=usage_log)
+    assert out == [encode_event(NULL_USAGE), DONE_EVENT]
+    assert usage_log.calls == []
+
+
+async def test_usage_on_a_chunk_with_choices_is_kept_and_reported():
+    usage_log = UsageLog()
+    out = await relay_all(Source([[CONTENT_AND_USAGE]]), wants_usage=False, usage_log=usage_log)
+    assert out == [encode_event(CONTENT_AND_USAGE), DONE_EVENT]
+    assert usage_log.calls == [Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3)]
+
+
+async def test_a_payload_mentioning_usage_that_is_not_json_passes_through():
+    odd = b'{"text": "usage", "usage"'
+    out = await relay_all(Source([[odd]]), wants_usage=False)
+    assert out == [encode_event(odd), DONE_EVENT]
+
+
+async def test_an_empty_stream_still_ends_with_done():
+    source = Source([])
+    assert await relay_all(source, wants_usage=False) == [DONE_EVENT]
+    assert source.is_closed() is True
+
+
+async def test_a_batch_of_two_payloads_is_one_write():
+    out = await relay_all(Source([[ROLE, HELLO], [STOP]]), wants_usage=False)
+    assert out == [encode_event(ROLE) + encode_event(HELLO), encode_event(STOP), DONE_EVENT]
+    assert out[0] == b"data: " + ROLE + b"\n\ndata: " + HELLO + b"\n\n"
+
+
+async def test_an_error_before_the_first_batch_raises_from_open_relay():
+    error = UpstreamRateLimitError("Rate limit reached", headers={"retry-after": "3"})
+    source = Source([], error=error)
+    with pytest.raises(UpstreamRateLimitError) as excinfo:
+        await open_relay(source.generator, wants_usage=False, on_usage=UsageLog())
+    assert excinfo.value is error
+    assert source.is_closed() is True
+    assert cast("AsyncGeneratorType[list[bytes], None]", source.generator).ag_frame is None
+
+
+async def test_an_error_after_the_first_batch_becomes_a_final_error_event():
+    error = UpstreamError("The upstream failed with status 500: boom")
+    source = Source([[ROLE], [HELLO]], error=error)
+    relay = await open_relay(source.generator, wants_usage=False, on_usage=UsageLog())
+    out = [chunk async for chunk in relay]
+    assert out == [encode_event(ROLE), encode_event(HELLO), b"data: " + error.body() + b"\n\n", DONE_EVENT]
+    assert json.loads(out[2].removeprefix(b"data: ")) == {
+        "error": {
+            "message": "The upstream failed with status 500: boom",
+            "type": "upstream_error",
+            "param": None,
+            "code": "upstream_error",
+        }
+    }
+    assert source.is_closed() is True
+
+
+async def test_the_error_event_never_contains_a_key():
+    source = Source([[HELLO]], error=ProxyError("failed with Bearer sk-abcdef0123456789"))
+    out = await relay_all(source, wants_usage=False)
+    assert len(out) == 3
+    assert b"sk-abcdef" not in out[1]
+    assert json.loads(out[1].removeprefix(b"data: "))["error"]["message"] == "failed with [redacted]"
+
+
+async def test_closing_the_relay_early_closes_the_source():
+    source = Source([[ROLE], [HELLO], [STOP]])
+    relay = await open_relay(source.generator, wants_usage=False, on_usage=UsageLog())
+    assert await anext(aiter(relay)) == encode_event(ROLE)
+    assert source.is_closed() is False
+    await relay.aclose()
+    assert source.is_closed() is True
+    assert source.yielded == 1
+
+
+async def test_closing_the_relay_before_reading_it_closes_the_source():
+    # The client can go away between open_relay() and the first write: the upstream must be released.
+    source = Source([[ROLE], [HELLO]])
+    relay = await open_relay(source.generator, wants_usage=False, on_usage=UsageLog())
+    try:
+        await relay.aclose()
+        assert source.is_closed() is True
+    finally:
+        await source.generator.aclose()
