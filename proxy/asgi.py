@@ -16,6 +16,7 @@ from typing import Protocol, cast
 from litestar.types import Receive, Send
 
 from proxy.errors import InvalidRequestError, RequestTooLargeError
+from proxy.sse import DONE_EVENT
 
 __all__ = ["ClientDisconnectedError", "ClosableChunks", "read_body", "send_json", "send_stream"]
 
@@ -96,9 +97,13 @@ async def send_stream(send: Send, receive: Receive, chunks: ClosableChunks, head
     try:
         async with contextlib.aclosing(chunks):
             await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
+            more = True
             async for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                # An SSE stream's last event is [DONE]: it goes out with the end of the body, in one write.
+                more = not chunk.endswith(DONE_EVENT)
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+            if more:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:
         if not gone.is_set():
             raise

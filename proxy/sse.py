@@ -1,15 +1,40 @@
-"""Server-sent events framing for OpenAI streams: an incremental decoder and the event encoders.
+"""Server-sent events framing for OpenAI streams: splitting at event boundaries, decoding, encoding.
 
-A leaf module (it imports nothing from the project): routes decode upstream streams with it, the
-proxy encodes what it relays, and tests read streams back with it.
+A leaf module (it imports nothing from the project): routes cut upstream streams into whole events
+with it, the proxy inspects and encodes what it relays, and tests read streams back with it.
+Line ends are LF or CRLF; lone-CR line ends are not supported.
 """
 
 from __future__ import annotations
 
-__all__ = ["DONE", "DONE_EVENT", "SSEDecoder", "encode_event"]
+__all__ = [
+    "DONE",
+    "DONE_EVENT",
+    "EventSplitter",
+    "SSEDecoder",
+    "encode_event",
+    "event_data",
+    "find_done",
+    "split_events",
+]
 
 DONE = b"[DONE]"
 DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def find_done(events: bytes) -> int:
+    """Where the `data: [DONE]` event starts in a run of whole events, or -1.
+
+    A plain search with a check of the line around it: a regex anchored at line starts scans every
+    byte in Python's engine, a tenth of a stream's relay time in a profile.
+    """
+    index = events.find(DONE)
+    while index >= 0:
+        start = events.rfind(b"\n", 0, index) + 1
+        if events[start:index] in (b"data: ", b"data:") and events[index + 6 : index + 7] in (b"\n", b""):
+            return start
+        index = events.find(DONE, index + 1)
+    return -1
 
 
 def encode_event(data: bytes) -> bytes:
@@ -17,13 +42,11 @@ def encode_event(data: bytes) -> bytes:
     return b"data: " + data + b"\n\n"
 
 
-class SSEDecoder:
-    """Split a byte stream into the `data` payloads of its events, as the bytes arrive.
+class EventSplitter:
+    """Cut a byte stream at event boundaries, as the bytes arrive: each `feed` returns whole events only.
 
-    Follows the SSE parsing rules that matter for OpenAI-style streams: events end at a blank line (LF or
-    CRLF; lone-CR line ends are not supported), several `data:` lines of one event are joined with a
-    newline, one space after the colon is dropped, comment lines (`:`) and other fields (`event:`, `id:`,
-    `retry:`) are ignored.
+    The events keep the upstream's own framing (LF line ends), so that a relay can pass them on as they
+    are, with one write for all the events one read completed.
     """
 
     __slots__ = ("_buffer",)
@@ -31,29 +54,53 @@ class SSEDecoder:
     def __init__(self) -> None:
         self._buffer = b""
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """Add `chunk` and return the payloads of the events it completed (maybe none)."""
-        buffer = self._buffer + chunk
+    def feed(self, chunk: bytes) -> bytes:
+        """Add `chunk`; return the events it completed (each ending in a blank line), or b""."""
+        buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r\n" in buffer:  # a CR split from its LF stays buffered until the LF arrives
             buffer = buffer.replace(b"\r\n", b"\n")
-        *events, self._buffer = buffer.split(b"\n\n")
-        payloads = []
-        for event in events:
-            data = self._data_of(event)
-            if data is not None:
-                payloads.append(data)
-        return payloads
+        end = buffer.rfind(b"\n\n") + 2
+        self._buffer = buffer[end:] if end > 1 else buffer
+        return buffer[:end] if end > 1 else b""
 
     @property
     def pending(self) -> bool:
         """Whether an incomplete event is still buffered (the stream was cut in the middle of one)."""
         return bool(self._buffer.strip())
 
-    @staticmethod
-    def _data_of(event: bytes) -> bytes | None:
-        if event.startswith(b"data: ") and b"\n" not in event:  # the usual one-line event, fast
-            return event[6:]
-        lines = [line[5:] for line in event.split(b"\n") if line.startswith(b"data:")]
-        if not lines:
-            return None
-        return b"\n".join(line[1:] if line.startswith(b" ") else line for line in lines)
+
+def split_events(events: bytes) -> list[bytes]:
+    """The events of a run of whole events, each without its closing blank line."""
+    return [event for event in events.split(b"\n\n") if event]
+
+
+def event_data(event: bytes) -> bytes | None:
+    """An event's `data`: its `data:` lines joined by newlines (one space after the colon dropped).
+
+    None when it has no data line (a comment, or only `event:`, `id:`, `retry:` fields).
+    """
+    if event.startswith(b"data: ") and b"\n" not in event:  # the usual one-line event, fast
+        return event[6:]
+    lines = [line[5:] for line in event.split(b"\n") if line.startswith(b"data:")]
+    if not lines:
+        return None
+    return b"\n".join(line[1:] if line.startswith(b" ") else line for line in lines)
+
+
+class SSEDecoder:
+    """Split a byte stream into the `data` payloads of its events, as the bytes arrive."""
+
+    __slots__ = ("_splitter",)
+
+    def __init__(self) -> None:
+        self._splitter = EventSplitter()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Add `chunk` and return the payloads of the events it completed (maybe none)."""
+        payloads = (event_data(event) for event in split_events(self._splitter.feed(chunk)))
+        return [payload for payload in payloads if payload is not None]
+
+    @property
+    def pending(self) -> bool:
+        """Whether an incomplete event is still buffered."""
+        return self._splitter.pending

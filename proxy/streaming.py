@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import msgspec
 
 from proxy.errors import ProxyError
 from proxy.schemas import Usage
-from proxy.sse import DONE_EVENT, encode_event
+from proxy.sse import DONE_EVENT, encode_event, event_data, split_events
 
 __all__ = ["Relay", "open_relay"]
 
@@ -23,27 +24,36 @@ class _ChunkView(msgspec.Struct):
 
 
 _CHUNK = msgspec.json.Decoder(_ChunkView)
+# A usage object, not the `"usage": null` every chunk carries once usage is on; escaped text cannot match.
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
-def _usage_of(payload: bytes) -> tuple[Usage | None, bool]:
-    """The usage a chunk carries, and whether the chunk is nothing but the final usage chunk."""
-    if b'"usage"' not in payload:  # most chunks: no decoding at all
-        return None, False
-    try:
-        chunk = _CHUNK.decode(payload)
-    except msgspec.DecodeError:
-        return None, False
-    return chunk.usage, chunk.usage is not None and not chunk.choices
+def _take_usage(events: bytes, *, wants_usage: bool, on_usage: Callable[[Usage], None]) -> bytes:
+    """Hand the usage in `events` to `on_usage`; drop the usage-only chunk unless the caller asked for it."""
+    kept = []
+    for event in split_events(events):
+        data = event_data(event)
+        if data is not None and _USAGE_OBJECT.search(data):
+            try:
+                chunk = _CHUNK.decode(data)
+            except msgspec.DecodeError:
+                chunk = _ChunkView()
+            if chunk.usage is not None:
+                on_usage(chunk.usage)
+                if not chunk.choices and not wants_usage:
+                    continue
+        kept.append(event + b"\n\n")
+    return b"".join(kept)
 
 
 class Relay:
     """A route's stream as SSE bytes; `aclose()` closes the route's stream whether iteration began or not."""
 
-    __slots__ = ("_batches", "_events")
+    __slots__ = ("_events", "_source")
 
-    def __init__(self, events: AsyncGenerator[bytes, None], batches: AsyncGenerator[list[bytes], None]) -> None:
+    def __init__(self, events: AsyncGenerator[bytes, None], source: AsyncGenerator[bytes, None]) -> None:
         self._events = events
-        self._batches = batches
+        self._source = source
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events
@@ -51,49 +61,48 @@ class Relay:
     async def aclose(self) -> None:
         """Stop relaying and close the route's stream (and with it the upstream request)."""
         await self._events.aclose()
-        await self._batches.aclose()
+        await self._source.aclose()
 
 
 async def open_relay(
-    batches: AsyncGenerator[list[bytes], None], *, wants_usage: bool, on_usage: Callable[[Usage], None]
+    source: AsyncGenerator[bytes, None], *, wants_usage: bool, on_usage: Callable[[Usage], None]
 ) -> Relay:
-    """Start relaying a route's stream (batches of `data` payloads) as SSE bytes.
+    """Start relaying a route's stream (runs of whole SSE events) to the client.
 
-    Waits for the first batch so that an error before it raises here, to be answered as a normal JSON
-    error with its status. The returned relay then yields each batch as soon as it arrives (one
-    write per batch), hands the usage to `on_usage`, drops the usage-only chunk when the caller did not
-    ask for it, turns a later error into a final `data: {"error": ...}` event, and always ends with
-    `data: [DONE]`.
+    Waits for the first events so that an error before them raises here, to be answered as a normal
+    JSON error with its status. The returned relay then yields each run of events as it arrives (one
+    write each, passed on as the upstream framed them), hands the usage to `on_usage`, drops the
+    usage-only chunk when the caller did not ask for it, turns a later error into a final
+    `data: {"error": ...}` event, and always ends with `data: [DONE]`.
     """
     try:
-        first = await anext(batches, None)
+        first = await anext(source, None)
     except BaseException:
-        await batches.aclose()
+        await source.aclose()
         raise
-    return Relay(_relay(first, batches, wants_usage=wants_usage, on_usage=on_usage), batches)
+    return Relay(_relay(first, source, wants_usage=wants_usage, on_usage=on_usage), source)
 
 
 async def _relay(
-    batch: list[bytes] | None,
-    batches: AsyncGenerator[list[bytes], None],
+    events: bytes | None,
+    source: AsyncGenerator[bytes, None],
     *,
     wants_usage: bool,
     on_usage: Callable[[Usage], None],
 ) -> AsyncGenerator[bytes, None]:
-    async with contextlib.aclosing(batches):
+    done = False
+    async with contextlib.aclosing(source):
         try:
-            while batch is not None:
-                events = []
-                for payload in batch:
-                    usage, usage_only = _usage_of(payload)
-                    if usage is not None:
-                        on_usage(usage)
-                    if wants_usage or not usage_only:
-                        events.append(encode_event(payload))
+            while events is not None:
+                if _USAGE_OBJECT.search(events):  # once a stream: the rest passes untouched
+                    events = _take_usage(events, wants_usage=wants_usage, on_usage=on_usage)
+                done = events.endswith(DONE_EVENT)
                 if events:
-                    yield b"".join(events)
-                batch = await anext(batches, None)
+                    yield events
+                events = await anext(source, None)
         except ProxyError as exc:
             logger.warning("stream broke off after its first event: %s", exc.message)
-            yield encode_event(exc.body())
-    yield DONE_EVENT
+            yield encode_event(exc.body()) + DONE_EVENT
+            return
+    if not done:
+        yield DONE_EVENT

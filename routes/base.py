@@ -48,12 +48,13 @@ class Route(Protocol):
         """
         ...
 
-    def stream(self, call: ChatCall) -> AsyncGenerator[list[bytes], None]:
-        """Answer `call` as a stream of SSE `data` payloads, up to but not including `[DONE]`.
+    def stream(self, call: ChatCall) -> AsyncGenerator[bytes, None]:
+        """Answer `call` as a stream of whole SSE events; the last item ends with `data: [DONE]`.
 
-        Yields the payloads that arrived together as one list (never empty), so that the relay writes
-        them to the client at once. The final usage chunk is always included when the upstream can send
-        it. Errors raise `ProxyError`: before the first batch they become a JSON error response, after it
-        an SSE error event.
+        Each item holds the events that arrived together (never empty, each event ending in a blank
+        line), so that the relay can write them to the client at once without parsing them. The final
+        usage chunk is included when the upstream can send it. Errors raise `ProxyError` instead of
+        ending with `[DONE]`: before the first item they become a JSON error response, after it an SSE
+        error event.
         """
         ...

@@ -9,7 +9,7 @@ import msgspec
 
 from proxy.errors import UpstreamError, upstream_stream_error
 from proxy.schemas import Usage, rewrite_body
-from proxy.sse import DONE, SSEDecoder
+from proxy.sse import DONE_EVENT, EventSplitter, event_data, find_done, split_events
 from routes.base import ChatCall, Completion
 from routes.upstream import Upstream
 
@@ -48,21 +48,32 @@ class OpenAIChatRoute:
             raise UpstreamError(f"The upstream '{self.upstream.name}' sent a completion that is not JSON.") from exc
         return Completion(body=body, model=view.model, usage=view.usage)
 
-    async def stream(self, call: ChatCall) -> AsyncGenerator[list[bytes], None]:
-        """Post the request with `include_usage` on and yield the event payloads of each read until `[DONE]`."""
+    async def stream(self, call: ChatCall) -> AsyncGenerator[bytes, None]:
+        """Post the request with `include_usage` on and yield the whole events of each read, `[DONE]` last."""
         body = rewrite_body(call.raw, model=self.model, include_usage=True)
-        decoder = SSEDecoder()
+        splitter = EventSplitter()
         async with contextlib.aclosing(self.upstream.post_stream(_PATH, body, call.headers)) as chunks:
             async for chunk in chunks:
-                payloads = decoder.feed(chunk)
-                for index, payload in enumerate(payloads):
-                    error = upstream_stream_error(payload)
-                    if payload == DONE or error is not None:
-                        if index:
-                            yield payloads[:index]
-                        if error is not None:
-                            raise error
-                        return
-                if payloads:
-                    yield payloads
+                events, error = _split_at_error(splitter.feed(chunk))
+                done = find_done(events)
+                if done >= 0:  # anything after [DONE] is dropped; [DONE] itself is normalised
+                    yield events[:done] + DONE_EVENT
+                    return
+                if events:
+                    yield events
+                if error is not None:
+                    raise error
         raise UpstreamError(f"The upstream '{self.upstream.name}' ended the stream before [DONE].")
+
+
+def _split_at_error(events: bytes) -> tuple[bytes, UpstreamError | None]:
+    """The events before an upstream's error event, and that error (the whole run and None if it has none)."""
+    if b'"error"' not in events:  # content never carries the key: quotes inside strings are escaped
+        return events, None
+    parts = split_events(events)
+    for index, event in enumerate(parts):
+        data = event_data(event)
+        error = upstream_stream_error(data) if data is not None else None
+        if error is not None:
+            return b"".join(part + b"\n\n" for part in parts[:index]), error
+    return events, None

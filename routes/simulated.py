@@ -6,7 +6,8 @@ tool calls when the request offers tools. Behaviour is set per server (`Simulato
 request by headers, which Turnout forwards like any other end-to-end header:
 
 - `x-simulated-latency-ms`: wait before answering (before the first chunk of a stream).
-- `x-simulated-chunk-interval-ms`: wait between stream chunks.
+- `x-simulated-chunk-interval-ms`: wait between stream chunks (with none, the whole stream goes out in
+  one write, as a burst: the same events, without a syscall each).
 - `x-simulated-chunks`: how many content chunks (one word each) the answer has.
 - `x-simulated-fault`: `<status>` (an OpenAI-format error, e.g. 429 with `retry-after`, 500),
   `text-<status>` (a plain-text error body), `timeout` (never answer), `midstream` (an SSE error
@@ -170,6 +171,22 @@ def _deltas(answer: _Answer) -> list[tuple[dict[str, Any], str | None]]:
     return [({**first, "tool_calls": [head]}, None), *deltas, ({}, "tool_calls")]
 
 
+def _events(answer: _Answer) -> list[bytes]:
+    """The SSE events of a streamed answer, `[DONE]` included."""
+    envelope = answer.envelope("chat.completion.chunk")
+    include_usage = bool((answer.body.get("stream_options") or {}).get("include_usage"))
+    if include_usage:
+        envelope["usage"] = None
+    n = max(1, int(answer.body.get("n") or 1))
+    events = []
+    for delta, finish in _deltas(answer):
+        choices = [{"index": i, "delta": delta, "logprobs": None, "finish_reason": finish} for i in range(n)]
+        events.append(encode_event(msgspec.json.encode({**envelope, "choices": choices})))
+    if include_usage:
+        events.append(encode_event(msgspec.json.encode({**envelope, "choices": [], "usage": answer.usage()})))
+    return [*events, DONE_EVENT]
+
+
 def _header_number(request: web.Request, name: str, default: float) -> float:
     value = request.headers.get(name)
     try:
@@ -271,34 +288,23 @@ class _Simulator:
     async def _stream(self, request: web.Request, answer: _Answer, record: dict[str, Any]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
-        include_usage = bool((answer.body.get("stream_options") or {}).get("include_usage"))
-        envelope = answer.envelope("chat.completion.chunk")
-        if include_usage:
-            envelope["usage"] = None
-        n = max(1, int(answer.body.get("n") or 1))
-        for sent, (delta, finish) in enumerate(_deltas(answer)):
-            if sent == 2 and answer.fault in ("midstream", "disconnect"):
-                record["outcome"] = "fault"
-                if answer.fault == "disconnect":
-                    request.transport.close() if request.transport else None
-                    return response
-                error = {
-                    "message": "Simulated mid-stream failure.",
-                    "type": "server_error",
-                    "param": None,
-                    "code": None,
-                }
-                await response.write(encode_event(msgspec.json.encode({"error": error})))
+        events = _events(answer)
+        if answer.fault in ("midstream", "disconnect"):
+            record["outcome"] = "fault"
+            await response.write(b"".join(events[:2]))
+            if answer.fault == "disconnect" and request.transport is not None:
+                request.transport.close()
                 return response
-            if sent and answer.interval:
-                await asyncio.sleep(answer.interval)
-            choices = [{"index": i, "delta": delta, "logprobs": None, "finish_reason": finish} for i in range(n)]
-            await response.write(encode_event(msgspec.json.encode({**envelope, "choices": choices})))
-        if include_usage:
-            await response.write(
-                encode_event(msgspec.json.encode({**envelope, "choices": [], "usage": answer.usage()}))
-            )
-        await response.write(DONE_EVENT)
+            error = {"message": "Simulated mid-stream failure.", "type": "server_error", "param": None, "code": None}
+            await response.write(encode_event(msgspec.json.encode({"error": error})))
+            return response
+        if answer.interval:
+            for sent, event in enumerate(events):
+                if sent and event != DONE_EVENT:
+                    await asyncio.sleep(answer.interval)
+                await response.write(event)
+        else:  # nothing to wait for: the whole stream in one write, the same events as a burst of packets
+            await response.write(b"".join(events))
         await response.write_eof()
         record["outcome"] = "completed"
         return response

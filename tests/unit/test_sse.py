@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.sse import DONE, DONE_EVENT, SSEDecoder, encode_event
+from proxy.sse import DONE, DONE_EVENT, SSEDecoder, encode_event, find_done
 
 STREAM = (
     b": OPENROUTER PROCESSING\n\n"
@@ -141,3 +141,20 @@ def test_encoded_events_decode_back():
     payloads = [b'{"a":1}', b'{"b":"\xc3\xa9"}', DONE]
     stream = b"".join(encode_event(payload) for payload in payloads)
     assert SSEDecoder().feed(stream) == payloads
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        (b"data: [DONE]\n\n", 0),
+        (b"data:[DONE]\n\n", 0),
+        (b'data: {"a":1}\n\ndata: [DONE]\n\n', 15),
+        (b'data: {"content":"[DONE]"}\n\n', -1),
+        (b'data: {"content":"[DONE]"}\n\ndata: [DONE]\n\n', 28),
+        (b"data: [DONE] later\n\n", -1),
+        (b"data: [DONE]", 0),
+        (b"", -1),
+    ],
+)
+def test_find_done_finds_only_the_done_event(events: bytes, expected: int) -> None:
+    assert find_done(events) == expected

@@ -11,7 +11,7 @@ import pytest
 
 from proxy.errors import ProxyError, UpstreamError, UpstreamRateLimitError
 from proxy.schemas import Usage
-from proxy.sse import DONE_EVENT, encode_event
+from proxy.sse import DONE, DONE_EVENT, encode_event
 from proxy.streaming import open_relay
 
 ROLE = b'{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant"}}]}'
@@ -32,7 +32,7 @@ CONTENT_AND_USAGE = (
 
 
 class Source:
-    """An upstream stream stand-in: yields the given batches, then raises `error` if one is given."""
+    """A route's stream stand-in: yields each batch of payloads as whole SSE events, then raises `error`."""
 
     def __init__(self, batches: list[list[bytes]], error: BaseException | None = None) -> None:
         self.batches = batches
@@ -45,11 +45,11 @@ class Source:
         """Whether the generator has run its `finally` (a call, so that mypy does not narrow it)."""
         return self.closed
 
-    async def _run(self) -> AsyncGenerator[list[bytes], None]:
+    async def _run(self) -> AsyncGenerator[bytes, None]:
         try:
             for batch in self.batches:
                 self.yielded += 1
-                yield batch
+                yield b"".join(encode_event(payload) for payload in batch)
             if self.error is not None:
                 raise self.error
         finally:
@@ -67,6 +67,12 @@ class UsageLog:
 async def relay_all(source: Source, *, wants_usage: bool, usage_log: UsageLog | None = None) -> list[bytes]:
     relay = await open_relay(source.generator, wants_usage=wants_usage, on_usage=usage_log or UsageLog())
     return [chunk async for chunk in relay]
+
+
+async def test_a_source_ending_with_done_gets_no_second_done():
+    source = Source([[ROLE], [HELLO, DONE]])
+    out = await relay_all(source, wants_usage=False)
+    assert out == [encode_event(ROLE), encode_event(HELLO) + DONE_EVENT]
 
 
 async def test_usage_only_chunk_is_dropped_when_not_asked_for():
@@ -141,8 +147,8 @@ async def test_an_error_after_the_first_batch_becomes_a_final_error_event():
     source = Source([[ROLE], [HELLO]], error=error)
     relay = await open_relay(source.generator, wants_usage=False, on_usage=UsageLog())
     out = [chunk async for chunk in relay]
-    assert out == [encode_event(ROLE), encode_event(HELLO), b"data: " + error.body() + b"\n\n", DONE_EVENT]
-    assert json.loads(out[2].removeprefix(b"data: ")) == {
+    assert out == [encode_event(ROLE), encode_event(HELLO), b"data: " + error.body() + b"\n\n" + DONE_EVENT]
+    assert json.loads(out[2].removesuffix(DONE_EVENT).removeprefix(b"data: ")) == {
         "error": {
             "message": "The upstream failed with status 500: boom",
             "type": "upstream_error",
@@ -156,9 +162,11 @@ async def test_an_error_after_the_first_batch_becomes_a_final_error_event():
 async def test_the_error_event_never_contains_a_key():
     source = Source([[HELLO]], error=ProxyError("failed with Bearer sk-abcdef0123456789"))
     out = await relay_all(source, wants_usage=False)
-    assert len(out) == 3
+    assert len(out) == 2
+    assert out[1].endswith(DONE_EVENT)
     assert b"sk-abcdef" not in out[1]
-    assert json.loads(out[1].removeprefix(b"data: "))["error"]["message"] == "failed with [redacted]"
+    error = json.loads(out[1].removesuffix(DONE_EVENT).removeprefix(b"data: "))
+    assert error["error"]["message"] == "failed with [redacted]"
 
 
 async def test_closing_the_relay_early_closes_the_source():
