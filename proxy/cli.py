@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from proxy._version import __version__
+from proxy.logs import LOG_FORMAT, RedactingFormatter
 from proxy.settings import ENV_VARS, Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -43,7 +44,7 @@ def _log_config(level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "formatters": {"plain": {"()": RedactingFormatter, "format": LOG_FORMAT}},
         "handlers": {"stderr": handler},
         "loggers": loggers,
     }
