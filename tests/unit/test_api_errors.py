@@ -7,6 +7,7 @@ import logging
 import msgspec
 import pytest
 from litestar import Request
+from litestar.datastructures import State
 
 from proxy.api import handle_unexpected_error
 from proxy.logs import LOG_FORMAT, RedactingFormatter
@@ -24,7 +25,7 @@ def test_an_unexpected_error_is_a_plain_500(caplog: pytest.LogCaptureFixture) ->
         "server": ("127.0.0.1", 8000),
         "root_path": "",
     }
-    request: Request[object, object, object] = Request(scope)  # type: ignore[arg-type]  # a minimal HTTP scope
+    request: Request[object, object, State] = Request(scope)  # type: ignore[arg-type]  # a minimal HTTP scope
     with caplog.at_level(logging.ERROR, logger="turnout.api"):
         response = handle_unexpected_error(request, RuntimeError("bug while holding sk-proj-abcdefghijklmnop"))
     assert response.status_code == 500
