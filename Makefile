@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 # The e2e tests run a second time against the last 2.x release of the openai SDK (LangChain and LlamaIndex pin it).
 VENV_OPENAI2 := .venv-openai2
 
-.PHONY: install check test test-openai2 serve bench clean
+# Every shipped policy file, each checked and run against the cases file beside it.
+POLICIES := $(filter-out %.cases.yaml,$(wildcard policies/*.yaml policies/examples/*.yaml))
+
+.PHONY: install check check-policies test test-openai2 serve bench clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +20,17 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/uv
 
 install: $(VENV)/.installed
 
-check: install
+check: install check-policies
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# The policies reference ${OPENAI_API_KEY}; a placeholder lets them load without a real key.
+check-policies: install
+	@for policy in $(POLICIES); do \
+		OPENAI_API_KEY=sk-placeholder $(BIN)/turnout check $$policy && \
+		OPENAI_API_KEY=sk-placeholder $(BIN)/turnout test $$policy $${policy%.yaml}.cases.yaml || exit 1; \
+	done
 
 test: install
 	$(BIN)/python -m pytest
@@ -39,7 +49,10 @@ serve: install
 	$(BIN)/turnout serve
 
 bench: install
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,bench]'
 	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench.policy_decision
+	$(BIN)/python -m tests.bench.token_estimate
 
 clean:
 	rm -rf $(VENV) $(VENV_OPENAI2) *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,7 +1,24 @@
-"""Decides which route a request takes.
+"""Decides which route a request takes: `load_policy` compiles a policy's rules into a `PolicyEngine`.
 
-Empty until policy files land (issue 3): without one, every request takes the single configured
-upstream with the caller's own `model`, as `proxy.pipeline.ChatPipeline` documents.
+`extract_features()` turns a request into `RequestFeatures`; `PolicyEngine.decide()` turns those into a
+`Decision` (route, fallbacks, rule, reason, shadow copy), and `PolicyEngine.explain()` says why, rule
+by rule and condition by condition.
 """
 
-__all__: list[str] = []
+from policies.checks import Check
+from policies.engine import Decision, Explanation, PolicyEngine, RuleTrace
+from policies.errors import PolicyError
+from policies.features import RequestFeatures, extract_features
+from policies.loader import load_policy
+
+__all__ = [
+    "Check",
+    "Decision",
+    "Explanation",
+    "PolicyEngine",
+    "PolicyError",
+    "RequestFeatures",
+    "RuleTrace",
+    "extract_features",
+    "load_policy",
+]

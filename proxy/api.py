@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import cast
 
+import msgspec
 from litestar import Request, Response, asgi, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
@@ -23,8 +24,9 @@ from proxy.errors import (
     UpstreamError,
 )
 from proxy.headers import forwardable_headers
-from proxy.lifespan import Resources
+from proxy.lifespan import Generation, Resources
 from proxy.middleware import request_id_of
+from proxy.pipeline import CALLER_HEADER
 from proxy.schemas import decode_chat_request
 from routes import ChatCall
 
@@ -33,6 +35,7 @@ __all__ = ["HANDLERS", "handle_http_exception", "handle_proxy_error", "handle_un
 logger = logging.getLogger("turnout.api")
 
 _JSON = "application/json"
+_CALLER = CALLER_HEADER.encode()
 
 
 def _resources(state: State) -> Resources:
@@ -53,40 +56,71 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     method = cast("HTTPScope", scope)["method"]
     if method != "POST":
         raise MethodNotAllowedError(f"Method {method} is not allowed on {scope['path']}", headers={"allow": "POST"})
-    resources = _resources(scope["app"].state)
+    generation = _resources(scope["app"].state).current  # this request's policy, whatever reloads meanwhile
     headers = dict(scope["headers"])
     _check_content_type(headers)
     try:
-        raw = await read_body(headers, receive, resources.settings.server.max_body_bytes)
+        raw = await read_body(headers, receive, generation.settings.server.max_body_bytes)
     except ClientDisconnectedError:
         return
     chat = decode_chat_request(raw)
-    call = ChatCall(request=chat, raw=raw, headers=forwardable_headers(scope["headers"], request_id_of(scope)))
+    caller = headers.get(_CALLER, b"").decode("latin-1") or None
+    call = ChatCall(
+        request=chat, raw=raw, headers=forwardable_headers(scope["headers"], request_id_of(scope)), caller=caller
+    )
     if chat.stream:
-        await send_stream(send, receive, await resources.pipeline.stream(call), [])
+        relay, outcome = await generation.pipeline.stream(call)
+        await send_stream(send, receive, relay, outcome.headers())
     else:
-        completion = await resources.pipeline.complete(call)
-        await send_json(send, completion.body, [])
+        completion, outcome = await generation.pipeline.complete(call)
+        await send_json(send, completion.body, outcome.headers())
+
+
+def _route_models(generation: Generation) -> dict[str, bytes] | None:
+    """With a policy: the routes and aliases as OpenAI model objects, by id; without: None (ask the upstream)."""
+    deployment = generation.settings.deployment
+    if deployment.policy is None:
+        return None
+    names = [*deployment.routes, *deployment.aliases]
+    return {name: msgspec.json.encode(_Model(id=name)) for name in names}
+
+
+class _Model(msgspec.Struct, frozen=True):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "turnout"
 
 
 @get(["/v1/models", "/models"])
 async def list_models(request: Request[object, object, State], state: State) -> Response[bytes]:
-    """`GET /v1/models`: the upstream's models."""
+    """`GET /v1/models`: the policy's routes and aliases, or the upstream's models when there is no policy."""
+    generation = _resources(state).current
+    models = _route_models(generation)
+    if models is not None:
+        return Response(b'{"object":"list","data":[' + b",".join(models.values()) + b"]}", media_type=_JSON)
     headers = forwardable_headers(request.scope["headers"], request_id_of(request.scope))
-    return Response(await _resources(state).upstream.get("/models", headers), media_type=_JSON)
+    return Response(await generation.first_upstream().get("/models", headers), media_type=_JSON)
 
 
 @get(["/v1/models/{model_id:path}", "/models/{model_id:path}"])
 async def retrieve_model(
     request: Request[object, object, State], state: State, model_id: FromPath[str]
 ) -> Response[bytes]:
-    """`GET /v1/models/{id}`: one of the upstream's models."""
+    """`GET /v1/models/{id}`: one route or alias (or one of the upstream's models when there is no policy)."""
+    generation = _resources(state).current
+    name = model_id.lstrip("/")
+    models = _route_models(generation)
+    if models is not None:
+        if name not in models:
+            raise NotFoundError(f"The model '{name}' does not exist.", param="model")
+        return Response(models[name], media_type=_JSON)
     headers = forwardable_headers(request.scope["headers"], request_id_of(request.scope))
     try:
-        body = await _resources(state).upstream.get(f"/models{model_id}", headers)
+        body = await generation.first_upstream().get(f"/models/{name}", headers)
     except UpstreamError as exc:
         if exc.upstream_status == 404:  # here the id is the caller's, not Turnout's configuration
-            raise NotFoundError(f"The model '{model_id.lstrip('/')}' does not exist.", param="model") from exc
+            raise NotFoundError(f"The model '{name}' does not exist.", param="model") from exc
         raise
     return Response(body, media_type=_JSON)
 
@@ -98,12 +132,12 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz")
-async def readyz(state: State) -> Response[dict[str, str]]:
+async def readyz(state: State) -> Response[dict[str, object]]:
     """Ready: the configuration is loaded and the upstream client is open."""
     resources: Resources | None = state.get("resources")
     if resources is None:
         raise ProxyError("Turnout is starting or stopping.", code="not_ready", status_code=503)
-    return Response({"status": "ready", "upstream": resources.upstream.name})
+    return Response({"status": "ready", "routes": list(resources.current.pipeline.routes)})
 
 
 HANDLERS = (chat_completions, list_models, retrieve_model, healthz, readyz)

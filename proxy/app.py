@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from litestar import Litestar
 from litestar.exceptions import HTTPException
@@ -17,13 +17,20 @@ from proxy.settings import Settings, load_settings
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
-    """The Turnout ASGI app; `settings` default to `load_settings()` (how `turnout serve` workers build it)."""
+def create_app(settings: Settings | None = None, *, reload: Callable[[], Settings] | None = None) -> Litestar:
+    """The Turnout ASGI app.
+
+    Args:
+        settings: Defaults to `load_settings()`, which is how `turnout serve` workers build it; the policy
+            file is then reloaded the same way when it changes or on SIGHUP.
+        reload: How to load the settings again on reload, for settings given here (None: never reload).
+    """
     resolved = settings if settings is not None else load_settings()
+    reload_settings = reload if settings is not None else load_settings
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_resources(resolved) as resources:
+        async with open_resources(resolved, reload_settings=reload_settings) as resources:
             app.state.resources = resources
             try:
                 yield

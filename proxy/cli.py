@@ -14,6 +14,7 @@ from typing import Any
 
 from proxy._version import __version__
 from proxy.logs import LOG_FORMAT, RedactingFormatter
+from proxy.policycli import add_policy_commands, run_policy_command
 from proxy.settings import ENV_VARS, Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -74,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream-connect-timeout", type=float, metavar="S", help="default 10")
     serve.add_argument("--upstream-read-timeout", type=float, metavar="S", help="between reads; default 120")
     serve.add_argument("--upstream-timeout", type=float, metavar="S", help="whole request; default 600")
+
+    add_policy_commands(commands)
 
     simulate = commands.add_parser("simulate", help="run the simulated OpenAI upstream on its own")
     simulate.add_argument("--host", default="127.0.0.1")
@@ -142,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the `turnout` command line; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
-        return _serve(args) if args.command == "serve" else _simulate(args)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "simulate":
+            return _simulate(args)
+        return run_policy_command(args)
     except KeyboardInterrupt:
         return 130

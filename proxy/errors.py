@@ -11,6 +11,7 @@
     + UpstreamRejectedError       400/422 as the upstream said, its message kept
     + UpstreamRateLimitError      429 with retry-after
     + UpstreamTimeoutError        504
+    + RouteUnavailableError       503 (a route's circuit is open: its fallbacks answer instead)
 ```
 
 Each class only sets `status_code`, `type` and `code`; an instance carries the message, the `param`
@@ -32,6 +33,7 @@ __all__ = [
     "NotFoundError",
     "ProxyError",
     "RequestTooLargeError",
+    "RouteUnavailableError",
     "UnsupportedMediaTypeError",
     "UpstreamError",
     "UpstreamRateLimitError",
@@ -157,6 +159,16 @@ class UpstreamTimeoutError(UpstreamError):
 
     status_code = 504
     code = "upstream_timeout"
+
+
+class RouteUnavailableError(UpstreamError):
+    """A route has failed repeatedly and its circuit is open: the request goes on to its fallbacks.
+
+    Raised and caught inside the pipeline; the last route a request can take is always tried.
+    """
+
+    status_code = 503
+    code = "route_unavailable"
 
 
 def error_body(message: str, type_: str, *, param: str | None = None, code: str | None = None) -> bytes:

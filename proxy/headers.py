@@ -38,14 +38,15 @@ _DROPPED = frozenset(
 def forwardable_headers(raw: Iterable[tuple[bytes, bytes]], request_id: str) -> dict[str, str]:
     """The end-to-end headers of an ASGI request to send upstream, with Turnout's `x-request-id`.
 
-    Also drops any header that the request's own `Connection` header names as hop-by-hop.
+    Also drops any header that the request's own `Connection` header names as hop-by-hop, and Turnout's
+    own `x-turnout-*` headers (the caller's name, ...), which are meant for Turnout alone.
     """
     headers: dict[str, str] = {}
     named_hop: set[bytes] = set()
     for name, value in raw:
         if name == b"connection":
             named_hop.update(token.strip().lower() for token in value.split(b","))
-        if name not in _DROPPED:
+        if name not in _DROPPED and not name.startswith(b"x-turnout-"):
             headers[name.decode("latin-1")] = value.decode("latin-1")
     for name in named_hop:
         headers.pop(name.decode("latin-1"), None)

@@ -1,48 +1,177 @@
-"""Builds and closes the shared resources (upstream client, routes, pipeline) → `Resources`."""
+"""Builds and closes the shared resources (upstream clients, routes, pipeline) and reloads the policy file.
+
+One loaded policy file makes a `Generation`. Handlers take `Resources.current` once per request, so a
+reload swaps the whole generation atomically while requests in flight finish on the one they started
+with. A broken file is logged and the running generation stays.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import os
+import signal
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
+import aiohttp
+
 from proxy.pipeline import ChatPipeline
-from proxy.settings import Settings
-from routes import OpenAIChatRoute, Upstream, UpstreamTimeouts, new_session
+from proxy.settings import Settings, SettingsError, UpstreamSettings
+from proxy.tasks import BackgroundTasks
+from routes import OpenAIChatRoute, Route, Upstream, UpstreamTimeouts, new_session
 from routes.simulated import start_simulator
 
-__all__ = ["Resources", "open_resources"]
+__all__ = ["Generation", "Resources", "open_resources"]
 
 logger = logging.getLogger("turnout")
 
 
 @dataclass(frozen=True, slots=True)
-class Resources:
-    """What request handlers share for the app's lifetime."""
+class Generation:
+    """Everything one version of the policy file builds."""
 
     settings: Settings
-    upstream: Upstream
+    upstreams: Mapping[str, Upstream]
     pipeline: ChatPipeline
+
+    def first_upstream(self) -> Upstream:
+        """The upstream of the first route: without a policy, the only one (whose models `/v1/models` lists)."""
+        return next(iter(self.upstreams.values()))
+
+
+class Resources:
+    """What request handlers share for the app's lifetime; `current` is replaced whole on reload."""
+
+    def __init__(self, current: Generation, tasks: BackgroundTasks) -> None:
+        self.current = current
+        self.tasks = tasks
+        self.reloads = 0
+        """Successful reloads so far (for tests and, later, metrics)."""
+
+
+class _Sessions:
+    """One pooled HTTP session per distinct upstream definition, reused across reloads while unchanged."""
+
+    def __init__(self) -> None:
+        self._by_upstream: dict[UpstreamSettings, aiohttp.ClientSession] = {}
+        self._retired: dict[aiohttp.ClientSession, asyncio.Task[None]] = {}
+
+    def get(self, upstream: UpstreamSettings) -> aiohttp.ClientSession:
+        session = self._by_upstream.get(upstream)
+        if session is None:
+            timeouts = UpstreamTimeouts(
+                connect=upstream.timeout.connect, read=upstream.timeout.read, total=upstream.timeout.total
+            )
+            session = self._by_upstream[upstream] = new_session(timeouts, max_connections=upstream.max_connections)
+        return session
+
+    def retire_unused(self, used: set[UpstreamSettings], grace: float) -> None:
+        """Close, after `grace` seconds for the requests still on them, the sessions no upstream uses now."""
+        for key in [key for key in self._by_upstream if key not in used]:
+            session = self._by_upstream.pop(key)
+            self._retired[session] = asyncio.get_running_loop().create_task(self._close_later(session, grace))
+
+    async def _close_later(self, session: aiohttp.ClientSession, grace: float) -> None:
+        await asyncio.sleep(grace)
+        self._retired.pop(session, None)
+        await session.close()
+
+    async def close(self) -> None:
+        """Close every session, retired ones included (shutdown has drained their requests already)."""
+        for session, closer in list(self._retired.items()):
+            closer.cancel()
+            await session.close()
+        for session in self._by_upstream.values():
+            await session.close()
+
+
+def _build(settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base_url: str | None) -> Generation:
+    upstreams = {
+        name: Upstream(
+            name,
+            base_url or upstream.base_url,
+            upstream.api_key.reveal() if upstream.api_key else None,
+            sessions.get(upstream),
+        )
+        for name, upstream in settings.upstreams.items()
+    }
+    deployment = settings.deployment
+    routes: dict[str, Route] = {
+        name: OpenAIChatRoute(name, upstreams[route.upstream], route.model, route.timeout)
+        for name, route in deployment.routes.items()
+    }
+    pipeline = ChatPipeline(
+        routes=routes,
+        policy=deployment.policy,
+        retry=deployment.retry,
+        breaker=deployment.circuit_breaker,
+        tasks=tasks,
+        named=deployment.model_names(),
+    )
+    return Generation(settings=settings, upstreams=upstreams, pipeline=pipeline)
+
+
+def _file_stamp(path: str) -> tuple[float, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime, stat.st_size
+
+
+async def _watch(path: str, reload: Callable[[], None], interval: float) -> None:
+    """Call `reload` when the file's modification time or size changes (a ConfigMap swap changes both)."""
+    stamp = _file_stamp(path)
+    while True:
+        await asyncio.sleep(interval)
+        now = _file_stamp(path)
+        if now is not None and now != stamp:
+            stamp = now
+            reload()
 
 
 @contextlib.asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
-    """Open the upstream session (and the simulated upstream, when configured) and close them on exit."""
+async def open_resources(
+    settings: Settings, *, reload_settings: Callable[[], Settings] | None = None, watch_interval: float = 1.0
+) -> AsyncIterator[Resources]:
+    """Open the upstream sessions (and the simulated upstream when configured); reload on change or SIGHUP.
+
+    `reload_settings` loads the file again (by default: not at all, as for settings built in code).
+    """
     async with contextlib.AsyncExitStack() as stack:
-        base_url = settings.upstream.base_url
+        base_url = None
         if settings.simulated:
             simulator = await start_simulator()
             stack.push_async_callback(simulator.aclose)
             base_url = simulator.base_url
             logger.info("simulated upstream listening at %s", base_url)
-        timeouts = settings.upstream.timeout
-        session = new_session(
-            UpstreamTimeouts(connect=timeouts.connect, read=timeouts.read, total=timeouts.total),
-            max_connections=settings.upstream.max_connections,
-        )
-        stack.push_async_callback(session.close)
-        key = settings.upstream.api_key
-        upstream = Upstream(settings.upstream.name, base_url, key.reveal() if key else None, session)
-        route = OpenAIChatRoute(settings.upstream.name, upstream)
-        yield Resources(settings=settings, upstream=upstream, pipeline=ChatPipeline(route))
+        sessions, tasks = _Sessions(), BackgroundTasks()
+        stack.push_async_callback(sessions.close)
+        stack.push_async_callback(tasks.drain, settings.server.drain_timeout)
+        resources = Resources(_build(settings, sessions, tasks, base_url), tasks)
+
+        def reload() -> None:
+            if reload_settings is None:
+                return
+            try:
+                new = _build(reload_settings(), sessions, tasks, base_url)
+            except SettingsError as exc:
+                logger.error("policy reload failed, keeping the running policy: %s", exc)
+                return
+            resources.current = new
+            resources.reloads += 1
+            sessions.retire_unused(set(new.settings.upstreams.values()), new.settings.server.drain_timeout)
+            rules = len(new.pipeline.policy.rules) if new.pipeline.policy is not None else 0
+            logger.info("policy reloaded from %s (%d rules)", settings.config_path, rules)
+
+        if settings.config_path and reload_settings is not None:
+            loop = asyncio.get_running_loop()
+            # Scoped to the app's life and cancelled with it, not a background job to drain.
+            watcher = loop.create_task(_watch(settings.config_path, reload, watch_interval), name="policy-watch")
+            stack.callback(watcher.cancel)
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows, nor off the main thread
+                loop.add_signal_handler(signal.SIGHUP, reload)
+                stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+        yield resources

@@ -19,6 +19,7 @@ __all__ = [
     "ChatMessage",
     "ChatRequest",
     "ContentPart",
+    "ResponseFormat",
     "StreamOptions",
     "Usage",
     "decode_chat_request",
@@ -40,6 +41,12 @@ class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
     content: str | list[ContentPart] | None = None
 
 
+class ResponseFormat(msgspec.Struct, frozen=True, kw_only=True):
+    """`response_format`: `text`, `json_object` or `json_schema`."""
+
+    type: str
+
+
 class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
     """`stream_options`: whether the caller wants the final usage chunk."""
 
@@ -53,6 +60,13 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1)]
     stream: bool | None = None
     stream_options: StreamOptions | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    tools: list[msgspec.Raw] | None = None
+    functions: list[msgspec.Raw] | None = None
+    response_format: ResponseFormat | None = None
+    n: int | None = None
+    temperature: float | None = None
 
     @property
     def wants_usage_chunk(self) -> bool:

@@ -11,15 +11,22 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
-import yaml
+
+from proxy.policyfile import (
+    DEFAULT_BASE_URL,
+    Deployment,
+    PolicyFileError,
+    RouteSettings,
+    TimeoutSettings,
+    UpstreamFile,
+    parse_deployment,
+)
+from proxy.yamlsource import YamlDocument, YamlError, load_yaml
 
 __all__ = ["ENV_VARS", "Secret", "ServerSettings", "Settings", "SettingsError", "UpstreamSettings", "load_settings"]
-
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 ENV_VARS: Mapping[str, str] = {
     "TURNOUT_CONFIG": "path of the config file",
@@ -66,7 +73,6 @@ class Secret:
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
@@ -81,16 +87,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     log_level: LogLevel = "info"
 
 
-class TimeoutSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Upstream timeouts in seconds."""
-
-    connect: Seconds = 10.0
-    read: Seconds = 120.0
-    total: Seconds = 600.0
-
-
 class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """The OpenAI-compatible upstream requests are sent to."""
+    """An OpenAI-compatible upstream, its key wrapped."""
 
     name: str = "openai"
     base_url: str = DEFAULT_BASE_URL
@@ -103,24 +101,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything Turnout is configured with, validated once at startup."""
 
     server: ServerSettings = ServerSettings()
-    upstream: UpstreamSettings = UpstreamSettings()
+    upstreams: dict[str, UpstreamSettings] = msgspec.field(default_factory=lambda: {"openai": UpstreamSettings()})
+    deployment: Deployment = Deployment(routes={"openai": RouteSettings(upstream="openai")})
+    """Routes, aliases, prices, baseline, retry and breaker settings, and the compiled rules."""
     simulated: bool = False
     """True when no config file, key or base URL was given: answer from the built-in simulated upstream."""
     config_path: str | None = None
 
-
-class _FileUpstream(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """An upstream as the config file (or `OPENAI_*` variables) describe it, before its key is wrapped."""
-
-    base_url: Annotated[str, msgspec.Meta(pattern="^https?://")] = DEFAULT_BASE_URL
-    api_key: str | None = None
-    timeout: TimeoutSettings = TimeoutSettings()
-    max_connections: AtLeastOne = 1000
-
-
-class _ConfigFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    server: ServerSettings = ServerSettings()
-    upstreams: dict[str, _FileUpstream] = {}
+    @property
+    def upstream(self) -> UpstreamSettings:
+        """The first upstream: without rules, the only one."""
+        return next(iter(self.upstreams.values()))
 
 
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
@@ -136,41 +127,45 @@ def _explain(exc: msgspec.ValidationError) -> tuple[str, str]:
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _expand(value: Any, environ: Mapping[str, str], where: str) -> Any:
+def _expand(value: Any, environ: Mapping[str, str], document: YamlDocument, where: tuple[str | int, ...] = ()) -> Any:
     """Replace `${VAR}` in every string of a loaded YAML document; a missing variable is an error."""
     if isinstance(value, dict):
-        return {key: _expand(item, environ, f"{where}.{key}" if where else str(key)) for key, item in value.items()}
+        return {key: _expand(item, environ, document, (*where, str(key))) for key, item in value.items()}
     if isinstance(value, list):
-        return [_expand(item, environ, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [_expand(item, environ, document, (*where, i)) for i, item in enumerate(value)]
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in environ:
-                raise SettingsError(f"{where}: environment variable {name} is not set")
+                dotted = ".".join(str(key) for key in where)
+                raise SettingsError(f"{document.locate(where)}: environment variable {name} is not set ({dotted})")
             return environ[name]
 
         return _ENV_REF.sub(substitute, value)
     return value
 
 
-def _read_config(path: str, environ: Mapping[str, str]) -> _ConfigFile:
+def _read_config(path: str, environ: Mapping[str, str]) -> tuple[YamlDocument, dict[str, Any]]:
     try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read the config file ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
+        document = load_yaml(path)
+    except YamlError as exc:
+        raise SettingsError(str(exc)) from exc
+    data = _expand(document.data, environ, document) if document.data is not None else {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}:1: the policy file must be a mapping of sections (upstreams, routes, rules, ...)")
+    return document, data
+
+
+def _server(document: YamlDocument, section: Any) -> ServerSettings:
     try:
-        config = msgspec.convert(_expand(document, environ, ""), _ConfigFile)
-    except SettingsError as exc:
-        raise SettingsError(f"{path}: {exc}") from exc
+        return msgspec.convert(section, ServerSettings)
     except msgspec.ValidationError as exc:
         where, what = _explain(exc)
-        raise SettingsError(f"{path}: {where + ': ' if where else ''}{what}") from exc
-    if len(config.upstreams) > 1:
-        raise SettingsError(f"{path}: name exactly one upstream (routing between several comes with policy files)")
-    return config
+        keys = ("server", *[part for part in where.split(".") if part])
+        raise SettingsError(
+            f"{document.locate(keys)}: server.{where}: {what}" if where else f"{document.path}: {what}"
+        ) from exc
 
 
 _SERVER_ENV = {
@@ -206,36 +201,51 @@ def _overridden(struct: StructT, names: Mapping[str, str], environ: Mapping[str,
         raise SettingsError(f"{variable}={environ.get(variable, '')!r} ({field}): {what}") from exc
 
 
-def _env_upstream(env: Mapping[str, str]) -> _FileUpstream:
+def _env_upstream(env: Mapping[str, str]) -> UpstreamFile:
     try:
         return msgspec.convert(
             {"base_url": env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL, "api_key": env.get("OPENAI_API_KEY") or None},
-            _FileUpstream,
+            UpstreamFile,
         )
     except msgspec.ValidationError as exc:
         raise SettingsError(f"OPENAI_BASE_URL must start with http:// or https://: {exc}") from exc
 
 
+def _upstream(name: str, upstream: UpstreamFile, env: Mapping[str, str]) -> UpstreamSettings:
+    """The file's upstream with its key wrapped and the `TURNOUT_UPSTREAM_*` overrides applied."""
+    upstream = _overridden(upstream, _UPSTREAM_ENV, env)
+    return UpstreamSettings(
+        name=name,
+        base_url=upstream.base_url,
+        api_key=Secret(upstream.api_key) if upstream.api_key else None,
+        timeout=_overridden(upstream.timeout, _TIMEOUT_ENV, env),
+        max_connections=upstream.max_connections,
+    )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build the settings from the environment (by default `os.environ`) and the config file it names.
+    """Build the settings from the environment (by default `os.environ`) and the policy file it names.
 
     Raises:
-        SettingsError: a value is missing or invalid; the message names the variable or file key.
+        SettingsError: a value is missing or invalid; the message names the variable, or the file and line.
     """
     env = os.environ if environ is None else environ
     config_path = env.get("TURNOUT_CONFIG") or None
-    config = _read_config(config_path, env) if config_path else _ConfigFile()
-    name, upstream = next(iter(config.upstreams.items())) if config.upstreams else ("openai", _env_upstream(env))
-    upstream = _overridden(upstream, _UPSTREAM_ENV, env)
+    if config_path:
+        document, data = _read_config(config_path, env)
+    else:
+        document, data = YamlDocument(path="<defaults>", data={}, lines={}), {}
+    server = _server(document, data.get("server", {}))
+    default_upstream = _env_upstream(env)
+    try:
+        upstream_files, deployment = parse_deployment(document, data, default_upstream)
+    except PolicyFileError as exc:
+        raise SettingsError(str(exc)) from exc
+    upstreams = {name: _upstream(name, upstream, env) for name, upstream in upstream_files.items()}
     return Settings(
-        server=_overridden(config.server, _SERVER_ENV, env),
-        upstream=UpstreamSettings(
-            name=name,
-            base_url=upstream.base_url,
-            api_key=Secret(upstream.api_key) if upstream.api_key else None,
-            timeout=_overridden(upstream.timeout, _TIMEOUT_ENV, env),
-            max_connections=upstream.max_connections,
-        ),
-        simulated=not config.upstreams and upstream.api_key is None and not env.get("OPENAI_BASE_URL"),
+        server=_overridden(server, _SERVER_ENV, env),
+        upstreams=upstreams,
+        deployment=deployment,
+        simulated=not config_path and default_upstream.api_key is None and not env.get("OPENAI_BASE_URL"),
         config_path=config_path,
     )

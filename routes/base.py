@@ -21,6 +21,8 @@ class ChatCall:
     """The body exactly as the client sent it, for forwarding."""
     headers: Mapping[str, str]
     """End-to-end headers to send upstream (the client's, minus credentials and hop-by-hop, plus the request id)."""
+    caller: str | None = None
+    """Who is calling (from `x-turnout-caller` until API keys with names arrive); never sent upstream."""
 
 
 @dataclass(frozen=True, slots=True)

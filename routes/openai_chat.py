@@ -29,19 +29,20 @@ _COMPLETION = msgspec.json.Decoder(_CompletionView)
 class OpenAIChatRoute:
     """Send chat requests to one upstream, with this route's model (or the caller's, when `model` is None)."""
 
-    __slots__ = ("model", "name", "upstream")
+    __slots__ = ("_timeout", "model", "name", "upstream")
 
-    def __init__(self, name: str, upstream: Upstream, model: str | None = None) -> None:
+    def __init__(self, name: str, upstream: Upstream, model: str | None = None, timeout: float | None = None) -> None:
         self.name = name
         self.upstream = upstream
         self.model = model
+        self._timeout = upstream.timeout(timeout)
 
     def __repr__(self) -> str:
         return f"OpenAIChatRoute(name={self.name!r}, upstream={self.upstream.name!r}, model={self.model!r})"
 
     async def complete(self, call: ChatCall) -> Completion:
         """Post the request and return the upstream's answer as it came."""
-        body, _ = await self.upstream.post(_PATH, rewrite_body(call.raw, model=self.model), call.headers)
+        body, _ = await self.upstream.post(_PATH, rewrite_body(call.raw, model=self.model), call.headers, self._timeout)
         try:
             view = _COMPLETION.decode(body)
         except msgspec.DecodeError as exc:
@@ -52,7 +53,7 @@ class OpenAIChatRoute:
         """Post the request with `include_usage` on and yield the whole events of each read, `[DONE]` last."""
         body = rewrite_body(call.raw, model=self.model, include_usage=True)
         splitter = EventSplitter()
-        async with contextlib.aclosing(self.upstream.post_stream(_PATH, body, call.headers)) as chunks:
+        async with contextlib.aclosing(self.upstream.post_stream(_PATH, body, call.headers, self._timeout)) as chunks:
             async for chunk in chunks:
                 events, error = _split_at_error(splitter.feed(chunk))
                 done = find_done(events)

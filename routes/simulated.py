@@ -12,49 +12,30 @@ request by headers, which Turnout forwards like any other end-to-end header:
 - `x-simulated-fault`: `<status>` (an OpenAI-format error, e.g. 429 with `retry-after`, 500),
   `text-<status>` (a plain-text error body), `timeout` (never answer), `midstream` (an SSE error
   event after two chunks), `disconnect` (drop the connection after two chunks).
+- `x-simulated-fault-for`: apply the fault only to requests for this model (to fail one route of several).
 
 Every call is recorded by its `x-request-id` and can be read back at `GET /_simulator/calls/{id}`:
-what arrived (headers, body) and how it ended (`completed`, `cancelled`, `fault`).
+what arrived last (headers, body), how it ended (`completed`, `cancelled`, `fault`), and `models`, the
+model of every request that carried that id (retries and fallbacks included).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from proxy.sse import DONE_EVENT, encode_event
+from routes.simulated_answers import ID_PLACEHOLDER, Answer, render_completion, render_events
 
 __all__ = ["SimulatorConfig", "SimulatorServer", "build_simulator", "run_simulator", "start_simulator"]
 
-_ID_PLACEHOLDER = b"chatcmpl-" + b"0" * 29
-_WORDS = (
-    "This",
-    "is",
-    "a",
-    "simulated",
-    "answer",
-    "from",
-    "the",
-    "Turnout",
-    "test",
-    "upstream",
-    ",",
-    "written",
-    "one",
-    "word",
-    "at",
-    "a",
-    "time",
-    ".",
-)
 _MODELS = ("gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo", "ft:gpt-3.5-turbo-0613:acme::8Xyz")
 _KEEP_CALLS = 1000
 _CALLS = web.AppKey[OrderedDict[str, dict[str, Any]]]("calls")
@@ -70,121 +51,11 @@ class SimulatorConfig:
     chunks: int = 12
 
 
-@dataclass(slots=True)
-class _Answer:
-    """What one simulated request asked for, resolved from its body, headers and the server defaults."""
-
-    body: dict[str, Any]
-    latency: float
-    interval: float
-    chunks: int
-    fault: str
-    id: str = field(default_factory=lambda: f"chatcmpl-{random.getrandbits(116):029x}")
-    created: int = field(default_factory=lambda: int(time.time()))
-
-    @property
-    def model(self) -> str:
-        return str(self.body.get("model") or "gpt-4")
-
-    def words(self) -> list[str]:
-        return [(" " if i else "") + _WORDS[i % len(_WORDS)] for i in range(self.chunks)]
-
-    def tool(self) -> dict[str, Any] | None:
-        """The function to call, when the request offers tools and the last message is not a tool result."""
-        tools = self.body.get("tools") or []
-        messages = self.body.get("messages") or [{}]
-        if not tools or self.body.get("tool_choice") == "none" or messages[-1].get("role") == "tool":
-            return None
-        function: dict[str, Any] = tools[0].get("function", {})
-        return function
-
-    def usage(self) -> dict[str, Any]:
-        prompt = sum(4 + len(str(m.get("content") or "")) // 4 for m in self.body.get("messages") or [])
-        completion = self.chunks * max(1, int(self.body.get("n") or 1))
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {
-                "reasoning_tokens": 0,
-                "audio_tokens": 0,
-                "accepted_prediction_tokens": 0,
-                "rejected_prediction_tokens": 0,
-            },
-        }
-
-    def envelope(self, kind: str) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": kind,
-            "created": self.created,
-            "model": self.model,
-            "service_tier": "default",
-            "system_fingerprint": "fp_sim0001",
-        }
-
-
-def _arguments(function: dict[str, Any]) -> str:
-    """Plausible JSON arguments for `function`: a value of the right type for each required parameter."""
-    parameters = function.get("parameters") or {}
-    properties = parameters.get("properties") or {}
-    samples = {"string": "simulated", "integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}
-    values = {name: samples.get(str(properties.get(name, {}).get("type"))) for name in parameters.get("required", [])}
-    return msgspec.json.encode(values).decode()
-
-
-def _completion(answer: _Answer) -> dict[str, Any]:
-    function = answer.tool()
-    if function is not None:
-        call: dict[str, Any] = {"id": "call_" + answer.id[-24:], "type": "function"}
-        call["function"] = {"name": function.get("name", "f"), "arguments": _arguments(function)}
-        message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
-        finish = "tool_calls"
-    else:
-        message = {"role": "assistant", "content": "".join(answer.words()), "refusal": None, "annotations": []}
-        finish = "stop"
-    n = max(1, int(answer.body.get("n") or 1))
-    choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": finish} for i in range(n)]
-    return {**answer.envelope("chat.completion"), "choices": choices, "usage": answer.usage()}
-
-
-def _deltas(answer: _Answer) -> list[tuple[dict[str, Any], str | None]]:
-    """The (delta, finish_reason) pairs of a stream, first to last, for one choice."""
-    function = answer.tool()
-    first: dict[str, Any] = {"role": "assistant", "content": None if function else "", "refusal": None}
-    if function is None:
-        words: list[tuple[dict[str, Any], str | None]] = [({"content": word}, None) for word in answer.words()]
-        return [(first, None), *words, ({}, "stop")]
-    arguments = _arguments(function)
-    call_id = "call_" + answer.id[-24:]
-    head: dict[str, Any] = {
-        "index": 0,
-        "id": call_id,
-        "type": "function",
-        "function": {"name": function.get("name", "f"), "arguments": ""},
-    }
-    pieces = [arguments[i : i + 8] for i in range(0, len(arguments), 8)]
-    deltas: list[tuple[dict[str, Any], str | None]] = [
-        ({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}, None) for p in pieces
-    ]
-    return [({**first, "tool_calls": [head]}, None), *deltas, ({}, "tool_calls")]
-
-
-def _events(answer: _Answer) -> list[bytes]:
-    """The SSE events of a streamed answer, `[DONE]` included."""
-    envelope = answer.envelope("chat.completion.chunk")
-    include_usage = bool((answer.body.get("stream_options") or {}).get("include_usage"))
-    if include_usage:
-        envelope["usage"] = None
-    n = max(1, int(answer.body.get("n") or 1))
-    events = []
-    for delta, finish in _deltas(answer):
-        choices = [{"index": i, "delta": delta, "logprobs": None, "finish_reason": finish} for i in range(n)]
-        events.append(encode_event(msgspec.json.encode({**envelope, "choices": choices})))
-    if include_usage:
-        events.append(encode_event(msgspec.json.encode({**envelope, "choices": [], "usage": answer.usage()})))
-    return [*events, DONE_EVENT]
+def _fault(request: web.Request, body: dict[str, Any]) -> str:
+    only_for = request.headers.get("x-simulated-fault-for")
+    if only_for is not None and only_for != body.get("model"):
+        return ""
+    return request.headers.get("x-simulated-fault", "")
 
 
 def _header_number(request: web.Request, name: str, default: float) -> float:
@@ -221,7 +92,7 @@ class _Simulator:
         # alike, and the simulator must not be what limits a benchmark.
         self._rendered: dict[tuple[Any, ...], bytes] = {}
 
-    def _completion_body(self, answer: _Answer) -> bytes:
+    def _completion_body(self, answer: Answer) -> bytes:
         tool = answer.tool()
         key = (
             answer.model,
@@ -235,10 +106,10 @@ class _Simulator:
         if rendered is None:
             if len(self._rendered) > 256:
                 self._rendered.clear()
-            placeholder = _Answer(body=answer.body, latency=0, interval=0, chunks=answer.chunks, fault="")
-            placeholder.id, placeholder.created = _ID_PLACEHOLDER.decode(), answer.created
-            rendered = self._rendered[key] = msgspec.json.encode(_completion(placeholder))
-        return rendered.replace(_ID_PLACEHOLDER, answer.id.encode(), 1)
+            placeholder = Answer(body=answer.body, latency=0, interval=0, chunks=answer.chunks, fault="")
+            placeholder.id, placeholder.created = ID_PLACEHOLDER.decode(), answer.created
+            rendered = self._rendered[key] = msgspec.json.encode(render_completion(placeholder))
+        return rendered.replace(ID_PLACEHOLDER, answer.id.encode(), 1)
 
     @staticmethod
     def _record(request: web.Request, raw: bytes, body: dict[str, Any]) -> dict[str, Any]:
@@ -250,7 +121,10 @@ class _Simulator:
             "body": body,
             "outcome": "started",
         }
-        calls[request.headers.get("x-request-id") or secrets.token_hex(8)] = record
+        request_id = request.headers.get("x-request-id") or secrets.token_hex(8)
+        earlier = calls.get(request_id)
+        record["models"] = [*(earlier["models"] if earlier else []), str(body.get("model"))]  # retries, fallbacks
+        calls[request_id] = record
         while len(calls) > _KEEP_CALLS:
             calls.popitem(last=False)
         return record
@@ -259,12 +133,12 @@ class _Simulator:
         raw = await request.read()
         body: dict[str, Any] = msgspec.json.decode(raw)
         config = request.app[_CONFIG]
-        answer = _Answer(
+        answer = Answer(
             body=body,
             latency=_header_number(request, "x-simulated-latency-ms", config.latency_ms) / 1000,
             interval=_header_number(request, "x-simulated-chunk-interval-ms", config.chunk_interval_ms) / 1000,
             chunks=int(_header_number(request, "x-simulated-chunks", config.chunks)),
-            fault=request.headers.get("x-simulated-fault", ""),
+            fault=_fault(request, body),
         )
         record = self._record(request, raw, body)
         try:
@@ -285,10 +159,10 @@ class _Simulator:
             record["cancelled_at"] = time.time()
             raise
 
-    async def _stream(self, request: web.Request, answer: _Answer, record: dict[str, Any]) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, answer: Answer, record: dict[str, Any]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
-        events = _events(answer)
+        events = render_events(answer)
         if answer.fault in ("midstream", "disconnect"):
             record["outcome"] = "fault"
             await response.write(b"".join(events[:2]))

@@ -68,7 +68,19 @@ class Upstream:
     def __repr__(self) -> str:
         return f"Upstream(name={self.name!r}, base_url={self.base_url!r})"
 
-    async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[bytes, aiohttp.ClientResponse]:
+    def timeout(self, total: float | None) -> aiohttp.ClientTimeout:
+        """This upstream's timeouts, with another total (a route's own) when one is given.
+
+        Always a full `ClientTimeout`: aiohttp reads an explicit `timeout=None` as "no timeout at all".
+        """
+        base = self._session.timeout
+        if total is None:
+            return base
+        return aiohttp.ClientTimeout(total=total, connect=base.connect, sock_read=base.sock_read)
+
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str], timeouts: aiohttp.ClientTimeout
+    ) -> tuple[bytes, aiohttp.ClientResponse]:
         """POST a JSON body and return the body of a 2xx answer with its response.
 
         Raises:
@@ -76,7 +88,7 @@ class Upstream:
         """
         with map_upstream_errors(self.name):
             async with self._session.post(
-                self.base_url + path, data=body, headers=self._headers(headers, json_body=True)
+                self.base_url + path, data=body, headers=self._headers(headers, json_body=True), timeout=timeouts
             ) as response:
                 content = await response.read()
         if response.status >= 300:
@@ -96,7 +108,9 @@ class Upstream:
             raise upstream_status_error(response.status, content, retry_after=response.headers.get("retry-after"))
         return content
 
-    async def post_stream(self, path: str, body: bytes, headers: Mapping[str, str]) -> AsyncGenerator[bytes, None]:
+    async def post_stream(
+        self, path: str, body: bytes, headers: Mapping[str, str], timeouts: aiohttp.ClientTimeout
+    ) -> AsyncGenerator[bytes, None]:
         """POST a JSON body and yield the response's bytes as they arrive.
 
         The first iteration raises the mapped error when the upstream answers non-2xx. Closing the
@@ -107,7 +121,7 @@ class Upstream:
         """
         with map_upstream_errors(self.name):
             response = await self._session.post(
-                self.base_url + path, data=body, headers=self._headers(headers, json_body=True)
+                self.base_url + path, data=body, headers=self._headers(headers, json_body=True), timeout=timeouts
             )
             try:
                 if response.status >= 300:

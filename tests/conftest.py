@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -12,7 +12,8 @@ import msgspec
 import pytest
 
 from proxy import create_app
-from proxy.settings import Secret, ServerSettings, Settings, TimeoutSettings, UpstreamSettings
+from proxy.policyfile import Deployment, RetrySettings, RouteSettings, TimeoutSettings
+from proxy.settings import Secret, ServerSettings, Settings, UpstreamSettings
 from routes.simulated import SimulatorConfig, SimulatorServer, start_simulator
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
@@ -27,22 +28,27 @@ async def simulator() -> AsyncIterator[SimulatorServer]:
 
 
 def make_settings(base_url: str, **server: Any) -> Settings:
-    """Settings for an app that forwards to `base_url` with `UPSTREAM_KEY`; `server` overrides server fields."""
+    """Settings for an app that forwards to `base_url` with `UPSTREAM_KEY`, without retries.
+
+    `server` overrides server fields; `timeout` the upstream's timeouts.
+    """
     timeout = server.pop("timeout", TimeoutSettings())
-    return Settings(
-        server=ServerSettings(**server),
-        upstream=UpstreamSettings(base_url=base_url, api_key=Secret(UPSTREAM_KEY), timeout=timeout),
-    )
+    upstream = UpstreamSettings(base_url=base_url, api_key=Secret(UPSTREAM_KEY), timeout=timeout)
+    # No retries: these tests are about what one upstream answer becomes (retries have their own tests).
+    deployment = Deployment(routes={"openai": RouteSettings(upstream="openai")}, retry=RetrySettings(attempts=0))
+    return Settings(server=ServerSettings(**server), upstreams={"openai": upstream}, deployment=deployment)
 
 
 @contextlib.asynccontextmanager
-async def in_process(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def in_process(
+    settings: Settings, reload: Callable[[], Settings] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """The whole app in this event loop (lifespan included), behind an HTTP client.
 
     Not Litestar's `AsyncTestClient`: it runs the app on a portal thread and blocks the calling loop,
     which deadlocks as soon as the app calls an upstream served by that loop.
     """
-    app = create_app(settings)
+    app = create_app(settings, reload=reload)
     started, stop = asyncio.Event(), asyncio.Event()
 
     async def run_lifespan() -> None:  # entered and left in one task, as anyio's cancel scopes require

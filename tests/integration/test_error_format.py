@@ -9,7 +9,7 @@ import httpx
 import msgspec
 import pytest
 
-from proxy.settings import TimeoutSettings
+from proxy.policyfile import TimeoutSettings
 from proxy.sse import DONE, SSEDecoder
 from routes.simulated import SimulatorServer
 from tests.conftest import UPSTREAM_KEY, in_process, make_settings

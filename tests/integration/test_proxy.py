@@ -149,4 +149,4 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "upstream": "openai"}
+    assert ready.json() == {"status": "ready", "routes": ["openai"]}

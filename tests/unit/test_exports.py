@@ -9,7 +9,17 @@ import pytest
 EXPORTS = {
     "proxy": ["__version__", "create_app"],
     "routes": ["ChatCall", "Completion", "OpenAIChatRoute", "Route", "Upstream", "UpstreamTimeouts", "new_session"],
-    "policies": [],
+    "policies": [
+        "Check",
+        "Decision",
+        "Explanation",
+        "PolicyEngine",
+        "PolicyError",
+        "RequestFeatures",
+        "RuleTrace",
+        "extract_features",
+        "load_policy",
+    ],
 }
 
 

@@ -28,7 +28,12 @@ class FakeUpstream:
         self.sent: bytes = b""
         self.closed = False
 
-    async def post_stream(self, path: str, body: bytes, headers: Mapping[str, str]) -> AsyncGenerator[bytes, None]:
+    def timeout(self, total: float | None) -> object:
+        return object()
+
+    async def post_stream(
+        self, path: str, body: bytes, headers: Mapping[str, str], timeouts: object = None
+    ) -> AsyncGenerator[bytes, None]:
         self.sent = body
         try:
             for read in self.reads:

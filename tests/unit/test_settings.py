@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from proxy.policyfile import DEFAULT_BASE_URL, TimeoutSettings
 from proxy.settings import (
-    DEFAULT_BASE_URL,
     Secret,
     ServerSettings,
     Settings,
     SettingsError,
-    TimeoutSettings,
     UpstreamSettings,
     load_settings,
 )
@@ -54,7 +53,7 @@ def test_defaults_without_any_environment_are_simulated():
     settings = load_settings({})
     assert settings == Settings(
         server=ServerSettings(),
-        upstream=UpstreamSettings(),
+        upstreams={"openai": UpstreamSettings()},
         simulated=True,
         config_path=None,
     )
@@ -231,7 +230,7 @@ def test_an_unknown_key_is_an_error(tmp_path, text, unknown):
 
 def test_two_upstreams_are_an_error(tmp_path):
     path = write_config(tmp_path, "upstreams:\n  a:\n    base_url: https://a.test/v1\n  b: {}\n")
-    with pytest.raises(SettingsError, match="exactly one upstream"):
+    with pytest.raises(SettingsError, match="several upstreams need `rules`"):
         load_settings({"TURNOUT_CONFIG": path})
 
 
@@ -239,12 +238,12 @@ def test_invalid_yaml_is_an_error(tmp_path):
     path = write_config(tmp_path, "server: [unclosed\n")
     with pytest.raises(SettingsError) as excinfo:
         load_settings({"TURNOUT_CONFIG": path})
-    assert str(excinfo.value).startswith(f"{path}: not valid YAML")
+    assert str(excinfo.value).startswith(f"{path}:2: not valid YAML")
 
 
 def test_a_yaml_list_is_an_error(tmp_path):
     path = write_config(tmp_path, "- a\n- b\n")
-    with pytest.raises(SettingsError, match="object"):
+    with pytest.raises(SettingsError, match="must be a mapping of sections"):
         load_settings({"TURNOUT_CONFIG": path})
 
 
@@ -258,7 +257,7 @@ def test_a_missing_file_is_an_error(tmp_path):
     path = str(tmp_path / "nope.yaml")
     with pytest.raises(SettingsError) as excinfo:
         load_settings({"TURNOUT_CONFIG": path})
-    assert str(excinfo.value) == f"{path}: cannot read the config file (No such file or directory)"
+    assert str(excinfo.value) == f"{path}: cannot read the file (No such file or directory)"
 
 
 def test_env_overrides_the_file_server_and_upstream_values(tmp_path):

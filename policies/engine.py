@@ -1,0 +1,251 @@
+"""`PolicyEngine.decide(features) -> Decision`: pure, sync, first match wins, explicit default.
+
+Everything a decision needs is prepared when the engine is built: the conditions are compiled, and
+every `Decision` a rule can return is built once (one per split target, with and without the shadow
+copy), so deciding is a loop over precompiled tests that returns a ready-made value. Randomness only
+comes from the injected `random.Random`: for a split when the request names neither a user nor a
+caller, and for sampling shadow copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from itertools import accumulate
+from typing import Literal
+
+from policies.checks import Check, Condition, all_of
+from policies.features import RequestFeatures
+
+__all__ = ["Decision", "Explanation", "PolicyEngine", "Rule", "RuleTrace", "Shadow"]
+
+Sticky = Literal["user", "caller"]
+Choose = Callable[[RequestFeatures], "Decision"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a request goes, which rule sent it there, and why."""
+
+    route: str
+    """The route to try first."""
+    rule: str
+    """The name of the rule that matched."""
+    reason: str
+    """The rule's conditions as they read (and, for a split, which share was picked and by what)."""
+    fallbacks: tuple[str, ...] = ()
+    """Routes to try in order when `route` fails."""
+    shadow: str | None = None
+    """The route that also gets a copy of this request (its answer discarded), when it was sampled."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    """A rule's shadow copy: `sample` (0 < sample <= 1) of its requests are also sent to `route`."""
+
+    route: str
+    sample: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A checked rule, as `load_policy` hands it to the engine."""
+
+    name: str
+    conditions: tuple[Condition, ...]
+    """All must hold; none means the rule matches every request (a catch-all)."""
+    routes: tuple[tuple[str, float], ...]
+    """`((route, 1),)` for a plain rule; the routes and weights of a split, in order."""
+    split: bool = False
+    sticky: Sticky | None = None
+    """Which key a split prefers (the other is the second choice); None: the user, then the caller."""
+    fallbacks: tuple[str, ...] = ()
+    shadow: Shadow | None = None
+
+    @property
+    def label(self) -> str:
+        """The rule's conditions as they read, or "catch-all"."""
+        return " and ".join(condition.label for condition in self.conditions) or "catch-all"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTrace:
+    """How one rule fared in `explain`: whether it matched, and the verdict of each of its conditions."""
+
+    rule: str
+    matched: bool
+    checks: tuple[Check, ...]
+    """One per condition key of the rule, in order (empty for a catch-all)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """A decision and, rule by rule in order up to the one that matched, why each matched or not."""
+
+    decision: Decision
+    rules: tuple[RuleTrace, ...]
+
+    def render(self) -> str:
+        """The explanation as text, for `turnout explain`: the decision, then each rule and its checks."""
+        decision = self.decision
+        lines = [f"route: {decision.route}", f"rule: {decision.rule}", f"reason: {decision.reason}"]
+        if decision.fallbacks:
+            lines.append(f"fallbacks: {', '.join(decision.fallbacks)}")
+        if decision.shadow is not None:
+            lines.append(f"shadow copy to: {decision.shadow}")
+        lines.append("rules, in order:")
+        for trace in self.rules:
+            verdict = "matched" if trace.matched else "no match"
+            lines.append(f"  {trace.rule}: {verdict}{'' if trace.checks else ' (catch-all)'}")
+            lines.extend(_render_checks(trace.checks, "    "))
+        return "\n".join(lines)
+
+
+def _render_checks(checks: Sequence[Check], indent: str) -> list[str]:
+    lines = []
+    for check in checks:
+        lines.append(f"{indent}{'+' if check.matched else '-'} {check.why}")
+        lines.extend(_render_checks(check.children, indent + "  "))
+    return lines
+
+
+# --- what a matched rule decides ---------------------------------------------------------------------------
+
+
+def _sampled(plain: Decision, shadowed: Decision, sample: float, rng: random.Random) -> Choose:
+    """Return `shadowed` for a `sample` share of requests, `plain` for the rest."""
+    if shadowed is plain:
+        return lambda features: plain
+    if sample >= 1:
+        return lambda features: shadowed
+    draw = rng.random
+    return lambda features: shadowed if draw() < sample else plain
+
+
+def _variants(rule: Rule, route: str, reason: str) -> tuple[Decision, Decision]:
+    """The decision for `route`, without and with the rule's shadow copy (the same object when none applies)."""
+    fallbacks = tuple(name for name in rule.fallbacks if name != route)
+    plain = Decision(route=route, rule=rule.name, reason=reason, fallbacks=fallbacks)
+    if rule.shadow is None or rule.shadow.route == route:
+        return plain, plain
+    return plain, replace(plain, shadow=rule.shadow.route)
+
+
+class _Split:
+    """Picks a split's route: by a stable hash of the user (or caller), so each keeps its route; else at random.
+
+    The hash of the key places it on [0, total weight); the routes own consecutive stretches in the
+    order written, so growing the last route's weight (a canary) keeps the keys it already had.
+    """
+
+    def __init__(self, rule: Rule, rng: random.Random) -> None:
+        weights = [weight for _, weight in rule.routes]
+        total = sum(weights)
+        self._edges = list(accumulate(weights))
+        self._last = len(weights) - 1
+        self._total = total
+        self._scale = total / 2**64
+        self._prefix = rule.name.encode() + b"\0"
+        self._prefer_caller = rule.sticky == "caller"
+        self._random = rng.random
+        sample = rule.shadow.sample if rule.shadow is not None else 1.0
+        self._choosers: list[dict[str, Choose]] = []
+        for route, weight in rule.routes:
+            share = f"{weight / total:.0%}" if weight / total >= 0.01 else f"{weight / total:.2%}"
+            by_source = {}
+            for source, how in (("user", "sticky by user"), ("caller", "sticky by caller"), ("random", "random")):
+                reason = f"{rule.label}; split: {route} ({share}, {how})"
+                by_source[source] = _sampled(*_variants(rule, route, reason), sample, rng)
+            self._choosers.append(by_source)
+
+    def choose(self, features: RequestFeatures) -> Decision:
+        """The decision for this request's share of the split."""
+        if self._prefer_caller:
+            key, source = (features.caller, "caller") if features.caller else (features.user, "user")
+        else:
+            key, source = (features.user, "user") if features.user else (features.caller, "caller")
+        if key:
+            digest = hashlib.blake2b(self._prefix + key.encode(), digest_size=8).digest()
+            point = int.from_bytes(digest, "big") * self._scale
+        else:
+            point, source = self._random() * self._total, "random"
+        index = min(bisect_right(self._edges, point), self._last)  # min: float rounding at the very top
+        return self._choosers[index][source](features)
+
+
+def _chooser(rule: Rule, rng: random.Random) -> Choose:
+    if rule.split:
+        return _Split(rule, rng).choose
+    route = rule.routes[0][0]
+    sample = rule.shadow.sample if rule.shadow is not None else 1.0
+    return _sampled(*_variants(rule, route, rule.label), sample, rng)
+
+
+def _test(rule: Rule) -> Callable[[RequestFeatures], bool]:
+    return all_of(rule.conditions, rule.label).test
+
+
+# --- the engine --------------------------------------------------------------------------------------------
+
+
+class PolicyEngine:
+    """Decides which route a request takes: the first rule whose conditions all hold, else the default.
+
+    Built by `load_policy` from a checked policy; pure and synchronous (no I/O, no clock).
+    """
+
+    def __init__(self, rules: Sequence[Rule], rng: random.Random) -> None:
+        """Prepare `rules` (the last one a catch-all) for deciding; `rng` draws for random splits and shadows.
+
+        Raises:
+            ValueError: no rules, or the last rule has conditions (a policy needs a default).
+        """
+        if not rules or rules[-1].conditions:
+            raise ValueError("a policy needs rules, the last one without conditions (the default)")
+        self._rules = tuple(rules)
+        self._choosers = tuple(_chooser(rule, rng) for rule in self._rules)
+        self._plan = tuple(zip(map(_test, self._rules[:-1]), self._choosers, strict=False))
+        self._default = self._choosers[-1]
+        self._routes = frozenset(
+            name
+            for rule in self._rules
+            for name in (
+                *(route for route, _ in rule.routes),
+                *rule.fallbacks,
+                *((rule.shadow.route,) if rule.shadow else ()),
+            )
+        )
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """The rule names, in the order they are tried."""
+        return tuple(rule.name for rule in self._rules)
+
+    @property
+    def route_names(self) -> frozenset[str]:
+        """Every route the policy can send a request to: routes, split targets, fallbacks and shadows."""
+        return self._routes
+
+    def decide(self, features: RequestFeatures) -> Decision:
+        """The decision of the first rule that matches `features` (the default rule when no other does)."""
+        for test, choose in self._plan:
+            if test(features):
+                return choose(features)
+        return self._default(features)
+
+    def explain(self, features: RequestFeatures) -> Explanation:
+        """Decide as `decide` does, with every rule tried and every one of its conditions explained."""
+        traces = []
+        for rule, choose in zip(self._rules, self._choosers, strict=True):
+            checks = tuple(condition.explain(features) for condition in rule.conditions)
+            matched = all(check.matched for check in checks)
+            traces.append(RuleTrace(rule=rule.name, matched=matched, checks=checks))
+            if matched:
+                return Explanation(decision=choose(features), rules=tuple(traces))
+        raise AssertionError("unreachable: the last rule is a catch-all")  # pragma: no cover
+
+    def __repr__(self) -> str:
+        return f"PolicyEngine(rules={list(self.rules)!r})"

@@ -1,0 +1,228 @@
+"""The policy file: upstreams, routes, aliases, prices, baseline, retry and breaker settings, and the rules.
+
+One YAML file describes a deployment. This module checks everything but the rules (which
+`policies.load_policy` compiles) and names the file and line of whatever is wrong. A file without
+`rules` is the pass-through of a single upstream, with the caller's own `model`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from policies import PolicyEngine, PolicyError, load_policy
+from proxy.yamlsource import YamlDocument
+
+__all__ = [
+    "BreakerSettings",
+    "Deployment",
+    "PolicyFileError",
+    "Price",
+    "RetrySettings",
+    "RouteSettings",
+    "TimeoutSettings",
+    "UpstreamFile",
+    "parse_deployment",
+]
+
+AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class PolicyFileError(Exception):
+    """The policy file is invalid; the message starts with `file:line`."""
+
+
+class TimeoutSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Upstream timeouts in seconds."""
+
+    connect: Seconds = 10.0
+    read: Seconds = 120.0
+    total: Seconds = 600.0
+
+
+class UpstreamFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An upstream as the file (or the `OPENAI_*` variables) describe it; the key is wrapped later."""
+
+    base_url: Annotated[str, msgspec.Meta(pattern="^https?://")] = DEFAULT_BASE_URL
+    api_key: str | None = None
+    timeout: TimeoutSettings = TimeoutSettings()
+    max_connections: AtLeastOne = 1000
+
+
+class RouteSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A destination: an upstream and the model to ask it for (None: the caller's own `model`)."""
+
+    upstream: str
+    model: str | None = None
+    timeout: Seconds | None = None
+    """Seconds for a whole request on this route (the upstream's `total` when unset)."""
+
+
+class RetrySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Retries on one route before its fallbacks: on 429, 5xx, timeouts and connection failures."""
+
+    attempts: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    backoff: Seconds = 0.25
+    """First wait in seconds; doubled on each retry, with full jitter."""
+    max_backoff: Seconds = 8.0
+    """No wait is longer, `retry-after` included."""
+
+
+class BreakerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-route circuit breaker: open after `failures` failures in a row, probe again after `cooldown` s."""
+
+    failures: AtLeastOne = 5
+    cooldown: Seconds = 30.0
+
+
+class Price(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """USD per 1,000 tokens."""
+
+    input: Annotated[float, msgspec.Meta(ge=0)]
+    output: Annotated[float, msgspec.Meta(ge=0)]
+
+
+class _PolicyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    server: dict[str, Any] = {}
+    upstreams: dict[str, Any] = {}
+    routes: dict[str, Any] = {}
+    aliases: dict[str, str] = {}
+    prices: dict[str, Any] = {}
+    baseline: str | None = None
+    model_selects_route: bool = True
+    retry: RetrySettings = RetrySettings()
+    circuit_breaker: BreakerSettings = BreakerSettings()
+    rules: Any = None
+
+
+class Deployment(msgspec.Struct, frozen=True, kw_only=True):
+    """The checked policy file but its upstreams (which carry keys), rules compiled."""
+
+    routes: dict[str, RouteSettings]
+    aliases: dict[str, str] = {}
+    prices: dict[str, Price] = {}
+    baseline: str | None = None
+    model_selects_route: bool = True
+    """A request whose `model` is a route's name or alias goes to that route, bypassing the rules."""
+    retry: RetrySettings = RetrySettings()
+    circuit_breaker: BreakerSettings = BreakerSettings()
+    policy: PolicyEngine | None = None
+    """None: no rules, every request takes the one route with the caller's `model`."""
+
+    def model_names(self) -> dict[str, str]:
+        """Model names that select a route directly (route names and aliases), when the policy allows it."""
+        if self.policy is None or not self.model_selects_route:
+            return {}
+        return {**{name: name for name in self.routes}, **self.aliases}
+
+
+_PATH_PART = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
+
+
+def _keys(msgspec_path: str) -> list[str | int]:
+    """`upstreams.openai.timeout[0]` → ["upstreams", "openai", "timeout", 0]."""
+    return [int(index) if index else name for name, index in _PATH_PART.findall(msgspec_path)]
+
+
+_AT = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def _convert(document: YamlDocument, data: Any, kind: type[StructT], prefix: tuple[str, ...] = ()) -> StructT:
+    """`data` as a `kind`, or an error naming the file, the line and the dotted path of the bad value."""
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _AT.search(message)
+        keys = [*prefix, *_keys(match.group(1) if match else "")]
+        what = _AT.sub("", message)
+        dotted = ".".join(str(key) for key in keys)
+        raise PolicyFileError(f"{document.locate(keys)}: {dotted + ': ' if dotted else ''}{what}") from exc
+
+
+StructT = TypeVar("StructT", bound=msgspec.Struct)
+
+
+def _entries(
+    document: YamlDocument, section: str, entries: Mapping[str, Any], kind: type[StructT]
+) -> dict[str, StructT]:
+    """Each entry of a named-entries section checked on its own, so that errors can name the entry."""
+    return {name: _convert(document, value, kind, (section, name)) for name, value in entries.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Sections:
+    upstreams: dict[str, UpstreamFile]
+    routes: dict[str, RouteSettings]
+    prices: dict[str, Price]
+
+
+def _check_names(document: YamlDocument, file: _PolicyFile, sections: _Sections) -> None:
+    def fail(where: Sequence[str | int], message: str) -> PolicyFileError:
+        return PolicyFileError(f"{document.locate(where)}: {message}")
+
+    for name, route in sections.routes.items():
+        if route.upstream not in sections.upstreams:
+            known = ", ".join(sections.upstreams) or "none"
+            raise fail(("routes", name, "upstream"), f"route '{name}': unknown upstream '{route.upstream}' ({known})")
+    for alias, target in file.aliases.items():
+        if target not in file.routes:
+            raise fail(("aliases", alias), f"alias '{alias}' names unknown route '{target}'")
+        if alias in file.routes:
+            raise fail(("aliases", alias), f"alias '{alias}' is already a route's name")
+    if file.baseline is not None and file.baseline not in file.routes:
+        raise fail(("baseline",), f"baseline '{file.baseline}' is not a route")
+
+
+def parse_deployment(
+    document: YamlDocument, data: Mapping[str, Any], default_upstream: UpstreamFile
+) -> tuple[dict[str, UpstreamFile], Deployment]:
+    """Check the file's sections (env references already expanded in `data`) and compile its rules.
+
+    Returns the upstreams (with their keys) and the rest. Without `rules`, the file may declare at most
+    one upstream and no routes: Turnout then forwards everything there (to `default_upstream`, from
+    `OPENAI_*`, when the file names none).
+
+    Raises:
+        PolicyFileError: the first problem found, as `file:line: what`.
+    """
+    file = _convert(document, data, _PolicyFile)
+    sections = _Sections(
+        upstreams=_entries(document, "upstreams", file.upstreams, UpstreamFile),
+        routes=_entries(document, "routes", file.routes, RouteSettings),
+        prices=_entries(document, "prices", file.prices, Price),
+    )
+    _check_names(document, file, sections)
+    if file.rules is None:
+        if file.routes or file.aliases or len(file.upstreams) > 1:
+            raise PolicyFileError(f"{document.locate(('routes',))}: routes and several upstreams need `rules`")
+        name, upstream = next(iter(sections.upstreams.items())) if file.upstreams else ("openai", default_upstream)
+        deployment = Deployment(
+            routes={name: RouteSettings(upstream=name)},
+            retry=file.retry,
+            circuit_breaker=file.circuit_breaker,
+            prices=sections.prices,
+        )
+        return {name: upstream}, deployment
+    if not file.routes:
+        raise PolicyFileError(f"{document.locate(('rules',))}: rules need `routes` to send requests to")
+    try:
+        policy = load_policy(file.rules, list(sections.routes), locate=lambda where: document.locate(where))
+    except PolicyError as exc:
+        raise PolicyFileError(str(exc)) from exc
+    return sections.upstreams, Deployment(
+        routes=sections.routes,
+        aliases=file.aliases,
+        prices=sections.prices,
+        baseline=file.baseline,
+        model_selects_route=file.model_selects_route,
+        retry=file.retry,
+        circuit_breaker=file.circuit_breaker,
+        policy=policy,
+    )
