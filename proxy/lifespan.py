@@ -121,9 +121,11 @@ def _file_stamp(path: str) -> tuple[float, int] | None:
     return stat.st_mtime, stat.st_size
 
 
-async def _watch(path: str, reload: Callable[[], None], interval: float) -> None:
-    """Call `reload` when the file's modification time or size changes (a ConfigMap swap changes both)."""
-    stamp = _file_stamp(path)
+async def _watch(path: str, reload: Callable[[], None], interval: float, stamp: tuple[float, int] | None) -> None:
+    """Call `reload` when the file's modification time or size differs from `stamp` (taken at load time).
+
+    A ConfigMap update replaces the file (a symlink swap), which changes both.
+    """
     while True:
         await asyncio.sleep(interval)
         now = _file_stamp(path)
@@ -169,7 +171,8 @@ async def open_resources(
         if settings.config_path and reload_settings is not None:
             loop = asyncio.get_running_loop()
             # Scoped to the app's life and cancelled with it, not a background job to drain.
-            watcher = loop.create_task(_watch(settings.config_path, reload, watch_interval), name="policy-watch")
+            watch = _watch(settings.config_path, reload, watch_interval, _file_stamp(settings.config_path))
+            watcher = loop.create_task(watch, name="policy-watch")
             stack.callback(watcher.cancel)
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows, nor off the main thread
                 loop.add_signal_handler(signal.SIGHUP, reload)

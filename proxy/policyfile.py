@@ -65,9 +65,12 @@ class RouteSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 class RetrySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Retries on one route before its fallbacks: on 429, 5xx, timeouts and connection failures."""
+    """Retries on one route before its fallbacks: on 429, 5xx, timeouts and connection failures.
 
-    attempts: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    None by default: the OpenAI SDKs retry on their own (twice), and retries here multiply theirs.
+    """
+
+    attempts: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
     backoff: Seconds = 0.25
     """First wait in seconds; doubled on each retry, with full jitter."""
     max_backoff: Seconds = 8.0

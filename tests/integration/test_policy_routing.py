@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from proxy.lifespan import open_resources
 from proxy.settings import Settings, load_settings
 from routes.simulated import SimulatorServer
 from tests.conftest import in_process, upstream_call
@@ -210,3 +211,18 @@ async def test_no_request_fails_while_the_policy_is_swapped_repeatedly(
     await asyncio.gather(*workers)
     assert len(statuses) > 40
     assert set(statuses) == {200}
+
+
+async def test_a_changed_file_is_picked_up_without_a_signal(simulator: SimulatorServer, policy_file: Path) -> None:
+    env = {"SIM_URL": simulator.base_url, "TURNOUT_CONFIG": str(policy_file)}
+    settings = load_settings(env)
+    async with open_resources(settings, reload_settings=lambda: load_settings(env), watch_interval=0.02) as resources:
+        assert resources.current.pipeline.policy is not None
+        assert resources.current.pipeline.policy.rules[-1] == "default"
+        write_policy(policy_file, POLICY.replace("name: default", "name: everything-else"))
+        for _ in range(250):
+            if resources.reloads:
+                break
+            await asyncio.sleep(0.02)
+        assert resources.reloads == 1
+        assert resources.current.pipeline.policy.rules[-1] == "everything-else"
