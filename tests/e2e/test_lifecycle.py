@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,3 +76,18 @@ def test_serve_without_settings_uses_the_simulated_upstream(simulated_turnout: R
         completion = client.chat.completions.create(model=MODEL, messages=MESSAGES)
 
     assert completion.choices[0].message.content
+
+
+def test_serve_refuses_to_start_on_a_broken_policy(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("upstreams:\n  openai: {}\nroutes:\n  a: {upstream: openai}\nrules:\n  - name: x\n    route: b\n")
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "proxy", "serve", "--config", str(policy), "--port", "0"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"{policy}:7: rule 'x': unknown route 'b'" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import textwrap
@@ -226,3 +227,34 @@ async def test_a_changed_file_is_picked_up_without_a_signal(simulator: Simulator
             await asyncio.sleep(0.02)
         assert resources.reloads == 1
         assert resources.current.pipeline.policy.rules[-1] == "everything-else"
+
+
+async def test_a_routes_own_timeout_applies(simulator: SimulatorServer, policy_file: Path) -> None:
+    write_policy(
+        policy_file,
+        POLICY.replace(
+            'model: "ft:gpt-3.5-turbo-0613:acme::8Xyz"}', 'model: "ft:gpt-3.5-turbo-0613:acme::8Xyz", timeout: 0.3}'
+        ),
+    )
+    env = {"SIM_URL": simulator.base_url, "TURNOUT_CONFIG": str(policy_file)}
+    async with in_process(load_settings(env)) as http:
+        slow = {"x-simulated-latency-ms": "1000", "x-request-id": "req-route-timeout"}
+        response = await http.post(CHAT, json=body(), headers=slow)
+    assert response.headers["x-turnout-route"] == "gpt4"  # support-ft gave up after 0.3 s; gpt4 has no limit
+    assert response.headers["x-turnout-fallback-from"] == "support-ft"
+    assert (await upstream_call(simulator, "req-route-timeout"))["models"] == [FT, FT, "gpt-4"]
+
+
+async def test_the_shadows_outcome_is_logged(
+    routed: httpx.AsyncClient, simulator: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="turnout.pipeline")
+    headers = {"x-simulated-fault": "500", "x-simulated-fault-for": "gpt-4-shadow", "x-request-id": "req-shlog"}
+    response = await routed.post(CHAT, json=body(metadata={"shadow": "yes"}), headers=headers)
+    assert response.status_code == 200
+    for _ in range(100):
+        if "shadow req-shlog-shadow to route gpt4-shadow failed with 502" in caplog.text:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail(f"no shadow outcome logged: {caplog.text}")
