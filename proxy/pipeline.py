@@ -42,12 +42,16 @@ class Outcome:
     rule: str
     fallback_from: tuple[str, ...] = ()
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
+    def header_items(self) -> list[tuple[str, str]]:
         """The `x-turnout-*` response headers that show the decision."""
-        headers = [(b"x-turnout-route", self.route.encode()), (b"x-turnout-rule", self.rule.encode())]
+        items = [("x-turnout-route", self.route), ("x-turnout-rule", self.rule)]
         if self.fallback_from:
-            headers.append((b"x-turnout-fallback-from", ",".join(self.fallback_from).encode()))
-        return headers
+            items.append(("x-turnout-fallback-from", ",".join(self.fallback_from)))
+        return items
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """`header_items()` as raw ASGI headers."""
+        return [(name.encode(), value.encode("latin-1")) for name, value in self.header_items()]
 
 
 def _is_route_failure(error: ProxyError) -> bool:
@@ -139,6 +143,8 @@ class ChatPipeline:
                 return name, await self._on_route(name, once, skip_when_open=not last), tuple(failed)
             except ProxyError as exc:
                 if not _is_route_failure(exc) or last:
+                    # The error response shows the decision too: which route failed, sent by which rule.
+                    exc.headers = {**exc.headers, **dict(Outcome(name, decision.rule, tuple(failed)).header_items())}
                     raise
                 logger.warning("route %s failed (%s %s); falling back", name, exc.status, exc.message)
                 failed.append(name)

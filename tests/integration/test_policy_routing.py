@@ -258,3 +258,14 @@ async def test_the_shadows_outcome_is_logged(
         await asyncio.sleep(0.02)
     else:
         pytest.fail(f"no shadow outcome logged: {caplog.text}")
+
+
+async def test_an_error_after_the_decision_shows_it_too(routed: httpx.AsyncClient) -> None:
+    response = await routed.post(CHAT, json=body(), headers={"x-simulated-fault": "500"})
+    assert response.status_code == 502
+    assert response.headers["x-turnout-route"] == "gpt4"
+    assert response.headers["x-turnout-rule"] == "default"
+    assert response.headers["x-turnout-fallback-from"] == "support-ft"
+    rejected = await routed.post(CHAT, json=body(), headers={"x-simulated-fault": "400"})
+    assert rejected.status_code == 400
+    assert (rejected.headers["x-turnout-route"], rejected.headers["x-turnout-rule"]) == ("support-ft", "default")
