@@ -1,20 +1,27 @@
 """Text conditions: keywords (whole words, any case) and regular expressions on a request's messages.
 
 Both are compiled once and searched cheaply: keywords are ruled out by a plain substring search before
-the whole-word regex runs, and regexes run in ASCII mode on ASCII text, where that gives the same answer.
+the whole-word regex runs; a regex is skipped when none of the literals its matches must contain is in
+the text, and runs in ASCII mode on ASCII text, where that gives the same answer.
 """
 
 from __future__ import annotations
 
+import importlib
 import operator
 import re
 from collections.abc import Callable
+from typing import Any
 
 from policies.checks import Check, Condition, all_of
 from policies.errors import Path, describe, invalid, require_mapping, unknown
 from policies.features import RequestFeatures
 
-__all__ = ["text_condition"]
+__all__ = ["required_literals", "text_condition"]
+
+# The standard library's own regex parser finds a pattern's required literals (typeshed has no stubs).
+_re_parser: Any = importlib.import_module("re._parser")
+_re_constants: Any = importlib.import_module("re._constants")
 
 
 def _snippet(text: str) -> str:
@@ -57,6 +64,49 @@ def _keywords(subject: str, get: Callable[[RequestFeatures], str], raw: object, 
 _UNICODE_ONLY = re.compile(r"(?<!\\)(?:\\\\)*\\[sSNuU]")
 
 
+def required_literals(pattern: str) -> tuple[str, ...] | None:
+    """For each top-level alternative of `pattern`, a run of characters that every match of it contains.
+
+    Only literal runs standing directly in an alternative count (not inside groups, classes or
+    repeats), so the answer is sound: when none of them is in a text, the pattern cannot match it. None
+    when some alternative has no such run, or when the pattern ignores case: then there is no shortcut.
+    """
+    try:
+        parsed = _re_parser.parse(pattern)
+    except re.error:
+        return None
+    if parsed.state.flags & re.IGNORECASE:
+        return None
+    items = list(parsed)
+    one_branch = len(items) == 1 and items[0][0] == _re_constants.BRANCH
+    branches = items[0][1][1] if one_branch else [items]
+    literals = []
+    for branch in branches:
+        longest, run = "", ""
+        for op, value in branch:
+            if op == _re_constants.LITERAL:
+                run += chr(value)
+                continue
+            longest, run = max(longest, run, key=len), ""
+        longest = max(longest, run, key=len)
+        if not longest:
+            return None
+        literals.append(longest)
+    return tuple(literals)
+
+
+def _prefiltered(search: Callable[[str], re.Match[str] | None], pattern: str) -> Callable[[str], re.Match[str] | None]:
+    """`search`, skipped when none of the pattern's required literals is in the text (a plain substring scan).
+
+    Python's regex engine tries every position of the text for an alternation without a common prefix:
+    17 of a 20-rule decision's 46 µs went to one such pattern over a conversation in the benchmark.
+    """
+    literals = required_literals(pattern)
+    if not literals:
+        return search
+    return lambda text: search(text) if any(literal in text for literal in literals) else None
+
+
 def _searcher(pattern: str, path: Path) -> Callable[[str], re.Match[str] | None]:
     r"""`re.search` for `pattern`, run in ASCII mode on ASCII text where that gives the same answer, faster.
 
@@ -68,12 +118,12 @@ def _searcher(pattern: str, path: Path) -> Callable[[str], re.Match[str] | None]
     except re.error as exc:
         raise invalid(path, f"bad regular expression /{pattern}/: {exc.msg} at position {exc.pos}") from exc
     if not pattern.isascii() or _UNICODE_ONLY.search(pattern):
-        return search
+        return _prefiltered(search, pattern)
     try:
         search_ascii = re.compile(pattern, re.ASCII).search
     except re.error:  # an inline (?u) flag
-        return search
-    return lambda text: (search_ascii if text.isascii() else search)(text)
+        return _prefiltered(search, pattern)
+    return _prefiltered(lambda text: (search_ascii if text.isascii() else search)(text), pattern)
 
 
 def _regex(subject: str, get: Callable[[RequestFeatures], str], raw: object, path: Path) -> Condition:
