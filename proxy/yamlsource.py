@@ -57,6 +57,14 @@ def _index(node: yaml.Node, path: tuple[Key, ...], lines: dict[tuple[Key, ...], 
             _index(item, key, lines)
 
 
+def _hint(text: str, line: int) -> str:
+    """A `${VAR}` inside `{...}` is YAML flow syntax, not a value: say how to write it."""
+    lines = text.splitlines()
+    if 0 < line <= len(lines) and "${" in lines[line - 1]:
+        return ' (inside {...}, quote a ${VAR} value: "${VAR}")'
+    return ""
+
+
 def load_yaml(path: str) -> YamlDocument:
     """Read and parse `path` with YAML's safe loader, indexing the line of every key and item.
 
@@ -76,7 +84,7 @@ def load_yaml(path: str) -> YamlDocument:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 1
-        raise YamlError(f"{path}:{line}: not valid YAML: {exc.problem}") from exc
+        raise YamlError(f"{path}:{line}: not valid YAML: {exc.problem}{_hint(text, line)}") from exc
     except yaml.YAMLError as exc:
         raise YamlError(f"{path}: not valid YAML: {exc}") from exc
     lines: dict[tuple[Key, ...], int] = {}

@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("proxy", "routes", "policies")
-LEAVES = frozenset({"proxy.errors", "proxy.schemas", "proxy.sse", "proxy.yamlsource"})
+LEAVES = frozenset({"proxy.embeddings", "proxy.errors", "proxy.schemas", "proxy.sse", "proxy.yamlsource"})
 MAX_LINES = 400
 
 

@@ -303,3 +303,14 @@ def test_secret_equality():
     assert Secret(KEY) != Secret(FILE_KEY)
     assert Secret(KEY) != KEY
     assert hash(Secret(KEY)) == hash(Secret(KEY))
+
+
+def test_an_unquoted_variable_in_a_flow_mapping_says_how_to_quote_it(tmp_path):
+    # DESIGN.md's sketch writes `{base_url: ..., api_key: ${OPENAI_API_KEY}}`, which YAML cannot parse.
+    path = write_config(tmp_path, "upstreams:\n  openai: {base_url: https://a.test/v1, api_key: ${KEY}}\n")
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings({"TURNOUT_CONFIG": path, "KEY": "sk-x"})
+    assert str(excinfo.value).startswith(f"{path}:2: not valid YAML")
+    assert 'quote a ${VAR} value: "${VAR}"' in str(excinfo.value)
+    quoted = write_config(tmp_path, 'upstreams:\n  openai: {base_url: https://a.test/v1, api_key: "${KEY}"}\n')
+    assert load_settings({"TURNOUT_CONFIG": quoted, "KEY": "sk-x"}).upstreams["openai"].api_key is not None

@@ -1,0 +1,117 @@
+"""`Embedder`: text → unit vectors, for retrieval, meaning-based policy conditions and the semantic cache.
+
+A leaf module (it imports nothing from the project), so that `routes` (the RAG index), `policies`
+(`similar_to`) and `proxy` (the semantic cache) share one interface without importing each other.
+
+The embedded default is WordLlama's `l2_supercat` model at 256 dimensions: its weights and tokenizer
+ship inside the `wordllama` wheel (16 MB), it needs no network and no PyTorch, loads in about 1.5 s
+and embeds a short query in about 0.1 ms on one core. `wordllama.WordLlama.load()` looks for the
+tokenizer in a folder the wheel does not use and then tries to download it, so the files are opened
+from the package directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Embedder", "EmbedderMismatchError", "LocalEmbedder", "Vectors", "check_compatible"]
+
+Vectors = npt.NDArray[np.float32]
+"""A `(n, dimension)` array of float32 rows, each of unit length (so a dot product is the cosine)."""
+
+_BATCH_INLINE = 64
+"""Up to this many texts are embedded on the event loop (well under a millisecond); more go to a thread."""
+
+
+class EmbedderMismatchError(Exception):
+    """Vectors made by one embedder were compared with vectors made by another."""
+
+
+class Embedder(Protocol):
+    """Turns texts into unit vectors of a fixed dimension."""
+
+    @property
+    def name(self) -> str:
+        """Which model made the vectors (recorded in an index; vectors of two names never mix)."""
+        ...
+
+    @property
+    def dimension(self) -> int:
+        """The length of every vector."""
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """One unit row per text, in order."""
+        ...
+
+
+def check_compatible(recorded_name: str, recorded_dimension: int, embedder: Embedder) -> None:
+    """Refuse to compare vectors of `embedder` with ones recorded as made by another model.
+
+    Raises:
+        EmbedderMismatchError: the name or the dimension differs.
+    """
+    if (recorded_name, recorded_dimension) != (embedder.name, embedder.dimension):
+        raise EmbedderMismatchError(
+            f"the vectors were made by {recorded_name} ({recorded_dimension} dimensions), "
+            f"not by {embedder.name} ({embedder.dimension} dimensions); re-index with the configured embedder"
+        )
+
+
+def _normalise(vectors: npt.NDArray[np.floating]) -> Vectors:
+    rows = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0  # an empty text embeds to zeros; leave it so, rather than divide by zero
+    result: Vectors = rows / norms
+    return result
+
+
+class LocalEmbedder:
+    """WordLlama's `l2_supercat` model, from the files its wheel ships; no network."""
+
+    CONFIG = "l2_supercat"
+
+    def __init__(self, dimension: int = 256) -> None:
+        # Imported here: only a process that embeds pays for loading them.
+        import wordllama
+        from safetensors import safe_open
+        from wordllama.inference import WordLlamaInference
+
+        if dimension not in (64, 128, 256):
+            raise ValueError(f"the local embedder has 64, 128 or 256 dimensions, not {dimension}")
+        root = Path(wordllama.__file__).parent
+        weights = root / "weights" / f"{self.CONFIG}_256.safetensors"
+        tokenizer = wordllama.WordLlama.load_tokenizer(root / "tokenizers" / f"{self.CONFIG}_tokenizer_config.json")
+        with safe_open(str(weights), framework="np", device="cpu") as tensors:
+            table = tensors.get_tensor("embedding.weight")[:, :dimension]  # Matryoshka: a prefix is a model
+        self._model = WordLlamaInference(table, tokenizer)
+        self._dimension = int(table.shape[1])
+
+    @property
+    def name(self) -> str:
+        """`wordllama/l2_supercat`; the dimension is recorded beside it."""
+        return f"wordllama/{self.CONFIG}"
+
+    @property
+    def dimension(self) -> int:
+        """256 unless a shorter prefix was asked for."""
+        return self._dimension
+
+    def embed_sync(self, texts: Sequence[str]) -> Vectors:
+        """`embed` on the calling thread (for the CLI and for batches already off the event loop)."""
+        if not texts:
+            return np.zeros((0, self._dimension), dtype=np.float32)
+        return _normalise(self._model.embed(list(texts)))
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """Small batches inline (cheaper than a thread hop), large ones in a worker thread."""
+        if len(texts) <= _BATCH_INLINE:
+            return self.embed_sync(texts)
+        return await asyncio.to_thread(functools.partial(self.embed_sync, texts))

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from proxy.embeddings import EmbedderMismatchError, LocalEmbedder, check_compatible
+
+
+@pytest.fixture(scope="module")
+def embedder() -> LocalEmbedder:
+    return LocalEmbedder()
+
+
+async def test_rows_are_unit_vectors_in_order(embedder: LocalEmbedder) -> None:
+    texts = ["How do I reset my password?", "What is the refund policy?", ""]
+    vectors = await embedder.embed(texts)
+    assert vectors.shape == (3, 256)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors[:2], axis=1), 1.0, rtol=1e-5)
+    assert not vectors[2].any()  # an empty text stays zero instead of dividing by zero
+    alone = await embedder.embed([texts[1]])
+    np.testing.assert_allclose(alone[0], vectors[1], rtol=1e-5, atol=1e-6)
+
+
+async def test_paraphrases_are_closer_than_unrelated_texts(embedder: LocalEmbedder) -> None:
+    base, paraphrase, unrelated = await embedder.embed(
+        ["How do I reset my password?", "I forgot my password, how can I change it?", "Weather in Paris tomorrow"]
+    )
+    assert float(base @ paraphrase) > 0.5 > float(base @ unrelated)
+
+
+async def test_large_batches_give_the_same_vectors(embedder: LocalEmbedder) -> None:
+    texts = [f"question number {i} about invoices" for i in range(100)]  # over the inline batch size
+    np.testing.assert_allclose(await embedder.embed(texts), embedder.embed_sync(texts), rtol=1e-6)
+    assert (await embedder.embed([])).shape == (0, 256)
+
+
+def test_a_prefix_of_the_dimensions_is_a_smaller_model() -> None:
+    assert LocalEmbedder(dimension=64).dimension == 64
+    with pytest.raises(ValueError, match="64, 128 or 256"):
+        LocalEmbedder(dimension=300)
+
+
+def test_vectors_of_another_embedder_are_refused(embedder: LocalEmbedder) -> None:
+    check_compatible("wordllama/l2_supercat", 256, embedder)
+    with pytest.raises(EmbedderMismatchError, match="text-embedding-3-small"):
+        check_compatible("text-embedding-3-small", 1536, embedder)
