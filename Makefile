@@ -24,6 +24,7 @@ check: install check-policies
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 # The policies reference ${OPENAI_API_KEY}; a placeholder lets them load without a real key.
 check-policies: install
