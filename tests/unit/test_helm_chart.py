@@ -64,8 +64,25 @@ def test_every_manifest_validates_against_the_kubernetes_schemas(which: str, req
 
 
 def test_the_defaults_render_the_core_and_nothing_optional(defaults: Rendered) -> None:
-    kinds = sorted(obj["kind"] for obj in defaults.objects)
+    kinds = sorted(obj["kind"] for obj in defaults.objects if not _is_dashboards(obj))
     assert kinds == ["ConfigMap", "Deployment", "Secret", "Service", "ServiceAccount"]
+
+
+def _is_dashboards(obj: dict[str, Any]) -> bool:
+    return obj["kind"] == "ConfigMap" and obj["metadata"]["name"].endswith("-dashboards")
+
+
+def test_the_charts_own_dashboards_ship_by_default(defaults: Rendered) -> None:
+    files = sorted((CHART / "dashboards").glob("*.json"))
+    dashboards = [obj for obj in defaults.objects if _is_dashboards(obj)]
+    if not files:  # the dashboard comes with the metrics (issue 6)
+        assert dashboards == []
+        return
+    [configmap] = dashboards
+    assert sorted(configmap["data"]) == [path.name for path in files]
+    for text in configmap["data"].values():
+        assert isinstance(json.loads(text), dict)
+    assert len(json.dumps(configmap["data"])) < 1024 * 1024  # a ConfigMap holds at most 1 MiB
 
 
 def test_everything_on_renders_every_optional_part(everything: Rendered) -> None:
@@ -241,16 +258,16 @@ def test_the_service_monitor_scrapes_metrics_on_the_services_port(everything: Re
 
 def test_every_dashboard_file_ships_in_a_configmap_with_the_sidecars_label(tmp_path: Path) -> None:
     chart = chart_copy(tmp_path, {"turnout.json": DASHBOARD, "cache.json": "{}", "notes.txt": "not a dashboard"})
-    dashboards = [c for c in render({}, chart).all("ConfigMap") if c["metadata"]["name"].endswith("-dashboards")]
+    dashboards = [c for c in render({}, chart).objects if _is_dashboards(c)]
     [dashboards_map] = dashboards
     assert dashboards_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboards_map["data"] == {"turnout.json": DASHBOARD, "cache.json": "{}"}
     relabelled = render({"dashboards": {"label": "grafana-dashboard", "labelValue": "turnout"}}, chart)
-    [other] = [c for c in relabelled.all("ConfigMap") if c["metadata"]["name"].endswith("-dashboards")]
+    [other] = [c for c in relabelled.objects if _is_dashboards(c)]
     assert other["metadata"]["labels"]["grafana-dashboard"] == "turnout"
     assert "grafana_dashboard" not in other["metadata"]["labels"]
     switched_off = render({"dashboards": {"enabled": False}}, chart)
-    assert not [c for c in switched_off.all("ConfigMap") if c["metadata"]["name"].endswith("-dashboards")]
+    assert not [c for c in switched_off.objects if _is_dashboards(c)]
 
 
 def test_the_knowledge_index_is_a_read_only_volume(everything: Rendered) -> None:
