@@ -69,7 +69,8 @@ def test_the_defaults_render_the_core_and_nothing_optional(defaults: Rendered) -
 
 
 def _is_dashboards(obj: dict[str, Any]) -> bool:
-    return obj["kind"] == "ConfigMap" and obj["metadata"]["name"].endswith("-dashboards")
+    name: str = obj["metadata"]["name"]
+    return obj["kind"] == "ConfigMap" and name.endswith("-dashboards")
 
 
 def test_the_charts_own_dashboards_ship_by_default(defaults: Rendered) -> None:
