@@ -230,7 +230,9 @@ def test_an_external_redis_url_wins_over_the_bundled_one() -> None:
     rendered = render({"redis": {"url": url, "bundled": {"enabled": True}}})
     assert rendered.env["TURNOUT_REDIS_URL"] == url
     assert len(rendered.all("Deployment")) == 1
+    assert "Redis" not in rendered.notes
     assert "TURNOUT_REDIS_URL" not in render().env
+    assert "No Redis is set" in render().notes
 
 
 def test_selectors_find_turnouts_pods(everything: Rendered) -> None:
@@ -309,3 +311,4 @@ def test_notes_tell_how_to_call_it(everything: Rendered) -> None:
     assert "port-forward service/shop-turnout" in everything.notes
     assert 'base_url="http://127.0.0.1:8000/v1"' in everything.notes
     assert "will not start" not in everything.notes  # the key was given
+    assert "The bundled Redis (shop-turnout-redis)" in everything.notes
