@@ -13,6 +13,7 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 
+from proxy._version import __version__
 from proxy.settings import ENV_VARS, load_settings
 from tests.unit.helm_chart import (
     CHART,
@@ -312,3 +313,8 @@ def test_notes_tell_how_to_call_it(everything: Rendered) -> None:
     assert 'base_url="http://127.0.0.1:8000/v1"' in everything.notes
     assert "will not start" not in everything.notes  # the key was given
     assert "The bundled Redis (shop-turnout-redis)" in everything.notes
+
+
+def test_the_charts_app_version_is_turnouts_version() -> None:
+    with helm.Chart.load(CHART) as chart:
+        assert chart.metadata["appVersion"] == __version__  # the default image tag
