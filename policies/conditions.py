@@ -141,6 +141,7 @@ def _metadata(raw: object, path: Path) -> Condition:
 
 # --- numbers: prompt_tokens, n, temperature ---------------------------------------------------------------
 
+
 def _bounded(get: Callable[[RequestFeatures], float | None], pairs: tuple[tuple[Compare, float], ...]) -> Test:
     if len(pairs) == 1:  # the usual single bound, without the loop
         ((compare, bound),) = pairs

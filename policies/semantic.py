@@ -1,4 +1,4 @@
-"""Meaning-based conditions: `similar_to` (example utterances and a threshold) and `retrieval_score` (a RAG index's confidence).
+"""Meaning-based conditions: `similar_to` (example utterances, a threshold) and `retrieval_score` (index confidence).
 
 Both need an embedding model, which a pure, synchronous engine must not call. So the conditions only
 declare what they need (`SemanticNeeds`: the example lists, the RAG routes) and read numbers computed

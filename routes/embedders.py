@@ -1,4 +1,4 @@
-"""`OpenAIEmbedder`: an `Embedder` that asks an OpenAI-compatible upstream's `POST /embeddings` (text-embedding-3-small…).
+"""`OpenAIEmbedder`: an `Embedder` on an OpenAI-compatible upstream's `POST /embeddings` (text-embedding-3-small…).
 
 It posts through the upstream's shared, pooled session (the same `Upstream` chat routes use), so its
 errors are mapped like theirs. The rows it gets back are normalised to unit length. Every call's token

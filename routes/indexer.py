@@ -106,7 +106,8 @@ def remove_files(index: KnowledgeIndex, paths: Iterable[Path | str]) -> tuple[Kn
 
     Returns the index, the sources removed, and the names that were not in the index.
     """
-    removed, missing = [], []
+    removed: list[str] = []
+    missing: list[str] = []
     for path in paths:
         name = str(path)
         if name not in index.files:

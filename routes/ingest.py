@@ -80,7 +80,8 @@ _SKIPPED_TAGS = ("script", "style", "nav", "noscript", "template", "head")
 
 
 def _html_sections(source: str) -> Iterator[Section]:
-    from bs4 import BeautifulSoup, NavigableString, Tag
+    from bs4 import BeautifulSoup
+    from bs4.element import NavigableString, Tag
 
     soup = BeautifulSoup(source, "html.parser")
     for tag in soup.find_all(_SKIPPED_TAGS):

@@ -26,7 +26,7 @@ import numpy as np
 
 from proxy.embeddings import Vectors
 
-__all__ = ["FORMAT", "ChunkRecord", "FileEntry", "KnowledgeIndexError", "KnowledgeIndex", "source_name"]
+__all__ = ["FORMAT", "ChunkRecord", "FileEntry", "KnowledgeIndex", "KnowledgeIndexError", "source_name"]
 
 FORMAT = 1
 _MANIFEST, _CHUNKS, _VECTORS = "manifest.json", "chunks.jsonl", "vectors.npy"
@@ -106,7 +106,9 @@ class KnowledgeIndex:
         """
         manifest_path = directory / _MANIFEST
         if not manifest_path.is_file():
-            raise KnowledgeIndexError(f"no knowledge index in {directory} (create it with `turnout index add PATH --index DIR`)")
+            raise KnowledgeIndexError(
+                f"no knowledge index in {directory} (create it with `turnout index add PATH --index DIR`)"
+            )
         try:
             manifest = msgspec.json.decode(manifest_path.read_bytes(), type=_Manifest)
             lines = (directory / _CHUNKS).read_bytes().splitlines()

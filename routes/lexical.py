@@ -20,16 +20,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["LexicalIndex", "terms", "term_counts"]
+__all__ = ["LexicalIndex", "term_counts", "terms"]
 
 K1 = 1.2
 B = 0.75
 _WORD = re.compile(r"\w+")
-_STOP = frozenset(
+_STOP_WORDS = (
     "a an and are as at be but by can do does for from had has have how i if in into is it its me my no not of "
     "on or our so than that the their them then there these they this to was we were what when where which who "
-    "why will with you your".split()
+    "why will with you your"
 )
+_STOP = frozenset(_STOP_WORDS.split())
 
 
 def _stem(word: str) -> str:

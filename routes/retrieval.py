@@ -114,7 +114,8 @@ class HybridRetriever:
     async def embed_query(self, query: str) -> Vectors:
         """The query's unit vector, as a `(dimension,)` row."""
         vectors = await self._embedder.embed([query])
-        return vectors[0]
+        row: Vectors = vectors[0]
+        return row
 
     async def search(self, query: str, *, top_k: int, min_score: float = -1.0) -> list[Passage]:
         """Embed `query`, then `search_with` it."""
@@ -126,7 +127,8 @@ class HybridRetriever:
         """The highest cosine similarity of any passage to the query's `vector` (None for an empty index)."""
         if not self.index.chunks:
             return None
-        return float((self.index.vectors @ vector).max())
+        best: float = (self.index.vectors @ vector).max().item()
+        return best
 
     def search_with(self, query: str, vector: Vectors, *, top_k: int, min_score: float = -1.0) -> list[Passage]:
         """The `top_k` best passages for `query` (and its embedding `vector`), with similarity >= `min_score`."""
@@ -171,4 +173,5 @@ class HybridRetriever:
                 similarity[candidates]
             )
         order = np.argsort(-mixed, kind="stable")
-        return candidates[order], mixed[order].astype(np.float32)
+        ranked: npt.NDArray[np.float32] = mixed[order].astype(np.float32)
+        return candidates[order], ranked

@@ -71,8 +71,7 @@ def build_index(docs: list[_Doc], embedder: LocalEmbedder, name: str) -> Knowled
         for doc in docs
     )
     vectors = embedder.embed_sync([f"{doc.title}\n{doc.text}" if doc.title else doc.text for doc in docs])
-    files = {}
-    return KnowledgeIndex(Path(name), embedder.name, embedder.dimension, chunks, vectors, files, name)
+    return KnowledgeIndex(Path(name), embedder.name, embedder.dimension, chunks, vectors, {}, name)
 
 
 def ndcg_at_10(ranked: list[str], judged: dict[str, int]) -> float:
