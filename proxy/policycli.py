@@ -44,7 +44,8 @@ def _check(args: argparse.Namespace) -> int:
     settings = _load(args.file)
     deployment = settings.deployment
     rules = len(deployment.policy.rules) if deployment.policy is not None else 0
-    _print(f"{args.file}: OK ({len(settings.upstreams)} upstreams, {len(deployment.routes)} routes, {rules} rules)")
+    routes = len(deployment.routes) + len(deployment.rag)
+    _print(f"{args.file}: OK ({len(settings.upstreams)} upstreams, {routes} routes, {rules} rules)")
     return 0
 
 
