@@ -10,13 +10,14 @@ import msgspec
 import pytest
 
 from proxy.embeddings import EmbedderMismatchError
-from proxy.errors import KnowledgeUnavailableError
+from proxy.errors import KnowledgeUnavailableError, UpstreamError
 from proxy.schemas import decode_chat_request
 from routes.base import ChatCall, Completion
 from routes.knowledge import KnowledgeIndexError
 from routes.prompting import INSTRUCTION, NO_PASSAGES, build_rag_messages, estimate_tokens
 from routes.rag import SOURCES_FIELD, SOURCES_HEADER, RagRoute
 from routes.retrieval import Passage
+from tests.unit.test_pipeline import FakeRoute, pipeline, with_fallback
 
 REFUNDS = Passage("kb/billing.md", "Billing > Refunds", 3, "Refunds are paid back within 30 days.", 0.9, 0.61)
 HOURS = Passage("kb/hours.txt", "", 0, "Support is open from 8 to 18.", 0.5, 0.32)
@@ -159,3 +160,22 @@ async def test_an_unusable_index_is_a_clear_openai_error(error: Exception) -> No
     assert body["code"] == "knowledge_index_unavailable"
     assert body["message"].startswith("The knowledge index of route 'docs' is unusable: ")
     assert set(body) == {"message", "type", "param", "code"}
+
+
+async def test_the_sources_header_comes_only_from_the_route_that_answered() -> None:
+    class FailingChat(RecordingRoute):
+        async def complete(self, call: ChatCall) -> Completion:
+            raise UpstreamError("the fine-tuned model is down")
+
+    rag = RagRoute("docs", StaticRetriever([REFUNDS]), FailingChat())
+    chat = with_fallback(pipeline(rag, FakeRoute("gpt4"), attempts=0), "docs", "gpt4")  # type: ignore[arg-type]
+    _, outcome = await chat.complete(chat_call())
+    assert outcome.route == "gpt4"
+    assert SOURCES_HEADER not in dict(outcome.header_items())
+
+    answered = with_fallback(pipeline(RagRoute("docs", StaticRetriever([REFUNDS]), RecordingRoute())), "docs")
+    _, outcome = await answered.complete(chat_call())
+    assert dict(outcome.header_items())[SOURCES_HEADER] == "kb/billing.md#Billing%20%3E%20Refunds"
+    relay, outcome = await answered.stream(chat_call(stream=True))
+    await relay.aclose()
+    assert SOURCES_HEADER in dict(outcome.header_items())
