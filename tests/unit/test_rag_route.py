@@ -168,12 +168,13 @@ async def test_the_sources_header_comes_only_from_the_route_that_answered() -> N
             raise UpstreamError("the fine-tuned model is down")
 
     rag = RagRoute("docs", StaticRetriever([REFUNDS]), FailingChat())
-    chat = with_fallback(pipeline(rag, FakeRoute("gpt4"), attempts=0), "docs", "gpt4")  # type: ignore[arg-type]
+    chat = with_fallback(pipeline(rag, FakeRoute("gpt4"), attempts=0), "docs", "gpt4")  # type: ignore[arg-type]  # pipeline() types its fakes
     _, outcome = await chat.complete(chat_call())
     assert outcome.route == "gpt4"
     assert SOURCES_HEADER not in dict(outcome.header_items())
 
-    answered = with_fallback(pipeline(RagRoute("docs", StaticRetriever([REFUNDS]), RecordingRoute())), "docs")
+    only_rag = RagRoute("docs", StaticRetriever([REFUNDS]), RecordingRoute())
+    answered = with_fallback(pipeline(only_rag), "docs")  # type: ignore[arg-type]  # pipeline() types its fakes
     _, outcome = await answered.complete(chat_call())
     assert dict(outcome.header_items())[SOURCES_HEADER] == "kb/billing.md#Billing%20%3E%20Refunds"
     relay, outcome = await answered.stream(chat_call(stream=True))
