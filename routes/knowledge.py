@@ -79,7 +79,7 @@ def _version(embedder: str, dimension: int, chunks: Iterable[ChunkRecord]) -> st
     return digest.hexdigest()[:16]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class KnowledgeIndex:
     """An index in memory: chunks in file order, their vectors row for row, and the files they came from."""
 
