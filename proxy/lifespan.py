@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from proxy.errors import ProxyError
 from proxy.pipeline import ChatPipeline
 from proxy.semantic import Knowledge, build_knowledge
 from proxy.settings import Settings, SettingsError, UpstreamSettings
@@ -160,7 +161,10 @@ async def open_resources(
         stack.push_async_callback(tasks.drain, settings.server.drain_timeout)
         resources = Resources(_build(settings, sessions, tasks, base_url), tasks)
         if resources.current.knowledge.scorer is not None:
-            await resources.current.knowledge.scorer.prepare()  # the examples, embedded before the first request
+            try:  # the examples, embedded before the first request (or, failing that, by the first that needs them)
+                await resources.current.knowledge.scorer.prepare()
+            except ProxyError as exc:
+                logger.warning("could not embed the policy's examples yet: %s", exc.message)
 
         def reload() -> None:
             if reload_settings is None:
