@@ -5,10 +5,10 @@
 by rule and condition by condition.
 """
 
-from policies.checks import Check
+from policies.checks import Check, SemanticNeeds
 from policies.engine import Decision, Explanation, PolicyEngine, RuleTrace
 from policies.errors import PolicyError
-from policies.features import RequestFeatures, extract_features
+from policies.features import RequestFeatures, SemanticFeatures, SemanticFeaturesNeeded, extract_features
 from policies.loader import load_policy
 
 __all__ = [
@@ -19,6 +19,9 @@ __all__ = [
     "PolicyError",
     "RequestFeatures",
     "RuleTrace",
+    "SemanticFeatures",
+    "SemanticFeaturesNeeded",
+    "SemanticNeeds",
     "extract_features",
     "load_policy",
 ]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from policies.features import RequestFeatures
 
-__all__ = ["Check", "Condition", "Test", "all_of", "any_of", "not_of"]
+__all__ = ["NO_NEEDS", "Check", "Condition", "SemanticNeeds", "Test", "all_of", "any_of", "not_of"]
 
 Test = Callable[[RequestFeatures], bool]
 
@@ -24,6 +24,32 @@ class Check:
 
 
 @dataclass(frozen=True, slots=True)
+class SemanticNeeds:
+    """What meaning-based conditions need computed for a request: example lists to compare, indexes to search."""
+
+    examples: frozenset[tuple[str, ...]] = field(default_factory=frozenset)
+    """The example lists of `similar_to` conditions (embedded once, when the policy is loaded)."""
+    retrieval_routes: frozenset[str] = field(default_factory=frozenset)
+    """The RAG routes `retrieval_score` conditions name."""
+
+    def __or__(self, other: SemanticNeeds) -> SemanticNeeds:
+        return SemanticNeeds(self.examples | other.examples, self.retrieval_routes | other.retrieval_routes)
+
+    def __bool__(self) -> bool:
+        return bool(self.examples or self.retrieval_routes)
+
+
+NO_NEEDS = SemanticNeeds()
+
+
+def _needs_of(conditions: Sequence[Condition]) -> SemanticNeeds:
+    needs = NO_NEEDS
+    for condition in conditions:
+        needs = needs | condition.needs
+    return needs
+
+
+@dataclass(frozen=True, slots=True)
 class Condition:
     """A compiled condition."""
 
@@ -33,6 +59,8 @@ class Condition:
     """The same verdict with its reasons, for `explain`."""
     label: str
     """How the condition reads, e.g. "prompt_tokens > 2500"; decisions quote it as their reason."""
+    needs: SemanticNeeds = NO_NEEDS
+    """The meaning-based features it (or a condition inside it) reads."""
 
 
 def _both(first: Test, second: Test) -> Test:
@@ -63,7 +91,7 @@ def all_of(conditions: Sequence[Condition], label: str) -> Condition:
         why = f"all {held} hold" if held == len(checks) else f"all: {held} of {len(checks)} hold"
         return Check(held == len(checks), why, checks)
 
-    return Condition(test, explain, label)
+    return Condition(test, explain, label, _needs_of(conditions))
 
 
 def any_of(conditions: Sequence[Condition], label: str) -> Condition:
@@ -82,7 +110,7 @@ def any_of(conditions: Sequence[Condition], label: str) -> Condition:
         count = "none" if held == 0 else str(held)
         return Check(held > 0, f"any: {count} of {len(checks)} {'holds' if held == 1 else 'hold'}", checks)
 
-    return Condition(test, explain, label)
+    return Condition(test, explain, label, _needs_of(conditions))
 
 
 def not_of(inner: Condition) -> Condition:
@@ -94,4 +122,4 @@ def not_of(inner: Condition) -> Condition:
         why = "not: the condition does not hold" if not check.matched else "not: the condition holds"
         return Check(not check.matched, why, (check,))
 
-    return Condition(lambda features: not inner_test(features), explain, f"not({inner.label})")
+    return Condition(lambda features: not inner_test(features), explain, f"not({inner.label})", inner.needs)

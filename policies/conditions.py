@@ -15,6 +15,7 @@ The keys:
 - `has_tools` (tools or functions present), `stream`: true or false.
 - `response_format`: `json` (json_object or json_schema), `json_object`, `json_schema`, or `text`
   (which an absent response_format also is).
+- `similar_to`, `retrieval_score`: by meaning, with an embedding model (`policies.semantic`).
 - `all`, `any`: a list of conditions; `not`: one condition.
 """
 
@@ -25,9 +26,11 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 
+from policies.bounds import Compare, bounds
 from policies.checks import Check, Condition, Test, all_of, any_of, not_of
 from policies.errors import Path, describe, invalid, require_mapping, unknown
 from policies.features import RequestFeatures
+from policies.semantic import retrieval_score, similar_to
 from policies.text import text_condition
 
 __all__ = ["OPERATORS", "compile_condition", "compile_when"]
@@ -138,34 +141,6 @@ def _metadata(raw: object, path: Path) -> Condition:
 
 # --- numbers: prompt_tokens, n, temperature ---------------------------------------------------------------
 
-Compare = Callable[[float, float], bool]
-_NUMERIC_OPS: dict[str, tuple[str, Compare]] = {
-    "gt": (">", operator.gt),
-    "gte": (">=", operator.ge),
-    "lt": ("<", operator.lt),
-    "lte": ("<=", operator.le),
-    "eq": ("==", operator.eq),
-}
-
-
-def _is_number(raw: object) -> bool:
-    return isinstance(raw, int | float) and not isinstance(raw, bool)
-
-
-def _bounds(raw: object, path: Path) -> list[tuple[str, Compare, float]]:
-    if _is_number(raw):  # `n: 2` reads as `n: {eq: 2}`
-        raw = {"eq": raw}
-    ops = require_mapping(raw, path, "operators to numbers (gt, gte, lt, lte, eq)")
-    bounds = []
-    for name, bound in ops.items():
-        if name not in _NUMERIC_OPS:
-            raise unknown(path, name, list(_NUMERIC_OPS), "operator")
-        if not _is_number(bound):
-            raise invalid((*path, name), f"expected a number, got {describe(bound)}")
-        symbol, compare = _NUMERIC_OPS[name]
-        bounds.append((symbol, compare, bound))
-    return bounds
-
 
 def _bounded(get: Callable[[RequestFeatures], float | None], pairs: tuple[tuple[Compare, float], ...]) -> Test:
     if len(pairs) == 1:  # the usual single bound, without the loop
@@ -188,19 +163,19 @@ def _numeric(subject: str) -> Callable[[object, Path], Condition]:
     get: Callable[[RequestFeatures], float | None] = operator.attrgetter(subject)
 
     def compile_numeric(raw: object, path: Path) -> Condition:
-        bounds = _bounds(raw, path)
-        test = _bounded(get, tuple((compare, bound) for _, compare, bound in bounds))
+        limits = bounds(raw, path)
+        test = _bounded(get, tuple((compare, bound) for _, compare, bound in limits))
 
         def explain(features: RequestFeatures) -> Check:
             value = get(features)
             if value is None:
                 return Check(False, f"{subject} is not set")
-            for symbol, compare, bound in bounds:
+            for symbol, compare, bound in limits:
                 if not compare(value, bound):
                     return Check(False, f"{subject} {value} is not {symbol} {bound}")
-            return Check(True, f"{subject} {value} " + " and ".join(f"{s} {b}" for s, _, b in bounds))
+            return Check(True, f"{subject} {value} " + " and ".join(f"{s} {b}" for s, _, b in limits))
 
-        return Condition(test, explain, f"{subject} " + " and ".join(f"{s} {b}" for s, _, b in bounds))
+        return Condition(test, explain, f"{subject} " + " and ".join(f"{s} {b}" for s, _, b in limits))
 
     return compile_numeric
 
@@ -267,6 +242,8 @@ OPERATORS: Mapping[str, Callable[[object, Path], Condition]] = {
     "not": _not,
     "prompt_tokens": _numeric("prompt_tokens"),
     "response_format": _response_format,
+    "retrieval_score": retrieval_score,
+    "similar_to": similar_to,
     "stream": _flag("stream"),
     "temperature": _numeric("temperature"),
     "user": _user,

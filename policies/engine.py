@@ -5,6 +5,10 @@ every `Decision` a rule can return is built once (one per split target, with and
 copy), so deciding is a loop over precompiled tests that returns a ready-made value. Randomness only
 comes from the injected `random.Random`: for a split when the request names neither a user nor a
 caller, and for sampling shadow copies.
+
+Meaning-based conditions (`policies.semantic`) read numbers an embedding model produced outside the
+engine; `decide` raises `SemanticFeaturesNeeded` when it reaches one before they are attached, and the
+caller computes them (once) and decides again. `semantic_needs` says what they are.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass, replace
 from itertools import accumulate
 from typing import Literal
 
-from policies.checks import Check, Condition, all_of
+from policies.checks import NO_NEEDS, Check, Condition, SemanticNeeds, all_of
 from policies.features import RequestFeatures
 
 __all__ = ["Decision", "Explanation", "PolicyEngine", "Rule", "RuleTrace", "Shadow"]
@@ -220,6 +224,15 @@ class PolicyEngine:
         )
 
     @property
+    def semantic_needs(self) -> SemanticNeeds:
+        """What the meaning-based conditions of every rule need computed (empty: none are used)."""
+        needs = NO_NEEDS
+        for rule in self._rules:
+            for condition in rule.conditions:
+                needs = needs | condition.needs
+        return needs
+
+    @property
     def rules(self) -> tuple[str, ...]:
         """The rule names, in the order they are tried."""
         return tuple(rule.name for rule in self._rules)
@@ -230,7 +243,11 @@ class PolicyEngine:
         return self._routes
 
     def decide(self, features: RequestFeatures) -> Decision:
-        """The decision of the first rule that matches `features` (the default rule when no other does)."""
+        """The decision of the first rule that matches `features` (the default rule when no other does).
+
+        Raises:
+            SemanticFeaturesNeeded: a meaning-based condition was reached before `features.with_semantic`.
+        """
         for test, choose in self._plan:
             if test(features):
                 return choose(features)

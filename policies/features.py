@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 
 from proxy.schemas import ChatMessage, ChatRequest
 
-__all__ = ["RequestFeatures", "estimate_prompt_tokens", "estimate_tokens", "extract_features", "message_text"]
+__all__ = [
+    "RequestFeatures",
+    "SemanticFeatures",
+    "SemanticFeaturesNeeded",
+    "estimate_prompt_tokens",
+    "estimate_tokens",
+    "extract_features",
+    "message_text",
+]
 
 MESSAGE_OVERHEAD = 4
 """Tokens OpenAI adds per message (`<|im_start|>`, the role, the separator, `<|im_end|>`)."""
@@ -140,6 +148,20 @@ def estimate_prompt_tokens(messages: Sequence[ChatMessage]) -> int:
     return REPLY_OVERHEAD + MESSAGE_OVERHEAD * len(messages) + content
 
 
+class SemanticFeaturesNeeded(Exception):  # noqa: N818 - a signal to compute them, not an error
+    """A meaning-based condition was reached and the request's semantic features are not computed yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticFeatures:
+    """What meaning-based conditions look at, computed outside the engine (it needs an embedding model)."""
+
+    similarity: Mapping[tuple[str, ...], tuple[float, str]] = field(default_factory=dict)
+    """For each `similar_to` example list: the best cosine similarity to the last user message, and that example."""
+    retrieval: Mapping[str, float | None] = field(default_factory=dict)
+    """For each RAG route a `retrieval_score` names: its best passage's similarity (None: an empty index)."""
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class RequestFeatures:
     """What a rule can look at in one request; built once per request by `extract_features()`.
@@ -175,6 +197,24 @@ class RequestFeatures:
     _last_user_lower: str | None = field(default=None, init=False, repr=False)
     _conversation_lower: str | None = field(default=None, init=False, repr=False)
     _prompt_tokens: int | None = field(default=None, init=False, repr=False)
+    _semantic: SemanticFeatures | None = field(default=None, init=False, repr=False)
+
+    @property
+    def semantic(self) -> SemanticFeatures:
+        """The meaning-based features, once `with_semantic` attached them.
+
+        Raises:
+            SemanticFeaturesNeeded: they are not attached yet (the caller computes them and decides again).
+        """
+        semantic = self._semantic
+        if semantic is None:
+            raise SemanticFeaturesNeeded
+        return semantic
+
+    def with_semantic(self, semantic: SemanticFeatures) -> RequestFeatures:
+        """These features, with the meaning-based ones attached (the cached text fields are kept)."""
+        object.__setattr__(self, "_semantic", semantic)
+        return self
 
     @property
     def last_user_text(self) -> str:

@@ -1,4 +1,4 @@
-"""CLI: `turnout serve` (the proxy) and `turnout simulate` (the simulated OpenAI upstream on its own)."""
+"""CLI: `turnout serve` (the proxy), `turnout simulate` (the simulated OpenAI upstream), policy and index commands."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from proxy._version import __version__
+from proxy.indexcli import add_index_commands, run_index_command
 from proxy.logs import LOG_FORMAT, RedactingFormatter
 from proxy.policycli import add_policy_commands, run_policy_command
 from proxy.settings import ENV_VARS, Settings, SettingsError, load_settings
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream-timeout", type=float, metavar="S", help="whole request; default 600")
 
     add_policy_commands(commands)
+    add_index_commands(commands)
 
     simulate = commands.add_parser("simulate", help="run the simulated OpenAI upstream on its own")
     simulate.add_argument("--host", default="127.0.0.1")
@@ -149,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "index":
+            return run_index_command(args)
         return run_policy_command(args)
     except KeyboardInterrupt:
         return 130

@@ -77,6 +77,8 @@ class LocalEmbedder:
     """WordLlama's `l2_supercat` model, from the files its wheel ships; no network."""
 
     CONFIG = "l2_supercat"
+    NAME = f"wordllama/{CONFIG}"
+    """What an index records as the embedder (with the dimension beside it)."""
 
     def __init__(self, dimension: int = 256) -> None:
         # Imported here: only a process that embeds pays for loading them.
@@ -97,7 +99,7 @@ class LocalEmbedder:
     @property
     def name(self) -> str:
         """`wordllama/l2_supercat`; the dimension is recorded beside it."""
-        return f"wordllama/{self.CONFIG}"
+        return self.NAME
 
     @property
     def dimension(self) -> int:

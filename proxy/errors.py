@@ -12,6 +12,7 @@
     + UpstreamRateLimitError      429 with retry-after
     + UpstreamTimeoutError        504
     + RouteUnavailableError       503 (a route's circuit is open: its fallbacks answer instead)
+  x KnowledgeUnavailableError     503 (a RAG route's index is missing or made by another embedder)
 ```
 
 Each class only sets `status_code`, `type` and `code`; an instance carries the message, the `param`
@@ -29,6 +30,7 @@ import msgspec
 
 __all__ = [
     "InvalidRequestError",
+    "KnowledgeUnavailableError",
     "MethodNotAllowedError",
     "NotFoundError",
     "ProxyError",
@@ -169,6 +171,13 @@ class RouteUnavailableError(UpstreamError):
 
     status_code = 503
     code = "route_unavailable"
+
+
+class KnowledgeUnavailableError(ProxyError):
+    """A RAG route cannot search its knowledge index: it is missing, unreadable or made by another embedder."""
+
+    status_code = 503
+    code = "knowledge_index_unavailable"
 
 
 def error_body(message: str, type_: str, *, param: str | None = None, code: str | None = None) -> bytes:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from proxy.errors import ProxyError
 from proxy.pipeline import ChatPipeline
+from proxy.semantic import Knowledge, build_knowledge
 from proxy.settings import Settings, SettingsError, UpstreamSettings
 from proxy.tasks import BackgroundTasks
 from routes import OpenAIChatRoute, Route, Upstream, UpstreamTimeouts, new_session
@@ -35,6 +37,8 @@ class Generation:
     settings: Settings
     upstreams: Mapping[str, Upstream]
     pipeline: ChatPipeline
+    knowledge: Knowledge
+    """The embedder, RAG routes and semantic scorer (all empty when nothing embeds)."""
 
     def first_upstream(self) -> Upstream:
         """The upstream of the first route: without a policy, the only one (whose models `/v1/models` lists)."""
@@ -102,15 +106,18 @@ def _build(settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base
         name: OpenAIChatRoute(name, upstreams[route.upstream], route.model, route.timeout)
         for name, route in deployment.routes.items()
     }
+    knowledge = build_knowledge(deployment, routes, upstreams)
+    routes.update(knowledge.routes)
     pipeline = ChatPipeline(
         routes=routes,
+        semantic=knowledge.scorer,
         policy=deployment.policy,
         retry=deployment.retry,
         breaker=deployment.circuit_breaker,
         tasks=tasks,
         named=deployment.model_names(),
     )
-    return Generation(settings=settings, upstreams=upstreams, pipeline=pipeline)
+    return Generation(settings=settings, upstreams=upstreams, pipeline=pipeline, knowledge=knowledge)
 
 
 def _file_stamp(path: str) -> tuple[float, int] | None:
@@ -153,6 +160,11 @@ async def open_resources(
         stack.push_async_callback(sessions.close)
         stack.push_async_callback(tasks.drain, settings.server.drain_timeout)
         resources = Resources(_build(settings, sessions, tasks, base_url), tasks)
+        if resources.current.knowledge.scorer is not None:
+            try:  # the examples, embedded before the first request (or, failing that, by the first that needs them)
+                await resources.current.knowledge.scorer.prepare()
+            except ProxyError as exc:
+                logger.warning("could not embed the policy's examples yet: %s", exc.message)
 
         def reload() -> None:
             if reload_settings is None:
@@ -162,6 +174,8 @@ async def open_resources(
             except SettingsError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
                 return
+            if new.knowledge.scorer is not None:
+                tasks.spawn(new.knowledge.scorer.prepare(), name="embed-policy-examples")
             resources.current = new
             resources.reloads += 1
             sessions.retire_unused(set(new.settings.upstreams.values()), new.settings.server.drain_timeout)

@@ -15,16 +15,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from policies import Decision, PolicyEngine, extract_features
+from policies import Decision, PolicyEngine, SemanticFeatures, SemanticFeaturesNeeded, extract_features
 from proxy.breaker import CircuitBreaker
 from proxy.errors import ProxyError, RouteUnavailableError, UpstreamError, UpstreamRejectedError
 from proxy.policyfile import BreakerSettings, RetrySettings
 from proxy.schemas import Usage
+from proxy.semantic import SemanticScorer
 from proxy.streaming import Relay, open_relay
 from proxy.tasks import BackgroundTasks
 from routes import ChatCall, Completion, Route
 
-__all__ = ["CALLER_HEADER", "ChatPipeline", "Outcome", "decide"]
+__all__ = ["CALLER_HEADER", "ChatPipeline", "Outcome", "decide", "decide_semantically"]
 
 logger = logging.getLogger("turnout.pipeline")
 
@@ -41,12 +42,15 @@ class Outcome:
     route: str
     rule: str
     fallback_from: tuple[str, ...] = ()
+    route_headers: tuple[tuple[str, str], ...] = ()
+    """Headers the answering route added (the RAG route's `x-turnout-sources`)."""
 
     def header_items(self) -> list[tuple[str, str]]:
         """The `x-turnout-*` response headers that show the decision."""
         items = [("x-turnout-route", self.route), ("x-turnout-rule", self.rule)]
         if self.fallback_from:
             items.append(("x-turnout-fallback-from", ",".join(self.fallback_from)))
+        items.extend(self.route_headers)
         return items
 
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -64,11 +68,21 @@ def _retryable(error: ProxyError) -> bool:
     return _is_route_failure(error) and error.upstream_status not in (401, 403, 404)
 
 
-def decide(call: ChatCall, *, policy: PolicyEngine | None, named: Mapping[str, str], default_route: str) -> Decision:
+def decide(
+    call: ChatCall,
+    *,
+    policy: PolicyEngine | None,
+    named: Mapping[str, str],
+    default_route: str,
+    semantic: SemanticFeatures | None = None,
+) -> Decision:
     """Where `call` goes: the route its `model` names (route or alias), else the policy's first matching rule.
 
     Without a policy every call takes `default_route`, the one upstream, with the caller's own model.
     `turnout test` and `turnout explain` decide through this same function.
+
+    Raises:
+        SemanticFeaturesNeeded: a meaning-based condition was reached and `semantic` is None.
     """
     target = named.get(call.request.model)
     if target is not None:
@@ -77,7 +91,27 @@ def decide(call: ChatCall, *, policy: PolicyEngine | None, named: Mapping[str, s
     if policy is None:
         reason = "no rules: the one upstream, with the caller's model"
         return Decision(route=default_route, rule="default", reason=reason, fallbacks=(), shadow=None)
-    return policy.decide(extract_features(call.request, call.headers, call.caller))
+    features = extract_features(call.request, call.headers, call.caller)
+    return policy.decide(features if semantic is None else features.with_semantic(semantic))
+
+
+async def decide_semantically(
+    call: ChatCall,
+    *,
+    policy: PolicyEngine | None,
+    named: Mapping[str, str],
+    default_route: str,
+    scorer: SemanticScorer | None,
+) -> Decision:
+    """`decide`, computing the meaning-based features once, only when a rule reaches one (`policies.semantic`)."""
+    try:
+        return decide(call, policy=policy, named=named, default_route=default_route)
+    except SemanticFeaturesNeeded:
+        if scorer is None:
+            raise
+        text = extract_features(call.request, call.headers, call.caller).last_user_text
+        semantic = await scorer.features(text)
+    return decide(call, policy=policy, named=named, default_route=default_route, semantic=semantic)
 
 
 class ChatPipeline:
@@ -92,6 +126,7 @@ class ChatPipeline:
         breaker: BreakerSettings,
         tasks: BackgroundTasks,
         named: Mapping[str, str] | None = None,
+        semantic: SemanticScorer | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -100,36 +135,47 @@ class ChatPipeline:
         self.policy = policy
         self.named: Mapping[str, str] = named or {}
         """Model names that select a route directly (route names and aliases), when the policy allows it."""
+        self.semantic = semantic
+        """Computes meaning-based features when a rule needs them (None: the policy has no such rule)."""
         self.breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown, clock) for name in routes}
         self._retry = retry
         self._tasks = tasks
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._sleep = sleep
 
-    def decide(self, call: ChatCall) -> Decision:
-        """Where `call` goes (see `decide`)."""
-        return decide(call, policy=self.policy, named=self.named, default_route=next(iter(self.routes)))
+    async def decide(self, call: ChatCall) -> Decision:
+        """Where `call` goes (see `decide`); meaning-based features are computed once, when a rule reaches them."""
+        default_route = next(iter(self.routes))
+        return await decide_semantically(
+            call, policy=self.policy, named=self.named, default_route=default_route, scorer=self.semantic
+        )
 
     async def complete(self, call: ChatCall) -> tuple[Completion, Outcome]:
         """Answer `call` in one response."""
-        decision = self.decide(call)
+        decision = await self.decide(call)
         self._shadow(call, decision)
-        name, completion, failed = await self._dispatch(decision, lambda route: route.complete(call))
+
+        def complete_on(route: Route) -> Awaitable[Completion]:
+            call.reply_headers.clear()  # only the headers of the route that answers
+            return route.complete(call)
+
+        name, completion, failed = await self._dispatch(decision, complete_on)
         if completion.usage is not None:
             self._account(call, name, completion.usage)
-        return completion, Outcome(name, decision.rule, failed)
+        return completion, Outcome(name, decision.rule, failed, tuple(call.reply_headers.items()))
 
     async def stream(self, call: ChatCall) -> tuple[Relay, Outcome]:
         """Answer `call` as SSE bytes; an error before the first event (on every route tried) raises here."""
-        decision = self.decide(call)
+        decision = await self.decide(call)
         self._shadow(call, decision)
 
         def open_on(route: Route) -> Awaitable[Relay]:
+            call.reply_headers.clear()
             on_usage = lambda usage: self._account(call, route.name, usage)  # noqa: E731
             return open_relay(route.stream(call), wants_usage=call.request.wants_usage_chunk, on_usage=on_usage)
 
         name, relay, failed = await self._dispatch(decision, open_on)
-        return relay, Outcome(name, decision.rule, failed)
+        return relay, Outcome(name, decision.rule, failed, tuple(call.reply_headers.items()))
 
     async def _dispatch(
         self, decision: Decision, once: Callable[[Route], Awaitable[T]]

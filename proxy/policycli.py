@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Mapping
@@ -12,10 +13,11 @@ from typing import Any
 import msgspec
 import yaml
 
-from policies import extract_features
-from proxy.errors import InvalidRequestError
-from proxy.pipeline import decide
+from policies import Decision, extract_features
+from proxy.errors import InvalidRequestError, ProxyError
+from proxy.pipeline import decide_semantically
 from proxy.schemas import decode_chat_request
+from proxy.semantic import open_knowledge
 from proxy.settings import Settings, SettingsError, load_settings
 from routes import ChatCall
 
@@ -42,8 +44,29 @@ def _check(args: argparse.Namespace) -> int:
     settings = _load(args.file)
     deployment = settings.deployment
     rules = len(deployment.policy.rules) if deployment.policy is not None else 0
-    _print(f"{args.file}: OK ({len(settings.upstreams)} upstreams, {len(deployment.routes)} routes, {rules} rules)")
+    routes = len(deployment.routes) + len(deployment.rag)
+    _print(f"{args.file}: OK ({len(settings.upstreams)} upstreams, {routes} routes, {rules} rules)")
     return 0
+
+
+async def _explain_decision(settings: Settings, call: ChatCall) -> tuple[Decision, str | None]:
+    """The decision, and (when rules decided) the explanation, meaning-based scores computed first."""
+    deployment = settings.deployment
+    async with open_knowledge(settings) as knowledge:
+        scorer = knowledge.scorer
+        decision = await decide_semantically(
+            call,
+            policy=deployment.policy,
+            named=deployment.model_names(),
+            default_route=next(iter(deployment.routes)),
+            scorer=scorer,
+        )
+        if deployment.policy is None or decision.rule == "model":
+            return decision, None
+        features = extract_features(call.request, call.headers, call.caller)
+        if scorer is not None:
+            features = features.with_semantic(await scorer.features(features.last_user_text))
+        return decision, deployment.policy.explain(features).render()
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -51,12 +74,9 @@ def _explain(args: argparse.Namespace) -> int:
     body = msgspec.json.decode(Path(args.request).read_bytes())
     headers = dict(header.split(":", 1) for header in args.header)
     call = _call(body, {k.strip(): v.strip() for k, v in headers.items()}, args.caller)
-    deployment = settings.deployment
-    decision = decide(
-        call, policy=deployment.policy, named=deployment.model_names(), default_route=next(iter(deployment.routes))
-    )
-    if deployment.policy is not None and decision.rule != "model":
-        _print(deployment.policy.explain(extract_features(call.request, call.headers, call.caller)).render())
+    decision, explanation = asyncio.run(_explain_decision(settings, call))
+    if explanation is not None:
+        _print(explanation)
         return 0
     _print(f"route: {decision.route}")
     _print(f"rule: {decision.rule}")
@@ -85,20 +105,34 @@ def _test(args: argparse.Namespace) -> int:
         cases = msgspec.convert(yaml.safe_load(Path(args.cases).read_text(encoding="utf-8")), _Cases)
     except (OSError, yaml.YAMLError, msgspec.ValidationError) as exc:
         raise SettingsError(f"{args.cases}: not a cases file: {exc}") from exc
+    return asyncio.run(_run_cases(settings, cases))
+
+
+async def _run_cases(settings: Settings, cases: _Cases) -> int:
     deployment = settings.deployment
     named, default_route = deployment.model_names(), next(iter(deployment.routes))
     failures = 0
-    for case in cases.cases:
-        try:
-            decision = decide(
-                _call(case.request, case.headers, case.caller),
-                policy=deployment.policy,
-                named=named,
-                default_route=default_route,
-            )
-        except InvalidRequestError as exc:
+    async with open_knowledge(settings) as knowledge:
+        outcomes: list[Decision | ProxyError] = []
+        for case in cases.cases:
+            try:
+                call = _call(case.request, case.headers, case.caller)
+                outcomes.append(
+                    await decide_semantically(
+                        call,
+                        policy=deployment.policy,
+                        named=named,
+                        default_route=default_route,
+                        scorer=knowledge.scorer,
+                    )
+                )
+            except ProxyError as exc:
+                outcomes.append(exc)
+    for case, decision in zip(cases.cases, outcomes, strict=True):
+        if isinstance(decision, ProxyError):
             failures += 1
-            _print(f"FAIL {case.name}: the request is invalid: {exc.message}")
+            invalid = "the request is invalid" if isinstance(decision, InvalidRequestError) else "it failed"
+            _print(f"FAIL {case.name}: {invalid}: {decision.message}")
             continue
         wrong_rule = case.rule is not None and decision.rule != case.rule
         if decision.route != case.expect or wrong_rule:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from policies import PolicyEngine, PolicyError, load_policy
+from proxy.ragconfig import EmbedderSettings, KnowledgeError, RagSettings, embedder_identity, load_indexes
 from proxy.yamlsource import YamlDocument
+from routes import KnowledgeIndex
 
 __all__ = [
     "BreakerSettings",
@@ -101,6 +104,7 @@ class _PolicyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     model_selects_route: bool = True
     retry: RetrySettings = RetrySettings()
     circuit_breaker: BreakerSettings = BreakerSettings()
+    embedder: EmbedderSettings = EmbedderSettings()
     rules: Any = None
 
 
@@ -117,12 +121,22 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     circuit_breaker: BreakerSettings = BreakerSettings()
     policy: PolicyEngine | None = None
     """None: no rules, every request takes the one route with the caller's `model`."""
+    rag: dict[str, RagSettings] = {}
+    """The RAG routes (`kind: rag`), beside the chat routes of `routes`."""
+    embedder: EmbedderSettings = EmbedderSettings()
+    indexes: dict[str, KnowledgeIndex] = {}
+    """Each RAG route's knowledge index, loaded and checked against the embedder."""
 
     def model_names(self) -> dict[str, str]:
         """Model names that select a route directly (route names and aliases), when the policy allows it."""
         if self.policy is None or not self.model_selects_route:
             return {}
-        return {**{name: name for name in self.routes}, **self.aliases}
+        return {**{name: name for name in (*self.routes, *self.rag)}, **self.aliases}
+
+    @property
+    def uses_embedder(self) -> bool:
+        """Whether anything here embeds: a RAG route or a meaning-based condition."""
+        return bool(self.rag) or (self.policy is not None and bool(self.policy.semantic_needs))
 
 
 _PATH_PART = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
@@ -164,6 +178,33 @@ class _Sections:
     upstreams: dict[str, UpstreamFile]
     routes: dict[str, RouteSettings]
     prices: dict[str, Price]
+    rag: dict[str, RagSettings]
+
+
+def _is_rag(entry: Any) -> bool:
+    return isinstance(entry, Mapping) and entry.get("kind") == "rag"
+
+
+def _knowledge(document: YamlDocument, file: _PolicyFile, sections: _Sections, policy: PolicyEngine) -> dict[str, Any]:
+    """The Deployment fields of the RAG routes and the embedder, checked; their indexes loaded."""
+
+    def fail(where: Sequence[str | int], message: str) -> PolicyFileError:
+        return PolicyFileError(f"{document.locate(where)}: {message}")
+
+    for name, rag in sections.rag.items():
+        if rag.answer_with not in sections.routes:
+            known = ", ".join(sections.routes)
+            raise fail(("routes", name, "answer_with"), f"route '{name}': answer_with must be a chat route ({known})")
+    for name in sorted(policy.semantic_needs.retrieval_routes - set(sections.rag)):
+        raise fail(("rules",), f"retrieval_score names route '{name}', which is not a rag route")
+    if file.embedder.upstream is not None and file.embedder.upstream not in sections.upstreams:
+        raise fail(("embedder", "upstream"), f"embedder: unknown upstream '{file.embedder.upstream}'")
+    try:
+        embedder_identity(file.embedder)
+        indexes = load_indexes(sections.rag, file.embedder, Path(document.path).parent)
+    except KnowledgeError as exc:
+        raise fail(("routes", exc.route, "index") if exc.route else ("embedder",), str(exc)) from exc
+    return {"rag": sections.rag, "embedder": file.embedder, "indexes": {k: v[1] for k, v in indexes.items()}}
 
 
 def _check_names(document: YamlDocument, file: _PolicyFile, sections: _Sections) -> None:
@@ -196,10 +237,12 @@ def parse_deployment(
         PolicyFileError: the first problem found, as `file:line: what`.
     """
     file = _convert(document, data, _PolicyFile)
+    chat = {name: entry for name, entry in file.routes.items() if not _is_rag(entry)}
     sections = _Sections(
         upstreams=_entries(document, "upstreams", file.upstreams, UpstreamFile),
-        routes=_entries(document, "routes", file.routes, RouteSettings),
+        routes=_entries(document, "routes", chat, RouteSettings),
         prices=_entries(document, "prices", file.prices, Price),
+        rag=_entries(document, "routes", {k: v for k, v in file.routes.items() if k not in chat}, RagSettings),
     )
     _check_names(document, file, sections)
     if file.rules is None:
@@ -216,10 +259,11 @@ def parse_deployment(
     if not file.routes:
         raise PolicyFileError(f"{document.locate(('rules',))}: rules need `routes` to send requests to")
     try:
-        policy = load_policy(file.rules, list(sections.routes), locate=lambda where: document.locate(where))
+        policy = load_policy(file.rules, list(file.routes), locate=lambda where: document.locate(where))
     except PolicyError as exc:
         raise PolicyFileError(str(exc)) from exc
     return sections.upstreams, Deployment(
+        **_knowledge(document, file, sections, policy),
         routes=sections.routes,
         aliases=file.aliases,
         prices=sections.prices,

@@ -24,9 +24,19 @@ from proxy.policyfile import (
     UpstreamFile,
     parse_deployment,
 )
+from proxy.ragconfig import EmbedderSettings
 from proxy.yamlsource import YamlDocument, YamlError, load_yaml
 
-__all__ = ["ENV_VARS", "Secret", "ServerSettings", "Settings", "SettingsError", "UpstreamSettings", "load_settings"]
+__all__ = [
+    "ENV_VARS",
+    "Secret",
+    "ServerSettings",
+    "Settings",
+    "SettingsError",
+    "UpstreamSettings",
+    "load_embedder_settings",
+    "load_settings",
+]
 
 ENV_VARS: Mapping[str, str] = {
     "TURNOUT_CONFIG": "path of the config file",
@@ -249,3 +259,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         simulated=not config_path and default_upstream.api_key is None and not env.get("OPENAI_BASE_URL"),
         config_path=config_path,
     )
+
+
+def load_embedder_settings(
+    path: str | None, environ: Mapping[str, str] | None = None
+) -> tuple[EmbedderSettings, UpstreamSettings | None]:
+    """Only the `embedder` of a policy file and the upstream it names (for `turnout index`, before any index exists).
+
+    Without a file: the local model. Raises:
+        SettingsError: the file, its `embedder` or that upstream is invalid.
+    """
+    env = os.environ if environ is None else environ
+    if path is None:
+        return EmbedderSettings(), None
+    document, data = _read_config(path, env)
+    try:
+        embedder = msgspec.convert(data.get("embedder", {}), EmbedderSettings)
+        if embedder.upstream is None:
+            return embedder, None
+        upstream = msgspec.convert(data.get("upstreams", {}).get(embedder.upstream), UpstreamFile)
+    except msgspec.ValidationError as exc:
+        where, what = _explain(exc)
+        raise SettingsError(f"{document.locate(('embedder',))}: embedder {where}: {what}") from exc
+    return embedder, _upstream(embedder.upstream, upstream, env)

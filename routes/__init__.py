@@ -1,7 +1,26 @@
-"""Destinations a request can be sent to: OpenAI-compatible upstreams and the simulated one."""
+"""Destinations a request can be sent to: OpenAI-compatible upstreams, the RAG route, and the simulated upstream."""
 
 from routes.base import ChatCall, Completion, Route
+from routes.embedders import OpenAIEmbedder
+from routes.knowledge import KnowledgeIndex, KnowledgeIndexError
 from routes.openai_chat import OpenAIChatRoute
+from routes.rag import RagRoute
+from routes.retrieval import HybridRetriever, Passage, Retriever
 from routes.upstream import Upstream, UpstreamTimeouts, new_session
 
-__all__ = ["ChatCall", "Completion", "OpenAIChatRoute", "Route", "Upstream", "UpstreamTimeouts", "new_session"]
+__all__ = [
+    "ChatCall",
+    "Completion",
+    "HybridRetriever",
+    "KnowledgeIndex",
+    "KnowledgeIndexError",
+    "OpenAIChatRoute",
+    "OpenAIEmbedder",
+    "Passage",
+    "RagRoute",
+    "Retriever",
+    "Route",
+    "Upstream",
+    "UpstreamTimeouts",
+    "new_session",
+]

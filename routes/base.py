@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from proxy.schemas import ChatRequest, Usage
@@ -23,6 +23,11 @@ class ChatCall:
     """End-to-end headers to send upstream (the client's, minus credentials and hop-by-hop, plus the request id)."""
     caller: str | None = None
     """Who is calling (from `x-turnout-caller` until API keys with names arrive); never sent upstream."""
+    reply_headers: dict[str, str] = field(default_factory=dict)
+    """Headers the route that answers adds to the client's response (the RAG route's `x-turnout-sources`).
+
+    Filled while a route runs (before a stream's first event); the pipeline empties it before each try.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,10 @@ request by headers, which Turnout forwards like any other end-to-end header:
   event after two chunks), `disconnect` (drop the connection after two chunks).
 - `x-simulated-fault-for`: apply the fault only to requests for this model (to fail one route of several).
 
+`POST /v1/embeddings` answers deterministic vectors: each word of an input is hashed to a few
+dimensions, so texts that share words point the same way (a crude but stable stand-in for meaning),
+with `usage` counting about 1.3 tokens a word. `dimensions` is honoured (default 1536).
+
 Every call is recorded by its `x-request-id` and can be read back at `GET /_simulator/calls/{id}`:
 what arrived last (headers, body), how it ended (`completed`, `cancelled`, `fault`), and `models`, the
 model of every request that carried that id (retries and fallbacks included).
@@ -22,6 +26,8 @@ model of every request that carried that id (retries and fallbacks included).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
 from aiohttp import web
 
 from proxy.sse import DONE_EVENT, encode_event
@@ -187,6 +194,31 @@ class _Simulator:
     def _model(model_id: str) -> dict[str, Any]:
         return {"id": model_id, "object": "model", "created": 1686935002, "owned_by": "openai"}
 
+    async def embeddings(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        body: dict[str, Any] = msgspec.json.decode(raw)
+        self._record(request, raw, body)
+        fault = _fault(request, body)
+        if fault.removeprefix("text-").isdigit():
+            return _error(int(fault.removeprefix("text-")), fault)
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(text, str) for text in texts):
+            return _error(400, "")
+        dimension = int(body.get("dimensions") or 1536)
+        data = [
+            {"object": "embedding", "index": index, "embedding": _hashed_vector(text, dimension)}
+            for index, text in enumerate(texts)
+        ]
+        tokens = sum(max(1, round(len(text.split()) * 1.3)) for text in texts)
+        answer = {
+            "object": "list",
+            "data": data,
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
+
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [self._model(m) for m in _MODELS]})
 
@@ -203,6 +235,22 @@ class _Simulator:
         return web.json_response(record)
 
 
+_WORDS = re.compile(r"\w+")
+
+
+def _hashed_vector(text: str, dimension: int) -> list[float]:
+    """A unit vector made from `text`'s words: each word adds +-1 at three hashed positions."""
+    vector = np.zeros(dimension, dtype=np.float64)
+    for word in _WORDS.findall(text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=12).digest()
+        for at in range(0, 12, 4):
+            slot = int.from_bytes(digest[at : at + 4], "big")
+            vector[slot % dimension] += 1.0 if slot & 1 else -1.0
+    norm = float(np.linalg.norm(vector))
+    values: list[float] = (vector / norm if norm else vector).round(6).tolist()
+    return values
+
+
 def build_simulator(config: SimulatorConfig | None = None) -> web.Application:
     """The simulated upstream as an aiohttp application (serve it with `start_simulator` or `run_simulator`)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -211,6 +259,7 @@ def build_simulator(config: SimulatorConfig | None = None) -> web.Application:
     handlers = _Simulator()
     for prefix in ("/v1", ""):
         app.router.add_post(prefix + "/chat/completions", handlers.chat)
+        app.router.add_post(prefix + "/embeddings", handlers.embeddings)
         app.router.add_get(prefix + "/models", handlers.models)
         app.router.add_get(prefix + "/models/{model_id:.+}", handlers.model)
     app.router.add_get("/_simulator/calls/{request_id}", handlers.call)

@@ -8,7 +8,22 @@ import pytest
 
 EXPORTS = {
     "proxy": ["__version__", "create_app"],
-    "routes": ["ChatCall", "Completion", "OpenAIChatRoute", "Route", "Upstream", "UpstreamTimeouts", "new_session"],
+    "routes": [
+        "ChatCall",
+        "Completion",
+        "HybridRetriever",
+        "KnowledgeIndex",
+        "KnowledgeIndexError",
+        "OpenAIChatRoute",
+        "OpenAIEmbedder",
+        "Passage",
+        "RagRoute",
+        "Retriever",
+        "Route",
+        "Upstream",
+        "UpstreamTimeouts",
+        "new_session",
+    ],
     "policies": [
         "Check",
         "Decision",
@@ -17,6 +32,9 @@ EXPORTS = {
         "PolicyError",
         "RequestFeatures",
         "RuleTrace",
+        "SemanticFeatures",
+        "SemanticFeaturesNeeded",
+        "SemanticNeeds",
         "extract_features",
         "load_policy",
     ],

@@ -122,6 +122,8 @@ def test_every_documented_key_has_an_operator():
         "not",
         "prompt_tokens",
         "response_format",
+        "retrieval_score",
+        "similar_to",
         "stream",
         "temperature",
         "user",

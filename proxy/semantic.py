@@ -1,0 +1,153 @@
+"""Knowledge wiring: the embedder, the RAG routes, and `SemanticScorer`, which computes meaning-based policy features.
+
+`build_knowledge()` turns a checked deployment into what requests use: one embedder for the whole file
+(the local model, built once per process and shared, or an `OpenAIEmbedder` on a configured upstream),
+a `RagRoute` per `kind: rag` route over its `HybridRetriever`, and, when the rules use `similar_to` or
+`retrieval_score`, a `SemanticScorer`. The scorer embeds every example list once (`prepare`, at load),
+then per request embeds the last user message once and derives every similarity and retrieval score from
+that one vector (`policies.semantic` says why this happens outside the engine).
+
+Embedding tokens: `Knowledge.embedding_tokens()` is what the upstream embedder has billed so far (0 with
+the local model), and `build_knowledge(on_embedding_usage=...)` is called with `(model, tokens)` after
+each embeddings request, the RAG route's and the conditions' alike, for cost accounting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from policies import SemanticFeatures, SemanticNeeds
+from proxy.embeddings import Embedder, LocalEmbedder, Vectors
+from proxy.policyfile import Deployment
+from proxy.settings import Settings, UpstreamSettings
+from routes import HybridRetriever, OpenAIEmbedder, RagRoute, Route, Upstream, UpstreamTimeouts, new_session
+
+__all__ = ["Knowledge", "SemanticScorer", "build_knowledge", "local_embedder", "open_knowledge", "open_upstream"]
+
+
+@functools.cache
+def local_embedder(dimension: int) -> LocalEmbedder:
+    """The local model, loaded once per process (about 1.5 s) and shared by every reload."""
+    return LocalEmbedder(dimension)
+
+
+class SemanticScorer:
+    """Computes `SemanticFeatures` for a request: one embedding, then similarities and retrieval scores."""
+
+    def __init__(self, needs: SemanticNeeds, embedder: Embedder, retrievers: Mapping[str, HybridRetriever]) -> None:
+        self.needs = needs
+        self.embedder = embedder
+        self._retrievers = {name: retrievers[name] for name in needs.retrieval_routes}
+        self._examples: dict[tuple[str, ...], Vectors] = {}
+        self._lock = asyncio.Lock()
+
+    async def prepare(self) -> None:
+        """Embed every example list (once; later calls return at once)."""
+        async with self._lock:
+            missing = [examples for examples in self.needs.examples if examples not in self._examples]
+            if not missing:
+                return
+            texts = [text for examples in missing for text in examples]
+            vectors = await self.embedder.embed(texts)
+            start = 0
+            for examples in missing:
+                self._examples[examples] = vectors[start : start + len(examples)]
+                start += len(examples)
+
+    async def features(self, text: str) -> SemanticFeatures:
+        """The meaning-based features of a request whose last user message is `text`."""
+        await self.prepare()
+        vector = (await self.embedder.embed([text]))[0]
+        similarity = {}
+        for examples, matrix in self._examples.items():
+            scores = matrix @ vector
+            best = int(np.argmax(scores))
+            similarity[examples] = (float(scores[best]), examples[best])
+        retrieval = {name: retriever.best_similarity(vector) for name, retriever in self._retrievers.items()}
+        return SemanticFeatures(similarity=similarity, retrieval=retrieval)
+
+
+@dataclass(frozen=True, slots=True)
+class Knowledge:
+    """What a deployment's knowledge settings build."""
+
+    routes: dict[str, RagRoute]
+    scorer: SemanticScorer | None
+    embedder: Embedder | None
+
+    def embedding_tokens(self) -> int:
+        """Tokens the upstream embedder has billed so far (0 for the local model, or without an embedder)."""
+        return self.embedder.tokens_used if isinstance(self.embedder, OpenAIEmbedder) else 0
+
+
+def _embedder(
+    deployment: Deployment, upstreams: Mapping[str, Upstream], on_usage: Callable[[str, int], None] | None
+) -> Embedder:
+    settings = deployment.embedder
+    if settings.upstream is None:
+        return local_embedder(settings.dimension)
+    model = settings.model or ""  # checked at load: an upstream embedder has a model
+    return OpenAIEmbedder(upstreams[settings.upstream], model, settings.dimension, on_usage=on_usage)
+
+
+def build_knowledge(
+    deployment: Deployment,
+    chat_routes: Mapping[str, Route] | None,
+    upstreams: Mapping[str, Upstream],
+    *,
+    on_embedding_usage: Callable[[str, int], None] | None = None,
+) -> Knowledge:
+    """The embedder, RAG routes and scorer of `deployment` (nothing is built when nothing embeds).
+
+    Without `chat_routes` (for the CLI), the RAG routes are not built, only their retrievers and the scorer.
+    """
+    if not deployment.uses_embedder:
+        return Knowledge(routes={}, scorer=None, embedder=None)
+    embedder = _embedder(deployment, upstreams, on_embedding_usage)
+    retrievers = {name: HybridRetriever(deployment.indexes[name], embedder) for name in deployment.rag}
+    routes = {
+        name: RagRoute(
+            name,
+            retrievers[name],
+            chat_routes[rag.answer_with],
+            top_k=rag.top_k,
+            min_score=rag.min_score,
+            context_tokens=rag.context_tokens,
+        )
+        for name, rag in deployment.rag.items()
+        if chat_routes is not None
+    }
+    needs = deployment.policy.semantic_needs if deployment.policy is not None else SemanticNeeds()
+    scorer = SemanticScorer(needs, embedder, retrievers) if needs else None
+    return Knowledge(routes=routes, scorer=scorer, embedder=embedder)
+
+
+@contextlib.asynccontextmanager
+async def open_knowledge(settings: Settings) -> AsyncIterator[Knowledge]:
+    """`build_knowledge` outside the server (`turnout explain`, `turnout test`): its own session to the embedder."""
+    deployment = settings.deployment
+    async with contextlib.AsyncExitStack() as stack:
+        upstreams = {}
+        name = deployment.embedder.upstream
+        if deployment.uses_embedder and name is not None:
+            upstreams[name] = await stack.enter_async_context(open_upstream(settings.upstreams[name]))
+        yield build_knowledge(deployment, None, upstreams)
+
+
+@contextlib.asynccontextmanager
+async def open_upstream(upstream: UpstreamSettings) -> AsyncIterator[Upstream]:
+    """An `Upstream` with a small session of its own, closed on exit (for the command line)."""
+    timeout = upstream.timeout
+    session = new_session(UpstreamTimeouts(timeout.connect, timeout.read, timeout.total), max_connections=8)
+    try:
+        yield Upstream(
+            upstream.name, upstream.base_url, upstream.api_key.reveal() if upstream.api_key else None, session
+        )
+    finally:
+        await session.close()

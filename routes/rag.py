@@ -1,0 +1,168 @@
+"""`RagRoute`: retrieve passages for the latest question → build the augmented messages → delegate to a chat route.
+
+Composition: the RAG route owns no upstream. It searches its `Retriever` for the conversation's last
+user message, puts the passages that fit its token budget ahead of the conversation
+(`routes.prompting`), and hands the rewritten request to the chat route it answers with (any `Route`,
+e.g. the fine-tuned GPT-3.5), streaming or not.
+
+The sources reach the client twice, without breaking strict OpenAI parsing:
+
+- the `x-turnout-sources` response header: the passages' `source#heading`, percent-encoded, comma-separated;
+- a `turnout_sources` field added to the completion body (to the first chunk of a stream): a list of
+  `{index, source, heading, position, similarity}`. The OpenAI SDKs keep unknown fields, even with
+  strict response validation (`tests/e2e/test_rag.py`).
+
+`index_version` is the knowledge index's version, for cache keys: a cached answer is only valid for the
+index it was retrieved from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Sequence
+from urllib.parse import quote
+
+import msgspec
+
+from proxy.embeddings import EmbedderMismatchError
+from proxy.errors import KnowledgeUnavailableError
+from proxy.schemas import ChatMessage
+from proxy.sse import event_data
+from routes.base import ChatCall, Completion, Route
+from routes.knowledge import KnowledgeIndexError
+from routes.prompting import build_rag_messages
+from routes.retrieval import Passage, Retriever
+
+__all__ = ["SOURCES_FIELD", "SOURCES_HEADER", "RagRoute", "Source", "last_user_text"]
+
+SOURCES_HEADER = "x-turnout-sources"
+SOURCES_FIELD = "turnout_sources"
+
+
+class Source(msgspec.Struct, frozen=True, kw_only=True):
+    """A passage the answer was given, as the client sees it."""
+
+    index: int
+    """Its number in the prompt ([1], [2], ...)."""
+    source: str
+    heading: str
+    position: int
+    similarity: float
+
+
+class _Messages(msgspec.Struct):
+    messages: list[msgspec.Raw]
+
+
+def last_user_text(messages: Sequence[ChatMessage]) -> str:
+    """The text of the last `user` message (its text parts joined), or ""."""
+    for message in reversed(messages):
+        if message.role == "user":
+            content = message.content
+            if isinstance(content, str):
+                return content
+            return "\n".join(part.text for part in content or () if part.text is not None)
+    return ""
+
+
+def _with_field(body: bytes, value: bytes) -> bytes:
+    """`body` (a JSON object) with the sources field added before its closing brace."""
+    end = body.rstrip()
+    if not end.endswith(b"}"):
+        return body
+    inner = end[:-1].rstrip()
+    separator = b"" if inner.endswith(b"{") else b","
+    return inner + separator + b'"' + SOURCES_FIELD.encode() + b'":' + value + b"}"
+
+
+def _with_field_in_first_event(events: bytes, value: bytes) -> bytes:
+    """`events` with the sources field added to the first event's `data`, when it is one JSON line."""
+    end = events.find(b"\n\n")
+    if end < 0:
+        return events
+    first = events[:end]
+    data = event_data(first)
+    if data is None or b"\n" in data or not data.startswith(b"{"):
+        return events
+    return b"data: " + _with_field(data, value) + events[end:]
+
+
+class RagRoute:
+    """Answers from a knowledge index: retrieval, then the `answer_with` chat route."""
+
+    __slots__ = ("_budget", "_min_score", "_top_k", "answer_with", "name", "retriever")
+
+    def __init__(
+        self,
+        name: str,
+        retriever: Retriever,
+        answer_with: Route,
+        *,
+        top_k: int = 4,
+        min_score: float = -1.0,
+        context_tokens: int = 1500,
+    ) -> None:
+        self.name = name
+        self.retriever = retriever
+        self.answer_with = answer_with
+        self._top_k = top_k
+        self._min_score = min_score
+        self._budget = context_tokens
+
+    def __repr__(self) -> str:
+        return f"RagRoute(name={self.name!r}, answer_with={self.answer_with.name!r}, index={self.index_version!r})"
+
+    @property
+    def index_version(self) -> str:
+        """The version of the knowledge index answers come from (part of what a cache keys on)."""
+        return self.retriever.version
+
+    async def retrieve(self, call: ChatCall) -> list[Passage]:
+        """The passages for the conversation's latest question.
+
+        Raises:
+            KnowledgeUnavailableError: the index cannot be searched (missing, or made by another embedder).
+        """
+        question = last_user_text(call.request.messages)
+        try:
+            return await self.retriever.search(question, top_k=self._top_k, min_score=self._min_score)
+        except (KnowledgeIndexError, EmbedderMismatchError) as exc:
+            raise KnowledgeUnavailableError(f"The knowledge index of route '{self.name}' is unusable: {exc}") from exc
+
+    async def _augment(self, call: ChatCall) -> tuple[ChatCall, bytes]:
+        """The call to hand to the answering route, and the encoded sources it carries (set as the header too)."""
+        passages = await self.retrieve(call)
+        conversation = msgspec.json.decode(call.raw, type=_Messages).messages
+        messages, used = build_rag_messages(conversation, passages, self._budget)
+        raw = msgspec.json.decode(call.raw)
+        raw["messages"] = messages
+        sources = [
+            Source(index=number, source=p.source, heading=p.heading, position=p.position, similarity=p.similarity)
+            for number, p in enumerate(used, start=1)
+        ]
+        header = ", ".join(quote(f"{s.source}#{s.heading}" if s.heading else s.source, safe="/#") for s in sources)
+        call.reply_headers[SOURCES_HEADER] = header
+        inner = ChatCall(
+            request=call.request,
+            raw=msgspec.json.encode(raw),
+            headers=call.headers,
+            caller=call.caller,
+            reply_headers=call.reply_headers,
+        )
+        return inner, msgspec.json.encode(sources)
+
+    async def complete(self, call: ChatCall) -> Completion:
+        """Retrieve, then answer with `answer_with`; the body carries the sources."""
+        inner, sources = await self._augment(call)
+        completion = await self.answer_with.complete(inner)
+        return Completion(body=_with_field(completion.body, sources), model=completion.model, usage=completion.usage)
+
+    async def stream(self, call: ChatCall) -> AsyncGenerator[bytes, None]:
+        """Retrieve, then relay `answer_with`'s stream; its first chunk carries the sources."""
+        inner, sources = await self._augment(call)
+        first = True
+        async with contextlib.aclosing(self.answer_with.stream(inner)) as events:
+            async for item in events:
+                if first:
+                    item, first = _with_field_in_first_event(item, sources), False
+                yield item

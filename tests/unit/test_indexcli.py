@@ -1,0 +1,91 @@
+"""`turnout index add | stats | search | remove`, the OpenAI-compatible embedder, and the shipped example index."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from proxy.cli import main
+from proxy.semantic import local_embedder
+from routes import KnowledgeIndex, OpenAIEmbedder, Upstream, UpstreamTimeouts, new_session
+from routes.indexer import add_files, expand_paths
+from routes.simulated import SimulatorServer
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "policies" / "examples"
+
+
+def test_add_stats_search_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "refunds.md").write_text("# Refunds\n\nRefunds are paid back within 30 days.\n", encoding="utf-8")
+    (docs / "hours.txt").write_text("Support is open from 8 to 18 on weekdays.", encoding="utf-8")
+    index = str(tmp_path / "index")
+    assert main(["index", "add", str(docs), "--index", index]) == 0
+    assert "2 added, 0 replaced, 0 unchanged; 2 chunks embedded" in capsys.readouterr().out
+    assert main(["index", "add", str(docs / "hours.txt"), "--index", index, "--quiet"]) == 0
+    assert "0 added, 0 replaced, 1 unchanged; 0 chunks embedded; 2 chunks in 2 files" in capsys.readouterr().out
+
+    assert main(["index", "stats", "--index", index]) == 0
+    stats = capsys.readouterr().out
+    assert "embedder: wordllama/l2_supercat (256 dimensions)" in stats
+    assert "files: 2, chunks: 2" in stats
+    assert "docs/refunds.md: 1 chunks" in stats
+
+    assert main(["index", "search", "when do I get my money back", "--index", index, "--top-k", "1"]) == 0
+    found = capsys.readouterr().out
+    assert found.startswith("1. docs/refunds.md > Refunds (chunk 0; similarity 0.")
+    assert "Refunds are paid back within 30 days." in found
+
+    assert main(["index", "remove", str(docs / "refunds.md"), "--index", index]) == 0
+    assert "1 removed; 1 chunks left" in capsys.readouterr().out
+    assert main(["index", "remove", "docs/refunds.md", "--index", index]) == 1
+    assert "not in the index" in capsys.readouterr().err
+
+
+def test_index_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["index", "stats", "--index", str(tmp_path / "none")]) == 1
+    assert "no knowledge index in" in capsys.readouterr().err
+    (tmp_path / "notes.docx").write_bytes(b"PK")
+    assert main(["index", "add", str(tmp_path / "notes.docx"), "--index", str(tmp_path / "i")]) == 1
+    assert "unsupported file type" in capsys.readouterr().err
+    KnowledgeIndex.empty(tmp_path / "other", "text-embedding-3-small", 1536).save()
+    assert main(["index", "search", "refunds", "--index", str(tmp_path / "other")]) == 1
+    assert "made by text-embedding-3-small (1536 dimensions), not by wordllama" in capsys.readouterr().err
+
+
+async def test_the_openai_embedder_asks_the_upstream_and_counts_tokens(simulator: SimulatorServer) -> None:
+    session = new_session(UpstreamTimeouts())
+    seen: list[tuple[str, int]] = []
+    try:
+        upstream = Upstream("sim", simulator.base_url, "sk-test", session)
+        embedder = OpenAIEmbedder(upstream, "text-embedding-3-small", 64, on_usage=lambda m, t: seen.append((m, t)))
+        vectors = await embedder.embed(["refunds are paid back", "refunds are paid back", "opening hours"])
+        again = await embedder.embed(["refunds are paid back"])
+    finally:
+        await session.close()
+    assert vectors.shape == (3, 64)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(vectors[0], again[0], rtol=1e-5)  # deterministic
+    assert float(vectors[0] @ vectors[2]) < 0.99
+    assert seen == [("text-embedding-3-small", 13), ("text-embedding-3-small", 5)]
+    assert embedder.tokens_used == 18
+    assert (embedder.name, embedder.dimension) == ("text-embedding-3-small", 64)
+
+
+async def test_the_shipped_example_index_is_up_to_date(tmp_path: Path) -> None:
+    shipped = KnowledgeIndex.load(EXAMPLES / "knowledge-index")
+    copy = tmp_path / "examples"
+    shutil.copytree(EXAMPLES / "knowledge", copy / "knowledge")
+    index = KnowledgeIndex.load(shutil.copytree(EXAMPLES / "knowledge-index", copy / "knowledge-index"))
+    rebuilt, report = await add_files(
+        KnowledgeIndex.empty(index.directory, index.embedder, index.dimension),
+        expand_paths([copy / "knowledge"]),
+        local_embedder(256),
+    )
+    assert sorted(report.added) == sorted(shipped.files)
+    assert rebuilt.version == shipped.version, "re-run: turnout index add policies/examples/knowledge --index ..."
+    np.testing.assert_allclose(rebuilt.vectors, shipped.vectors, rtol=1e-5, atol=1e-6)

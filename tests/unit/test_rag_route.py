@@ -1,0 +1,182 @@
+"""The RAG route's prompt building and composition, with a static retriever and a recording chat route."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+import msgspec
+import pytest
+
+from proxy.embeddings import EmbedderMismatchError
+from proxy.errors import KnowledgeUnavailableError, UpstreamError
+from proxy.schemas import decode_chat_request
+from routes.base import ChatCall, Completion
+from routes.knowledge import KnowledgeIndexError
+from routes.prompting import INSTRUCTION, NO_PASSAGES, build_rag_messages, estimate_tokens
+from routes.rag import SOURCES_FIELD, SOURCES_HEADER, RagRoute
+from routes.retrieval import Passage
+from tests.unit.test_pipeline import FakeRoute, pipeline, with_fallback
+
+REFUNDS = Passage("kb/billing.md", "Billing > Refunds", 3, "Refunds are paid back within 30 days.", 0.9, 0.61)
+HOURS = Passage("kb/hours.txt", "", 0, "Support is open from 8 to 18.", 0.5, 0.32)
+
+
+@dataclass
+class StaticRetriever:
+    """Returns fixed passages (or raises), and records the queries."""
+
+    passages: list[Passage]
+    version: str = "v1"
+    error: Exception | None = None
+    queries: list[tuple[str, int, float]] = field(default_factory=list)
+
+    async def search(self, query: str, *, top_k: int, min_score: float = -1.0) -> list[Passage]:
+        self.queries.append((query, top_k, min_score))
+        if self.error is not None:
+            raise self.error
+        return self.passages[:top_k]
+
+
+@dataclass
+class RecordingRoute:
+    """A chat route that records what it was handed and answers like an upstream."""
+
+    name: str = "support-ft"
+    calls: list[ChatCall] = field(default_factory=list)
+
+    async def complete(self, call: ChatCall) -> Completion:
+        self.calls.append(call)
+        body = b'{"id":"chatcmpl-1","object":"chat.completion","model":"ft","choices":[]}\n'
+        return Completion(body=body, model="ft", usage=None)
+
+    async def stream(self, call: ChatCall) -> AsyncGenerator[bytes, None]:
+        self.calls.append(call)
+        first = b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n'
+        yield first + b'data: {"id":"c","choices":[]}\n\n'
+        yield b'data: {"id":"c","choices":[]}\n\ndata: [DONE]\n\n'
+
+
+def chat_call(question: str = "How do refunds work?", **extra: object) -> ChatCall:
+    body = {
+        "model": "gpt-4o",
+        "temperature": 0.2,
+        "messages": [
+            {"role": "system", "content": "You are Acme's assistant."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": [{"type": "text", "text": question}]},
+        ],
+        **extra,
+    }
+    raw = msgspec.json.encode(body)
+    return ChatCall(request=decode_chat_request(raw), raw=raw, headers={"x-request-id": "req_1"})
+
+
+def test_the_messages_are_the_instruction_the_numbered_passages_then_the_conversation() -> None:
+    conversation = [{"role": "user", "content": "How do refunds work?"}]
+    messages, used = build_rag_messages(conversation, [REFUNDS, HOURS], budget=500)
+    assert used == [REFUNDS, HOURS]
+    assert messages[1:] == conversation
+    system = messages[0]["content"]
+    assert system.startswith(INSTRUCTION)
+    assert "say that the documents do not cover it" in system
+    assert "[1] (kb/billing.md - Billing > Refunds)\nRefunds are paid back within 30 days." in system
+    assert "[2] (kb/hours.txt)\nSupport is open from 8 to 18." in system
+
+
+def test_passages_stop_at_the_token_budget() -> None:
+    long = Passage("kb/long.md", "Long", 0, " ".join(["word"] * 400), 1.0, 0.9)
+    messages, used = build_rag_messages([], [REFUNDS, long, HOURS], budget=30)
+    assert used == [REFUNDS]  # the second does not fit, and nothing after it is taken
+    _, used = build_rag_messages([], [long], budget=60)
+    (passage,) = used
+    assert passage is long
+    text = build_rag_messages([], [long], budget=60)[0][0]["content"]
+    assert text.endswith(" ...")
+    assert estimate_tokens(text.split("Passages:\n\n", 1)[1]) <= 60
+    messages, used = build_rag_messages([], [], budget=100)
+    assert used == []
+    assert messages[0]["content"].endswith(NO_PASSAGES)
+
+
+async def test_complete_retrieves_for_the_last_question_and_adds_the_sources() -> None:
+    retriever, inner = StaticRetriever([REFUNDS, HOURS]), RecordingRoute()
+    route = RagRoute("docs", retriever, inner, top_k=2, min_score=0.1, context_tokens=500)
+    call = chat_call()
+    completion = await route.complete(call)
+    assert retriever.queries == [("How do refunds work?", 2, 0.1)]
+    (handed,) = inner.calls
+    sent = json.loads(handed.raw)
+    assert sent["temperature"] == 0.2  # the rest of the body is kept
+    assert [m["role"] for m in sent["messages"]] == ["system", "system", "user", "assistant", "user"]
+    assert "[1] (kb/billing.md - Billing > Refunds)" in sent["messages"][0]["content"]
+    assert sent["messages"][1:] == json.loads(call.raw)["messages"]
+    body = json.loads(completion.body)
+    assert body["model"] == "ft"
+    assert body[SOURCES_FIELD] == [
+        {"index": 1, "source": "kb/billing.md", "heading": "Billing > Refunds", "position": 3, "similarity": 0.61},
+        {"index": 2, "source": "kb/hours.txt", "heading": "", "position": 0, "similarity": 0.32},
+    ]
+    assert call.reply_headers == {SOURCES_HEADER: "kb/billing.md#Billing%20%3E%20Refunds, kb/hours.txt"}
+    assert route.index_version == "v1"
+
+
+async def test_a_stream_carries_the_sources_in_its_first_chunk_only() -> None:
+    route = RagRoute("docs", StaticRetriever([REFUNDS]), RecordingRoute())
+    call = chat_call(stream=True)
+    items = [item async for item in route.stream(call)]
+    first_event = items[0].split(b"\n\n")[0]
+    assert json.loads(first_event.removeprefix(b"data: "))[SOURCES_FIELD][0]["source"] == "kb/billing.md"
+    assert SOURCES_FIELD.encode() not in items[0].split(b"\n\n", 1)[1]
+    assert SOURCES_FIELD.encode() not in items[1]
+    assert items[1].endswith(b"data: [DONE]\n\n")
+    assert SOURCES_HEADER in call.reply_headers
+
+
+async def test_no_passage_still_answers_and_says_so() -> None:
+    inner = RecordingRoute()
+    call = chat_call()
+    completion = await RagRoute("docs", StaticRetriever([]), inner).complete(call)
+    assert NO_PASSAGES in json.loads(inner.calls[0].raw)["messages"][0]["content"]
+    assert json.loads(completion.body)[SOURCES_FIELD] == []
+    assert call.reply_headers[SOURCES_HEADER] == ""
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        KnowledgeIndexError("no knowledge index in /srv/kb"),
+        EmbedderMismatchError("the vectors were made by a (1 dimensions), not by b (2 dimensions)"),
+    ],
+)
+async def test_an_unusable_index_is_a_clear_openai_error(error: Exception) -> None:
+    route = RagRoute("docs", StaticRetriever([], error=error), RecordingRoute())
+    with pytest.raises(KnowledgeUnavailableError) as caught:
+        await route.complete(chat_call())
+    assert caught.value.status == 503
+    body = json.loads(caught.value.body())["error"]
+    assert body["code"] == "knowledge_index_unavailable"
+    assert body["message"].startswith("The knowledge index of route 'docs' is unusable: ")
+    assert set(body) == {"message", "type", "param", "code"}
+
+
+async def test_the_sources_header_comes_only_from_the_route_that_answered() -> None:
+    class FailingChat(RecordingRoute):
+        async def complete(self, call: ChatCall) -> Completion:
+            raise UpstreamError("the fine-tuned model is down")
+
+    rag = RagRoute("docs", StaticRetriever([REFUNDS]), FailingChat())
+    chat = with_fallback(pipeline(rag, FakeRoute("gpt4"), attempts=0), "docs", "gpt4")  # type: ignore[arg-type]  # pipeline() types its fakes
+    _, outcome = await chat.complete(chat_call())
+    assert outcome.route == "gpt4"
+    assert SOURCES_HEADER not in dict(outcome.header_items())
+
+    only_rag = RagRoute("docs", StaticRetriever([REFUNDS]), RecordingRoute())
+    answered = with_fallback(pipeline(only_rag), "docs")  # type: ignore[arg-type]  # pipeline() types its fakes
+    _, outcome = await answered.complete(chat_call())
+    assert dict(outcome.header_items())[SOURCES_HEADER] == "kb/billing.md#Billing%20%3E%20Refunds"
+    relay, outcome = await answered.stream(chat_call(stream=True))
+    await relay.aclose()
+    assert SOURCES_HEADER in dict(outcome.header_items())

@@ -1,0 +1,230 @@
+"""Meaning-based conditions: compiling, laziness (one embedding per request, none when not reached), the policy
+file's knowledge checks, and `turnout explain` showing the scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from policies import PolicyError, SemanticFeatures, SemanticFeaturesNeeded, extract_features, load_policy
+from proxy.cli import main
+from proxy.embeddings import LocalEmbedder, Vectors
+from proxy.pipeline import decide_semantically
+from proxy.schemas import decode_chat_request
+from proxy.semantic import SemanticScorer, local_embedder
+from proxy.settings import SettingsError, load_settings
+from routes import ChatCall, HybridRetriever, KnowledgeIndex
+from routes.indexer import add_files
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "policies" / "examples" / "knowledge-base.yaml"
+RULES = [
+    {"name": "tools", "when": {"has_tools": True}, "route": "gpt4"},
+    {
+        "name": "billing",
+        "when": {
+            "any": [
+                {
+                    "similar_to": {
+                        "examples": ["Why was I charged twice?", "My card was billed two times"],
+                        "threshold": 0.6,
+                    }
+                },
+                {"similar_to": {"examples": ["Where is my invoice?"], "threshold": 0.7}},
+            ]
+        },
+        "route": "docs",
+    },
+    {"name": "documented", "when": {"retrieval_score": {"route": "docs", "gte": 0.4}}, "route": "docs"},
+    {"name": "default", "route": "support-ft"},
+]
+
+
+class CountingEmbedder:
+    """The local model, counting the calls and texts it embeds."""
+
+    def __init__(self, inner: LocalEmbedder) -> None:
+        self.inner = inner
+        self.calls: list[int] = []
+        self.name, self.dimension = inner.name, inner.dimension
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        self.calls.append(len(texts))
+        return await self.inner.embed(texts)
+
+
+def locate(path: Sequence[str | int]) -> str:
+    return "policy.yaml:1"
+
+
+def call_of(content: str, **extra: object) -> ChatCall:
+    raw = msgspec.json.encode({"model": "gpt-4o", "messages": [{"role": "user", "content": content}], **extra})
+    return ChatCall(request=decode_chat_request(raw), raw=raw, headers={})
+
+
+@pytest.fixture(scope="module")
+def embedder() -> LocalEmbedder:
+    return local_embedder(256)
+
+
+@pytest.fixture
+async def scorer(tmp_path: Path, embedder: LocalEmbedder) -> tuple[SemanticScorer, CountingEmbedder]:
+    (tmp_path / "refunds.md").write_text("# Refunds\n\nRefunds are paid back to the card within 30 days.\n")
+    empty = KnowledgeIndex.empty(tmp_path / "index", embedder.name, embedder.dimension)
+    index, _ = await add_files(empty, [tmp_path / "refunds.md"], embedder)
+    counting = CountingEmbedder(embedder)
+    policy = load_policy(RULES, ["gpt4", "docs", "support-ft"], locate=locate)
+    return SemanticScorer(policy.semantic_needs, counting, {"docs": HybridRetriever(index, embedder)}), counting
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        ({"similar_to": {"examples": ["a"]}}, "needs `examples` and a `threshold`"),
+        ({"similar_to": {"examples": ["a"], "threshold": 2}}, "from -1 to 1"),
+        ({"similar_to": {"examples": [], "threshold": 0.5}}, "non-empty list of example utterances"),
+        ({"similar_to": {"examples": ["a"], "threshold": 0.5, "k": 1}}, "unknown key 'k'"),
+        ({"retrieval_score": {"gt": 0.5}}, "needs the `route`"),
+        ({"retrieval_score": {"route": "docs"}}, "needs a bound"),
+        ({"retrieval_score": {"route": "docs", "eq": 0.5}}, "unknown operator 'eq'"),
+    ],
+)
+def test_bad_meaning_based_conditions_are_refused(when: object, message: str) -> None:
+    rules = [{"name": "r", "when": when, "route": "docs"}, {"name": "default", "route": "docs"}]
+    with pytest.raises(PolicyError, match=message):
+        load_policy(rules, ["docs"], locate=locate)
+
+
+def test_the_engine_asks_for_semantic_features_only_when_a_rule_reaches_them() -> None:
+    policy = load_policy(RULES, ["gpt4", "docs", "support-ft"], locate=locate)
+    needs = policy.semantic_needs
+    assert needs.examples == {("Why was I charged twice?", "My card was billed two times"), ("Where is my invoice?",)}
+    assert needs.retrieval_routes == {"docs"}
+    with_tools = call_of("refund please", tools=[{"type": "function", "function": {"name": "f"}}])
+    assert policy.decide(extract_features(with_tools.request, {}, None)).rule == "tools"
+    plain = extract_features(call_of("refund please").request, {}, None)
+    with pytest.raises(SemanticFeaturesNeeded):
+        policy.decide(plain)
+    features = SemanticFeatures(
+        similarity={ex: (0.1, ex[0]) for ex in needs.examples}, retrieval={"docs": 0.45}
+    )  # numbers from outside: the engine only compares them
+    assert policy.decide(plain.with_semantic(features)).rule == "documented"
+
+
+async def test_one_embedding_per_request_and_none_before_a_meaning_based_rule(scorer) -> None:
+    semantic, counting = scorer
+    policy = load_policy(RULES, ["gpt4", "docs", "support-ft"], locate=locate)
+
+    async def decide(call: ChatCall) -> str:
+        decision = await decide_semantically(call, policy=policy, named={}, default_route="gpt4", scorer=semantic)
+        return decision.rule
+
+    await semantic.prepare()
+    assert counting.calls == [3]  # the three examples, in one batch, once
+    await semantic.prepare()
+    assert counting.calls == [3]
+    assert await decide(call_of("Refund!", tools=[{"type": "function", "function": {"name": "f"}}])) == "tools"
+    assert counting.calls == [3]
+    assert await decide(call_of("I was charged twice this month")) == "billing"
+    assert await decide(call_of("When are refunds paid back to the card?")) == "documented"
+    assert await decide(call_of("Compose a haiku about autumn leaves")) == "default"
+    assert counting.calls == [3, 1, 1, 1]  # one query embedding for all three conditions of each request
+
+
+async def test_scores_are_cosine_similarities(scorer) -> None:
+    semantic, _ = scorer
+    features = await semantic.features("My card was billed two times")
+    score, closest = features.similarity[("Why was I charged twice?", "My card was billed two times")]
+    assert closest == "My card was billed two times"
+    assert score == pytest.approx(1.0, abs=1e-5)
+    docs = features.retrieval["docs"]
+    assert docs is not None
+    assert 0 < docs < 1
+
+
+# --- the policy file ------------------------------------------------------------------------------------
+
+
+def policy_file(tmp_path: Path, routes: str, rules: str = "", embedder: str = "") -> str:
+    text = (
+        "upstreams:\n  openai: {base_url: 'http://127.0.0.1:9/v1'}\n"
+        f"{embedder}routes:\n  ft: {{upstream: openai, model: ft}}\n{routes}"
+        f"rules:\n{rules}  - name: default\n    route: ft\n"
+    )
+    path = tmp_path / "policy.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def load(path: str) -> object:
+    return load_settings({"TURNOUT_CONFIG": path})
+
+
+def test_a_rag_route_loads_its_index_relative_to_the_file(tmp_path: Path) -> None:
+    KnowledgeIndex.empty(tmp_path / "kb", LocalEmbedder.NAME, 256).save()
+    settings = load_settings(
+        {"TURNOUT_CONFIG": policy_file(tmp_path, "  docs: {kind: rag, index: kb, answer_with: ft}\n")}
+    )
+    deployment = settings.deployment
+    assert deployment.rag["docs"].top_k == 4
+    assert deployment.indexes["docs"].directory == (tmp_path / "kb").resolve()
+    assert deployment.model_names()["docs"] == "docs"
+
+
+@pytest.mark.parametrize(
+    ("routes", "rules", "embedder", "message"),
+    [
+        (
+            "  docs: {kind: rag, index: nowhere, answer_with: ft}\n",
+            "",
+            "",
+            r"policy.yaml:5: route 'docs': no knowledge index in",
+        ),
+        (
+            "  docs: {kind: rag, index: kb, answer_with: ft}\n",
+            "",
+            "embedder: {dimension: 128}\n",
+            r"made by wordllama/l2_supercat \(256 dimensions\), not by the configured embedder "
+            r"wordllama/l2_supercat \(128 dimensions\)",
+        ),
+        (
+            "  docs: {kind: rag, index: kb, answer_with: ft}\n",
+            "",
+            "embedder: {upstream: openai, model: text-embedding-3-small, dimension: 256}\n",
+            "not by the configured embedder text-embedding-3-small",
+        ),
+        ("  docs: {kind: rag, index: kb, answer_with: docs2}\n", "", "", "answer_with must be a chat route"),
+        ("  docs: {kind: rag, index: kb, answer_with: ft, top_k: 0}\n", "", "", r"routes.docs.top_k"),
+        (
+            "",
+            "  - name: r\n    when: {retrieval_score: {route: ft, gt: 0.5}}\n    route: ft\n",
+            "",
+            "retrieval_score names route 'ft', which is not a rag route",
+        ),
+        ("", "", "embedder: {upstream: nowhere, model: m}\n", "embedder: unknown upstream 'nowhere'"),
+        ("", "", "embedder: {dimension: 300}\n", "64, 128 or 256 dimensions"),
+    ],
+)
+def test_knowledge_mistakes_make_the_file_invalid(tmp_path: Path, routes, rules, embedder, message) -> None:
+    KnowledgeIndex.empty(tmp_path / "kb", LocalEmbedder.NAME, 256).save()
+    with pytest.raises(SettingsError, match=message):
+        load(policy_file(tmp_path, routes, rules, embedder))
+
+
+def test_check_and_explain_show_the_example_policy_with_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-placeholder")
+    assert main(["check", str(EXAMPLE)]) == 0
+    assert "OK (1 upstreams, 3 routes, 4 rules)" in capsys.readouterr().out
+    request = tmp_path / "request.json"
+    request.write_text('{"model": "gpt-4", "messages": [{"role": "user", "content": "How can I get my money back?"}]}')
+    assert main(["explain", str(EXAMPLE), str(request)]) == 0
+    out = capsys.readouterr().out
+    assert "route: docs\nrule: documented\n" in out
+    assert "- similar_to: 0." in out
+    assert "(closest example: " in out
+    assert "+ retrieval_score of 'docs': 0." in out
