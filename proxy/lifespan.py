@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from proxy.cost import PriceTable
+from proxy.metrics import Metrics
 from proxy.pipeline import ChatPipeline
 from proxy.settings import Settings, SettingsError, UpstreamSettings
 from proxy.tasks import BackgroundTasks
@@ -48,7 +50,7 @@ class Resources:
         self.current = current
         self.tasks = tasks
         self.reloads = 0
-        """Successful reloads so far (for tests and, later, metrics)."""
+        """Successful reloads so far."""
 
 
 class _Sessions:
@@ -98,6 +100,9 @@ def _build(settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base
         for name, upstream in settings.upstreams.items()
     }
     deployment = settings.deployment
+    baseline = deployment.routes[deployment.baseline].model if deployment.baseline is not None else None
+    known = {route.model for route in deployment.routes.values() if route.model is not None}
+    prices = PriceTable(deployment.prices, baseline_model=baseline, known_models=known)
     routes: dict[str, Route] = {
         name: OpenAIChatRoute(name, upstreams[route.upstream], route.model, route.timeout)
         for name, route in deployment.routes.items()
@@ -109,6 +114,7 @@ def _build(settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base
         breaker=deployment.circuit_breaker,
         tasks=tasks,
         named=deployment.model_names(),
+        prices=prices,
     )
     return Generation(settings=settings, upstreams=upstreams, pipeline=pipeline)
 
@@ -136,11 +142,16 @@ async def _watch(path: str, reload: Callable[[], None], interval: float, stamp: 
 
 @contextlib.asynccontextmanager
 async def open_resources(
-    settings: Settings, *, reload_settings: Callable[[], Settings] | None = None, watch_interval: float = 1.0
+    settings: Settings,
+    *,
+    reload_settings: Callable[[], Settings] | None = None,
+    watch_interval: float = 1.0,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Resources]:
     """Open the upstream sessions (and the simulated upstream when configured); reload on change or SIGHUP.
 
-    `reload_settings` loads the file again (by default: not at all, as for settings built in code).
+    `reload_settings` loads the file again (by default: not at all, as for settings built in code);
+    `metrics` counts the reloads by result.
     """
     async with contextlib.AsyncExitStack() as stack:
         base_url = None
@@ -161,7 +172,11 @@ async def open_resources(
                 new = _build(reload_settings(), sessions, tasks, base_url)
             except SettingsError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
+                if metrics is not None:
+                    metrics.reloaded(ok=False)
                 return
+            if metrics is not None:
+                metrics.reloaded(ok=True)
             resources.current = new
             resources.reloads += 1
             sessions.retire_unused(set(new.settings.upstreams.values()), new.settings.server.drain_timeout)

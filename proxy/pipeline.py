@@ -17,10 +17,12 @@ from typing import TypeVar
 
 from policies import Decision, PolicyEngine, extract_features
 from proxy.breaker import CircuitBreaker
+from proxy.cost import PriceTable
 from proxy.errors import ProxyError, RouteUnavailableError, UpstreamError, UpstreamRejectedError
 from proxy.policyfile import BreakerSettings, RetrySettings
 from proxy.schemas import Usage
 from proxy.streaming import Relay, open_relay
+from proxy.tally import Tally
 from proxy.tasks import BackgroundTasks
 from routes import ChatCall, Completion, Route
 
@@ -92,6 +94,7 @@ class ChatPipeline:
         breaker: BreakerSettings,
         tasks: BackgroundTasks,
         named: Mapping[str, str] | None = None,
+        prices: PriceTable | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -100,6 +103,8 @@ class ChatPipeline:
         self.policy = policy
         self.named: Mapping[str, str] = named or {}
         """Model names that select a route directly (route names and aliases), when the policy allows it."""
+        self.prices = prices or PriceTable()
+        """Prices every answer (and its baseline); from the policy file's `prices` and `baseline`."""
         self.breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown, clock) for name in routes}
         self._retry = retry
         self._tasks = tasks
@@ -110,47 +115,70 @@ class ChatPipeline:
         """Where `call` goes (see `decide`)."""
         return decide(call, policy=self.policy, named=self.named, default_route=next(iter(self.routes)))
 
-    async def complete(self, call: ChatCall) -> tuple[Completion, Outcome]:
-        """Answer `call` in one response."""
+    async def complete(self, call: ChatCall, tally: Tally | None = None) -> tuple[Completion, Outcome]:
+        """Answer `call` in one response; `tally` gets the decision, the attempts and the charge."""
+        tally = Tally() if tally is None else tally
         decision = self.decide(call)
+        tally.decided(decision.route, decision.rule)
         self._shadow(call, decision)
-        name, completion, failed = await self._dispatch(decision, lambda route: route.complete(call))
+        name, completion, failed = await self._dispatch(decision, lambda route: route.complete(call), tally)
         if completion.usage is not None:
-            self._account(call, name, completion.usage)
+            self._account(call, tally, name, completion.model, completion.usage)
         return completion, Outcome(name, decision.rule, failed)
 
-    async def stream(self, call: ChatCall) -> tuple[Relay, Outcome]:
+    async def stream(self, call: ChatCall, tally: Tally | None = None) -> tuple[Relay, Outcome]:
         """Answer `call` as SSE bytes; an error before the first event (on every route tried) raises here."""
+        tally = Tally() if tally is None else tally
         decision = self.decide(call)
+        tally.decided(decision.route, decision.rule)
         self._shadow(call, decision)
 
         def open_on(route: Route) -> Awaitable[Relay]:
-            on_usage = lambda usage: self._account(call, route.name, usage)  # noqa: E731
-            return open_relay(route.stream(call), wants_usage=call.request.wants_usage_chunk, on_usage=on_usage)
+            def on_usage(usage: Usage, model: str | None) -> None:
+                self._account(call, tally, route.name, model, usage)
 
-        name, relay, failed = await self._dispatch(decision, open_on)
+            def on_end(error: ProxyError | None) -> bytes:
+                # Headers left before the usage came: the cost ends the stream as SSE comments instead.
+                if error is not None:
+                    tally.upstream_error(route.name, "midstream")
+                comments = "".join(f": {name}: {value}\n" for name, value in tally.cost_items())
+                return f"{comments}\n".encode() if comments else b""
+
+            wants_usage = call.request.wants_usage_chunk
+            return open_relay(route.stream(call), wants_usage=wants_usage, on_usage=on_usage, on_end=on_end)
+
+        name, relay, failed = await self._dispatch(decision, open_on, tally)
         return relay, Outcome(name, decision.rule, failed)
 
     async def _dispatch(
-        self, decision: Decision, once: Callable[[Route], Awaitable[T]]
+        self, decision: Decision, once: Callable[[Route], Awaitable[T]], tally: Tally
     ) -> tuple[str, T, tuple[str, ...]]:
         """Run `once` on the decided route, then on each fallback while the failure is the route's."""
         failed: list[str] = []
         candidates = (decision.route, *decision.fallbacks)
-        for index, name in enumerate(candidates):
-            last = index == len(candidates) - 1
-            try:
-                return name, await self._on_route(name, once, skip_when_open=not last), tuple(failed)
-            except ProxyError as exc:
-                if not _is_route_failure(exc) or last:
-                    # The error response shows the decision too: which route failed, sent by which rule.
-                    exc.headers = {**exc.headers, **dict(Outcome(name, decision.rule, tuple(failed)).header_items())}
-                    raise
-                logger.warning("route %s failed (%s %s); falling back", name, exc.status, exc.message)
-                failed.append(name)
+        try:
+            for index, name in enumerate(candidates):
+                last = index == len(candidates) - 1
+                try:
+                    return name, await self._on_route(name, once, tally, skip_when_open=not last), tuple(failed)
+                except ProxyError as exc:
+                    if not _is_route_failure(exc) or last:
+                        # The error response shows the decision too: which route failed, sent by which rule.
+                        outcome = Outcome(name, decision.rule, tuple(failed))
+                        exc.headers = {**exc.headers, **dict(outcome.header_items())}
+                        raise
+                    logger.warning("route %s failed (%s %s); falling back", name, exc.status, exc.message)
+                    failed.append(name)
+                finally:
+                    tally.route, tally.fallback_from = name, tuple(failed)
+        finally:
+            if failed or tally.upstream_errors:
+                tally.circuits = [(name, self.breakers[name].state) for name in candidates if name in self.breakers]
         raise AssertionError("unreachable: the last route's error is raised")  # pragma: no cover
 
-    async def _on_route(self, name: str, once: Callable[[Route], Awaitable[T]], *, skip_when_open: bool) -> T:
+    async def _on_route(
+        self, name: str, once: Callable[[Route], Awaitable[T]], tally: Tally, *, skip_when_open: bool
+    ) -> T:
         """Run `once` on route `name`, retrying with backoff.
 
         With `skip_when_open`, an open circuit sends the request on to the fallbacks at once. The last
@@ -160,18 +188,29 @@ class ChatPipeline:
         breaker = self.breakers[name]
         for attempt in itertools.count():
             if skip_when_open and not breaker.allow():
-                raise RouteUnavailableError(f"The route '{name}' is failing; its fallbacks answer until it recovers.")
+                error = RouteUnavailableError(f"The route '{name}' is failing; its fallbacks answer until it recovers.")
+                tally.failed_attempt(name, error, retried=False)
+                raise error
+            started = time.perf_counter()
             try:
                 result = await once(self.routes[name])
             except ProxyError as exc:
+                tally.upstream_seconds += time.perf_counter() - started
                 if not _is_route_failure(exc):
                     raise
                 breaker.record_failure()
-                if attempt >= self._retry.attempts or not _retryable(exc):
+                retry = attempt < self._retry.attempts and _retryable(exc)
+                tally.failed_attempt(name, exc, retried=retry)
+                if not retry:
                     raise
                 await self._sleep(self._backoff(attempt, exc))
             else:
+                tally.answered_at = now = time.perf_counter()
+                tally.upstream_seconds += now - started
+                recovered = breaker.state != "closed"
                 breaker.record_success()
+                if recovered:
+                    tally.circuits = [(name, breaker.state)]
                 return result
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -205,8 +244,10 @@ class ChatPipeline:
         elapsed = (time.perf_counter() - started) * 1000
         logger.info("shadow %s to route %s %s in %.0f ms", call.headers.get("x-request-id"), name, outcome, elapsed)
 
-    def _account(self, call: ChatCall, route: str, usage: Usage) -> None:
-        # Cost and metrics hang off this one place, shared by both modes and every route.
+    def _account(self, call: ChatCall, tally: Tally, route: str, model: str | None, usage: Usage) -> None:
+        """Price the usage `route` reported: by the model that answered, else the route's, else the caller's."""
+        answered_by = model or getattr(self.routes.get(route), "model", None) or call.request.model
+        tally.charge_for(self.prices, answered_by, usage)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "request %s on route %s used %d prompt + %d completion tokens",
