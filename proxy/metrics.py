@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -39,22 +39,23 @@ NONE = "none"
 disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
 
 
-@dataclass(frozen=True, slots=True)
-class _Series:
-    """The labelled children one kind of request updates, looked up once per label combination."""
+Labels = tuple[str, ...]
 
-    requests: Counter
-    duration: Histogram
-    first_token: Histogram
-    upstream: Histogram
-    overhead: Histogram
-    prompt_tokens: Counter
-    completion_tokens: Counter
-    cost: Counter
-    baseline: Counter
-    savings: Counter
-    overspend: Counter
-    cache_lookups: Counter | None
+
+class _Children:
+    """A metric's labelled children by label values: a dict lookup per update instead of `labels()`'s work."""
+
+    __slots__ = ("_by_labels", "_metric")
+
+    def __init__(self, metric: Counter | Histogram | Gauge) -> None:
+        self._metric = metric
+        self._by_labels: dict[Labels, Any] = {}
+
+    def __getitem__(self, labels: Labels) -> Any:
+        child = self._by_labels.get(labels)
+        if child is None:
+            child = self._by_labels[labels] = self._metric.labels(*labels)
+        return child
 
 
 class Metrics:
@@ -164,63 +165,49 @@ class Metrics:
             registry=registry,
         )
         build.labels(__version__, platform.python_version()).set(1)
-        self._series: dict[tuple[str, str, str, str, str], _Series] = {}
-        self._circuits: dict[str, Gauge] = {}
-
-    def _series_for(self, route: str, rule: str, model: str, status_class: str, cache: str) -> _Series:
-        key = (route, rule, model, status_class, cache)
-        series = self._series.get(key)
-        if series is None:
-            series = self._series[key] = _Series(
-                requests=self.requests.labels(route, rule, model, status_class, cache),
-                duration=self.duration.labels(route, cache),
-                first_token=self.first_token.labels(route, cache),
-                upstream=self.upstream.labels(route),
-                overhead=self.overhead.labels(route),
-                prompt_tokens=self.tokens.labels(route, model, "prompt"),
-                completion_tokens=self.tokens.labels(route, model, "completion"),
-                cost=self.cost.labels(route, model),
-                baseline=self.baseline.labels(route, model),
-                savings=self.savings.labels(route, model),
-                overspend=self.overspend.labels(route, model),
-                cache_lookups=None if cache == "bypass" else self.cache_lookups.labels(route, cache),
-            )
-        return series
+        self._requests, self._duration, self._first_token = (
+            _Children(self.requests),
+            _Children(self.duration),
+            _Children(self.first_token),
+        )
+        self._upstream, self._overhead, self._tokens = (
+            _Children(self.upstream),
+            _Children(self.overhead),
+            _Children(self.tokens),
+        )
+        self._cost, self._baseline = _Children(self.cost), _Children(self.baseline)
+        self._savings, self._overspend = _Children(self.savings), _Children(self.overspend)
+        self._cache_lookups, self._circuits = _Children(self.cache_lookups), _Children(self.circuit)
 
     def record(self, tally: Tally) -> None:
         """Count one finished chat request (`tally.ended_at` set)."""
-        route = tally.route or NONE
-        series = self._series_for(
-            route,
-            tally.rule or NONE,
-            tally.model_label or NONE,
-            _STATUS_CLASSES.get(tally.status // 100, "5xx"),
-            tally.cache,
-        )
-        series.requests.inc()
+        route, cache = tally.route or NONE, tally.cache
+        model = tally.model_label or NONE
+        status_class = _STATUS_CLASSES.get(tally.status // 100, "5xx")
+        self._requests[route, tally.rule or NONE, model, status_class, cache].inc()
         total = tally.seconds()
-        series.duration.observe(total)
+        self._duration[route, cache].observe(total)
         if tally.stream and tally.first_byte_at is not None:
-            series.first_token.observe(tally.first_byte_at - tally.started)
+            self._first_token[route, cache].observe(tally.first_byte_at - tally.started)
         upstream = tally.upstream_total()
         if upstream > 0:
-            series.upstream.observe(upstream)
-        series.overhead.observe(max(total - upstream, 0.0))
-        if series.cache_lookups is not None:
-            series.cache_lookups.inc()
+            self._upstream[(route,)].observe(upstream)
+        self._overhead[(route,)].observe(max(total - upstream, 0.0))
+        if cache != "bypass":
+            self._cache_lookups[route, cache].inc()
         usage = tally.usage
         if usage is not None:
-            series.prompt_tokens.inc(usage.prompt_tokens)
-            series.completion_tokens.inc(usage.completion_tokens)
+            self._tokens[route, model, "prompt"].inc(usage.prompt_tokens)
+            self._tokens[route, model, "completion"].inc(usage.completion_tokens)
         charge = tally.charge
         if charge is not None:
-            series.cost.inc(float(charge.cost))
-            series.baseline.inc(float(charge.baseline))
+            self._cost[route, model].inc(float(charge.cost))
+            self._baseline[route, model].inc(float(charge.baseline))
             saved = float(charge.savings)
             if saved > 0:
-                series.savings.inc(saved)
+                self._savings[route, model].inc(saved)
             elif saved < 0:
-                series.overspend.inc(-saved)
+                self._overspend[route, model].inc(-saved)
         if tally.fallback_from or tally.retries or tally.upstream_errors or tally.embeddings or tally.circuits:
             self._record_rare(tally)
 
@@ -241,10 +228,7 @@ class Metrics:
     def circuit_states(self, states: Iterable[tuple[str, str]]) -> None:
         """Set each route's breaker state (`closed`, `half_open`, `open`)."""
         for route, state in states:
-            gauge = self._circuits.get(route)
-            if gauge is None:
-                gauge = self._circuits[route] = self.circuit.labels(route)
-            gauge.set(CIRCUIT_VALUES[state])
+            self._circuits[(route,)].set(CIRCUIT_VALUES[state])
 
     def reloaded(self, *, ok: bool) -> None:
         """Count a policy reload, successful or refused."""
