@@ -121,6 +121,16 @@ def start_prometheus(binary: str, target: str, workdir: Path) -> Prometheus:
     pytest.fail(f"prometheus was not ready within 30 s:\n{log.read_text()}")
 
 
+def _wait_for_first_scrape(prometheus: Prometheus) -> None:
+    """Prometheus applies its targets a few seconds after it is ready: the load starts once it scrapes."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(series["value"][1] == "1" for series in prometheus.query('up{job="turnout"}')):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"prometheus never scraped Turnout:\n{prometheus.log.read_text()}")
+
+
 @dataclass
 class LoadRun:
     """What the load sent and saw."""
@@ -211,6 +221,7 @@ def loaded(simulator: RunningProcess, tmp_path_factory: pytest.TempPathFactory) 
         with running(start_turnout(env)) as turnout:
             prometheus = start_prometheus(prometheus_binary, f"127.0.0.1:{turnout.port}", workdir)
             try:
+                _wait_for_first_scrape(prometheus)
                 run = LoadRun(turnout=turnout, prometheus=prometheus, promtool=promtool, started=time.time())
                 with _client(turnout.origin) as client:
                     _load(run, client, policy)
