@@ -58,6 +58,64 @@ class _Children:
         return child
 
 
+class _Series:
+    """The children one kind of request updates, found with one dict lookup; those only some need, on first use."""
+
+    __slots__ = (
+        "_first_token",
+        "_labels",
+        "_metrics",
+        "_overspend",
+        "_savings",
+        "_upstream",
+        "baseline",
+        "cache_lookups",
+        "completion_tokens",
+        "cost",
+        "duration",
+        "overhead",
+        "prompt_tokens",
+        "requests",
+    )
+
+    def __init__(self, metrics: Metrics, route: str, rule: str, model: str, status_class: str, cache: str) -> None:
+        self._metrics, self._labels = metrics, (route, model, cache)
+        self.requests = metrics.requests.labels(route, rule, model, status_class, cache)
+        self.duration = metrics.duration.labels(route, cache)
+        self.overhead = metrics.overhead.labels(route)
+        self.cache_lookups = None if cache == "bypass" else metrics.cache_lookups.labels(route, cache)
+        answered = model != NONE  # a model label comes with the usage
+        self.prompt_tokens = metrics.tokens.labels(route, model, "prompt") if answered else None
+        self.completion_tokens = metrics.tokens.labels(route, model, "completion") if answered else None
+        self.cost = metrics.cost.labels(route, model) if answered else None
+        self.baseline = metrics.baseline.labels(route, model) if answered else None
+        self._first_token: Histogram | None = None
+        self._upstream: Histogram | None = None
+        self._savings: Counter | None = None
+        self._overspend: Counter | None = None
+
+    def first_token(self) -> Histogram:
+        if self._first_token is None:
+            route, _, cache = self._labels
+            self._first_token = self._metrics.first_token.labels(route, cache)
+        return self._first_token
+
+    def upstream(self) -> Histogram:
+        if self._upstream is None:
+            self._upstream = self._metrics.upstream.labels(self._labels[0])
+        return self._upstream
+
+    def savings(self) -> Counter:
+        if self._savings is None:
+            self._savings = self._metrics.savings.labels(*self._labels[:2])
+        return self._savings
+
+    def overspend(self) -> Counter:
+        if self._overspend is None:
+            self._overspend = self._metrics.overspend.labels(*self._labels[:2])
+        return self._overspend
+
+
 class Metrics:
     """Every metric, in a registry of its own; `record(tally)` once per request, `exposition()` per scrape."""
 
@@ -165,64 +223,63 @@ class Metrics:
             registry=registry,
         )
         build.labels(__version__, platform.python_version()).set(1)
-        self._requests, self._duration, self._first_token = (
-            _Children(self.requests),
-            _Children(self.duration),
-            _Children(self.first_token),
-        )
-        self._upstream, self._overhead, self._tokens = (
-            _Children(self.upstream),
-            _Children(self.overhead),
-            _Children(self.tokens),
-        )
-        self._cost, self._baseline = _Children(self.cost), _Children(self.baseline)
-        self._savings, self._overspend = _Children(self.savings), _Children(self.overspend)
-        self._cache_lookups, self._circuits = _Children(self.cache_lookups), _Children(self.circuit)
+        self._series: dict[Labels, _Series] = {}
+        self._circuits = _Children(self.circuit)
+        self._fallbacks, self._retries = _Children(self.fallbacks), _Children(self.retries)
+        self._upstream_errors = _Children(self.upstream_errors)
+        self._embedding_tokens, self._embedding_cost = _Children(self.embedding_tokens), _Children(self.embedding_cost)
 
     def record(self, tally: Tally) -> None:
         """Count one finished chat request (`tally.ended_at` set)."""
-        route, cache = tally.route or NONE, tally.cache
-        model = tally.model_label or NONE
-        status_class = _STATUS_CLASSES.get(tally.status // 100, "5xx")
-        self._requests[route, tally.rule or NONE, model, status_class, cache].inc()
+        key = (
+            tally.route or NONE,
+            tally.rule or NONE,
+            tally.model_label or NONE,
+            _STATUS_CLASSES.get(tally.status // 100, "5xx"),
+            tally.cache,
+        )
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series(self, *key)
+        series.requests.inc()
         total = tally.seconds()
-        self._duration[route, cache].observe(total)
+        series.duration.observe(total)
         if tally.stream and tally.first_byte_at is not None:
-            self._first_token[route, cache].observe(tally.first_byte_at - tally.started)
+            series.first_token().observe(tally.first_byte_at - tally.started)
         upstream = tally.upstream_total()
         if upstream > 0:
-            self._upstream[(route,)].observe(upstream)
-        self._overhead[(route,)].observe(max(total - upstream, 0.0))
-        if cache != "bypass":
-            self._cache_lookups[route, cache].inc()
+            series.upstream().observe(upstream)
+        series.overhead.observe(max(total - upstream, 0.0))
+        if series.cache_lookups is not None:
+            series.cache_lookups.inc()
         usage = tally.usage
-        if usage is not None:
-            self._tokens[route, model, "prompt"].inc(usage.prompt_tokens)
-            self._tokens[route, model, "completion"].inc(usage.completion_tokens)
+        if usage is not None and series.prompt_tokens is not None and series.completion_tokens is not None:
+            series.prompt_tokens.inc(usage.prompt_tokens)
+            series.completion_tokens.inc(usage.completion_tokens)
         charge = tally.charge
-        if charge is not None:
-            self._cost[route, model].inc(float(charge.cost))
-            self._baseline[route, model].inc(float(charge.baseline))
+        if charge is not None and series.cost is not None and series.baseline is not None:
+            series.cost.inc(float(charge.cost))
+            series.baseline.inc(float(charge.baseline))
             saved = float(charge.savings)
             if saved > 0:
-                self._savings[route, model].inc(saved)
+                series.savings().inc(saved)
             elif saved < 0:
-                self._overspend[route, model].inc(-saved)
+                series.overspend().inc(-saved)
         if tally.fallback_from or tally.retries or tally.upstream_errors or tally.embeddings or tally.circuits:
             self._record_rare(tally)
 
     def _record_rare(self, tally: Tally) -> None:
         """What only some requests have: fallbacks, retries, upstream errors, embeddings, breaker changes."""
         for route in tally.fallback_from:
-            self.fallbacks.labels(route).inc()
+            self._fallbacks[(route,)].inc()
         for route in tally.retries or ():
-            self.retries.labels(route).inc()
-        for route, kind in tally.upstream_errors or ():
-            self.upstream_errors.labels(route, kind).inc()
+            self._retries[(route,)].inc()
+        for labels in tally.upstream_errors or ():
+            self._upstream_errors[labels].inc()
         for embedding in tally.embeddings or ():
-            self.embedding_tokens.labels(embedding.model).inc(embedding.tokens)
+            self._embedding_tokens[(embedding.model,)].inc(embedding.tokens)
             if embedding.cost is not None:
-                self.embedding_cost.labels(embedding.model).inc(float(embedding.cost))
+                self._embedding_cost[(embedding.model,)].inc(float(embedding.cost))
         self.circuit_states(tally.circuits or ())
 
     def circuit_states(self, states: Iterable[tuple[str, str]]) -> None:
