@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python -m tests.bench
 	$(BIN)/python -m tests.bench.policy_decision
 	$(BIN)/python -m tests.bench.token_estimate
+	$(BIN)/python -m tests.bench.metrics_recording
 
 clean:
 	rm -rf $(VENV) $(VENV_OPENAI2) *.egg-info .mypy_cache .ruff_cache .pytest_cache
