@@ -156,24 +156,18 @@ class ChatPipeline:
         """Run `once` on the decided route, then on each fallback while the failure is the route's."""
         failed: list[str] = []
         candidates = (decision.route, *decision.fallbacks)
-        try:
-            for index, name in enumerate(candidates):
-                last = index == len(candidates) - 1
-                try:
-                    return name, await self._on_route(name, once, tally, skip_when_open=not last), tuple(failed)
-                except ProxyError as exc:
-                    if not _is_route_failure(exc) or last:
-                        # The error response shows the decision too: which route failed, sent by which rule.
-                        outcome = Outcome(name, decision.rule, tuple(failed))
-                        exc.headers = {**exc.headers, **dict(outcome.header_items())}
-                        raise
-                    logger.warning("route %s failed (%s %s); falling back", name, exc.status, exc.message)
-                    failed.append(name)
-                finally:
-                    tally.route, tally.fallback_from = name, tuple(failed)
-        finally:
-            if failed or tally.upstream_errors:
-                tally.circuits = [(name, self.breakers[name].state) for name in candidates if name in self.breakers]
+        for index, name in enumerate(candidates):
+            last = index == len(candidates) - 1
+            tally.route, tally.fallback_from = name, tuple(failed)
+            try:
+                return name, await self._on_route(name, once, tally, skip_when_open=not last), tuple(failed)
+            except ProxyError as exc:
+                if not _is_route_failure(exc) or last:
+                    # The error response shows the decision too: which route failed, sent by which rule.
+                    exc.headers = {**exc.headers, **dict(Outcome(name, decision.rule, tuple(failed)).header_items())}
+                    raise
+                logger.warning("route %s failed (%s %s); falling back", name, exc.status, exc.message)
+                failed.append(name)
         raise AssertionError("unreachable: the last route's error is raised")  # pragma: no cover
 
     async def _on_route(
@@ -199,6 +193,7 @@ class ChatPipeline:
                 if not _is_route_failure(exc):
                     raise
                 breaker.record_failure()
+                tally.circuit(name, breaker.state)
                 retry = attempt < self._retry.attempts and _retryable(exc)
                 tally.failed_attempt(name, exc, retried=retry)
                 if not retry:
@@ -207,10 +202,9 @@ class ChatPipeline:
             else:
                 tally.answered_at = now = time.perf_counter()
                 tally.upstream_seconds += now - started
-                recovered = breaker.state != "closed"
+                if breaker.state != "closed":
+                    tally.circuit(name, "closed")
                 breaker.record_success()
-                if recovered:
-                    tally.circuits = [(name, breaker.state)]
                 return result
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -103,7 +103,7 @@ class Tally:
     upstream_errors: list[tuple[str, str]] | None = None
     """(route, kind) of each failed upstream attempt."""
     circuits: list[tuple[str, str]] | None = None
-    """(route, breaker state) of each route tried, after the request."""
+    """(route, breaker state) each time a route's breaker may have changed, in order."""
     upstream_seconds: float = 0.0
     """Time spent waiting on upstreams; a stream's answering attempt counts until its first event."""
     answered_at: float | None = None
@@ -135,6 +135,12 @@ class Tally:
             if self.retries is None:
                 self.retries = []
             self.retries.append(route)
+
+    def circuit(self, route: str, state: str) -> None:
+        """`route`'s breaker is now in `state` (noted when it may have changed: a failure, a recovery)."""
+        if self.circuits is None:
+            self.circuits = []
+        self.circuits.append((route, state))
 
     def upstream_error(self, route: str, kind: str) -> None:
         """An upstream failure of a fixed `kind` on `route` (`midstream`: a stream broke off after its start)."""
