@@ -36,9 +36,9 @@ check-policies: install
 # them the test fails and says what is missing.
 test-deps:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
-		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
-		else echo "prometheus is missing: run 'apt-get install -y prometheus' as root"; fi; }
+		[ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } || \
+		echo "Debian's prometheus package is missing and could not be installed (as root: apt-get install -y prometheus)"
 
 test: install test-deps
 	$(BIN)/python -m pytest
