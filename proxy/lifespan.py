@@ -89,7 +89,9 @@ class _Sessions:
             await session.close()
 
 
-def _build(settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base_url: str | None) -> Generation:
+def _build(
+    settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base_url: str | None, metrics: Metrics | None
+) -> Generation:
     upstreams = {
         name: Upstream(
             name,
@@ -115,6 +117,7 @@ def _build(settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base
         tasks=tasks,
         named=deployment.model_names(),
         prices=prices,
+        record_shadow=metrics.record if metrics is not None else None,
     )
     return Generation(settings=settings, upstreams=upstreams, pipeline=pipeline)
 
@@ -163,13 +166,13 @@ async def open_resources(
         sessions, tasks = _Sessions(), BackgroundTasks()
         stack.push_async_callback(sessions.close)
         stack.push_async_callback(tasks.drain, settings.server.drain_timeout)
-        resources = Resources(_build(settings, sessions, tasks, base_url), tasks)
+        resources = Resources(_build(settings, sessions, tasks, base_url, metrics), tasks)
 
         def reload() -> None:
             if reload_settings is None:
                 return
             try:
-                new = _build(reload_settings(), sessions, tasks, base_url)
+                new = _build(reload_settings(), sessions, tasks, base_url, metrics)
             except SettingsError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
                 if metrics is not None:

@@ -230,7 +230,10 @@ class Metrics:
         self._embedding_tokens, self._embedding_cost = _Children(self.embedding_tokens), _Children(self.embedding_cost)
 
     def record(self, tally: Tally) -> None:
-        """Count one finished chat request (`tally.ended_at` set)."""
+        """Count one finished chat request (`tally.ended_at` set), or a shadow copy's spend."""
+        if tally.shadow:
+            self._record_shadow(tally)
+            return
         key = (
             tally.route or NONE,
             tally.rule or NONE,
@@ -267,6 +270,17 @@ class Metrics:
                 series.overspend().inc(-saved)
         if tally.fallback_from or tally.retries or tally.upstream_errors or tally.embeddings or tally.circuits:
             self._record_rare(tally)
+
+    def _record_shadow(self, tally: Tally) -> None:
+        """A shadow copy: its tokens and cost on its route (it saves nothing), its errors; not a request."""
+        route, model = tally.route or NONE, tally.model_label or NONE
+        if tally.usage is not None:
+            self.tokens.labels(route, model, "prompt").inc(tally.usage.prompt_tokens)
+            self.tokens.labels(route, model, "completion").inc(tally.usage.completion_tokens)
+        if tally.charge is not None:
+            self.cost.labels(route, model).inc(float(tally.charge.cost))
+        for labels in tally.upstream_errors or ():
+            self._upstream_errors[labels].inc()
 
     def _record_rare(self, tally: Tally) -> None:
         """What only some requests have: fallbacks, retries, upstream errors, embeddings, breaker changes."""

@@ -21,7 +21,7 @@ from proxy.cost import PriceTable
 from proxy.errors import ProxyError, RouteUnavailableError, UpstreamError, UpstreamRejectedError
 from proxy.policyfile import BreakerSettings, RetrySettings
 from proxy.schemas import Usage
-from proxy.streaming import Relay, open_relay
+from proxy.streaming import Relay, open_relay, take_usage
 from proxy.tally import Tally
 from proxy.tasks import BackgroundTasks
 from routes import ChatCall, Completion, Route
@@ -95,6 +95,7 @@ class ChatPipeline:
         tasks: BackgroundTasks,
         named: Mapping[str, str] | None = None,
         prices: PriceTable | None = None,
+        record_shadow: Callable[[Tally], None] | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -105,6 +106,8 @@ class ChatPipeline:
         """Model names that select a route directly (route names and aliases), when the policy allows it."""
         self.prices = prices or PriceTable()
         """Prices every answer (and its baseline); from the policy file's `prices` and `baseline`."""
+        self._record_shadow = record_shadow
+        """Given each finished shadow copy's tally: a shadow's tokens are spend too."""
         self.breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown, clock) for name in routes}
         self._retry = retry
         self._tasks = tasks
@@ -222,19 +225,26 @@ class ChatPipeline:
             self._tasks.spawn(self._run_shadow(shadow_call, decision.shadow), name=f"shadow:{decision.shadow}")
 
     async def _run_shadow(self, call: ChatCall, name: str) -> None:
-        """Send the copy; its answer is dropped, its outcome logged."""
+        """Send the copy; its answer is dropped, its outcome logged, its cost recorded."""
         route, started = self.routes[name], time.perf_counter()
+        tally = Tally(shadow=True, stream=bool(call.request.stream))
+        tally.decided(name, "shadow")
         try:
             if call.request.stream:
                 async with contextlib.aclosing(route.stream(call)) as events:
-                    async for _ in events:
-                        pass
+                    async for events_run in events:
+                        take_usage(events_run, lambda usage, model: self._account(call, tally, name, model, usage))
             else:
-                await route.complete(call)
+                completion = await route.complete(call)
+                if completion.usage is not None:
+                    self._account(call, tally, name, completion.model, completion.usage)
         except ProxyError as exc:
             outcome = f"failed with {exc.status} ({exc.message})"
+            tally.failed_attempt(name, exc, retried=False)
         else:
             outcome = "answered"
+        if self._record_shadow is not None:
+            self._record_shadow(tally)
         elapsed = (time.perf_counter() - started) * 1000
         logger.info("shadow %s to route %s %s in %.0f ms", call.headers.get("x-request-id"), name, outcome, elapsed)
 

@@ -13,7 +13,7 @@ from proxy.errors import ProxyError
 from proxy.schemas import Usage
 from proxy.sse import DONE_EVENT, encode_event, event_data, split_events
 
-__all__ = ["Relay", "open_relay"]
+__all__ = ["EndHook", "Relay", "UsageHook", "open_relay", "take_usage"]
 
 logger = logging.getLogger("turnout.streaming")
 
@@ -34,6 +34,12 @@ just before the final `data: [DONE]` (or before the error event): comments, say,
 _CHUNK = msgspec.json.Decoder(_ChunkView)
 # A usage object, not the `"usage": null` every chunk carries once usage is on; escaped text cannot match.
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+
+
+def take_usage(events: bytes, on_usage: UsageHook) -> None:
+    """Hand the usage in a run of SSE events, if it holds any, to `on_usage` (for streams read to their end)."""
+    if _USAGE_OBJECT.search(events):
+        _take_usage(events, wants_usage=True, on_usage=on_usage)
 
 
 def _take_usage(events: bytes, *, wants_usage: bool, on_usage: UsageHook) -> bytes:

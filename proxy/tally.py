@@ -81,6 +81,8 @@ class Tally:
     """`time.perf_counter()` when the request arrived."""
     chat: bool = False
     """A chat completion request (the others are only logged)."""
+    shadow: bool = False
+    """A shadow copy, sent in the background: its tokens and cost count, it is no request of its own."""
     caller: str | None = None
     stream: bool = False
     request: ChatRequest | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -187,3 +188,34 @@ async def test_the_access_log_can_be_turned_off(env: dict[str, str], caplog: pyt
     async with in_process(load_settings({**env, "TURNOUT_ACCESS_LOG": "false"})) as http:
         assert (await http.post(CHAT, json=body())).status_code == 200
     assert access_lines(caplog) == []
+
+
+async def shadow_tokens(
+    app: httpx.AsyncClient, more_than: float
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """/metrics once the shadow route's completion tokens exceed `more_than` (the copies run in the background)."""
+    key = (
+        "turnout_tokens_total",
+        frozenset({("route", "gpt4-shadow"), ("model", "gpt-4-shadow"), ("kind", "completion")}),
+    )
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for _ in range(200):
+        samples = metric_samples((await app.get("/metrics")).text)
+        if samples.get(key, 0) > more_than:
+            break
+        await asyncio.sleep(0.02)
+    return samples
+
+
+async def test_a_shadow_copy_counts_as_spend_on_its_route_not_as_a_request(app: httpx.AsyncClient) -> None:
+    shadow = frozenset({("route", "gpt4-shadow"), ("model", "gpt-4-shadow")})
+    await app.post(CHAT, json=body(metadata={"shadow": "yes"}))
+    samples = await shadow_tokens(app, 0)
+    tokens = samples["turnout_tokens_total", shadow | {("kind", "completion")}]
+    cost = samples["turnout_cost_usd_total", shadow]
+    assert cost > 0  # priced as its family, gpt-4
+    await app.post(CHAT, json=body(metadata={"shadow": "yes"}, stream=True))
+    samples = await shadow_tokens(app, tokens)  # a streamed copy is priced from its usage chunk
+    assert samples["turnout_cost_usd_total", shadow] > cost
+    assert ("turnout_baseline_cost_usd_total", shadow) not in samples
+    assert not [key for key in samples if key[0] == "turnout_requests_total" and ("route", "gpt4-shadow") in key[1]]

@@ -202,3 +202,15 @@ def test_money_in_the_tally_stays_decimal():
     tally.charge_for(PRICES, FT, USAGE)
     assert tally.cost == Decimal("0.020")
     assert tally.cost_items() == [("x-turnout-cost-usd", "0.02"), ("x-turnout-savings-usd", "0.04")]
+
+
+def test_a_shadow_copy_is_spend_not_a_request():
+    metrics = Metrics()
+    shadow = Tally(shadow=True)
+    shadow.decided("gpt4", "shadow")
+    shadow.charge_for(PRICES, "gpt-4", USAGE)
+    metrics.record(shadow)
+    assert value(metrics, "turnout_cost_usd_total", route="gpt4", model="gpt-4") == pytest.approx(0.06)
+    assert value(metrics, "turnout_tokens_total", route="gpt4", model="gpt-4", kind="prompt") == 1000
+    assert value(metrics, "turnout_baseline_cost_usd_total", route="gpt4", model="gpt-4") is None
+    assert not [name for name, _ in samples(metrics) if name.startswith(("turnout_requests_total", "turnout_request_"))]

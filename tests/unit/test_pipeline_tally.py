@@ -6,11 +6,12 @@ from decimal import Decimal
 
 import pytest
 
+from policies import Decision
 from proxy.cost import PriceTable
 from proxy.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
 from proxy.schemas import Usage
 from proxy.tally import Tally
-from tests.unit.test_pipeline import FakeRoute, call, pipeline, with_fallback
+from tests.unit.test_pipeline import FakeRoute, FixedPolicy, call, pipeline, with_fallback
 
 USAGE = Usage(total_tokens=1)  # what FakeRoute answers with
 
@@ -73,3 +74,16 @@ async def test_a_stream_is_priced_when_its_usage_arrives_and_ends_with_its_cost(
     chunks = [chunk async for chunk in relay]
     assert tally.charge is None  # FakeRoute's stream reports no usage: nothing to price, no comment
     assert not any(b": x-turnout-cost-usd" in chunk for chunk in chunks)
+
+
+async def test_each_shadow_copy_is_handed_over_with_its_outcome() -> None:
+    recorded: list[Tally] = []
+    chat = pipeline(FakeRoute("a"), FakeRoute("b"), FakeRoute("c", UpstreamTimeoutError("slow")))
+    chat._record_shadow = recorded.append
+    for shadow in ("b", "c"):
+        chat.policy = FixedPolicy(Decision(route="a", rule="r", reason="test", shadow=shadow))  # type: ignore[assignment]
+        await chat.complete(call())
+    await chat._tasks.drain(1)
+    ok, failed = sorted(recorded, key=lambda tally: tally.route or "")
+    assert (ok.shadow, ok.route, ok.rule, ok.usage, ok.upstream_errors) == (True, "b", "shadow", USAGE, None)
+    assert (failed.route, failed.usage, failed.upstream_errors) == ("c", None, [("c", "timeout")])
