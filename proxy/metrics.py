@@ -123,6 +123,17 @@ class Metrics:
         self.multiprocess_dir = multiprocess_dir
         """Where the workers' values live when several share a port (None: this process only)."""
         self.registry = registry = CollectorRegistry()
+        self._define_traffic(registry)
+        self._define_money(registry)
+        self._define_health(registry)
+        self._series: dict[Labels, _Series] = {}
+        self._circuits = _Children(self.circuit)
+        self._fallbacks, self._retries = _Children(self.fallbacks), _Children(self.retries)
+        self._upstream_errors = _Children(self.upstream_errors)
+        self._embedding_tokens, self._embedding_cost = _Children(self.embedding_tokens), _Children(self.embedding_cost)
+
+    def _define_traffic(self, registry: CollectorRegistry) -> None:
+        """Requests and their timing."""
         route, rule, model = "route", "rule", "model"
         self.requests = Counter(
             "turnout_requests",
@@ -158,6 +169,10 @@ class Metrics:
             buckets=OVERHEAD_BUCKETS,
             registry=registry,
         )
+
+    def _define_money(self, registry: CollectorRegistry) -> None:
+        """Tokens, cost, baseline, savings."""
+        route, model = "route", "model"
         self.tokens = Counter(
             "turnout_tokens", "Tokens the upstream reported, by kind.", [route, model, "kind"], registry=registry
         )
@@ -180,6 +195,10 @@ class Metrics:
             [route, model],
             registry=registry,
         )
+
+    def _define_health(self, registry: CollectorRegistry) -> None:
+        """Cache, fallbacks, retries, errors, embeddings, breakers, in flight, reloads, build."""
+        route, model = "route", "model"
         self.cache_lookups = Counter(
             "turnout_cache_lookups", "Response cache lookups, by result.", [route, "result"], registry=registry
         )
@@ -223,11 +242,6 @@ class Metrics:
             registry=registry,
         )
         build.labels(__version__, platform.python_version()).set(1)
-        self._series: dict[Labels, _Series] = {}
-        self._circuits = _Children(self.circuit)
-        self._fallbacks, self._retries = _Children(self.fallbacks), _Children(self.retries)
-        self._upstream_errors = _Children(self.upstream_errors)
-        self._embedding_tokens, self._embedding_cost = _Children(self.embedding_tokens), _Children(self.embedding_cost)
 
     def record(self, tally: Tally) -> None:
         """Count one finished chat request (`tally.ended_at` set), or a shadow copy's spend."""
