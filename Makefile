@@ -8,7 +8,7 @@ VENV_OPENAI2 := .venv-openai2
 # Every shipped policy file, each checked and run against the cases file beside it.
 POLICIES := $(filter-out %.cases.yaml,$(wildcard policies/*.yaml policies/examples/*.yaml))
 
-.PHONY: install check check-policies test test-openai2 serve bench clean
+.PHONY: install check check-policies test test-deps test-openai2 serve bench clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,15 @@ check-policies: install
 		OPENAI_API_KEY=sk-placeholder $(BIN)/turnout test $$policy $${policy%.yaml}.cases.yaml || exit 1; \
 	done
 
-test: install
+# The dashboard test runs Debian's Prometheus and promtool: a fresh machine (as root) gets them here. Without
+# them the test fails and says what is missing.
+test-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+		[ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } || \
+		echo "Debian's prometheus package is missing and could not be installed (as root: apt-get install -y prometheus)"
+
+test: install test-deps
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test-openai2
 
@@ -55,6 +63,7 @@ bench: install
 	$(BIN)/python -m tests.bench.policy_decision
 	$(BIN)/python -m tests.bench.token_estimate
 	$(BIN)/python -m tests.bench.retrieval
+	$(BIN)/python -m tests.bench.metrics_recording
 
 clean:
 	rm -rf $(VENV) $(VENV_OPENAI2) *.egg-info .mypy_cache .ruff_cache .pytest_cache

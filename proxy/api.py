@@ -1,4 +1,4 @@
-"""Litestar handlers: chat completions, models, health, readiness; and the mapping of every error to OpenAI JSON."""
+"""Litestar handlers: chat completions, models, health, readiness, metrics; and every error as OpenAI JSON."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from proxy.errors import (
 )
 from proxy.headers import forwardable_headers
 from proxy.lifespan import Generation, Resources
-from proxy.middleware import request_id_of
+from proxy.metrics import CONTENT_TYPE, Metrics
+from proxy.middleware import request_id_of, tally_of
 from proxy.pipeline import CALLER_HEADER
 from proxy.schemas import decode_chat_request
 from routes import ChatCall
@@ -36,6 +37,7 @@ logger = logging.getLogger("turnout.api")
 
 _JSON = "application/json"
 _CALLER = CALLER_HEADER.encode()
+_MAX_CALLER = 128
 
 
 def _resources(state: State) -> Resources:
@@ -57,6 +59,8 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     if method != "POST":
         raise MethodNotAllowedError(f"Method {method} is not allowed on {scope['path']}", headers={"allow": "POST"})
     generation = _resources(scope["app"].state).current  # this request's policy, whatever reloads meanwhile
+    tally = tally_of(scope)
+    tally.chat = True
     headers = dict(scope["headers"])
     _check_content_type(headers)
     try:
@@ -68,11 +72,13 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     call = ChatCall(
         request=chat, raw=raw, headers=forwardable_headers(scope["headers"], request_id_of(scope)), caller=caller
     )
+    tally.caller, tally.stream, tally.request = caller and caller[:_MAX_CALLER], bool(chat.stream), chat
     if chat.stream:
-        relay, outcome = await generation.pipeline.stream(call)
+        relay, outcome = await generation.pipeline.stream(call, tally)
         await send_stream(send, receive, relay, outcome.headers())
     else:
-        completion, outcome = await generation.pipeline.complete(call)
+        completion, outcome = await generation.pipeline.complete(call, tally)
+        tally.answer = completion.body
         await send_json(send, completion.body, outcome.headers())
 
 
@@ -140,7 +146,18 @@ async def readyz(state: State) -> Response[dict[str, object]]:
     return Response({"status": "ready", "routes": list(resources.current.pipeline.routes)})
 
 
-HANDLERS = (chat_completions, list_models, retrieve_model, healthz, readyz)
+@get("/metrics", sync_to_thread=True)
+def metrics(state: State) -> Response[bytes]:
+    """`GET /metrics`: every metric in Prometheus' text format (all workers' when there are several)."""
+    collected: Metrics = state.metrics
+    resources: Resources | None = state.get("resources")
+    if resources is not None:  # breaker states move with time too (open → half-open): as of now
+        breakers = resources.current.pipeline.breakers
+        collected.circuit_states((name, breaker.state) for name, breaker in breakers.items())
+    return Response(collected.exposition(), media_type=CONTENT_TYPE)
+
+
+HANDLERS = (chat_completions, list_models, retrieve_model, healthz, readyz, metrics)
 
 
 def _json_error(error: ProxyError) -> Response[bytes]:

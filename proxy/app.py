@@ -6,11 +6,14 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
+from proxy.accesslog import AccessLog
 from proxy.api import HANDLERS, handle_http_exception, handle_proxy_error, handle_unexpected_error
 from proxy.errors import ProxyError
 from proxy.lifespan import open_resources
+from proxy.metrics import Metrics
 from proxy.middleware import RequestIdMiddleware
 from proxy.settings import Settings, load_settings
 
@@ -27,15 +30,18 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
     """
     resolved = settings if settings is not None else load_settings()
     reload_settings = reload if settings is not None else load_settings
+    metrics = Metrics(multiprocess_dir=resolved.metrics_dir)
+    server = resolved.server
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_resources(resolved, reload_settings=reload_settings) as resources:
+        async with open_resources(resolved, reload_settings=reload_settings, metrics=metrics) as resources:
             app.state.resources = resources
             try:
                 yield
             finally:
                 del app.state.resources
+                metrics.close()
 
     app = Litestar(
         route_handlers=HANDLERS,
@@ -48,7 +54,9 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
         request_max_body_size=resolved.server.max_body_bytes,
         openapi_config=None,
         logging_config=None,
+        state=State({"metrics": metrics}),
     )
     # Outermost, so that even the router's own 404s and 405s carry the request id.
-    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
+    access_log = AccessLog(enabled=server.access_log, content=server.log_content)
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler, metrics=metrics, access_log=access_log)
     return app

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import logging.config
 import math
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 from proxy._version import __version__
+from proxy.accesslog import ACCESS_LOGGER
 from proxy.indexcli import add_index_commands, run_index_command
 from proxy.logs import LOG_FORMAT, RedactingFormatter
 from proxy.policycli import add_policy_commands, run_policy_command
@@ -31,6 +34,8 @@ _SERVE_FLAGS = {
     "max_body_bytes": "TURNOUT_MAX_BODY_BYTES",
     "drain_timeout": "TURNOUT_DRAIN_TIMEOUT",
     "log_level": "TURNOUT_LOG_LEVEL",
+    "log_content": "TURNOUT_LOG_CONTENT",
+    "access_log": "TURNOUT_ACCESS_LOG",
     "upstream_connect_timeout": "TURNOUT_UPSTREAM_CONNECT_TIMEOUT",
     "upstream_read_timeout": "TURNOUT_UPSTREAM_READ_TIMEOUT",
     "upstream_timeout": "TURNOUT_UPSTREAM_TIMEOUT",
@@ -43,11 +48,17 @@ def _log_config(level: str) -> dict[str, Any]:
     loggers = {
         name: {"handlers": ["stderr"], "level": level.upper(), "propagate": False} for name in ("turnout", "uvicorn")
     }
+    # The access log's lines are JSON objects as they are (redacted like every other line).
+    access = {**handler, "formatter": "json"}
+    loggers[ACCESS_LOGGER] = {"handlers": ["access"], "level": "INFO", "propagate": False}
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"plain": {"()": RedactingFormatter, "format": LOG_FORMAT}},
-        "handlers": {"stderr": handler},
+        "formatters": {
+            "plain": {"()": RedactingFormatter, "format": LOG_FORMAT},
+            "json": {"()": RedactingFormatter, "format": "%(message)s"},
+        },
+        "handlers": {"stderr": handler, "access": access},
         "loggers": loggers,
     }
 
@@ -73,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, metavar="N", help="largest request body (default 16 MiB)")
     serve.add_argument("--drain-timeout", type=float, metavar="S", help="seconds to finish requests on SIGTERM")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+    serve.add_argument(
+        "--log-content", action="store_const", const="true", help="put messages and answers in the access log"
+    )
+    serve.add_argument("--no-access-log", dest="access_log", action="store_const", const="false", help="no access log")
     serve.add_argument("--upstream-connect-timeout", type=float, metavar="S", help="default 10")
     serve.add_argument("--upstream-read-timeout", type=float, metavar="S", help="between reads; default 120")
     serve.add_argument("--upstream-timeout", type=float, metavar="S", help="whole request; default 600")
@@ -90,8 +105,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     for flag, variable in _SERVE_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
@@ -106,6 +119,19 @@ def _serve(args: argparse.Namespace) -> int:
     server = settings.server
     # uvicorn drains, then raises again the signal it stopped on; a drained SIGTERM is a clean stop (exit 0).
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    with contextlib.ExitStack() as stack:
+        if server.workers > 1 and not settings.metrics_dir:
+            # Every worker writes its metric values under one fresh directory, which /metrics merges.
+            metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="turnout-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        _run_uvicorn(settings)
+    return 0
+
+
+def _run_uvicorn(settings: Settings) -> None:
+    import uvicorn
+
+    server = settings.server
     uvicorn.run(
         "proxy.app:create_app",
         factory=True,
@@ -120,7 +146,6 @@ def _serve(args: argparse.Namespace) -> int:
         server_header=False,
         proxy_headers=False,
     )
-    return 0
 
 
 def _describe_upstream(settings: Settings) -> str:

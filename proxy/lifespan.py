@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from proxy.cost import PriceTable
 from proxy.errors import ProxyError
+from proxy.metrics import Metrics
 from proxy.pipeline import ChatPipeline
 from proxy.semantic import Knowledge, build_knowledge
 from proxy.settings import Settings, SettingsError, UpstreamSettings
@@ -52,7 +54,7 @@ class Resources:
         self.current = current
         self.tasks = tasks
         self.reloads = 0
-        """Successful reloads so far (for tests and, later, metrics)."""
+        """Successful reloads so far."""
 
 
 class _Sessions:
@@ -91,7 +93,9 @@ class _Sessions:
             await session.close()
 
 
-def _build(settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base_url: str | None) -> Generation:
+def _build(
+    settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base_url: str | None, metrics: Metrics | None
+) -> Generation:
     upstreams = {
         name: Upstream(
             name,
@@ -102,6 +106,9 @@ def _build(settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base
         for name, upstream in settings.upstreams.items()
     }
     deployment = settings.deployment
+    baseline = deployment.routes[deployment.baseline].model if deployment.baseline is not None else None
+    known = {route.model for route in deployment.routes.values() if route.model is not None}
+    prices = PriceTable(deployment.prices, baseline_model=baseline, known_models=known)
     routes: dict[str, Route] = {
         name: OpenAIChatRoute(name, upstreams[route.upstream], route.model, route.timeout)
         for name, route in deployment.routes.items()
@@ -116,6 +123,8 @@ def _build(settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base
         breaker=deployment.circuit_breaker,
         tasks=tasks,
         named=deployment.model_names(),
+        prices=prices,
+        record_shadow=metrics.record if metrics is not None else None,
     )
     return Generation(settings=settings, upstreams=upstreams, pipeline=pipeline, knowledge=knowledge)
 
@@ -143,11 +152,16 @@ async def _watch(path: str, reload: Callable[[], None], interval: float, stamp: 
 
 @contextlib.asynccontextmanager
 async def open_resources(
-    settings: Settings, *, reload_settings: Callable[[], Settings] | None = None, watch_interval: float = 1.0
+    settings: Settings,
+    *,
+    reload_settings: Callable[[], Settings] | None = None,
+    watch_interval: float = 1.0,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Resources]:
     """Open the upstream sessions (and the simulated upstream when configured); reload on change or SIGHUP.
 
-    `reload_settings` loads the file again (by default: not at all, as for settings built in code).
+    `reload_settings` loads the file again (by default: not at all, as for settings built in code);
+    `metrics` counts the reloads by result.
     """
     async with contextlib.AsyncExitStack() as stack:
         base_url = None
@@ -159,7 +173,7 @@ async def open_resources(
         sessions, tasks = _Sessions(), BackgroundTasks()
         stack.push_async_callback(sessions.close)
         stack.push_async_callback(tasks.drain, settings.server.drain_timeout)
-        resources = Resources(_build(settings, sessions, tasks, base_url), tasks)
+        resources = Resources(_build(settings, sessions, tasks, base_url, metrics), tasks)
         if resources.current.knowledge.scorer is not None:
             try:  # the examples, embedded before the first request (or, failing that, by the first that needs them)
                 await resources.current.knowledge.scorer.prepare()
@@ -170,12 +184,16 @@ async def open_resources(
             if reload_settings is None:
                 return
             try:
-                new = _build(reload_settings(), sessions, tasks, base_url)
+                new = _build(reload_settings(), sessions, tasks, base_url, metrics)
             except SettingsError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
+                if metrics is not None:
+                    metrics.reloaded(ok=False)
                 return
             if new.knowledge.scorer is not None:
                 tasks.spawn(new.knowledge.scorer.prepare(), name="embed-policy-examples")
+            if metrics is not None:
+                metrics.reloaded(ok=True)
             resources.current = new
             resources.reloads += 1
             sessions.retire_unused(set(new.settings.upstreams.values()), new.settings.server.drain_timeout)

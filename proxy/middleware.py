@@ -1,19 +1,33 @@
-"""ASGI middleware: assign or propagate `x-request-id` on every response. Never routing or business logic."""
+"""ASGI middleware: request id, timing, in-flight count, and the request's metrics and access log line at its end.
+
+Never routing or business logic: it starts each request's `Tally`, notes the status and when the first
+and last bytes went out, and hands the finished tally to the metrics and the access log.
+"""
 
 from __future__ import annotations
 
 import itertools
 import re
 import secrets
+import time
+from typing import cast
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-__all__ = ["REQUEST_ID_HEADER", "RequestIdMiddleware", "request_id_of"]
+from proxy.accesslog import AccessLog
+from proxy.metrics import Metrics
+from proxy.tally import COST_HEADER, Tally
+
+__all__ = ["REQUEST_ID_HEADER", "RequestIdMiddleware", "request_id_of", "tally_of"]
 
 REQUEST_ID_HEADER = "x-request-id"
 _HEADER = REQUEST_ID_HEADER.encode()
 _STATE_KEY = "turnout_request_id"
+_TALLY_KEY = "turnout_tally"
+_NOT_COUNTED = frozenset({"/metrics"})
+_CLIENT_GONE = 499
+"""The status recorded for a request whose client left before any response (nginx's convention)."""
 # A caller's id is kept when it is a plain token: it ends up in logs and upstream headers.
 _VALID_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 
@@ -39,16 +53,26 @@ def request_id_of(scope: Scope) -> str:
     return str(scope["state"][_STATE_KEY])
 
 
+def tally_of(scope: Scope) -> Tally:
+    """This request's `Tally`, started by `RequestIdMiddleware` (a detached one outside it)."""
+    tally: Tally | None = scope.get("state", {}).get(_TALLY_KEY)
+    return tally if tally is not None else Tally(request_id=request_id_of(scope))
+
+
 class RequestIdMiddleware:
     """Take the caller's `x-request-id` (when it is a plain token) or create one; echo it on the response.
 
     Raw ASGI rather than Litestar's middleware base: it runs on every request, including the framework's
-    own 404s, and costs one header scan.
+    own 404s, and costs one header scan. With `metrics` and `access_log` it also times the request,
+    counts it in flight, adds the cost header to a chat answer whose cost is known when its headers
+    leave, and records the request when its response has ended.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics | None = None, access_log: AccessLog | None = None) -> None:
         self.app = app
         self._ids = _RequestIds()
+        self._metrics = metrics
+        self._access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope."""
@@ -63,12 +87,47 @@ class RequestIdMiddleware:
                 break
         if not request_id:
             request_id = self._ids.next()
-        scope.setdefault("state", {})[_STATE_KEY] = request_id.decode()
+        tally = Tally(request_id=request_id.decode(), started=time.perf_counter())
+        state = scope.setdefault("state", {})
+        state[_STATE_KEY], state[_TALLY_KEY] = tally.request_id, tally
         header = (_HEADER, request_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
+                tally.status = message["status"]
+                headers = [*message.get("headers", ()), header]
+                if tally.chat:
+                    headers += _cost_headers(tally)
+                message["headers"] = headers
+            elif tally.first_byte_at is None and message["type"] == "http.response.body":
+                tally.first_byte_at = time.perf_counter()
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        in_flight = self._metrics.in_flight if self._metrics is not None and scope["path"] not in _NOT_COUNTED else None
+        if in_flight is not None:
+            in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            tally.ended_at = time.perf_counter()
+            if in_flight is not None:
+                in_flight.dec()
+            self._record(tally, scope)
+
+    def _record(self, tally: Tally, scope: Scope) -> None:
+        if tally.status == 0:
+            tally.status = _CLIENT_GONE
+        if self._metrics is not None and tally.chat:
+            self._metrics.record(tally)
+        if self._access_log is not None:
+            self._access_log.write(tally, cast("HTTPScope", scope)["method"], scope["path"])
+
+
+def _cost_headers(tally: Tally) -> list[tuple[bytes, bytes]]:
+    """The cost headers of a chat response: its cost when known now, 0 for an error (nothing was billed)."""
+    items = tally.cost_items()
+    if items:
+        return [(name.encode(), value.encode()) for name, value in items]
+    if tally.status >= 400:
+        return [(COST_HEADER.encode(), b"0")]
+    return []

@@ -17,11 +17,13 @@ from typing import TypeVar
 
 from policies import Decision, PolicyEngine, SemanticFeatures, SemanticFeaturesNeeded, extract_features
 from proxy.breaker import CircuitBreaker
+from proxy.cost import PriceTable
 from proxy.errors import ProxyError, RouteUnavailableError, UpstreamError, UpstreamRejectedError
 from proxy.policyfile import BreakerSettings, RetrySettings
 from proxy.schemas import Usage
 from proxy.semantic import SemanticScorer
-from proxy.streaming import Relay, open_relay
+from proxy.streaming import Relay, open_relay, take_usage
+from proxy.tally import Tally
 from proxy.tasks import BackgroundTasks
 from routes import ChatCall, Completion, Route
 
@@ -127,6 +129,8 @@ class ChatPipeline:
         tasks: BackgroundTasks,
         named: Mapping[str, str] | None = None,
         semantic: SemanticScorer | None = None,
+        prices: PriceTable | None = None,
+        record_shadow: Callable[[Tally], None] | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -137,6 +141,10 @@ class ChatPipeline:
         """Model names that select a route directly (route names and aliases), when the policy allows it."""
         self.semantic = semantic
         """Computes meaning-based features when a rule needs them (None: the policy has no such rule)."""
+        self.prices = prices or PriceTable()
+        """Prices every answer (and its baseline); from the policy file's `prices` and `baseline`."""
+        self._record_shadow = record_shadow
+        """Given each finished shadow copy's tally: a shadow's tokens are spend too."""
         self.breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown, clock) for name in routes}
         self._retry = retry
         self._tasks = tasks
@@ -150,43 +158,59 @@ class ChatPipeline:
             call, policy=self.policy, named=self.named, default_route=default_route, scorer=self.semantic
         )
 
-    async def complete(self, call: ChatCall) -> tuple[Completion, Outcome]:
-        """Answer `call` in one response."""
+    async def complete(self, call: ChatCall, tally: Tally | None = None) -> tuple[Completion, Outcome]:
+        """Answer `call` in one response; `tally` gets the decision, the attempts and the charge."""
+        tally = Tally() if tally is None else tally
         decision = await self.decide(call)
+        tally.decided(decision.route, decision.rule)
         self._shadow(call, decision)
 
         def complete_on(route: Route) -> Awaitable[Completion]:
             call.reply_headers.clear()  # only the headers of the route that answers
             return route.complete(call)
 
-        name, completion, failed = await self._dispatch(decision, complete_on)
+        name, completion, failed = await self._dispatch(decision, complete_on, tally)
         if completion.usage is not None:
-            self._account(call, name, completion.usage)
+            self._account(call, tally, name, completion.model, completion.usage)
         return completion, Outcome(name, decision.rule, failed, tuple(call.reply_headers.items()))
 
-    async def stream(self, call: ChatCall) -> tuple[Relay, Outcome]:
+    async def stream(self, call: ChatCall, tally: Tally | None = None) -> tuple[Relay, Outcome]:
         """Answer `call` as SSE bytes; an error before the first event (on every route tried) raises here."""
+        tally = Tally() if tally is None else tally
         decision = await self.decide(call)
+        tally.decided(decision.route, decision.rule)
         self._shadow(call, decision)
 
         def open_on(route: Route) -> Awaitable[Relay]:
             call.reply_headers.clear()
-            on_usage = lambda usage: self._account(call, route.name, usage)  # noqa: E731
-            return open_relay(route.stream(call), wants_usage=call.request.wants_usage_chunk, on_usage=on_usage)
 
-        name, relay, failed = await self._dispatch(decision, open_on)
+            def on_usage(usage: Usage, model: str | None) -> None:
+                self._account(call, tally, route.name, model, usage)
+
+            def on_end(error: ProxyError | None) -> bytes:
+                # Headers left before the usage came: the cost ends the stream as SSE comments instead.
+                if error is not None:
+                    tally.upstream_error(route.name, "midstream")
+                comments = "".join(f": {name}: {value}\n" for name, value in tally.cost_items())
+                return f"{comments}\n".encode() if comments else b""
+
+            wants_usage = call.request.wants_usage_chunk
+            return open_relay(route.stream(call), wants_usage=wants_usage, on_usage=on_usage, on_end=on_end)
+
+        name, relay, failed = await self._dispatch(decision, open_on, tally)
         return relay, Outcome(name, decision.rule, failed, tuple(call.reply_headers.items()))
 
     async def _dispatch(
-        self, decision: Decision, once: Callable[[Route], Awaitable[T]]
+        self, decision: Decision, once: Callable[[Route], Awaitable[T]], tally: Tally
     ) -> tuple[str, T, tuple[str, ...]]:
         """Run `once` on the decided route, then on each fallback while the failure is the route's."""
         failed: list[str] = []
         candidates = (decision.route, *decision.fallbacks)
         for index, name in enumerate(candidates):
             last = index == len(candidates) - 1
+            tally.route, tally.fallback_from = name, tuple(failed)
             try:
-                return name, await self._on_route(name, once, skip_when_open=not last), tuple(failed)
+                return name, await self._on_route(name, once, tally, skip_when_open=not last), tuple(failed)
             except ProxyError as exc:
                 if not _is_route_failure(exc) or last:
                     # The error response shows the decision too: which route failed, sent by which rule.
@@ -196,7 +220,9 @@ class ChatPipeline:
                 failed.append(name)
         raise AssertionError("unreachable: the last route's error is raised")  # pragma: no cover
 
-    async def _on_route(self, name: str, once: Callable[[Route], Awaitable[T]], *, skip_when_open: bool) -> T:
+    async def _on_route(
+        self, name: str, once: Callable[[Route], Awaitable[T]], tally: Tally, *, skip_when_open: bool
+    ) -> T:
         """Run `once` on route `name`, retrying with backoff.
 
         With `skip_when_open`, an open circuit sends the request on to the fallbacks at once. The last
@@ -206,17 +232,28 @@ class ChatPipeline:
         breaker = self.breakers[name]
         for attempt in itertools.count():
             if skip_when_open and not breaker.allow():
-                raise RouteUnavailableError(f"The route '{name}' is failing; its fallbacks answer until it recovers.")
+                error = RouteUnavailableError(f"The route '{name}' is failing; its fallbacks answer until it recovers.")
+                tally.failed_attempt(name, error, retried=False)
+                raise error
+            started = time.perf_counter()
             try:
                 result = await once(self.routes[name])
             except ProxyError as exc:
+                tally.upstream_seconds += time.perf_counter() - started
                 if not _is_route_failure(exc):
                     raise
                 breaker.record_failure()
-                if attempt >= self._retry.attempts or not _retryable(exc):
+                tally.circuit(name, breaker.state)
+                retry = attempt < self._retry.attempts and _retryable(exc)
+                tally.failed_attempt(name, exc, retried=retry)
+                if not retry:
                     raise
                 await self._sleep(self._backoff(attempt, exc))
             else:
+                tally.answered_at = now = time.perf_counter()
+                tally.upstream_seconds += now - started
+                if breaker.state != "closed":
+                    tally.circuit(name, "closed")
                 breaker.record_success()
                 return result
         raise AssertionError("unreachable")  # pragma: no cover
@@ -235,24 +272,33 @@ class ChatPipeline:
             self._tasks.spawn(self._run_shadow(shadow_call, decision.shadow), name=f"shadow:{decision.shadow}")
 
     async def _run_shadow(self, call: ChatCall, name: str) -> None:
-        """Send the copy; its answer is dropped, its outcome logged."""
+        """Send the copy; its answer is dropped, its outcome logged, its cost recorded."""
         route, started = self.routes[name], time.perf_counter()
+        tally = Tally(shadow=True, stream=bool(call.request.stream))
+        tally.decided(name, "shadow")
         try:
             if call.request.stream:
                 async with contextlib.aclosing(route.stream(call)) as events:
-                    async for _ in events:
-                        pass
+                    async for events_run in events:
+                        take_usage(events_run, lambda usage, model: self._account(call, tally, name, model, usage))
             else:
-                await route.complete(call)
+                completion = await route.complete(call)
+                if completion.usage is not None:
+                    self._account(call, tally, name, completion.model, completion.usage)
         except ProxyError as exc:
             outcome = f"failed with {exc.status} ({exc.message})"
+            tally.failed_attempt(name, exc, retried=False)
         else:
             outcome = "answered"
+        if self._record_shadow is not None:
+            self._record_shadow(tally)
         elapsed = (time.perf_counter() - started) * 1000
         logger.info("shadow %s to route %s %s in %.0f ms", call.headers.get("x-request-id"), name, outcome, elapsed)
 
-    def _account(self, call: ChatCall, route: str, usage: Usage) -> None:
-        # Cost and metrics hang off this one place, shared by both modes and every route.
+    def _account(self, call: ChatCall, tally: Tally, route: str, model: str | None, usage: Usage) -> None:
+        """Price the usage `route` reported: by the model that answered, else the route's, else the caller's."""
+        answered_by = model or getattr(self.routes.get(route), "model", None) or call.request.model
+        tally.charge_for(self.prices, answered_by, usage)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "request %s on route %s used %d prompt + %d completion tokens",

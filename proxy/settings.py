@@ -50,6 +50,9 @@ ENV_VARS: Mapping[str, str] = {
     "TURNOUT_UPSTREAM_READ_TIMEOUT": "seconds between two reads from the upstream (default 120)",
     "TURNOUT_UPSTREAM_TIMEOUT": "seconds for a whole upstream request, streams included (default 600)",
     "TURNOUT_UPSTREAM_MAX_CONNECTIONS": "connections kept open to the upstream (default 1000)",
+    "TURNOUT_ACCESS_LOG": "one JSON line per request on stderr: true or false (default true)",
+    "TURNOUT_LOG_CONTENT": "put the messages and the answer in the access log: true or false (default false)",
+    "PROMETHEUS_MULTIPROC_DIR": "where worker processes keep their metrics (`serve --workers N` sets one)",
 }
 
 
@@ -95,6 +98,10 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_body_bytes: AtLeastOne = 16 * 1024 * 1024
     drain_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     log_level: LogLevel = "info"
+    access_log: bool = True
+    """One JSON line per request on the `turnout.access` logger."""
+    log_content: bool = False
+    """Put the request's messages and the answer in the access log line (off: no message content)."""
 
 
 class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,6 +124,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     simulated: bool = False
     """True when no config file, key or base URL was given: answer from the built-in simulated upstream."""
     config_path: str | None = None
+    metrics_dir: str | None = None
+    """Where worker processes keep their metric values (prometheus_client's multiprocess mode); None: one process."""
 
     @property
     def upstream(self) -> UpstreamSettings:
@@ -185,6 +194,8 @@ _SERVER_ENV = {
     "TURNOUT_MAX_BODY_BYTES": "max_body_bytes",
     "TURNOUT_DRAIN_TIMEOUT": "drain_timeout",
     "TURNOUT_LOG_LEVEL": "log_level",
+    "TURNOUT_ACCESS_LOG": "access_log",
+    "TURNOUT_LOG_CONTENT": "log_content",
 }
 _UPSTREAM_ENV = {"TURNOUT_UPSTREAM_MAX_CONNECTIONS": "max_connections"}
 _TIMEOUT_ENV = {
@@ -258,6 +269,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         deployment=deployment,
         simulated=not config_path and default_upstream.api_key is None and not env.get("OPENAI_BASE_URL"),
         config_path=config_path,
+        metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )
 
 

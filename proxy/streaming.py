@@ -13,14 +13,22 @@ from proxy.errors import ProxyError
 from proxy.schemas import Usage
 from proxy.sse import DONE_EVENT, encode_event, event_data, split_events
 
-__all__ = ["Relay", "open_relay"]
+__all__ = ["EndHook", "Relay", "UsageHook", "open_relay", "take_usage"]
 
 logger = logging.getLogger("turnout.streaming")
 
 
 class _ChunkView(msgspec.Struct):
     choices: list[msgspec.Raw] = []
+    model: str | None = None
     usage: Usage | None = None
+
+
+UsageHook = Callable[[Usage, str | None], None]
+"""Called with the usage a stream reported and the model that answered (when the chunk names it)."""
+EndHook = Callable[[ProxyError | None], bytes]
+"""Called once when a stream ends (with the error that broke it off, if one did); returns SSE bytes to send
+just before the final `data: [DONE]` (or before the error event): comments, say, or nothing."""
 
 
 _CHUNK = msgspec.json.Decoder(_ChunkView)
@@ -28,7 +36,13 @@ _CHUNK = msgspec.json.Decoder(_ChunkView)
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
-def _take_usage(events: bytes, *, wants_usage: bool, on_usage: Callable[[Usage], None]) -> bytes:
+def take_usage(events: bytes, on_usage: UsageHook) -> None:
+    """Hand the usage in a run of SSE events, if it holds any, to `on_usage` (for streams read to their end)."""
+    if _USAGE_OBJECT.search(events):
+        _take_usage(events, wants_usage=True, on_usage=on_usage)
+
+
+def _take_usage(events: bytes, *, wants_usage: bool, on_usage: UsageHook) -> bytes:
     """Hand the usage in `events` to `on_usage`; drop the usage-only chunk unless the caller asked for it."""
     kept = []
     for event in split_events(events):
@@ -39,7 +53,7 @@ def _take_usage(events: bytes, *, wants_usage: bool, on_usage: Callable[[Usage],
             except msgspec.DecodeError:
                 chunk = _ChunkView()
             if chunk.usage is not None:
-                on_usage(chunk.usage)
+                on_usage(chunk.usage, chunk.model)
                 if not chunk.choices and not wants_usage:
                     continue
         kept.append(event + b"\n\n")
@@ -65,7 +79,7 @@ class Relay:
 
 
 async def open_relay(
-    source: AsyncGenerator[bytes, None], *, wants_usage: bool, on_usage: Callable[[Usage], None]
+    source: AsyncGenerator[bytes, None], *, wants_usage: bool, on_usage: UsageHook, on_end: EndHook | None = None
 ) -> Relay:
     """Start relaying a route's stream (runs of whole SSE events) to the client.
 
@@ -73,14 +87,14 @@ async def open_relay(
     JSON error with its status. The returned relay then yields each run of events as it arrives (one
     write each, passed on as the upstream framed them), hands the usage to `on_usage`, drops the
     usage-only chunk when the caller did not ask for it, turns a later error into a final
-    `data: {"error": ...}` event, and always ends with `data: [DONE]`.
+    `data: {"error": ...}` event, and always ends with `data: [DONE]`, just after what `on_end` returns.
     """
     try:
         first = await anext(source, None)
     except BaseException:
         await source.aclose()
         raise
-    return Relay(_relay(first, source, wants_usage=wants_usage, on_usage=on_usage), source)
+    return Relay(_relay(first, source, wants_usage=wants_usage, on_usage=on_usage, on_end=on_end), source)
 
 
 async def _relay(
@@ -88,7 +102,8 @@ async def _relay(
     source: AsyncGenerator[bytes, None],
     *,
     wants_usage: bool,
-    on_usage: Callable[[Usage], None],
+    on_usage: UsageHook,
+    on_end: EndHook | None,
 ) -> AsyncGenerator[bytes, None]:
     done = False
     async with contextlib.aclosing(source):
@@ -97,12 +112,14 @@ async def _relay(
                 if _USAGE_OBJECT.search(events):  # once a stream: the rest passes untouched
                     events = _take_usage(events, wants_usage=wants_usage, on_usage=on_usage)
                 done = events.endswith(DONE_EVENT)
+                if done and on_end is not None:
+                    events = events[: -len(DONE_EVENT)] + on_end(None) + DONE_EVENT
                 if events:
                     yield events
                 events = await anext(source, None)
         except ProxyError as exc:
             logger.warning("stream broke off after its first event: %s", exc.message)
-            yield encode_event(exc.body()) + DONE_EVENT
+            yield (on_end(exc) if on_end is not None else b"") + encode_event(exc.body()) + DONE_EVENT
             return
     if not done:
-        yield DONE_EVENT
+        yield (on_end(None) if on_end is not None else b"") + DONE_EVENT

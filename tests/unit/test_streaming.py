@@ -60,7 +60,7 @@ class UsageLog:
     def __init__(self) -> None:
         self.calls: list[Usage] = []
 
-    def __call__(self, usage: Usage) -> None:
+    def __call__(self, usage: Usage, model: str | None = None) -> None:
         self.calls.append(usage)
 
 
