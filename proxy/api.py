@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import cast
 
@@ -53,6 +54,7 @@ def _check_content_type(headers: Mapping[bytes, bytes]) -> None:
 @asgi(["/v1/chat/completions", "/chat/completions"], is_mount=False, copy_scope=False)
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     """`POST /v1/chat/completions`: answer through the pipeline, streaming or not, as the caller asked."""
+    started = time.perf_counter()
     method = cast("HTTPScope", scope)["method"]
     if method != "POST":
         raise MethodNotAllowedError(f"Method {method} is not allowed on {scope['path']}", headers={"allow": "POST"})
@@ -70,10 +72,15 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     )
     if chat.stream:
         relay, outcome = await generation.pipeline.stream(call)
-        await send_stream(send, receive, relay, outcome.headers())
+        await send_stream(send, receive, relay, [*outcome.headers(), _server_timing(started)])
     else:
         completion, outcome = await generation.pipeline.complete(call)
-        await send_json(send, completion.body, outcome.headers())
+        await send_json(send, completion.body, [*outcome.headers(), _server_timing(started)])
+
+
+def _server_timing(started: float) -> tuple[bytes, bytes]:
+    """`server-timing: turnout;dur=MS`: the handler's time up to the response (to its first byte for a stream)."""
+    return b"server-timing", b"turnout;dur=%.3f" % ((time.perf_counter() - started) * 1000)
 
 
 def _route_models(generation: Generation) -> dict[str, bytes] | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from proxy.caching import SharedCache
 from proxy.pipeline import ChatPipeline
 from proxy.settings import Settings, SettingsError, UpstreamSettings
 from proxy.tasks import BackgroundTasks
@@ -87,7 +88,9 @@ class _Sessions:
             await session.close()
 
 
-def _build(settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base_url: str | None) -> Generation:
+def _build(
+    settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base_url: str | None, caches: SharedCache
+) -> Generation:
     upstreams = {
         name: Upstream(
             name,
@@ -109,6 +112,9 @@ def _build(settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base
         breaker=deployment.circuit_breaker,
         tasks=tasks,
         named=deployment.model_names(),
+        cache=caches.answer_cache(
+            deployment.cache, tasks, semantic=deployment.policy is not None and deployment.policy.semantic_cache
+        ),
     )
     return Generation(settings=settings, upstreams=upstreams, pipeline=pipeline)
 
@@ -149,16 +155,17 @@ async def open_resources(
             stack.push_async_callback(simulator.aclose)
             base_url = simulator.base_url
             logger.info("simulated upstream listening at %s", base_url)
-        sessions, tasks = _Sessions(), BackgroundTasks()
+        sessions, tasks, caches = _Sessions(), BackgroundTasks(), SharedCache()
         stack.push_async_callback(sessions.close)
+        stack.push_async_callback(caches.aclose)
         stack.push_async_callback(tasks.drain, settings.server.drain_timeout)
-        resources = Resources(_build(settings, sessions, tasks, base_url), tasks)
+        resources = Resources(_build(settings, sessions, tasks, base_url, caches), tasks)
 
         def reload() -> None:
             if reload_settings is None:
                 return
             try:
-                new = _build(reload_settings(), sessions, tasks, base_url)
+                new = _build(reload_settings(), sessions, tasks, base_url, caches)
             except SettingsError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
                 return

@@ -1,4 +1,4 @@
-"""`ChatPipeline`: the explicit path of a chat request: decide → dispatch (retries, fallbacks) → account.
+"""`ChatPipeline`: the explicit path of a chat request: decide → cache → dispatch (retries, fallbacks) → account.
 
 No framework types: the handlers give it a `ChatCall` and write out what it returns.
 """
@@ -17,10 +17,12 @@ from typing import TypeVar
 
 from policies import Decision, PolicyEngine, extract_features
 from proxy.breaker import CircuitBreaker
+from proxy.caching import AnswerCache, CacheStatus, Ticket
 from proxy.errors import ProxyError, RouteUnavailableError, UpstreamError, UpstreamRejectedError
 from proxy.policyfile import BreakerSettings, RetrySettings
+from proxy.replay import COMPLETION, entry, to_completion, to_stream
 from proxy.schemas import Usage
-from proxy.streaming import Relay, open_relay
+from proxy.streaming import Relay, open_relay, replay_relay
 from proxy.tasks import BackgroundTasks
 from routes import ChatCall, Completion, Route
 
@@ -41,10 +43,11 @@ class Outcome:
     route: str
     rule: str
     fallback_from: tuple[str, ...] = ()
+    cache: CacheStatus = "bypass"
 
     def header_items(self) -> list[tuple[str, str]]:
         """The `x-turnout-*` response headers that show the decision."""
-        items = [("x-turnout-route", self.route), ("x-turnout-rule", self.rule)]
+        items = [("x-turnout-route", self.route), ("x-turnout-rule", self.rule), ("x-turnout-cache", self.cache)]
         if self.fallback_from:
             items.append(("x-turnout-fallback-from", ",".join(self.fallback_from)))
         return items
@@ -92,6 +95,7 @@ class ChatPipeline:
         breaker: BreakerSettings,
         tasks: BackgroundTasks,
         named: Mapping[str, str] | None = None,
+        cache: AnswerCache | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -100,6 +104,8 @@ class ChatPipeline:
         self.policy = policy
         self.named: Mapping[str, str] = named or {}
         """Model names that select a route directly (route names and aliases), when the policy allows it."""
+        self.cache = cache
+        """The response cache; None: every request bypasses it."""
         self.breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown, clock) for name in routes}
         self._retry = retry
         self._tasks = tasks
@@ -110,26 +116,55 @@ class ChatPipeline:
         """Where `call` goes (see `decide`)."""
         return decide(call, policy=self.policy, named=self.named, default_route=next(iter(self.routes)))
 
+    async def _look_up(self, call: ChatCall, decision: Decision) -> Ticket:
+        if self.cache is None:
+            return Ticket(status="bypass")
+        return await self.cache.begin(call, decision, self.routes[decision.route])
+
     async def complete(self, call: ChatCall) -> tuple[Completion, Outcome]:
-        """Answer `call` in one response."""
+        """Answer `call` in one response: from the cache, or from the decided route (or its fallbacks)."""
         decision = self.decide(call)
+        ticket = await self._look_up(call, decision)
+        if ticket.hit is not None:
+            return Completion(body=to_completion(ticket.hit), model=None, usage=None), Outcome(
+                decision.route, decision.rule, cache="hit"
+            )
         self._shadow(call, decision)
-        name, completion, failed = await self._dispatch(decision, lambda route: route.complete(call))
+        try:
+            name, completion, failed = await self._dispatch(decision, lambda route: route.complete(call))
+        except BaseException:
+            ticket.finish(None)
+            raise
+        ticket.finish(entry(COMPLETION, completion.body) if name == decision.route else None)
         if completion.usage is not None:
             self._account(call, name, completion.usage)
-        return completion, Outcome(name, decision.rule, failed)
+        return completion, Outcome(name, decision.rule, failed, ticket.status)
 
     async def stream(self, call: ChatCall) -> tuple[Relay, Outcome]:
         """Answer `call` as SSE bytes; an error before the first event (on every route tried) raises here."""
         decision = self.decide(call)
+        ticket = await self._look_up(call, decision)
+        wants_usage = call.request.wants_usage_chunk
+        if ticket.hit is not None:
+            relay = replay_relay(to_stream(ticket.hit, wants_usage=wants_usage))
+            return relay, Outcome(decision.route, decision.rule, cache="hit")
         self._shadow(call, decision)
 
         def open_on(route: Route) -> Awaitable[Relay]:
             on_usage = lambda usage: self._account(call, route.name, usage)  # noqa: E731
-            return open_relay(route.stream(call), wants_usage=call.request.wants_usage_chunk, on_usage=on_usage)
+            source = route.stream(call)
+            if route.name == decision.route:  # a fallback's answer is not the decided route's to cache
+                source = ticket.recording(source)
+            return open_relay(source, wants_usage=wants_usage, on_usage=on_usage)
 
-        name, relay, failed = await self._dispatch(decision, open_on)
-        return relay, Outcome(name, decision.rule, failed)
+        try:
+            name, relay, failed = await self._dispatch(decision, open_on)
+        except BaseException:
+            ticket.finish(None)
+            raise
+        if name != decision.route:
+            ticket.finish(None)
+        return relay, Outcome(name, decision.rule, failed, ticket.status)
 
     async def _dispatch(
         self, decision: Decision, once: Callable[[Route], Awaitable[T]]

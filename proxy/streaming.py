@@ -13,7 +13,7 @@ from proxy.errors import ProxyError
 from proxy.schemas import Usage
 from proxy.sse import DONE_EVENT, encode_event, event_data, split_events
 
-__all__ = ["Relay", "open_relay"]
+__all__ = ["Relay", "open_relay", "replay_relay"]
 
 logger = logging.getLogger("turnout.streaming")
 
@@ -106,3 +106,13 @@ async def _relay(
             return
     if not done:
         yield DONE_EVENT
+
+
+async def _once(events: bytes) -> AsyncGenerator[bytes, None]:
+    yield events
+
+
+def replay_relay(events: bytes) -> Relay:
+    """A relay of a stream already at hand (a cached answer): all its events in one write, `[DONE]` last."""
+    source = _once(events)
+    return Relay(source, source)

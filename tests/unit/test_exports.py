@@ -10,6 +10,7 @@ EXPORTS = {
     "proxy": ["__version__", "create_app"],
     "routes": ["ChatCall", "Completion", "OpenAIChatRoute", "Route", "Upstream", "UpstreamTimeouts", "new_session"],
     "policies": [
+        "CacheRule",
         "Check",
         "Decision",
         "Explanation",
