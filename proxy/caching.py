@@ -16,13 +16,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import msgspec
 
 from policies import CacheRule, Decision
-from proxy.cache import MemoryResponseCache, ResponseCache, cache_key
+from proxy.cache import MemoryResponseCache, ResponseCache, cache_key, is_deterministic
 from proxy.cache_redis import RedisResponseCache
 from proxy.embeddings import Embedder, LocalEmbedder
 from proxy.policyfile import CacheSettings, redact_url
@@ -92,6 +92,15 @@ class Ticket:
 _BYPASS = Ticket(status="bypass")
 
 
+@dataclass(slots=True)
+class _Flight:
+    """A request on its way to the upstream, which identical requests in this process wait for."""
+
+    locked: bool
+    """Whether it holds the backend lock (which tells other replicas to wait too)."""
+    landed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     key: str
@@ -119,7 +128,7 @@ class AnswerCache:
         self.settings = settings
         self._tasks = tasks
         self._embedder = embedder
-        self._flights: dict[str, asyncio.Event] = {}
+        self._flights: dict[str, _Flight] = {}
         self.counts: collections.Counter[str] = collections.Counter()
         """Lookups by result (`hit`, `miss`, `bypass`), plus `semantic_hit`, `stored` and `flight_wait`."""
 
@@ -129,7 +138,7 @@ class AnswerCache:
             return None
         fields = _FIELDS.decode(call.raw)
         seed = fields.get("seed")
-        if rule.deterministic_only and not (call.request.temperature == 0 or (seed is not None and seed != b"null")):
+        if rule.deterministic_only and not is_deterministic(call.request.temperature, seed not in (None, b"null")):
             return None
         no_cache, no_store = _cache_control(call)
         read, write = rule.read and not no_cache, rule.write and not no_store
@@ -160,13 +169,15 @@ class AnswerCache:
         if plan is None:
             self.counts["bypass"] += 1
             return _BYPASS
-        flight: asyncio.Event | None = None
+        flight: _Flight | None = None
         if plan.read:
             stored = await self._read(plan)
             if stored is None and plan.write:
                 stored, flight = await self._single_flight(plan)
             if stored is not None:
                 return Ticket(status="hit", hit=stored)
+        elif plan.write and plan.key not in self._flights:  # readers that come meanwhile wait for this answer
+            flight = self._flights[plan.key] = _Flight(locked=False)
         status: CacheStatus = "miss" if plan.read else "bypass"
         self.counts[status] += 1
         return Ticket(status=status, _finish=lambda stored: self._finish(plan, stored, flight))
@@ -190,7 +201,7 @@ class AnswerCache:
             self.counts["semantic_hit"] += 1
         return stored
 
-    async def _single_flight(self, plan: _Plan) -> tuple[bytes | None, asyncio.Event | None]:
+    async def _single_flight(self, plan: _Plan) -> tuple[bytes | None, _Flight | None]:
         """Wait for the answer of an identical request already asking, or become the one that asks.
 
         Returns the answer when another request brought it, else None and, when this request leads
@@ -200,28 +211,33 @@ class AnswerCache:
         if local is not None:
             self.counts["flight_wait"] += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(local.wait(), self.settings.lock_ttl)
+                await asyncio.wait_for(local.landed.wait(), self.settings.lock_ttl)
             return await self.backend.get(plan.key), None
-        flight = self._flights[plan.key] = asyncio.Event()
+        flight = self._flights[plan.key] = _Flight(locked=False)
         if await self.backend.lock("lock:" + plan.key, self.settings.lock_ttl):
+            flight.locked = True
             return None, flight
-        self.counts["flight_wait"] += 1  # another replica is asking: poll for its answer
+        self.counts["flight_wait"] += 1  # another replica is asking: poll for its answer, or for its lock to go
         deadline = time.monotonic() + self.settings.lock_ttl
         while time.monotonic() < deadline:
             await asyncio.sleep(_POLL)
             stored = await self.backend.get(plan.key)
             if stored is not None:
-                self._land(plan.key, flight, locked=False)
+                await self._land(plan.key, flight)
                 return stored, None
+            if await self.backend.lock("lock:" + plan.key, self.settings.lock_ttl):  # it failed: our turn
+                flight.locked = True
+                return None, flight
         return None, flight  # it took too long: ask the upstream ourselves, still this process's leader
 
-    def _finish(self, plan: _Plan, stored: bytes | None, flight: asyncio.Event | None) -> None:
+    def _finish(self, plan: _Plan, stored: bytes | None, flight: _Flight | None) -> None:
         if stored is None or not plan.write:
-            self._land(plan.key, flight, locked=True)
+            if flight is not None:
+                self._tasks.spawn(self._land(plan.key, flight), name="cache-release")
             return
         self._tasks.spawn(self._store(plan, stored, flight), name="cache-store")
 
-    async def _store(self, plan: _Plan, stored: bytes, flight: asyncio.Event | None) -> None:
+    async def _store(self, plan: _Plan, stored: bytes, flight: _Flight | None) -> None:
         try:
             await self.backend.set(plan.key, stored, plan.ttl)
             if plan.namespace is not None and plan.text is not None and self._embedder is not None:
@@ -230,17 +246,19 @@ class AnswerCache:
                 await self.backend.push(plan.namespace, record, keep=SEMANTIC_KEEP, ttl=plan.ttl)
             self.counts["stored"] += 1
         finally:
-            self._land(plan.key, flight, locked=True)
+            await self._land(plan.key, flight)
 
-    def _land(self, key: str, flight: asyncio.Event | None, *, locked: bool) -> None:
-        """End this request's flight: wake its waiters and release the backend lock when it holds it."""
+    async def _land(self, key: str, flight: _Flight | None) -> None:
+        """End this request's flight: release the backend lock when it holds it, then wake its waiters."""
         if flight is None:
             return
-        if self._flights.get(key) is flight:
-            del self._flights[key]
-        flight.set()
-        if locked:
-            self._tasks.spawn(self.backend.unlock("lock:" + key), name="cache-unlock")
+        try:
+            if flight.locked:
+                await self.backend.unlock("lock:" + key)
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            flight.landed.set()
 
 
 class SharedCache:

@@ -83,6 +83,13 @@ def decide(call: ChatCall, *, policy: PolicyEngine | None, named: Mapping[str, s
     return policy.decide(extract_features(call.request, call.headers, call.caller))
 
 
+def _unfinished(ticket: Ticket, error: BaseException) -> None:
+    """No answer to store; an error response says what the cache did too."""
+    ticket.finish(None)
+    if isinstance(error, ProxyError):
+        error.headers = {**error.headers, "x-turnout-cache": ticket.status}
+
+
 class ChatPipeline:
     """Decides where each chat call goes and gets it answered there, or on its fallbacks."""
 
@@ -132,8 +139,8 @@ class ChatPipeline:
         self._shadow(call, decision)
         try:
             name, completion, failed = await self._dispatch(decision, lambda route: route.complete(call))
-        except BaseException:
-            ticket.finish(None)
+        except BaseException as exc:
+            _unfinished(ticket, exc)
             raise
         ticket.finish(entry(COMPLETION, completion.body) if name == decision.route else None)
         if completion.usage is not None:
@@ -159,8 +166,8 @@ class ChatPipeline:
 
         try:
             name, relay, failed = await self._dispatch(decision, open_on)
-        except BaseException:
-            ticket.finish(None)
+        except BaseException as exc:
+            _unfinished(ticket, exc)
             raise
         if name != decision.route:
             ticket.finish(None)

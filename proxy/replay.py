@@ -102,7 +102,8 @@ def assemble(events: bytes) -> bytes:
             choices.setdefault(index, _Choice(index)).add(choice)
         usage = chunk.get("usage") or usage
     body["choices"] = [choices[index].render() for index in sorted(choices)]
-    body["usage"] = usage
+    if usage is not None:  # optional, but not nullable, in a completion
+        body["usage"] = usage
     return msgspec.json.encode(body)
 
 
