@@ -116,8 +116,8 @@ def redis_prefix() -> str:
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
-    """A `redis-server` of this test's own on a free port, which the test may stop and restart."""
-    server = RedisServer()
+    """A `redis-server` of this test's own on a free port (with a password), which the test may stop and restart."""
+    server = RedisServer(password=f"pw-{uuid.uuid4().hex}")
     server.start()
     try:
         yield server
