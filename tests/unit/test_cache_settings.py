@@ -88,7 +88,8 @@ def write(tmp_path: Path, cache: str) -> dict[str, str]:
 def test_the_default_cache_is_in_memory() -> None:
     cache = load_settings({}).deployment.cache
     assert cache == CacheSettings()
-    assert cache.enabled and not cache.uses_redis
+    assert cache.enabled
+    assert not cache.uses_redis
 
 
 def test_a_url_means_redis_and_its_password_never_shows(tmp_path) -> None:
