@@ -214,9 +214,8 @@ class AnswerCache:
                 await asyncio.wait_for(local.landed.wait(), self.settings.lock_ttl)
             return await self.backend.get(plan.key), None
         flight = self._flights[plan.key] = _Flight(locked=False)
-        if await self.backend.lock("lock:" + plan.key, self.settings.lock_ttl):
-            flight.locked = True
-            return None, flight
+        if await self._take_lock(plan, flight):
+            return await self._recheck(plan, flight)
         self.counts["flight_wait"] += 1  # another replica is asking: poll for its answer, or for its lock to go
         deadline = time.monotonic() + self.settings.lock_ttl
         while time.monotonic() < deadline:
@@ -225,10 +224,21 @@ class AnswerCache:
             if stored is not None:
                 await self._land(plan.key, flight)
                 return stored, None
-            if await self.backend.lock("lock:" + plan.key, self.settings.lock_ttl):  # it failed: our turn
-                flight.locked = True
-                return None, flight
+            if await self._take_lock(plan, flight):  # it failed: our turn
+                return await self._recheck(plan, flight)
         return None, flight  # it took too long: ask the upstream ourselves, still this process's leader
+
+    async def _take_lock(self, plan: _Plan, flight: _Flight) -> bool:
+        flight.locked = await self.backend.lock("lock:" + plan.key, self.settings.lock_ttl)
+        return flight.locked
+
+    async def _recheck(self, plan: _Plan, flight: _Flight) -> tuple[bytes | None, _Flight | None]:
+        """With the lock taken, look once more: the last holder may have stored the answer and unlocked since."""
+        stored = await self.backend.get(plan.key)
+        if stored is None:
+            return None, flight
+        await self._land(plan.key, flight)
+        return stored, None
 
     def _finish(self, plan: _Plan, stored: bytes | None, flight: _Flight | None) -> None:
         if stored is None or not plan.write:
