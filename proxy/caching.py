@@ -138,7 +138,9 @@ class AnswerCache:
             return None
         fields = _FIELDS.decode(call.raw)
         seed = fields.get("seed")
-        if rule.deterministic_only and not is_deterministic(call.request.temperature, seed not in (None, b"null")):
+        if rule.deterministic_only and not is_deterministic(
+            call.request.temperature, seed is not None and bytes(seed) != b"null"
+        ):
             return None
         no_cache, no_store = _cache_control(call)
         read, write = rule.read and not no_cache, rule.write and not no_store

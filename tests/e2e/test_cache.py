@@ -148,3 +148,28 @@ def test_no_cache_from_the_sdk_asks_the_upstream(
         )
     assert fresh.headers["x-turnout-cache"] == "bypass"
     assert simulator_call(request_id)["body"]["messages"] == messages
+
+
+def test_a_stream_the_client_abandons_is_not_stored(
+    replicas: tuple[RunningProcess, RunningProcess], simulator_call: SimulatorCalls
+) -> None:
+    one, _ = replicas
+    messages = question()
+    slow = {"x-simulated-chunks": "50", "x-simulated-chunk-interval-ms": "50"}
+    with sdk_client(one.origin) as sdk:
+        request_id = new_request_id()
+        stream = sdk.chat.completions.create(
+            model="gpt-4",
+            messages=messages,
+            temperature=0,
+            stream=True,
+            extra_headers={"x-request-id": request_id, **slow},
+        )
+        next(stream)
+        next(stream)
+        stream.close()
+        record = simulator_call.wait_for(request_id, lambda call: call["outcome"] == "cancelled", timeout=5.0)
+        assert record is not None
+        assert record["outcome"] == "cancelled"
+        again = sdk.chat.completions.with_raw_response.create(model="gpt-4", messages=messages, temperature=0)
+    assert again.headers["x-turnout-cache"] == "miss"

@@ -48,6 +48,10 @@ rules:
   - name: fine-tuned
     when: {{metadata: {{route: "ft"}}}}
     route: ft
+  - name: with-fallback
+    when: {{metadata: {{route: "ft-or-gpt4"}}}}
+    route: ft
+    fallback: [gpt4]
   - name: default
     route: gpt4
 """
@@ -185,6 +189,20 @@ async def test_errors_are_never_stored(cached: httpx.AsyncClient) -> None:
     assert failed.status_code == 502
     assert failed.headers["x-turnout-cache"] == "miss"
     assert (await ask(cached, payload)).headers["x-turnout-cache"] == "miss"
+
+
+async def test_a_fallbacks_answer_is_not_stored_under_the_decided_route(cached: httpx.AsyncClient) -> None:
+    payload = body(unique(), metadata={"route": "ft-or-gpt4"})
+    fault = {"x-simulated-fault": "500", "x-simulated-fault-for": "ft-model"}
+    for stream in (False, True):
+        fallen = await ask(cached, {**payload, "stream": stream}, **fault)
+        assert fallen.status_code == 200
+        assert fallen.headers["x-turnout-fallback-from"] == "ft"
+        assert fallen.headers["x-turnout-cache"] == "miss"
+    answered = await ask(cached, payload)
+    assert answered.headers["x-turnout-route"] == "ft"
+    assert answered.headers["x-turnout-cache"] == "miss"
+    assert answered.json()["model"] == "ft-model"
 
 
 # --- streams -------------------------------------------------------------------------------------------------
