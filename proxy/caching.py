@@ -30,7 +30,7 @@ from proxy.replay import STREAM, entry
 from proxy.semantic import best_match, pack, question
 from proxy.sse import DONE_EVENT
 from proxy.tasks import BackgroundTasks
-from routes import ChatCall, Route
+from routes import ChatCall
 
 __all__ = ["AnswerCache", "CacheStatus", "SharedCache", "Ticket", "open_backend"]
 
@@ -132,7 +132,7 @@ class AnswerCache:
         self.counts: collections.Counter[str] = collections.Counter()
         """Lookups by result (`hit`, `miss`, `bypass`), plus `semantic_hit`, `stored` and `flight_wait`."""
 
-    def _plan(self, call: ChatCall, decision: Decision, route: Route) -> _Plan | None:
+    def _plan(self, call: ChatCall, decision: Decision, route: object) -> _Plan | None:
         rule = decision.cache
         if not self.settings.enabled or not rule.enabled:
             return None
@@ -165,8 +165,11 @@ class AnswerCache:
         ttl = rule.ttl if rule.ttl is not None else self.settings.ttl
         return _Plan(key=key, read=read, write=write, ttl=ttl, rule=rule, namespace=namespace, text=text)
 
-    async def begin(self, call: ChatCall, decision: Decision, route: Route) -> Ticket:
-        """Look `call` up: a hit, a miss to finish, or a bypass."""
+    async def begin(self, call: ChatCall, decision: Decision, route: object) -> Ticket:
+        """Look `call` up: a hit, a miss to finish, or a bypass.
+
+        `route` is the decided route; its `model` and (for a RAG route) `index_version` are keyed.
+        """
         plan = self._plan(call, decision, route)
         if plan is None:
             self.counts["bypass"] += 1

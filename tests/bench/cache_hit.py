@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import statistics
@@ -116,12 +117,12 @@ def main() -> None:
         for round_ in range(args.rounds):
             for backend, port in backends.items():
                 question = f"What is a cache? ({round_})"
-                stored = iter(lambda question=question: body(question), None)
+                stored = itertools.repeat(body(question))
                 measure(port, stored, 1, "miss")  # store it
                 time.sleep(0.05)
                 for kind, bodies, expect in (
                     ("hit", stored, "hit"),
-                    ("miss", iter(lambda: body(f"Question {uuid.uuid4().hex}"), None), "miss"),
+                    ("miss", (body(f"Question {uuid.uuid4().hex}") for _ in itertools.count()), "miss"),
                 ):
                     client, server, ids = measure(port, bodies, args.requests, expect)
                     warm = len(client) // 10

@@ -61,7 +61,7 @@ ANTONYMS: list[tuple[str, str]] = [
 
 
 def queries(root: Path) -> list[str]:
-    found = []
+    found: list[str] = []
     for name in ("msmarco", "dbpedia"):
         with (root / name / "queries.jsonl").open(encoding="utf-8") as lines:
             found.extend(json.loads(line)["text"] for line in lines)
