@@ -6,11 +6,12 @@ SOURCE.md), embeds them with the embedded `LocalEmbedder`, and prints, for sever
 
 - the hit rate on paraphrase pairs (the same request worded another way: templates a chat user writes);
 - the false-hit rate on near-contradiction pairs (a negation added, a number changed, an antonym
-  swapped), with and without the signature guard of `proxy.semantic`;
+  swapped), with and without the guard of `proxy.semantic` (`agree`);
 - the false-hit rate on pairs of two different queries of the same set.
 
-A hit is what `AnswerCache` does: similarity at or above the threshold and, with the guard, the same
-signature. Never part of the test suite's pass/fail.
+A hit is what `AnswerCache` does: similarity at or above the threshold and, with the guard, the two
+questions `agree` (the same numbers and negation, number and contrast words; no word negated by a
+prefix in the other). Never part of the test suite's pass/fail.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from proxy.embeddings import LocalEmbedder
-from proxy.semantic import signature
+from proxy.semantic import agree
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 THRESHOLDS = (0.80, 0.85, 0.90, 0.92, 0.95, 0.97)
@@ -90,7 +91,7 @@ def rate(
     similarity = np.sum(left * right, axis=1)
     hits = 0
     for (a, b), sim in zip(pairs_, similarity, strict=True):
-        if sim >= threshold and (not guard or signature(a) == signature(b)):
+        if sim >= threshold and (not guard or agree(a, b)):
             hits += 1
     return hits / len(pairs_)
 
