@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -314,3 +316,23 @@ async def test_replicas_sharing_redis_make_one_upstream_call(
     assert len({r.content for r in responses}) == 1
     reached = [await reached_upstream(simulator, i) for i in ids]
     assert reached.count(True) == 1
+
+
+async def test_a_reload_keeps_the_cache_unless_its_block_changes(simulator: SimulatorServer, tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(textwrap.dedent(POLICY.format(cache="{max_bytes: 1000000}")))
+    env = {"SIM_URL": simulator.base_url, "TURNOUT_CONFIG": str(path)}
+    async with in_process(load_settings(env), reload=lambda: load_settings(env)) as http:
+        payload = body(unique())
+        assert [(await ask(http, payload)).headers["x-turnout-cache"] for _ in range(2)] == ["miss", "hit"]
+        path.write_text(
+            textwrap.dedent(POLICY.format(cache="{max_bytes: 1000000}").replace("- name: default", "- name: rest"))
+        )
+        os.kill(os.getpid(), signal.SIGHUP)
+        await asyncio.sleep(0.05)
+        again = await ask(http, payload)
+        assert (again.headers["x-turnout-rule"], again.headers["x-turnout-cache"]) == ("rest", "hit")
+        path.write_text(textwrap.dedent(POLICY.format(cache="{max_bytes: 2000000}")))
+        os.kill(os.getpid(), signal.SIGHUP)
+        await asyncio.sleep(0.05)
+        assert (await ask(http, payload)).headers["x-turnout-cache"] == "miss"
