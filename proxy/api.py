@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Mapping
@@ -68,7 +69,11 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     chat = decode_chat_request(raw)
     caller = headers.get(_CALLER, b"").decode("latin-1") or None
     call = ChatCall(
-        request=chat, raw=raw, headers=forwardable_headers(scope["headers"], request_id_of(scope)), caller=caller
+        request=chat,
+        raw=raw,
+        headers=forwardable_headers(scope["headers"], request_id_of(scope)),
+        caller=caller,
+        credential=_credential(headers),
     )
     if chat.stream:
         relay, outcome = await generation.pipeline.stream(call)
@@ -76,6 +81,12 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     else:
         completion, outcome = await generation.pipeline.complete(call)
         await send_json(send, completion.body, [*outcome.headers(), _server_timing(started)])
+
+
+def _credential(headers: Mapping[bytes, bytes]) -> str:
+    """A digest of the client's key: the cache keys on it, and the key itself is never kept."""
+    key = headers.get(b"authorization") or headers.get(b"api-key") or headers.get(b"x-api-key")
+    return hashlib.blake2b(key, digest_size=16).hexdigest() if key else ""
 
 
 def _server_timing(started: float) -> tuple[bytes, bytes]:

@@ -150,9 +150,8 @@ class AnswerCache:
         index_version: str | None = getattr(route, "index_version", None)
 
         def key_of(body: bytes) -> str:
-            return cache_key(
-                tenant=call.caller, route=decision.route, model=model, index_version=index_version, body=body
-            )
+            tenant = f"{call.caller or ''}\x1f{call.credential}"  # the caller's name, and its key's digest
+            return cache_key(tenant=tenant, route=decision.route, model=model, index_version=index_version, body=body)
 
         key = key_of(call.raw)
         namespace = text = None

@@ -23,6 +23,9 @@ class ChatCall:
     """End-to-end headers to send upstream (the client's, minus credentials and hop-by-hop, plus the request id)."""
     caller: str | None = None
     """Who is calling (from `x-turnout-caller` until API keys with names arrive); never sent upstream."""
+    credential: str = ""
+    """A digest of the client's own key (`Authorization`, `api-key`), so that the response cache never gives
+    one key's answers to another; "" without one. Never sent upstream."""
 
 
 @dataclass(frozen=True, slots=True)

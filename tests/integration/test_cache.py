@@ -157,12 +157,18 @@ async def test_no_cache_skips_the_read_and_no_store_the_write(cached: httpx.Asyn
     assert (await ask(cached, payload, **both)).headers["x-turnout-cache"] == "bypass"
 
 
-async def test_tenants_routes_and_parameters_never_share_answers(cached: httpx.AsyncClient) -> None:
+async def test_tenants_keys_routes_and_parameters_never_share_answers(cached: httpx.AsyncClient) -> None:
     payload = body(unique())
     assert (await ask(cached, payload, **{"x-turnout-caller": "acme"})).headers["x-turnout-cache"] == "miss"
     assert (await ask(cached, payload, **{"x-turnout-caller": "globex"})).headers["x-turnout-cache"] == "miss"
     assert (await ask(cached, payload)).headers["x-turnout-cache"] == "miss"  # no caller: a tenant of its own
     assert (await ask(cached, payload, **{"x-turnout-caller": "acme"})).headers["x-turnout-cache"] == "hit"
+    as_key = {"authorization": "Bearer sk-client-one-0123456789"}
+    assert (await ask(cached, payload, **as_key)).headers["x-turnout-cache"] == "miss"
+    assert (await ask(cached, payload, authorization="Bearer sk-client-two-0123456789")).headers[
+        "x-turnout-cache"
+    ] == "miss"
+    assert (await ask(cached, payload, **as_key)).headers["x-turnout-cache"] == "hit"
     other_route = {**payload, "metadata": {"route": "ft"}}
     assert (await ask(cached, other_route)).headers["x-turnout-cache"] == "miss"
     assert (await ask(cached, {**payload, "max_tokens": 5})).headers["x-turnout-cache"] == "miss"
