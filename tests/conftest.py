@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+import redis
 
 from proxy import create_app
 from proxy.policyfile import Deployment, RetrySettings, RouteSettings, TimeoutSettings
@@ -108,10 +109,20 @@ def redis_url() -> Iterator[str]:
             server.close()
 
 
+def delete_prefixed(redis_url: str, prefix: str) -> None:
+    """Delete every key under `prefix:` (never anything else: the Redis may be shared)."""
+    with redis.Redis.from_url(redis_url) as client:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
 @pytest.fixture
-def redis_prefix() -> str:
-    """A key prefix of this test's own on a Redis other tests (and other people) share."""
-    return f"turnout-test-{uuid.uuid4().hex[:12]}"
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own on a Redis other tests (and other people) share; its keys go afterwards."""
+    prefix = f"turnout-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    delete_prefixed(redis_url, prefix)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from proxy.cache import MemoryResponseCache, ResponseCache
 from proxy.cache_redis import RedisResponseCache
@@ -22,10 +21,6 @@ async def cache(request: pytest.FixtureRequest, redis_url: str, redis_prefix: st
     backend = RedisResponseCache(settings)
     yield backend
     await backend.aclose()
-    async with aioredis.Redis.from_url(redis_url) as client:
-        keys = [key async for key in client.scan_iter(match=f"{redis_prefix}:*")]
-        if keys:
-            await client.delete(*keys)
 
 
 async def test_a_missing_key_is_none(cache: ResponseCache) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.conftest import delete_prefixed
 from tests.e2e.conftest import (
     RunningProcess,
     SimulatorCalls,
@@ -45,6 +46,7 @@ def replicas(
     env = {**turnout_env(simulator), "TURNOUT_CONFIG": str(path)}
     with running(start_turnout(env)) as one, running(start_turnout(env)) as two:
         yield one, two
+    delete_prefixed(redis_url, prefix)
 
 
 def question() -> list[Any]:
