@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -22,6 +23,9 @@ from proxy.policyfile import CacheSettings, redact_url
 __all__ = ["RedisResponseCache"]
 
 logger = logging.getLogger("turnout.cache")
+
+_UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+"""Delete a lock only when it still holds this caller's token."""
 
 T = TypeVar("T")
 
@@ -55,6 +59,7 @@ class RedisResponseCache:
         self._down_until = 0.0
         self._on_error = on_error
         self._clock = clock
+        self._tokens: dict[str, bytes] = {}
         self.errors = 0
         """Commands that failed or timed out so far (each one answered as a miss)."""
 
@@ -109,16 +114,27 @@ class RedisResponseCache:
         await self._run("delete", lambda: self._client.delete(self._prefix + key), None)
 
     async def lock(self, key: str, ttl: float) -> bool:
-        """`SET key 1 NX PX ttl`: True when this caller took it (or when Redis is failing)."""
+        """`SET key TOKEN NX PX ttl`: True when this caller took it (or when Redis is failing)."""
+        token = secrets.token_hex(8).encode()
 
         async def run() -> bool:
-            return bool(await self._client.set(self._prefix + key, b"1", nx=True, px=max(1, int(ttl * 1000))))
+            taken = bool(await self._client.set(self._prefix + key, token, nx=True, px=max(1, int(ttl * 1000))))
+            if taken:
+                self._tokens[key] = token
+            return taken
 
         return await self._run("lock", run, True)
 
     async def unlock(self, key: str) -> None:
-        """Release the lock."""
-        await self.delete(key)
+        """Release the lock if it is still ours (it may have expired and been taken by another replica)."""
+        token = self._tokens.pop(key, None)
+        if token is None:
+            return
+
+        async def run() -> None:
+            await self._client.eval(_UNLOCK, 1, self._prefix + key, token)
+
+        await self._run("unlock", run, None)
 
     async def push(self, key: str, item: bytes, *, keep: int, ttl: float) -> None:
         """`LPUSH`, `LTRIM` and `PEXPIRE` in one transaction."""

@@ -89,3 +89,21 @@ async def test_keys_do_not_collide_with_lists_or_locks(cache: ResponseCache) -> 
 
 async def test_name_says_which_backend(cache: ResponseCache) -> None:
     assert cache.name in {"memory", "redis"}
+
+
+async def test_a_replica_never_releases_a_lock_another_took_after_its_own_expired(
+    redis_url: str, redis_prefix: str
+) -> None:
+    settings = CacheSettings(url=redis_url, key_prefix=redis_prefix, timeout=1.0)
+    first, second = RedisResponseCache(settings), RedisResponseCache(settings)
+    try:
+        assert await first.lock("l", 0.05)
+        await asyncio.sleep(0.15)
+        assert await second.lock("l", 60)
+        await first.unlock("l")  # too late: the lock is the second's now
+        assert not await first.lock("l", 60)
+        await second.unlock("l")
+        assert await first.lock("l", 60)
+    finally:
+        await first.aclose()
+        await second.aclose()
