@@ -6,6 +6,7 @@ with the in-process cache, one with the Redis cache. Each round measures, altern
 concurrency 1 on one keep-alive connection:
 
 - hit: the same deterministic request again and again (stored once before the round);
+- stream hit: the same request with `stream: true`, replayed as SSE (read to its end);
 - miss: a deterministic request with a new question each time (every one goes to the upstream).
 
 It prints medians over the rounds of the client-side p50 and of the server-side median, read from the
@@ -122,22 +123,23 @@ def main() -> None:
                 time.sleep(0.05)
                 for kind, bodies, expect in (
                     ("hit", stored, "hit"),
+                    ("stream hit", itertools.repeat(body(question, stream=True)), "hit"),
                     ("miss", (body(f"Question {uuid.uuid4().hex}") for _ in itertools.count()), "miss"),
                 ):
                     client, server, ids = measure(port, bodies, args.requests, expect)
                     warm = len(client) // 10
                     row = (statistics.median(client[warm:]) * 1000, statistics.median(server[warm:]))
                     results.setdefault(f"{backend} {kind}", []).append(row)
-                    if kind == "hit":
+                    if kind != "miss":
                         hit_ids += ids
         print(f"{args.rounds} rounds of {args.requests} requests each, concurrency 1; medians of the rounds' medians")
-        print(f"{'':<14}{'client p50 (ms)':>16}{'server median (ms)':>20}{'vs miss (server)':>18}")
+        print(f"{'':<18}{'client p50 (ms)':>16}{'server median (ms)':>20}{'vs miss (server)':>18}")
         for backend in backends:
             miss_server = statistics.median(r[1] for r in results[f"{backend} miss"])
-            for kind in ("hit", "miss"):
+            for kind in ("hit", "stream hit", "miss"):
                 rows = results[f"{backend} {kind}"]
                 client_ms, server_ms = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
-                print(f"{backend + ' ' + kind:<14}{client_ms:>16.3f}{server_ms:>20.3f}{server_ms / miss_server:>18.2f}")
+                print(f"{backend + ' ' + kind:<18}{client_ms:>16.3f}{server_ms:>20.3f}{server_ms / miss_server:>18.2f}")
         sample = hit_ids[:: max(1, len(hit_ids) // 500)]
         print(f"upstream calls for {len(sample)} sampled hits (by request id): {upstream_saw(sim, sample)}")
 
