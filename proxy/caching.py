@@ -131,6 +131,13 @@ class AnswerCache:
         self._flights: dict[str, _Flight] = {}
         self.counts: collections.Counter[str] = collections.Counter()
         """Lookups by result (`hit`, `miss`, `bypass`), plus `semantic_hit`, `stored` and `flight_wait`."""
+        self.on_count: Callable[[str], None] | None = None
+        """Called with each of those names as it is counted (for metrics)."""
+
+    def _count(self, name: str) -> None:
+        self.counts[name] += 1
+        if self.on_count is not None:
+            self.on_count(name)
 
     def _plan(self, call: ChatCall, decision: Decision, route: object) -> _Plan | None:
         rule = decision.cache
@@ -171,7 +178,7 @@ class AnswerCache:
         """
         plan = self._plan(call, decision, route)
         if plan is None:
-            self.counts["bypass"] += 1
+            self._count("bypass")
             return _BYPASS
         flight: _Flight | None = None
         if plan.read:
@@ -179,17 +186,17 @@ class AnswerCache:
             if stored is None and plan.write:
                 stored, flight = await self._single_flight(plan)
             if stored is not None:
+                self._count("hit")
                 return Ticket(status="hit", hit=stored)
         elif plan.write and plan.key not in self._flights:  # readers that come meanwhile wait for this answer
             flight = self._flights[plan.key] = _Flight(locked=False)
         status: CacheStatus = "miss" if plan.read else "bypass"
-        self.counts[status] += 1
+        self._count(status)
         return Ticket(status=status, _finish=lambda stored: self._finish(plan, stored, flight))
 
     async def _read(self, plan: _Plan) -> bytes | None:
         stored = await self.backend.get(plan.key)
         if stored is not None:
-            self.counts["hit"] += 1
             return stored
         if plan.namespace is None or plan.text is None or plan.rule.semantic_threshold is None:
             return None
@@ -201,8 +208,7 @@ class AnswerCache:
             return None
         stored = await self.backend.get(match.key)
         if stored is not None:
-            self.counts["hit"] += 1
-            self.counts["semantic_hit"] += 1
+            self._count("semantic_hit")
         return stored
 
     async def _single_flight(self, plan: _Plan) -> tuple[bytes | None, _Flight | None]:
@@ -213,14 +219,14 @@ class AnswerCache:
         """
         local = self._flights.get(plan.key)
         if local is not None:
-            self.counts["flight_wait"] += 1
+            self._count("flight_wait")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(local.landed.wait(), self.settings.lock_ttl)
             return await self.backend.get(plan.key), None
         flight = self._flights[plan.key] = _Flight(locked=False)
         if await self._take_lock(plan, flight):
             return await self._recheck(plan, flight)
-        self.counts["flight_wait"] += 1  # another replica is asking: poll for its answer, or for its lock to go
+        self._count("flight_wait")  # another replica is asking: poll for its answer, or for its lock to go
         deadline = time.monotonic() + self.settings.lock_ttl
         while time.monotonic() < deadline:
             await asyncio.sleep(_POLL)
@@ -258,7 +264,7 @@ class AnswerCache:
                 vector = (await self._embedder().embed([plan.text]))[0]
                 record = pack(plan.key, plan.text, vector)
                 await self.backend.push(plan.namespace, record, keep=SEMANTIC_KEEP, ttl=plan.ttl)
-            self.counts["stored"] += 1
+            self._count("stored")
         finally:
             await self._land(plan.key, flight)
 

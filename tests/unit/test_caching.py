@@ -41,6 +41,8 @@ async def settle(tasks: BackgroundTasks) -> None:
 async def test_a_new_knowledge_index_version_is_a_miss() -> None:
     tasks = BackgroundTasks()
     cache = AnswerCache(MemoryResponseCache(1 << 20), CacheSettings(), tasks)
+    seen: list[str] = []
+    cache.on_count = seen.append
     v1, v2 = FakeRagRoute("docs", "gpt-4", "idx-1"), FakeRagRoute("docs", "gpt-4", "idx-2")
     request = call(temperature=0)
     ticket = await cache.begin(request, DECISION, v1)
@@ -53,6 +55,7 @@ async def test_a_new_knowledge_index_version_is_a_miss() -> None:
     second.finish(None)
     await settle(tasks)
     assert cache.counts == {"miss": 2, "hit": 1, "stored": 1}
+    assert seen == ["miss", "stored", "hit", "miss"]
 
 
 async def test_what_bypasses_the_cache() -> None:
