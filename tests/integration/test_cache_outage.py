@@ -48,7 +48,7 @@ async def test_the_backend_turns_failures_into_misses_counts_them_and_recovers(
         own_redis.stop()
         started = time.perf_counter()
         assert await cache.get("k") is None
-        assert time.perf_counter() - started < 0.5
+        assert time.perf_counter() - started < 1.0  # bounded by the 0.1 s timeouts, not by TCP
         assert cache.errors == 1
         assert errors == [1]
         assert await cache.get("k") is None  # skipped without asking while Redis is down
@@ -75,7 +75,7 @@ async def test_a_stalled_redis_is_a_miss_after_the_timeout(own_redis: RedisServe
         try:
             started = time.perf_counter()
             assert await cache.get("k") is None
-            assert time.perf_counter() - started < 0.5
+            assert time.perf_counter() - started < 1.0  # bounded by the 0.1 s timeouts, not by TCP
             assert cache.errors == 1
         finally:
             own_redis.resume()
