@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from proxy.policyfile import CacheSettings, redact_url
@@ -43,15 +45,17 @@ class RedisResponseCache:
         """Connect lazily to `settings.url` (the first command opens the pool's first connection)."""
         if settings.url is None:
             raise ValueError("the redis cache needs a url")
-        self._client = aioredis.Redis.from_url(
+        # A blocking pool: at its size, a command waits (up to `timeout`) for a free connection instead of failing.
+        self._pool = aioredis.BlockingConnectionPool.from_url(
             settings.url,
+            max_connections=settings.max_connections,
+            timeout=settings.timeout,
             socket_timeout=settings.timeout,
             socket_connect_timeout=settings.connect_timeout,
-            max_connections=settings.max_connections,
-            retry_on_timeout=False,
-            retry=None,
+            retry=Retry(NoBackoff(), 0),  # a failure is a miss at once; the next request tries again
             health_check_interval=30,
         )
+        self._client = aioredis.Redis(connection_pool=self._pool, retry=Retry(NoBackoff(), 0))
         self._prefix = settings.key_prefix + ":"
         self._timeout = settings.timeout + settings.connect_timeout
         self._retry_after = settings.retry_after
@@ -157,5 +161,6 @@ class RedisResponseCache:
         return await self._run("items", run, [])
 
     async def aclose(self) -> None:
-        """Close the pool."""
+        """Close the client and its pool."""
         await self._client.aclose()
+        await self._pool.aclose()

@@ -107,3 +107,13 @@ async def test_a_replica_never_releases_a_lock_another_took_after_its_own_expire
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_a_full_redis_pool_makes_commands_wait_not_fail(redis_url: str, redis_prefix: str) -> None:
+    cache = RedisResponseCache(CacheSettings(url=redis_url, key_prefix=redis_prefix, max_connections=1, timeout=1.0))
+    try:
+        await cache.set("k", b"v", 60)
+        assert await asyncio.gather(*(cache.get("k") for _ in range(20))) == [b"v"] * 20
+        assert cache.errors == 0
+    finally:
+        await cache.aclose()
