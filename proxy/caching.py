@@ -27,7 +27,7 @@ from proxy.cache_redis import RedisResponseCache
 from proxy.embeddings import Embedder, LocalEmbedder
 from proxy.policyfile import CacheSettings, redact_url
 from proxy.replay import STREAM, entry
-from proxy.semantic import best_match, pack, question
+from proxy.semantic_cache import best_match, pack, question
 from proxy.sse import DONE_EVENT
 from proxy.tasks import BackgroundTasks
 from routes import ChatCall

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from proxy.schemas import decode_chat_request
-from proxy.semantic import agree, best_match, pack, question, signature
+from proxy.semantic_cache import agree, best_match, pack, question, signature
 
 
 @pytest.mark.parametrize(
