@@ -64,6 +64,8 @@ bench: install
 	$(BIN)/python -m tests.bench.token_estimate
 	$(BIN)/python -m tests.bench.retrieval
 	$(BIN)/python -m tests.bench.metrics_recording
+	$(BIN)/python -m tests.bench.cache_hit
+	$(BIN)/python -m tests.bench.semantic_cache
 
 clean:
 	rm -rf $(VENV) $(VENV_OPENAI2) *.egg-info .mypy_cache .ruff_cache .pytest_cache

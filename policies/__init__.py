@@ -5,6 +5,7 @@
 by rule and condition by condition.
 """
 
+from policies.cacherule import CacheRule
 from policies.checks import Check, SemanticNeeds
 from policies.engine import Decision, Explanation, PolicyEngine, RuleTrace
 from policies.errors import PolicyError
@@ -12,6 +13,7 @@ from policies.features import RequestFeatures, SemanticFeatures, SemanticFeature
 from policies.loader import load_policy
 
 __all__ = [
+    "CacheRule",
     "Check",
     "Decision",
     "Explanation",

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from itertools import accumulate
 from typing import Literal
 
+from policies.cacherule import DEFAULT_CACHE_RULE, CacheRule
 from policies.checks import NO_NEEDS, Check, Condition, SemanticNeeds, all_of
 from policies.features import RequestFeatures
 
@@ -44,6 +45,8 @@ class Decision:
     """Routes to try in order when `route` fails."""
     shadow: str | None = None
     """The route that also gets a copy of this request (its answer discarded), when it was sampled."""
+    cache: CacheRule = DEFAULT_CACHE_RULE
+    """How this request uses the response cache (the rule's `cache:`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,7 @@ class Rule:
     """Which key a split prefers (the other is the second choice); None: the user, then the caller."""
     fallbacks: tuple[str, ...] = ()
     shadow: Shadow | None = None
+    cache: CacheRule = DEFAULT_CACHE_RULE
 
     @property
     def label(self) -> str:
@@ -132,7 +136,7 @@ def _sampled(plain: Decision, shadowed: Decision, sample: float, rng: random.Ran
 def _variants(rule: Rule, route: str, reason: str) -> tuple[Decision, Decision]:
     """The decision for `route`, without and with the rule's shadow copy (the same object when none applies)."""
     fallbacks = tuple(name for name in rule.fallbacks if name != route)
-    plain = Decision(route=route, rule=rule.name, reason=reason, fallbacks=fallbacks)
+    plain = Decision(route=route, rule=rule.name, reason=reason, fallbacks=fallbacks, cache=rule.cache)
     if rule.shadow is None or rule.shadow.route == route:
         return plain, plain
     return plain, replace(plain, shadow=rule.shadow.route)
@@ -236,6 +240,11 @@ class PolicyEngine:
     def rules(self) -> tuple[str, ...]:
         """The rule names, in the order they are tried."""
         return tuple(rule.name for rule in self._rules)
+
+    @property
+    def semantic_cache(self) -> bool:
+        """Whether some rule's cache also matches requests by meaning (an embedder is needed)."""
+        return any(rule.cache.semantic_threshold is not None for rule in self._rules)
 
     @property
     def route_names(self) -> frozenset[str]:

@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+from policies.cacherule import CacheRule, CacheRuleError, read_cache_rule
 from policies.checks import Condition
 from policies.conditions import compile_when
 from policies.engine import PolicyEngine, Rule, Shadow, Sticky
@@ -19,7 +20,7 @@ from policies.errors import Path, PolicyError
 
 __all__ = ["RULE_KEYS", "load_policy"]
 
-RULE_KEYS = ("name", "when", "route", "split", "sticky", "fallback", "shadow")
+RULE_KEYS = ("name", "when", "route", "split", "sticky", "fallback", "shadow", "cache")
 """The keys a rule may have."""
 _SHADOW_KEYS = ("route", "sample")
 _STICKY: tuple[Sticky, ...] = ("user", "caller")
@@ -69,7 +70,16 @@ class _RuleReader:
             sticky=self.read_sticky(split),
             fallbacks=fallbacks,
             shadow=self.read_shadow(routes, split),
+            cache=self.read_cache(),
         )
+
+    def read_cache(self) -> CacheRule:
+        if "cache" not in self.raw:
+            return CacheRule()
+        try:
+            return read_cache_rule(self.raw["cache"])
+        except CacheRuleError as exc:
+            raise self.error(("cache", *exc.path), exc.message) from exc
 
     def known_route(self, name: object, path: Path, what: str) -> str:
         """`name`, checked to be one of the configured routes; `what` says where it was named (route, split, ...)."""

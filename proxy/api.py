@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from collections.abc import Mapping
 from typing import cast
 
@@ -55,6 +57,7 @@ def _check_content_type(headers: Mapping[bytes, bytes]) -> None:
 @asgi(["/v1/chat/completions", "/chat/completions"], is_mount=False, copy_scope=False)
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     """`POST /v1/chat/completions`: answer through the pipeline, streaming or not, as the caller asked."""
+    started = time.perf_counter()
     method = cast("HTTPScope", scope)["method"]
     if method != "POST":
         raise MethodNotAllowedError(f"Method {method} is not allowed on {scope['path']}", headers={"allow": "POST"})
@@ -70,16 +73,31 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     chat = decode_chat_request(raw)
     caller = headers.get(_CALLER, b"").decode("latin-1") or None
     call = ChatCall(
-        request=chat, raw=raw, headers=forwardable_headers(scope["headers"], request_id_of(scope)), caller=caller
+        request=chat,
+        raw=raw,
+        headers=forwardable_headers(scope["headers"], request_id_of(scope)),
+        caller=caller,
+        credential=_credential(headers),
     )
     tally.caller, tally.stream, tally.request = caller and caller[:_MAX_CALLER], bool(chat.stream), chat
     if chat.stream:
         relay, outcome = await generation.pipeline.stream(call, tally)
-        await send_stream(send, receive, relay, outcome.headers())
+        await send_stream(send, receive, relay, [*outcome.headers(), _server_timing(started)])
     else:
         completion, outcome = await generation.pipeline.complete(call, tally)
         tally.answer = completion.body
-        await send_json(send, completion.body, outcome.headers())
+        await send_json(send, completion.body, [*outcome.headers(), _server_timing(started)])
+
+
+def _credential(headers: Mapping[bytes, bytes]) -> str:
+    """A digest of the client's key: the cache keys on it, and the key itself is never kept."""
+    key = headers.get(b"authorization") or headers.get(b"api-key") or headers.get(b"x-api-key")
+    return hashlib.blake2b(key, digest_size=16).hexdigest() if key else ""
+
+
+def _server_timing(started: float) -> tuple[bytes, bytes]:
+    """`server-timing: turnout;dur=MS`: the handler's time up to the response (to its first byte for a stream)."""
+    return b"server-timing", b"turnout;dur=%.3f" % ((time.perf_counter() - started) * 1000)
 
 
 def _route_models(generation: Generation) -> dict[str, bytes] | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from proxy.caching import SharedCache
 from proxy.cost import PriceTable
 from proxy.errors import ProxyError
 from proxy.metrics import Metrics
@@ -94,7 +95,12 @@ class _Sessions:
 
 
 def _build(
-    settings: Settings, sessions: _Sessions, tasks: BackgroundTasks, base_url: str | None, metrics: Metrics | None
+    settings: Settings,
+    sessions: _Sessions,
+    tasks: BackgroundTasks,
+    base_url: str | None,
+    caches: SharedCache,
+    metrics: Metrics | None,
 ) -> Generation:
     upstreams = {
         name: Upstream(
@@ -125,6 +131,9 @@ def _build(
         named=deployment.model_names(),
         prices=prices,
         record_shadow=metrics.record if metrics is not None else None,
+        cache=caches.answer_cache(
+            deployment.cache, tasks, semantic=deployment.policy is not None and deployment.policy.semantic_cache
+        ),
     )
     return Generation(settings=settings, upstreams=upstreams, pipeline=pipeline, knowledge=knowledge)
 
@@ -170,10 +179,11 @@ async def open_resources(
             stack.push_async_callback(simulator.aclose)
             base_url = simulator.base_url
             logger.info("simulated upstream listening at %s", base_url)
-        sessions, tasks = _Sessions(), BackgroundTasks()
+        sessions, tasks, caches = _Sessions(), BackgroundTasks(), SharedCache()
         stack.push_async_callback(sessions.close)
+        stack.push_async_callback(caches.aclose)
         stack.push_async_callback(tasks.drain, settings.server.drain_timeout)
-        resources = Resources(_build(settings, sessions, tasks, base_url, metrics), tasks)
+        resources = Resources(_build(settings, sessions, tasks, base_url, caches, metrics), tasks)
         if resources.current.knowledge.scorer is not None:
             try:  # the examples, embedded before the first request (or, failing that, by the first that needs them)
                 await resources.current.knowledge.scorer.prepare()
@@ -184,7 +194,7 @@ async def open_resources(
             if reload_settings is None:
                 return
             try:
-                new = _build(reload_settings(), sessions, tasks, base_url, metrics)
+                new = _build(reload_settings(), sessions, tasks, base_url, caches, metrics)
             except SettingsError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
                 if metrics is not None:

@@ -1,4 +1,4 @@
-"""`ChatPipeline`: the explicit path of a chat request: decide → dispatch (retries, fallbacks) → account.
+"""`ChatPipeline`: the explicit path of a chat request: decide → cache → dispatch (retries, fallbacks) → account.
 
 No framework types: the handlers give it a `ChatCall` and write out what it returns.
 """
@@ -17,12 +17,14 @@ from typing import TypeVar
 
 from policies import Decision, PolicyEngine, SemanticFeatures, SemanticFeaturesNeeded, extract_features
 from proxy.breaker import CircuitBreaker
+from proxy.caching import AnswerCache, CacheStatus, Ticket
 from proxy.cost import PriceTable
 from proxy.errors import ProxyError, RouteUnavailableError, UpstreamError, UpstreamRejectedError
 from proxy.policyfile import BreakerSettings, RetrySettings
+from proxy.replay import COMPLETION, answered_by, entry, to_completion, to_stream
 from proxy.schemas import Usage
 from proxy.semantic import SemanticScorer
-from proxy.streaming import Relay, open_relay, take_usage
+from proxy.streaming import Relay, open_relay, replay_relay, take_usage
 from proxy.tally import Tally
 from proxy.tasks import BackgroundTasks
 from routes import ChatCall, Completion, Route
@@ -44,12 +46,13 @@ class Outcome:
     route: str
     rule: str
     fallback_from: tuple[str, ...] = ()
+    cache: CacheStatus = "bypass"
     route_headers: tuple[tuple[str, str], ...] = ()
     """Headers the answering route added (the RAG route's `x-turnout-sources`)."""
 
     def header_items(self) -> list[tuple[str, str]]:
         """The `x-turnout-*` response headers that show the decision."""
-        items = [("x-turnout-route", self.route), ("x-turnout-rule", self.rule)]
+        items = [("x-turnout-route", self.route), ("x-turnout-rule", self.rule), ("x-turnout-cache", self.cache)]
         if self.fallback_from:
             items.append(("x-turnout-fallback-from", ",".join(self.fallback_from)))
         items.extend(self.route_headers)
@@ -116,6 +119,13 @@ async def decide_semantically(
     return decide(call, policy=policy, named=named, default_route=default_route, semantic=semantic)
 
 
+def _unfinished(ticket: Ticket, error: BaseException) -> None:
+    """No answer to store; an error response says what the cache did too."""
+    ticket.finish(None)
+    if isinstance(error, ProxyError):
+        error.headers = {**error.headers, "x-turnout-cache": ticket.status}
+
+
 class ChatPipeline:
     """Decides where each chat call goes and gets it answered there, or on its fallbacks."""
 
@@ -131,6 +141,7 @@ class ChatPipeline:
         semantic: SemanticScorer | None = None,
         prices: PriceTable | None = None,
         record_shadow: Callable[[Tally], None] | None = None,
+        cache: AnswerCache | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -145,6 +156,8 @@ class ChatPipeline:
         """Prices every answer (and its baseline); from the policy file's `prices` and `baseline`."""
         self._record_shadow = record_shadow
         """Given each finished shadow copy's tally: a shadow's tokens are spend too."""
+        self.cache = cache
+        """The response cache; None: every request bypasses it."""
         self.breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown, clock) for name in routes}
         self._retry = retry
         self._tasks = tasks
@@ -158,27 +171,58 @@ class ChatPipeline:
             call, policy=self.policy, named=self.named, default_route=default_route, scorer=self.semantic
         )
 
+    async def _look_up(self, call: ChatCall, decision: Decision, tally: Tally) -> Ticket:
+        """The cache's answer for `call`, if any; a hit is priced (it costs nothing and saves its baseline)."""
+        ticket = (
+            Ticket(status="bypass")
+            if self.cache is None
+            else await self.cache.begin(call, decision, self.routes[decision.route])
+        )
+        tally.cache = ticket.status
+        if ticket.hit is not None:
+            model, usage = answered_by(ticket.hit)
+            if model is not None and usage is not None:
+                tally.charge_for(self.prices, model, usage, cached=True)
+        return ticket
+
     async def complete(self, call: ChatCall, tally: Tally | None = None) -> tuple[Completion, Outcome]:
-        """Answer `call` in one response; `tally` gets the decision, the attempts and the charge."""
+        """Answer `call` in one response: from the cache, or from the decided route (or its fallbacks).
+
+        `tally` gets the decision, the cache result, the attempts and the charge.
+        """
         tally = Tally() if tally is None else tally
         decision = await self.decide(call)
         tally.decided(decision.route, decision.rule)
+        ticket = await self._look_up(call, decision, tally)
+        if ticket.hit is not None:
+            completion = Completion(body=to_completion(ticket.hit), model=tally.model, usage=tally.usage)
+            return completion, Outcome(decision.route, decision.rule, cache="hit")
         self._shadow(call, decision)
 
         def complete_on(route: Route) -> Awaitable[Completion]:
             call.reply_headers.clear()  # only the headers of the route that answers
             return route.complete(call)
 
-        name, completion, failed = await self._dispatch(decision, complete_on, tally)
+        try:
+            name, completion, failed = await self._dispatch(decision, complete_on, tally)
+        except BaseException as exc:
+            _unfinished(ticket, exc)
+            raise
+        ticket.finish(entry(COMPLETION, completion.body) if name == decision.route else None)
         if completion.usage is not None:
             self._account(call, tally, name, completion.model, completion.usage)
-        return completion, Outcome(name, decision.rule, failed, tuple(call.reply_headers.items()))
+        return completion, Outcome(name, decision.rule, failed, ticket.status, tuple(call.reply_headers.items()))
 
     async def stream(self, call: ChatCall, tally: Tally | None = None) -> tuple[Relay, Outcome]:
         """Answer `call` as SSE bytes; an error before the first event (on every route tried) raises here."""
         tally = Tally() if tally is None else tally
         decision = await self.decide(call)
         tally.decided(decision.route, decision.rule)
+        ticket = await self._look_up(call, decision, tally)
+        wants_usage = call.request.wants_usage_chunk
+        if ticket.hit is not None:
+            relay = replay_relay(to_stream(ticket.hit, wants_usage=wants_usage))
+            return relay, Outcome(decision.route, decision.rule, cache="hit")
         self._shadow(call, decision)
 
         def open_on(route: Route) -> Awaitable[Relay]:
@@ -194,11 +238,19 @@ class ChatPipeline:
                 comments = "".join(f": {name}: {value}\n" for name, value in tally.cost_items())
                 return f"{comments}\n".encode() if comments else b""
 
-            wants_usage = call.request.wants_usage_chunk
-            return open_relay(route.stream(call), wants_usage=wants_usage, on_usage=on_usage, on_end=on_end)
+            source = route.stream(call)
+            if route.name == decision.route:  # a fallback's answer is not the decided route's to cache
+                source = ticket.recording(source)
+            return open_relay(source, wants_usage=wants_usage, on_usage=on_usage, on_end=on_end)
 
-        name, relay, failed = await self._dispatch(decision, open_on, tally)
-        return relay, Outcome(name, decision.rule, failed, tuple(call.reply_headers.items()))
+        try:
+            name, relay, failed = await self._dispatch(decision, open_on, tally)
+        except BaseException as exc:
+            _unfinished(ticket, exc)
+            raise
+        if name != decision.route:
+            ticket.finish(None)
+        return relay, Outcome(name, decision.rule, failed, ticket.status, tuple(call.reply_headers.items()))
 
     async def _dispatch(
         self, decision: Decision, once: Callable[[Route], Awaitable[T]], tally: Tally

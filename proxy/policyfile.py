@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -22,6 +22,7 @@ from routes import KnowledgeIndex
 
 __all__ = [
     "BreakerSettings",
+    "CacheSettings",
     "Deployment",
     "PolicyFileError",
     "Price",
@@ -30,6 +31,7 @@ __all__ = [
     "TimeoutSettings",
     "UpstreamFile",
     "parse_deployment",
+    "redact_url",
 ]
 
 AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
@@ -87,6 +89,48 @@ class BreakerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     cooldown: Seconds = 30.0
 
 
+class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The response cache: in-process by default, Redis (shared by every replica) when `url` names one."""
+
+    enabled: bool = True
+    backend: Literal["memory", "redis"] | None = None
+    """None: `redis` when `url` is given, else `memory`."""
+    url: Annotated[str, msgspec.Meta(pattern="^(redis|rediss|unix)://")] | None = None
+    """The Redis URL; it may carry a password, so it is never logged whole."""
+    max_bytes: AtLeastOne = 64 * 1024 * 1024
+    """The in-process cache's size limit (keys and answers); the least recently used go first."""
+    ttl: Seconds = 3600.0
+    """Seconds an answer stays, unless its rule says otherwise."""
+    timeout: Seconds = 0.05
+    """Seconds one Redis command may take; slower is a miss."""
+    connect_timeout: Seconds = 0.25
+    """Seconds to connect to Redis."""
+    retry_after: Seconds = 1.0
+    """After a Redis failure, seconds during which the cache answers misses without asking Redis."""
+    lock_ttl: Seconds = 30.0
+    """Single flight: how long the first of identical requests holds the lock, and how long the others wait."""
+    key_prefix: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_.:-]{1,64}$")] = "turnout"
+    """Every Redis key starts with it (several deployments can share one Redis)."""
+    max_connections: AtLeastOne = 64
+    """Redis connections in the pool."""
+
+    @property
+    def uses_redis(self) -> bool:
+        """Whether the backend is Redis."""
+        return self.backend == "redis" or (self.backend is None and self.url is not None)
+
+    def __repr__(self) -> str:
+        return f"CacheSettings(backend={'redis' if self.uses_redis else 'memory'}, url={redact_url(self.url)!r})"
+
+
+_PASSWORD = re.compile(r"(?<=://)([^@/]*)@")
+
+
+def redact_url(url: str | None) -> str | None:
+    """`url` with its user and password replaced by `***` (for logs and messages)."""
+    return _PASSWORD.sub("***@", url) if url else url
+
+
 class Price(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """USD per 1,000 tokens."""
 
@@ -105,6 +149,7 @@ class _PolicyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     retry: RetrySettings = RetrySettings()
     circuit_breaker: BreakerSettings = BreakerSettings()
     embedder: EmbedderSettings = EmbedderSettings()
+    cache: CacheSettings = CacheSettings()
     rules: Any = None
 
 
@@ -119,6 +164,7 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     """A request whose `model` is a route's name or alias goes to that route, bypassing the rules."""
     retry: RetrySettings = RetrySettings()
     circuit_breaker: BreakerSettings = BreakerSettings()
+    cache: CacheSettings = CacheSettings()
     policy: PolicyEngine | None = None
     """None: no rules, every request takes the one route with the caller's `model`."""
     rag: dict[str, RagSettings] = {}
@@ -207,6 +253,11 @@ def _knowledge(document: YamlDocument, file: _PolicyFile, sections: _Sections, p
     return {"rag": sections.rag, "embedder": file.embedder, "indexes": {k: v[1] for k, v in indexes.items()}}
 
 
+def _check_cache(document: YamlDocument, cache: CacheSettings) -> None:
+    if cache.backend == "redis" and cache.url is None:
+        raise PolicyFileError(f"{document.locate(('cache', 'backend'))}: cache: the redis backend needs a `url`")
+
+
 def _check_names(document: YamlDocument, file: _PolicyFile, sections: _Sections) -> None:
     def fail(where: Sequence[str | int], message: str) -> PolicyFileError:
         return PolicyFileError(f"{document.locate(where)}: {message}")
@@ -245,6 +296,7 @@ def parse_deployment(
         rag=_entries(document, "routes", {k: v for k, v in file.routes.items() if k not in chat}, RagSettings),
     )
     _check_names(document, file, sections)
+    _check_cache(document, file.cache)
     if file.rules is None:
         if file.routes or file.aliases or len(file.upstreams) > 1:
             raise PolicyFileError(f"{document.locate(('routes',))}: routes and several upstreams need `rules`")
@@ -253,6 +305,7 @@ def parse_deployment(
             routes={name: RouteSettings(upstream=name)},
             retry=file.retry,
             circuit_breaker=file.circuit_breaker,
+            cache=file.cache,
             prices=sections.prices,
         )
         return {name: upstream}, deployment
@@ -271,5 +324,6 @@ def parse_deployment(
         model_selects_route=file.model_selects_route,
         retry=file.retry,
         circuit_breaker=file.circuit_breaker,
+        cache=file.cache,
         policy=policy,
     )

