@@ -284,7 +284,11 @@ class AnswerCache:
 class SharedCache:
     """The backend and the embedder, built once and kept across policy reloads while the cache block is unchanged."""
 
-    def __init__(self, embedder_factory: Callable[[], Embedder] | None = None) -> None:
+    def __init__(
+        self, embedder_factory: Callable[[], Embedder] | None = None, on_error: Callable[[], None] | None = None
+    ) -> None:
+        self._on_error = on_error
+        """Called on each failed Redis command (for metrics)."""
         self._settings: CacheSettings | None = None
         self._backend: ResponseCache | None = None
         self._embedder: Embedder | None = None
@@ -296,7 +300,7 @@ class SharedCache:
         if self._backend is None or settings != self._settings:
             if self._backend is not None:
                 self._retired.append(self._backend)
-            self._backend, self._settings = open_backend(settings), settings
+            self._backend, self._settings = open_backend(settings, self._on_error), settings
             where = f"redis at {redact_url(settings.url)}" if settings.uses_redis else f"memory, {settings.max_bytes} B"
             logger.info("response cache: %s", where)
         if semantic and self._embedder is None:

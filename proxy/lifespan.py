@@ -24,6 +24,7 @@ from proxy.metrics import Metrics
 from proxy.pipeline import ChatPipeline
 from proxy.semantic import Knowledge, build_knowledge
 from proxy.settings import Settings, SettingsError, UpstreamSettings
+from proxy.tally import embedding_spender
 from proxy.tasks import BackgroundTasks
 from routes import OpenAIChatRoute, Route, Upstream, UpstreamTimeouts, new_session
 from routes.simulated import start_simulator
@@ -119,8 +120,11 @@ def _build(
         name: OpenAIChatRoute(name, upstreams[route.upstream], route.model, route.timeout)
         for name, route in deployment.routes.items()
     }
-    knowledge = build_knowledge(deployment, routes, upstreams)
+    spend = embedding_spender(prices, metrics.embedded if metrics is not None else None)
+    knowledge = build_knowledge(deployment, routes, upstreams, on_embedding_usage=spend)
     routes.update(knowledge.routes)
+    if metrics is not None:
+        metrics.routes_known(routes)
     pipeline = ChatPipeline(
         routes=routes,
         semantic=knowledge.scorer,
@@ -179,7 +183,8 @@ async def open_resources(
             stack.push_async_callback(simulator.aclose)
             base_url = simulator.base_url
             logger.info("simulated upstream listening at %s", base_url)
-        sessions, tasks, caches = _Sessions(), BackgroundTasks(), SharedCache()
+        sessions, tasks = _Sessions(), BackgroundTasks()
+        caches = SharedCache(on_error=metrics.cache_failed if metrics is not None else None)
         stack.push_async_callback(sessions.close)
         stack.push_async_callback(caches.aclose)
         stack.push_async_callback(tasks.drain, settings.server.drain_timeout)

@@ -21,7 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from proxy._version import __version__
-from proxy.tally import Tally
+from proxy.tally import Embedding, Tally
 
 __all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "OVERHEAD_BUCKETS", "Metrics"]
 
@@ -202,6 +202,11 @@ class Metrics:
         self.cache_lookups = Counter(
             "turnout_cache_lookups", "Response cache lookups, by result.", [route, "result"], registry=registry
         )
+        self.cache_errors = Counter(
+            "turnout_cache_errors",
+            "Redis cache commands that failed or timed out (each one a miss).",
+            registry=registry,
+        )
         self.fallbacks = Counter(
             "turnout_fallbacks", "Requests that left a failing route for its fallback.", [route], registry=registry
         )
@@ -305,15 +310,35 @@ class Metrics:
         for labels in tally.upstream_errors or ():
             self._upstream_errors[labels].inc()
         for embedding in tally.embeddings or ():
-            self._embedding_tokens[(embedding.model,)].inc(embedding.tokens)
-            if embedding.cost is not None:
-                self._embedding_cost[(embedding.model,)].inc(float(embedding.cost))
+            self.embedded(embedding)
         self.circuit_states(tally.circuits or ())
 
     def circuit_states(self, states: Iterable[tuple[str, str]]) -> None:
         """Set each route's breaker state (`closed`, `half_open`, `open`)."""
         for route, state in states:
             self._circuits[(route,)].set(CIRCUIT_VALUES[state])
+
+    def routes_known(self, routes: Iterable[str]) -> None:
+        """Start each route's rare counters at zero, so that `rate()` sees their first increment too.
+
+        A counter born at 1 looks to Prometheus like one that was always 1: the first cache hit, fallback
+        or retry of a route would never show in a rate (Prometheus' "initialise the labels you know").
+        """
+        for route in routes:
+            for result in ("hit", "miss"):
+                self.cache_lookups.labels(route, result)
+            self.fallbacks.labels(route)
+            self.retries.labels(route)
+
+    def embedded(self, embedding: Embedding) -> None:
+        """Count embedding tokens and their cost (a request's, or those spent at load)."""
+        self._embedding_tokens[(embedding.model,)].inc(embedding.tokens)
+        if embedding.cost is not None:
+            self._embedding_cost[(embedding.model,)].inc(float(embedding.cost))
+
+    def cache_failed(self) -> None:
+        """Count a Redis cache command that failed or timed out."""
+        self.cache_errors.inc()
 
     def reloaded(self, *, ok: bool) -> None:
         """Count a policy reload, successful or refused."""

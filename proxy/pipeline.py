@@ -25,7 +25,7 @@ from proxy.replay import COMPLETION, answered_by, entry, to_completion, to_strea
 from proxy.schemas import Usage
 from proxy.semantic import SemanticScorer
 from proxy.streaming import Relay, open_relay, replay_relay, take_usage
-from proxy.tally import Tally
+from proxy.tally import Tally, bind
 from proxy.tasks import BackgroundTasks
 from routes import ChatCall, Completion, Route
 
@@ -191,6 +191,7 @@ class ChatPipeline:
         `tally` gets the decision, the cache result, the attempts and the charge.
         """
         tally = Tally() if tally is None else tally
+        bind(tally)  # embeddings spent deciding or retrieving are this request's
         decision = await self.decide(call)
         tally.decided(decision.route, decision.rule)
         ticket = await self._look_up(call, decision, tally)
@@ -216,6 +217,7 @@ class ChatPipeline:
     async def stream(self, call: ChatCall, tally: Tally | None = None) -> tuple[Relay, Outcome]:
         """Answer `call` as SSE bytes; an error before the first event (on every route tried) raises here."""
         tally = Tally() if tally is None else tally
+        bind(tally)  # embeddings spent deciding or retrieving are this request's
         decision = await self.decide(call)
         tally.decided(decision.route, decision.rule)
         ticket = await self._look_up(call, decision, tally)
@@ -327,6 +329,7 @@ class ChatPipeline:
         """Send the copy; its answer is dropped, its outcome logged, its cost recorded."""
         route, started = self.routes[name], time.perf_counter()
         tally = Tally(shadow=True, stream=bool(call.request.stream))
+        bind(tally)  # this task's own (it started with a copy of the request's context)
         tally.decided(name, "shadow")
         try:
             if call.request.stream:

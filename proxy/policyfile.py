@@ -271,8 +271,10 @@ def _check_names(document: YamlDocument, file: _PolicyFile, sections: _Sections)
             raise fail(("aliases", alias), f"alias '{alias}' names unknown route '{target}'")
         if alias in file.routes:
             raise fail(("aliases", alias), f"alias '{alias}' is already a route's name")
-    if file.baseline is not None and file.baseline not in file.routes:
-        raise fail(("baseline",), f"baseline '{file.baseline}' is not a route")
+    if file.baseline is not None and file.baseline not in sections.routes:
+        # Savings are priced against the baseline's model: a RAG route has none of its own.
+        kind = "a rag route, not a chat route" if file.baseline in file.routes else "not a route"
+        raise fail(("baseline",), f"baseline '{file.baseline}' is {kind}")
 
 
 def parse_deployment(

@@ -9,11 +9,17 @@ For the response cache (issue 5) and the RAG path (issue 4):
 - a cache hit's saving: `tally.charge_for(prices, model, usage, cached=True)` (costs 0, saves the whole
   baseline cost of the cached answer's tokens);
 - embeddings spent for the request (RAG retrieval, semantic conditions): `tally.embedded(prices, model, tokens)`.
+  An embedder is shared by every request, so it reports its usage to `embedding_spender()`, which charges
+  the tally that `bind()` made current in the request's task (a context variable, as asyncio copies it
+  into the tasks a request starts); usage with no request (a policy's examples, embedded at load) goes
+  to `unattributed`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
@@ -30,7 +36,17 @@ from proxy.schemas import ChatRequest, Usage
 if TYPE_CHECKING:
     from proxy.cost import Charge, PriceTable
 
-__all__ = ["COST_HEADER", "SAVINGS_HEADER", "CacheResult", "Embedding", "Tally", "error_kind", "usd"]
+__all__ = [
+    "COST_HEADER",
+    "SAVINGS_HEADER",
+    "CacheResult",
+    "Embedding",
+    "Tally",
+    "bind",
+    "embedding_spender",
+    "error_kind",
+    "usd",
+]
 
 CacheResult = Literal["hit", "miss", "bypass"]
 COST_HEADER = "x-turnout-cost-usd"
@@ -182,3 +198,26 @@ class Tally:
         if self.stream and self.answered_at is not None and self.ended_at is not None:
             total += self.ended_at - self.answered_at
         return total
+
+
+_CURRENT: ContextVar[Tally | None] = ContextVar("turnout_tally", default=None)
+
+
+def bind(tally: Tally) -> None:
+    """Charge the embeddings made from now on in this task (and the tasks it starts) to `tally`."""
+    _CURRENT.set(tally)
+
+
+def embedding_spender(
+    prices: PriceTable, unattributed: Callable[[Embedding], None] | None
+) -> Callable[[str, int], None]:
+    """The `on_usage(model, tokens)` hook of a shared embedder: the current request pays, else `unattributed`."""
+
+    def spend(model: str, tokens: int) -> None:
+        tally = _CURRENT.get()
+        if tally is not None:
+            tally.embedded(prices, model, tokens)
+        elif unattributed is not None:
+            unattributed(Embedding(model=model, tokens=tokens, cost=prices.cost(model, Usage(prompt_tokens=tokens))))
+
+    return spend

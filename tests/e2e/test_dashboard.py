@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import delete_prefixed
 from tests.e2e.conftest import ROOT, RunningProcess, free_port, running, start_turnout, turnout_env
 from tests.e2e.test_policy import FT
 from tests.e2e.test_policy import POLICY as POLICY_FILE
@@ -36,7 +38,7 @@ MESSAGES: Any = [{"role": "user", "content": "Where is my order?"}]
 TOOLS: Any = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
 LOAD_SECONDS = 6.0
 CACHE_PANELS = {"Cache hit ratio"}
-"""Panels that need the response cache (issue 5), which this branch does not have yet."""
+"""Panels that need a cache hit: the load sends one, through a Redis both workers share."""
 # Grafana's variables, as Grafana would fill them in for "All routes" over the test's few seconds.
 VARIABLES = {"$__rate_interval": "15s", "$__range": "1m", "$route": ".*"}
 
@@ -201,8 +203,8 @@ def _load(run: LoadRun, client: openai.OpenAI, policy: Path) -> None:
             _send(run, client, extra_headers=fault_ft)
         if round_ == 2:
             assert _send(run, client, extra_headers={"x-simulated-fault": "500"}) is None
-            policy.write_text(POLICY + "# reloaded\n", encoding="utf-8")
-        if round_ == 4:  # the same request twice: the second is a cache hit once the cache exists
+            policy.write_text(policy.read_text(encoding="utf-8") + "# reloaded\n", encoding="utf-8")
+        if round_ == 4:  # the same deterministic request twice: the second is a cache hit
             for _ in range(2):
                 headers = _send(run, client, temperature=0)
                 run.cache_results.append(headers.get("x-turnout-cache") if headers is not None else None)
@@ -211,11 +213,13 @@ def _load(run: LoadRun, client: openai.OpenAI, policy: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def loaded(simulator: RunningProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoadRun]:
+def loaded(simulator: RunningProcess, tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[LoadRun]:
     prometheus_binary, promtool = prometheus_tools()
     workdir = Path(tempfile.mkdtemp(prefix="turnout-prometheus-"))
     policy = Path(tmp_path_factory.mktemp("policy")) / "policy.yaml"
-    policy.write_text(POLICY, encoding="utf-8")
+    # Two workers: the cache must be the Redis they share for the repeated request to hit on either.
+    prefix = f"turnout-e2e-{uuid.uuid4().hex[:12]}"
+    policy.write_text(f'{POLICY}cache: {{url: "{redis_url}", key_prefix: {prefix}}}\n', encoding="utf-8")
     env = turnout_env(simulator, TURNOUT_CONFIG=str(policy), SIM_URL=f"{simulator.origin}/v1", TURNOUT_WORKERS="2")
     try:
         with running(start_turnout(env)) as turnout:
@@ -232,6 +236,7 @@ def loaded(simulator: RunningProcess, tmp_path_factory: pytest.TempPathFactory) 
                 prometheus.process.wait(timeout=10)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        delete_prefixed(redis_url, prefix)
 
 
 def _panels() -> list[dict[str, Any]]:
@@ -308,11 +313,6 @@ def test_every_panel_query_returns_data(loaded: LoadRun) -> None:
     assert empty == [], "panel queries without data:\n" + "\n".join(empty)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the response cache (issue 5), not on this branch: no lookups, so no hit ratio. When it lands, "
-    "enable the cache in POLICY above and delete this mark (strict: the test then fails until someone does).",
-)
 def test_the_cache_hit_ratio_panel_returns_data(loaded: LoadRun) -> None:
     assert loaded.cache_results == ["miss", "hit"]
     _wait_for_totals(loaded)

@@ -125,5 +125,9 @@ async def test_an_unreachable_redis_from_the_start_still_answers(simulator: Simu
     env = {"SIM_URL": simulator.base_url, "TURNOUT_CONFIG": str(path), "CACHE_URL": dead}
     async with in_process(load_settings(env)) as http:
         responses = await asyncio.gather(*(ask(http, body(unique())) for _ in range(5)))
+        exposition = (await http.get("/metrics")).text
     assert all(r.status_code == 200 and r.headers["x-turnout-cache"] == "miss" for r in responses)
+    errors = [line for line in exposition.splitlines() if line.startswith("turnout_cache_errors_total ")]
+    assert errors
+    assert float(errors[0].split()[1]) >= 1  # counted for ops, not only logged
     assert isinstance(responses[0], httpx.Response)

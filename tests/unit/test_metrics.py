@@ -214,3 +214,13 @@ def test_a_shadow_copy_is_spend_not_a_request():
     assert value(metrics, "turnout_tokens_total", route="gpt4", model="gpt-4", kind="prompt") == 1000
     assert value(metrics, "turnout_baseline_cost_usd_total", route="gpt4", model="gpt-4") is None
     assert not [name for name, _ in samples(metrics) if name.startswith(("turnout_requests_total", "turnout_request_"))]
+
+
+def test_known_routes_start_their_rare_counters_at_zero() -> None:
+    metrics = Metrics()
+    assert value(metrics, "turnout_cache_lookups_total", route="docs", result="hit") is None
+    metrics.routes_known(["docs"])
+    for result in ("hit", "miss"):
+        assert value(metrics, "turnout_cache_lookups_total", route="docs", result=result) == 0
+    assert value(metrics, "turnout_fallbacks_total", route="docs") == 0
+    assert value(metrics, "turnout_retries_total", route="docs") == 0

@@ -206,6 +206,12 @@ def test_a_rag_route_loads_its_index_relative_to_the_file(tmp_path: Path) -> Non
         ),
         ("", "", "embedder: {upstream: nowhere, model: m}\n", "embedder: unknown upstream 'nowhere'"),
         ("", "", "embedder: {dimension: 300}\n", "64, 128 or 256 dimensions"),
+        (  # savings are priced against the baseline's model, and a rag route has none
+            "  docs: {kind: rag, index: kb, answer_with: ft}\n",
+            "",
+            "baseline: docs\n",
+            "baseline 'docs' is a rag route, not a chat route",
+        ),
     ],
 )
 def test_knowledge_mistakes_make_the_file_invalid(tmp_path: Path, routes, rules, embedder, message) -> None:
