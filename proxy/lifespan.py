@@ -27,6 +27,7 @@ from proxy.settings import Settings, SettingsError, UpstreamSettings
 from proxy.tally import embedding_spender
 from proxy.tasks import BackgroundTasks
 from routes import OpenAIChatRoute, Route, Upstream, UpstreamTimeouts, new_session
+from routes.retrieval import one_blas_thread
 from routes.simulated import start_simulator
 
 __all__ = ["Generation", "Resources", "open_resources"]
@@ -176,6 +177,7 @@ async def open_resources(
     `reload_settings` loads the file again (by default: not at all, as for settings built in code);
     `metrics` counts the reloads by result.
     """
+    one_blas_thread()
     async with contextlib.AsyncExitStack() as stack:
         base_url = None
         if settings.simulated:

@@ -29,7 +29,7 @@ import numpy as np
 from proxy.embeddings import LocalEmbedder
 from routes.knowledge import ChunkRecord, KnowledgeIndex
 from routes.lexical import term_counts
-from routes.retrieval import Fusion, HybridRetriever
+from routes.retrieval import Fusion, HybridRetriever, one_blas_thread
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 SETS = ("msmarco", "dbpedia")
@@ -107,6 +107,7 @@ def quality(name: str, embedder: LocalEmbedder) -> dict[str, tuple[float, float]
 
 
 async def latency(embedder: LocalEmbedder, rounds: int) -> dict[str, list[float]]:
+    one_blas_thread()  # as `turnout serve` runs it
     docs, queries = [], []
     for name in SETS:
         set_docs, set_queries, _ = load_set(name)

@@ -232,3 +232,15 @@ def test_bm25_prefers_rare_terms_and_shorter_chunks() -> None:
     assert scores[0] > scores[1] > 0 == scores[2]
     assert index.scores("refund card")[2] < index.scores("refund card")[0]
     assert not index.scores("unknown words").any()
+
+
+def test_the_server_runs_blas_on_one_thread() -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from routes.retrieval import one_blas_thread
+
+    with threadpool_limits(limits=None):  # restores the test process's own setting afterwards
+        one_blas_thread()
+        blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+        assert blas  # numpy's BLAS is loaded (the dense search uses it)
+        assert all(pool["num_threads"] == 1 for pool in blas)
