@@ -12,8 +12,9 @@ The sources reach the client twice, without breaking strict OpenAI parsing:
   `{index, source, heading, position, similarity}`. The OpenAI SDKs keep unknown fields, even with
   strict response validation (`tests/e2e/test_rag.py`).
 
-`index_version` is the knowledge index's version, for cache keys: a cached answer is only valid for the
-index it was retrieved from.
+`index_version` and `model` are what a cache keys on besides the request: a cached answer is only valid
+for the index it was retrieved from, the retrieval settings that chose its passages, and the model that
+answered from them.
 """
 
 from __future__ import annotations
@@ -114,8 +115,14 @@ class RagRoute:
 
     @property
     def index_version(self) -> str:
-        """The version of the knowledge index answers come from (part of what a cache keys on)."""
-        return self.retriever.version
+        """The knowledge index's version and the retrieval settings: what the passages given depend on."""
+        return f"{self.retriever.version}/top_k={self._top_k}/min_score={self._min_score}/tokens={self._budget}"
+
+    @property
+    def model(self) -> str | None:
+        """The model that answers from the passages: the `answer_with` route's (None: the caller's own)."""
+        model: str | None = getattr(self.answer_with, "model", None)
+        return model
 
     async def retrieve(self, call: ChatCall) -> list[Passage]:
         """The passages for the conversation's latest question.

@@ -120,7 +120,7 @@ async def test_complete_retrieves_for_the_last_question_and_adds_the_sources() -
         {"index": 2, "source": "kb/hours.txt", "heading": "", "position": 0, "similarity": 0.32},
     ]
     assert call.reply_headers == {SOURCES_HEADER: "kb/billing.md#Billing%20%3E%20Refunds, kb/hours.txt"}
-    assert route.index_version == "v1"
+    assert route.index_version.startswith("v1/")  # the index's version, then the retrieval settings
 
 
 async def test_a_stream_carries_the_sources_in_its_first_chunk_only() -> None:
@@ -180,3 +180,19 @@ async def test_the_sources_header_comes_only_from_the_route_that_answered() -> N
     relay, outcome = await answered.stream(chat_call(stream=True))
     await relay.aclose()
     assert SOURCES_HEADER in dict(outcome.header_items())
+
+
+def test_what_a_cache_keys_on_changes_with_the_index_the_settings_and_the_answering_model() -> None:
+    retriever, inner = StaticRetriever([REFUNDS]), RecordingRoute()
+    route = RagRoute("docs", retriever, inner, top_k=2, min_score=0.1, context_tokens=500)
+    versions = {
+        route.index_version,
+        RagRoute("docs", retriever, inner, top_k=3, min_score=0.1, context_tokens=500).index_version,
+        RagRoute("docs", retriever, inner, top_k=2, min_score=0.2, context_tokens=500).index_version,
+        RagRoute("docs", retriever, inner, top_k=2, min_score=0.1, context_tokens=900).index_version,
+        RagRoute("docs", StaticRetriever([REFUNDS], version="v2"), inner, top_k=2, min_score=0.1).index_version,
+    }
+    assert len(versions) == 5
+    assert route.model is None  # this inner route answers with the caller's model
+    inner.model = "ft:gpt-3.5-turbo-0613:acme::8Xyz"  # type: ignore[attr-defined]  # a chat route's model
+    assert route.model == "ft:gpt-3.5-turbo-0613:acme::8Xyz"
