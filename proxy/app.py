@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_resources(resolved, reload_settings=reload_settings, metrics=metrics) as resources:
             app.state.resources = resources
+            metrics.start_flushing(asyncio.get_running_loop())
             try:
                 yield
             finally:

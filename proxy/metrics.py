@@ -6,21 +6,24 @@ fixed kinds. Never a value a caller chose, never a key.
 
 With several worker processes (`turnout serve --workers N`), prometheus_client's multiprocess mode
 keeps each worker's values in files under one directory, and `/metrics` merges them, so every
-worker's counts appear once whichever worker answers the scrape.
+worker's counts appear once whichever worker answers the scrape. A request only adds to plain numbers
+(`proxy.metrics_batch`); they reach prometheus_client when this worker serves a scrape, when it stops,
+and with several workers every `FLUSH_SECONDS`, so that another worker's scrape is at most that behind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from proxy._version import __version__
+from proxy.metrics_batch import FLUSH_SECONDS, Batch, PendingCount, PendingHistogram
 from proxy.tally import Embedding, Tally
 
 __all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "OVERHEAD_BUCKETS", "Metrics"]
@@ -43,25 +46,26 @@ Labels = tuple[str, ...]
 
 
 class _Children:
-    """A metric's labelled children by label values: a dict lookup per update instead of `labels()`'s work."""
+    """A counter's pending children by label values: a dict lookup per update instead of `labels()`'s work."""
 
-    __slots__ = ("_by_labels", "_metric")
+    __slots__ = ("_batch", "_by_labels", "_metric")
 
-    def __init__(self, metric: Counter | Histogram | Gauge) -> None:
-        self._metric = metric
-        self._by_labels: dict[Labels, Any] = {}
+    def __init__(self, metric: Counter, batch: Batch) -> None:
+        self._metric, self._batch = metric, batch
+        self._by_labels: dict[Labels, PendingCount] = {}
 
-    def __getitem__(self, labels: Labels) -> Any:
+    def __getitem__(self, labels: Labels) -> PendingCount:
         child = self._by_labels.get(labels)
         if child is None:
-            child = self._by_labels[labels] = self._metric.labels(*labels)
+            child = self._by_labels[labels] = self._batch.count(self._metric.labels(*labels))
         return child
 
 
 class _Series:
-    """The children one kind of request updates, found with one dict lookup; those only some need, on first use."""
+    """The pending values a kind of request adds to, found with one dict lookup; those only some need, on first use."""
 
     __slots__ = (
+        "_batch",
         "_first_token",
         "_labels",
         "_metrics",
@@ -80,39 +84,40 @@ class _Series:
 
     def __init__(self, metrics: Metrics, route: str, rule: str, model: str, status_class: str, cache: str) -> None:
         self._metrics, self._labels = metrics, (route, model, cache)
-        self.requests = metrics.requests.labels(route, rule, model, status_class, cache)
-        self.duration = metrics.duration.labels(route, cache)
-        self.overhead = metrics.overhead.labels(route)
-        self.cache_lookups = None if cache == "bypass" else metrics.cache_lookups.labels(route, cache)
+        self._batch = batch = metrics.batch
+        self.requests = batch.count(metrics.requests.labels(route, rule, model, status_class, cache))
+        self.duration = batch.histogram(metrics.duration.labels(route, cache))
+        self.overhead = batch.histogram(metrics.overhead.labels(route))
+        self.cache_lookups = None if cache == "bypass" else batch.count(metrics.cache_lookups.labels(route, cache))
         answered = model != NONE  # a model label comes with the usage
-        self.prompt_tokens = metrics.tokens.labels(route, model, "prompt") if answered else None
-        self.completion_tokens = metrics.tokens.labels(route, model, "completion") if answered else None
-        self.cost = metrics.cost.labels(route, model) if answered else None
-        self.baseline = metrics.baseline.labels(route, model) if answered else None
-        self._first_token: Histogram | None = None
-        self._upstream: Histogram | None = None
-        self._savings: Counter | None = None
-        self._overspend: Counter | None = None
+        self.prompt_tokens = metrics.tokens_of[(route, model, "prompt")] if answered else None
+        self.completion_tokens = metrics.tokens_of[(route, model, "completion")] if answered else None
+        self.cost = metrics.cost_of[(route, model)] if answered else None
+        self.baseline = batch.count(metrics.baseline.labels(route, model)) if answered else None
+        self._first_token: PendingHistogram | None = None
+        self._upstream: PendingHistogram | None = None
+        self._savings: PendingCount | None = None
+        self._overspend: PendingCount | None = None
 
-    def first_token(self) -> Histogram:
+    def first_token(self) -> PendingHistogram:
         if self._first_token is None:
             route, _, cache = self._labels
-            self._first_token = self._metrics.first_token.labels(route, cache)
+            self._first_token = self._batch.histogram(self._metrics.first_token.labels(route, cache))
         return self._first_token
 
-    def upstream(self) -> Histogram:
+    def upstream(self) -> PendingHistogram:
         if self._upstream is None:
-            self._upstream = self._metrics.upstream.labels(self._labels[0])
+            self._upstream = self._batch.histogram(self._metrics.upstream.labels(self._labels[0]))
         return self._upstream
 
-    def savings(self) -> Counter:
+    def savings(self) -> PendingCount:
         if self._savings is None:
-            self._savings = self._metrics.savings.labels(*self._labels[:2])
+            self._savings = self._batch.count(self._metrics.savings.labels(*self._labels[:2]))
         return self._savings
 
-    def overspend(self) -> Counter:
+    def overspend(self) -> PendingCount:
         if self._overspend is None:
-            self._overspend = self._metrics.overspend.labels(*self._labels[:2])
+            self._overspend = self._batch.count(self._metrics.overspend.labels(*self._labels[:2]))
         return self._overspend
 
 
@@ -126,11 +131,15 @@ class Metrics:
         self._define_traffic(registry)
         self._define_money(registry)
         self._define_health(registry)
+        self.batch = batch = Batch()
+        """What requests add up between flushes (see `proxy.metrics_batch`)."""
+        self.in_flight = batch.live(self.in_flight_gauge)
         self._series: dict[Labels, _Series] = {}
-        self._circuits = _Children(self.circuit)
-        self._fallbacks, self._retries = _Children(self.fallbacks), _Children(self.retries)
-        self._upstream_errors = _Children(self.upstream_errors)
-        self._embedding_tokens, self._embedding_cost = _Children(self.embedding_tokens), _Children(self.embedding_cost)
+        self.tokens_of, self.cost_of = _Children(self.tokens, batch), _Children(self.cost, batch)
+        self._fallbacks, self._retries = _Children(self.fallbacks, batch), _Children(self.retries, batch)
+        self._upstream_errors = _Children(self.upstream_errors, batch)
+        self._embedding_tokens = _Children(self.embedding_tokens, batch)
+        self._embedding_cost = _Children(self.embedding_cost, batch)
 
     def _define_traffic(self, registry: CollectorRegistry) -> None:
         """Requests and their timing."""
@@ -230,7 +239,7 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=registry,
         )
-        self.in_flight = Gauge(
+        self.in_flight_gauge = Gauge(
             "turnout_requests_in_flight",
             "Requests being answered now (the scrape excluded).",
             multiprocess_mode="livesum",
@@ -250,9 +259,13 @@ class Metrics:
 
     def record(self, tally: Tally) -> None:
         """Count one finished chat request (`tally.ended_at` set), or a shadow copy's spend."""
-        if tally.shadow:
-            self._record_shadow(tally)
-            return
+        with self.batch.lock:
+            if tally.shadow:
+                self._record_shadow(tally)
+            else:
+                self._record(tally)
+
+    def _record(self, tally: Tally) -> None:
         key = (
             tally.route or NONE,
             tally.rule or NONE,
@@ -294,10 +307,10 @@ class Metrics:
         """A shadow copy: its tokens and cost on its route (it saves nothing), its errors; not a request."""
         route, model = tally.route or NONE, tally.model_label or NONE
         if tally.usage is not None:
-            self.tokens.labels(route, model, "prompt").inc(tally.usage.prompt_tokens)
-            self.tokens.labels(route, model, "completion").inc(tally.usage.completion_tokens)
+            self.tokens_of[(route, model, "prompt")].inc(tally.usage.prompt_tokens)
+            self.tokens_of[(route, model, "completion")].inc(tally.usage.completion_tokens)
         if tally.charge is not None:
-            self.cost.labels(route, model).inc(float(tally.charge.cost))
+            self.cost_of[(route, model)].inc(float(tally.charge.cost))
         for labels in tally.upstream_errors or ():
             self._upstream_errors[labels].inc()
 
@@ -316,7 +329,7 @@ class Metrics:
     def circuit_states(self, states: Iterable[tuple[str, str]]) -> None:
         """Set each route's breaker state (`closed`, `half_open`, `open`)."""
         for route, state in states:
-            self._circuits[(route,)].set(CIRCUIT_VALUES[state])
+            self.circuit.labels(route).set(CIRCUIT_VALUES[state])
 
     def routes_known(self, routes: Iterable[str]) -> None:
         """Start each route's rare counters at zero, so that `rate()` sees their first increment too.
@@ -332,9 +345,10 @@ class Metrics:
 
     def embedded(self, embedding: Embedding) -> None:
         """Count embedding tokens and their cost (a request's, or those spent at load)."""
-        self._embedding_tokens[(embedding.model,)].inc(embedding.tokens)
-        if embedding.cost is not None:
-            self._embedding_cost[(embedding.model,)].inc(float(embedding.cost))
+        with self.batch.lock:
+            self._embedding_tokens[(embedding.model,)].inc(embedding.tokens)
+            if embedding.cost is not None:
+                self._embedding_cost[(embedding.model,)].inc(float(embedding.cost))
 
     def cache_failed(self) -> None:
         """Count a Redis cache command that failed or timed out."""
@@ -344,8 +358,18 @@ class Metrics:
         """Count a policy reload, successful or refused."""
         self.reloads.labels("success" if ok else "failure").inc()
 
+    def start_flushing(self, loop: asyncio.AbstractEventLoop) -> None:
+        """With several workers, write this one's values for the others' scrapes every `FLUSH_SECONDS`."""
+        if self.multiprocess_dir is not None:
+            self.batch.flush_every(FLUSH_SECONDS, loop)
+
+    def flush(self) -> None:
+        """Write what requests added since the last flush where `exposition()` reads it."""
+        self.batch.flush()
+
     def exposition(self) -> bytes:
-        """The Prometheus text format of every metric (every worker's, in multiprocess mode)."""
+        """The Prometheus text format of every metric (every worker's, in multiprocess mode); flushes first."""
+        self.batch.flush()
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
@@ -353,6 +377,8 @@ class Metrics:
         return generate_latest(merged)
 
     def close(self) -> None:
-        """This worker is stopping: its live gauges (in flight, circuits) leave the merged view."""
+        """This worker is stopping: its last values are written, its live gauges (in flight, circuits) leave."""
+        self.batch.stop()
+        self.batch.flush()
         if self.multiprocess_dir is not None:
             mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]  # untyped upstream

@@ -9,10 +9,13 @@ request:
 - the same request path with the usage priced and `Metrics` (in flight, `record()` at the end);
 - the same with the access log too (a JSON line through `logging`, written to /dev/null);
 - `Metrics.record()` alone, for a plain answer and for one with a fallback, a retry and errors;
+- `Metrics.record()` followed each time by `Metrics.flush()`: the worst case, a request alone in its
+  flush interval (a request only adds to plain numbers; the writes to prometheus_client happen at a
+  flush, every 0.5 s, at a scrape and at shutdown, once per changed value whatever the traffic);
 - a `Tally` made, filled and priced (`charge_for`: the price lookup, the charge and the baseline in Decimal).
 
 Then the same again in a child process in prometheus_client's multiprocess mode (`serve --workers N`),
-where every value is also written to a memory-mapped file.
+where a flush writes each value to a memory-mapped file.
 
 Never part of the test suite: it prints figures, it asserts nothing about them.
 """
@@ -99,6 +102,14 @@ def record_only(metrics: Metrics, *, eventful: bool) -> Callable[[], None]:
     return once
 
 
+def record_and_flush(metrics: Metrics) -> Callable[[], None]:
+    def once() -> None:
+        metrics.record(_tally())
+        metrics.flush()
+
+    return once
+
+
 def _tally() -> Tally:
     tally = Tally(request_id="req-1", chat=True, status=200)
     tally.decided("support-ft", "default")
@@ -138,6 +149,8 @@ def run(number: int, repeat: int) -> None:
     )
     eventful = best_us(record_only(metrics, eventful=True), 1, number * repeat)
     print(f"  {'  ... with a fallback, a retry, 2 errors':44} {eventful:7.2f} µs")
+    flushed = best_us(record_and_flush(metrics), 1, number * repeat)
+    print(f"  {'  ... and a flush after each (worst case)':44} {flushed:7.2f} µs")
     print(f"  {'a Tally made, filled and priced':44} {best_us(_tally, 1, number * repeat):7.2f} µs")
     loop.close()
 
