@@ -89,3 +89,20 @@ async def test_the_shipped_example_index_is_up_to_date(tmp_path: Path) -> None:
     assert sorted(report.added) == sorted(shipped.files)
     assert rebuilt.version == shipped.version, "re-run: turnout index add policies/examples/knowledge --index ..."
     np.testing.assert_allclose(rebuilt.vectors, shipped.vectors, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "question", ["When is support open?", "What are your opening hours?", "How can I call support?"]
+)
+async def test_the_examples_contact_questions_get_the_hours_passage(question: str) -> None:
+    from proxy.settings import load_settings
+    from routes.retrieval import HybridRetriever
+
+    # The `contact` rule sends these to the docs route; its min_score must not cut the passage that answers.
+    deployment = load_settings(
+        {"TURNOUT_CONFIG": str(EXAMPLES / "knowledge-base.yaml"), "OPENAI_API_KEY": "sk-placeholder"}
+    ).deployment
+    retriever = HybridRetriever(deployment.indexes["docs"], local_embedder(256))
+    rag = deployment.rag["docs"]
+    passages = await retriever.search(question, top_k=rag.top_k, min_score=rag.min_score)
+    assert "knowledge/support-hours.txt" in [passage.source for passage in passages]
