@@ -44,7 +44,7 @@ _SERVE_FLAGS = {
 
 def _log_config(level: str) -> dict[str, Any]:
     """One plain format for Turnout's and uvicorn's loggers, applied in every worker."""
-    handler = {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+    handler = {"()": "proxy.logs.stderr_handler", "formatter": "plain"}
     loggers = {
         name: {"handlers": ["stderr"], "level": level.upper(), "propagate": False} for name in ("turnout", "uvicorn")
     }

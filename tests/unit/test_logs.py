@@ -1,0 +1,41 @@
+"""The log config `turnout serve` applies in each worker: stderr, redacted, and lean records."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+from collections.abc import Iterator
+
+import pytest
+
+from proxy.cli import _log_config
+
+
+@pytest.fixture
+def restored() -> Iterator[None]:
+    """Put back the `logging` module's switches and the loggers the config touches."""
+    switches = logging.logThreads, logging.logProcesses, logging.logMultiprocessing
+    loggers = {name: logging.getLogger(name) for name in ("turnout", "turnout.access", "uvicorn")}
+    saved = {name: (logger.handlers[:], logger.level, logger.propagate) for name, logger in loggers.items()}
+    yield
+    logging.logThreads, logging.logProcesses, logging.logMultiprocessing = switches
+    for name, (handlers, level, propagate) in saved.items():
+        loggers[name].handlers, loggers[name].level, loggers[name].propagate = handlers, level, propagate
+
+
+@pytest.mark.usefixtures("restored")
+def test_the_access_log_writes_redacted_json_lines_to_stderr_without_thread_or_process_lookups(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logging.config.dictConfig(_log_config("info"))
+    access = logging.getLogger("turnout.access")
+    record = access.makeRecord(
+        access.name, logging.INFO, "", 0, '{"caller":"sk-abcdefghijklmnopqrstuvwxyz0123"}', (), None
+    )
+    assert record.threadName is None
+    assert record.processName is None
+    assert record.process is None
+    access.handle(record)
+    line = capsys.readouterr().err.strip()
+    assert line.startswith('{"caller":"')
+    assert "abcdefghijklmnopqrstuvwxyz0123" not in line  # the formatter redacts key-like text
