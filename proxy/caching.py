@@ -24,9 +24,10 @@ import msgspec
 from policies import CacheRule, Decision
 from proxy.cache import MemoryResponseCache, ResponseCache, cache_key, is_deterministic
 from proxy.cache_redis import RedisResponseCache
-from proxy.embeddings import Embedder, LocalEmbedder
+from proxy.embeddings import Embedder
 from proxy.policyfile import CacheSettings, redact_url
 from proxy.replay import STREAM, entry
+from proxy.semantic import local_embedder
 from proxy.semantic_cache import best_match, pack, question
 from proxy.sse import DONE_EVENT
 from proxy.tasks import BackgroundTasks
@@ -304,7 +305,8 @@ class SharedCache:
             where = f"redis at {redact_url(settings.url)}" if settings.uses_redis else f"memory, {settings.max_bytes} B"
             logger.info("response cache: %s", where)
         if semantic and self._embedder is None:
-            self._embedder = self._embedder_factory() if self._embedder_factory else LocalEmbedder()
+            # The process's one local model (the RAG path and `similar_to` rules share it): loaded once.
+            self._embedder = self._embedder_factory() if self._embedder_factory else local_embedder(256)
         embedder = self._embedder
         return AnswerCache(self._backend, settings, tasks, embedder=(lambda: embedder) if embedder else None)
 
