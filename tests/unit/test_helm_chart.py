@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -318,3 +319,22 @@ def test_notes_tell_how_to_call_it(everything: Rendered) -> None:
 def test_the_charts_app_version_is_turnouts_version() -> None:
     with helm.Chart.load(CHART) as chart:
         assert chart.metadata["appVersion"] == __version__  # the default image tag
+
+
+def test_a_redis_the_chart_gives_the_pods_becomes_the_policys_cache(everything: Rendered, defaults: Rendered) -> None:
+    assert "cache:" not in defaults.policy_file  # no Redis: each pod caches in memory
+    assert everything.policy_file.endswith('cache: {url: "${TURNOUT_REDIS_URL}"}\n')
+    pod_env = {name: value for name, value in everything.env.items() if isinstance(value, str)}
+    with tempfile.TemporaryDirectory() as folder:
+        policy = Path(folder) / "policy.yaml"
+        policy.write_text(everything.policy_file, encoding="utf-8")
+        settings = load_settings({**pod_env, "TURNOUT_CONFIG": str(policy), "OPENAI_API_KEY": PLACEHOLDER_KEY})
+    cache = settings.deployment.cache
+    assert cache.uses_redis
+    assert cache.url == everything.env["TURNOUT_REDIS_URL"]
+
+
+def test_a_policy_with_its_own_cache_block_keeps_it() -> None:
+    own = "upstreams:\n  openai: {api_key: x}\ncache: {ttl: 60}\n"
+    rendered = render({"policy": {"file": own}, "redis": {"bundled": {"enabled": True}}})
+    assert rendered.policy_file == own

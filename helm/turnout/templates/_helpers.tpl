@@ -72,3 +72,18 @@ app.kubernetes.io/component: redis
 {{- define "turnout.terminationGracePeriodSeconds" -}}
 {{- add (int .Values.preStopSleepSeconds) (int (ceil .Values.turnout.drainTimeout)) (int .Values.terminationGraceMarginSeconds) }}
 {{- end }}
+
+{{/*
+The policy file as mounted. When the chart gives the pods a Redis (TURNOUT_REDIS_URL) and the file has no
+top-level `cache:` block of its own, the response cache is pointed at that Redis, so that every replica
+shares one cache and its single flight; a file with its own `cache:` block is left as it is.
+*/}}
+{{- define "turnout.policyFile" -}}
+{{- $file := .Values.policy.file -}}
+{{- $redis := or .Values.redis.existingSecret .Values.redis.url .Values.redis.bundled.enabled -}}
+{{- if and $redis (not (regexMatch "(?m)^cache:" $file)) -}}
+{{- printf "%s\n# Added by the chart: the replicas share the Redis it gives them.\ncache: {url: \"${TURNOUT_REDIS_URL}\"}\n" (trimSuffix "\n" $file) -}}
+{{- else -}}
+{{- $file -}}
+{{- end -}}
+{{- end }}
