@@ -27,7 +27,7 @@ from proxy.cache_redis import RedisResponseCache
 from proxy.embeddings import Embedder
 from proxy.policyfile import CacheSettings, redact_url
 from proxy.replay import STREAM, entry
-from proxy.semantic import local_embedder
+from proxy.semantic import shared_local_embedder
 from proxy.semantic_cache import best_match, pack, question
 from proxy.sse import DONE_EVENT
 from proxy.tasks import BackgroundTasks
@@ -306,7 +306,7 @@ class SharedCache:
             logger.info("response cache: %s", where)
         if semantic and self._embedder is None:
             # The process's one local model (the RAG path and `similar_to` rules share it): loaded once.
-            self._embedder = self._embedder_factory() if self._embedder_factory else local_embedder(256)
+            self._embedder = self._embedder_factory() if self._embedder_factory else shared_local_embedder(256)
         embedder = self._embedder
         return AnswerCache(self._backend, settings, tasks, embedder=(lambda: embedder) if embedder else None)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +22,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Embedder", "EmbedderMismatchError", "LocalEmbedder", "Vectors", "check_compatible"]
+__all__ = ["Embedder", "EmbedderMismatchError", "LocalEmbedder", "RememberingEmbedder", "Vectors", "check_compatible"]
 
 Vectors = npt.NDArray[np.float32]
 """A `(n, dimension)` array of float32 rows, each of unit length (so a dot product is the cosine)."""
@@ -117,3 +118,45 @@ class LocalEmbedder:
         if len(texts) <= _BATCH_INLINE:
             return self.embed_sync(texts)
         return await asyncio.to_thread(functools.partial(self.embed_sync, texts))
+
+
+class RememberingEmbedder:
+    """An `Embedder` that remembers the vectors of the texts it embedded last, and embeds each text once.
+
+    One request can need its question's vector three times: for a `similar_to` or `retrieval_score`
+    rule, for the RAG route's retrieval, and for the semantic cache. Vectors depend on the text alone,
+    so the later ones (and a repeated question's) are looked up instead: no second model run, and no
+    second bill from an upstream embedder.
+    """
+
+    def __init__(self, embedder: Embedder, *, size: int = 4096) -> None:
+        self.embedder = embedder
+        self._size = size
+        self._rows: OrderedDict[str, Vectors] = OrderedDict()
+
+    @property
+    def name(self) -> str:
+        """The wrapped embedder's name."""
+        return self.embedder.name
+
+    @property
+    def dimension(self) -> int:
+        """The wrapped embedder's dimension."""
+        return self.embedder.dimension
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """The remembered rows, and the others embedded in one batch by the wrapped embedder."""
+        missing = list(dict.fromkeys(text for text in texts if text not in self._rows))
+        fresh = dict(zip(missing, await self.embedder.embed(missing), strict=True)) if missing else {}
+        rows = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for index, text in enumerate(texts):
+            row = fresh.get(text)
+            if row is None:
+                row = self._rows[text]
+                self._rows.move_to_end(text)
+            rows[index] = row
+        for text, row in list(fresh.items())[-self._size :]:  # an ingest's thousands of chunks: only the last
+            self._rows[text] = row
+        while len(self._rows) > self._size:
+            self._rows.popitem(last=False)
+        return rows

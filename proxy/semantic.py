@@ -7,9 +7,10 @@ a `RagRoute` per `kind: rag` route over its `HybridRetriever`, and, when the rul
 then per request embeds the last user message once and derives every similarity and retrieval score from
 that one vector (`policies.semantic` says why this happens outside the engine).
 
-Embedding tokens: `Knowledge.embedding_tokens()` is what the upstream embedder has billed so far (0 with
-the local model), and `build_knowledge(on_embedding_usage=...)` is called with `(model, tokens)` after
-each embeddings request, the RAG route's and the conditions' alike, for cost accounting.
+Embedding tokens: `build_knowledge(on_embedding_usage=...)` is called with `(model, tokens)` after each
+embeddings request an upstream embedder makes, the RAG route's and the conditions' alike, for cost
+accounting. Every embedder is a `RememberingEmbedder`, so a request's question is embedded (and billed)
+once, however many of the rules, the RAG route and the semantic cache need it.
 """
 
 from __future__ import annotations
@@ -23,18 +24,32 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies import SemanticFeatures, SemanticNeeds
-from proxy.embeddings import Embedder, LocalEmbedder, Vectors
+from proxy.embeddings import Embedder, LocalEmbedder, RememberingEmbedder, Vectors
 from proxy.policyfile import Deployment
 from proxy.settings import Settings, UpstreamSettings
 from routes import HybridRetriever, OpenAIEmbedder, RagRoute, Route, Upstream, UpstreamTimeouts, new_session
 
-__all__ = ["Knowledge", "SemanticScorer", "build_knowledge", "local_embedder", "open_knowledge", "open_upstream"]
+__all__ = [
+    "Knowledge",
+    "SemanticScorer",
+    "build_knowledge",
+    "local_embedder",
+    "open_knowledge",
+    "open_upstream",
+    "shared_local_embedder",
+]
 
 
 @functools.cache
 def local_embedder(dimension: int) -> LocalEmbedder:
-    """The local model, loaded once per process (about 1.5 s) and shared by every reload."""
+    """The local model, loaded once per process (about 1.5 s)."""
     return LocalEmbedder(dimension)
+
+
+@functools.cache
+def shared_local_embedder(dimension: int) -> RememberingEmbedder:
+    """The local model as every part of the server uses it (each reload, the semantic cache): one memory."""
+    return RememberingEmbedder(local_embedder(dimension))
 
 
 class SemanticScorer:
@@ -81,19 +96,17 @@ class Knowledge:
     scorer: SemanticScorer | None
     embedder: Embedder | None
 
-    def embedding_tokens(self) -> int:
-        """Tokens the upstream embedder has billed so far (0 for the local model, or without an embedder)."""
-        return self.embedder.tokens_used if isinstance(self.embedder, OpenAIEmbedder) else 0
-
 
 def _embedder(
     deployment: Deployment, upstreams: Mapping[str, Upstream], on_usage: Callable[[str, int], None] | None
 ) -> Embedder:
     settings = deployment.embedder
     if settings.upstream is None:
-        return local_embedder(settings.dimension)
+        return shared_local_embedder(settings.dimension)
     model = settings.model or ""  # checked at load: an upstream embedder has a model
-    return OpenAIEmbedder(upstreams[settings.upstream], model, settings.dimension, on_usage=on_usage)
+    return RememberingEmbedder(
+        OpenAIEmbedder(upstreams[settings.upstream], model, settings.dimension, on_usage=on_usage)
+    )
 
 
 def build_knowledge(

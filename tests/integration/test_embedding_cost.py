@@ -51,7 +51,11 @@ async def test_a_requests_embedding_is_on_its_bill_and_in_the_metrics(
         assert response.status_code == 200
         assert response.headers["x-turnout-rule"] == "passwords"
         after = embedded_tokens((await http.get("/metrics")).text)
+        again = await http.post("/v1/chat/completions", json=question)
+        assert again.headers["x-turnout-rule"] == "passwords"
+        remembered = embedded_tokens((await http.get("/metrics")).text)
     assert after > at_load  # the question, embedded to decide
+    assert remembered == after  # the same question again: its vector is remembered, not bought twice
     usage = response.json()["usage"]
     chat = Decimal("0.012") * usage["prompt_tokens"] / 1000 + Decimal("0.016") * usage["completion_tokens"] / 1000
     assert Decimal(response.headers["x-turnout-cost-usd"]) > chat  # the embedding is on the request's bill

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from proxy.embeddings import EmbedderMismatchError, LocalEmbedder, check_compatible
+from proxy.embeddings import EmbedderMismatchError, LocalEmbedder, RememberingEmbedder, check_compatible
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +43,39 @@ def test_vectors_of_another_embedder_are_refused(embedder: LocalEmbedder) -> Non
     check_compatible("wordllama/l2_supercat", 256, embedder)
     with pytest.raises(EmbedderMismatchError, match="text-embedding-3-small"):
         check_compatible("text-embedding-3-small", 1536, embedder)
+
+
+class CountingEmbedder:
+    """Embeds each text as a one-hot-ish unit vector of its length, and records every batch."""
+
+    name = "counting"
+    dimension = 4
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    async def embed(self, texts):
+        self.batches.append(list(texts))
+        rows = np.zeros((len(texts), 4), dtype=np.float32)
+        for index, text in enumerate(texts):
+            rows[index, len(text) % 4] = 1.0
+        return rows
+
+
+async def test_a_remembering_embedder_embeds_each_text_once_and_keeps_the_order() -> None:
+    inner = CountingEmbedder()
+    embedder = RememberingEmbedder(inner, size=2)
+    assert (embedder.name, embedder.dimension) == ("counting", 4)
+    first = await embedder.embed(["a", "bb", "a"])
+    assert inner.batches == [["a", "bb"]]  # one batch, a duplicate embedded once
+    np.testing.assert_array_equal(first[0], first[2])
+    again = await embedder.embed(["bb", "a"])
+    assert inner.batches == [["a", "bb"]]  # both remembered
+    np.testing.assert_array_equal(again, first[[1, 0]])
+    await embedder.embed(["ccc"])  # "bb" was used longest ago of the two: it goes
+    await embedder.embed(["a"])
+    await embedder.embed(["bb"])
+    assert inner.batches[-2:] == [["ccc"], ["bb"]]
+    many = await embedder.embed([str(i) * (i + 1) for i in range(10)])  # more than it keeps, in one batch
+    assert many.shape == (10, 4)
+    assert [int(np.argmax(row)) for row in many] == [(i + 1) % 4 for i in range(10)]
