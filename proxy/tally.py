@@ -4,7 +4,7 @@ The middleware creates it and times the response; the chat handler and the pipel
 decision, the attempts, the usage and the charge; at the end the middleware hands it to the metrics
 and the access log. It is the one mutable per-request value, and it never leaves its request.
 
-For the response cache (issue 5) and the RAG path (issue 4):
+How the response cache and the embedders fill it in:
 - a cache lookup: `tally.cache = "hit"` or `"miss"` (it stays `"bypass"` when the cache was not asked);
 - a cache hit's saving: `tally.charge_for(prices, model, usage, cached=True)` (costs 0, saves the whole
   baseline cost of the cached answer's tokens);
