@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import msgspec
@@ -23,6 +23,8 @@ __all__ = [
     "MemoryResponseCache",
     "ResponseCache",
     "cache_key",
+    "decode_fields",
+    "fields_key",
     "is_deterministic",
 ]
 
@@ -93,6 +95,15 @@ def _canonical(raw: msgspec.Raw) -> bytes:
     return text
 
 
+def decode_fields(body: bytes) -> dict[str, msgspec.Raw]:
+    """A chat request body's top-level fields, each value as the raw JSON it was sent as.
+
+    Raises:
+        msgspec.DecodeError: `body` is not a JSON object.
+    """
+    return _FIELDS.decode(body)
+
+
 def cache_key(
     *,
     tenant: str | None,
@@ -102,17 +113,38 @@ def cache_key(
     index_version: str | None = None,
     namespace: str = "",
 ) -> str:
-    """The exact-match key of a chat request: a hash over who asks, where it goes, and what it asks.
-
-    Covers the tenant (None and "" are one anonymous tenant), the decided route and the model its
-    upstream answers with (`model` None: the caller's own, from the body), the knowledge-index version
-    of a RAG route, and every top-level body field but `IGNORED_FIELDS`. Each part is written with its
-    name and a separator, so no two different requests can run together into the same bytes.
+    """The exact-match key of a chat request body (see `fields_key`).
 
     Raises:
         msgspec.DecodeError: `body` is not a JSON object (the pipeline only passes checked bodies).
     """
-    fields = _FIELDS.decode(body)
+    return fields_key(
+        tenant=tenant,
+        route=route,
+        model=model,
+        fields=decode_fields(body),
+        index_version=index_version,
+        namespace=namespace,
+    )
+
+
+def fields_key(
+    *,
+    tenant: str | None,
+    route: str,
+    model: str | None,
+    fields: Mapping[str, msgspec.Raw],
+    index_version: str | None = None,
+    namespace: str = "",
+) -> str:
+    """The exact-match key of a chat request: a hash over who asks, where it goes, and what it asks.
+
+    Covers the tenant (None and "" are one anonymous tenant), the decided route and the model its
+    upstream answers with (`model` None: the caller's own, from the body), the knowledge-index version
+    of a RAG route, and every top-level body field (`decode_fields`) but `IGNORED_FIELDS`. Each part is
+    written with its name and a separator, so no two different requests can run together into the same
+    bytes.
+    """
     digest = hashlib.blake2b(digest_size=20)
     for name, value in (
         ("tenant", tenant or ""),

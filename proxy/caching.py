@@ -15,14 +15,14 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import msgspec
 
 from policies import CacheRule, Decision
-from proxy.cache import MemoryResponseCache, ResponseCache, cache_key, is_deterministic
+from proxy.cache import MemoryResponseCache, ResponseCache, decode_fields, fields_key, is_deterministic
 from proxy.cache_redis import RedisResponseCache
 from proxy.embeddings import Embedder
 from proxy.policyfile import CacheSettings, redact_url
@@ -41,7 +41,6 @@ CacheStatus = Literal["hit", "miss", "bypass"]
 SEMANTIC_KEEP = 256
 """Questions remembered per namespace (tenant, route, parameters) for semantic matching."""
 _POLL = 0.02
-_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _MESSAGES = msgspec.json.Decoder(list[msgspec.Raw])
 
 
@@ -144,7 +143,7 @@ class AnswerCache:
         rule = decision.cache
         if not self.settings.enabled or not rule.enabled:
             return None
-        fields = _FIELDS.decode(call.raw)
+        fields = decode_fields(call.raw)
         seed = fields.get("seed")
         if rule.deterministic_only and not is_deterministic(
             call.request.temperature, seed is not None and bytes(seed) != b"null"
@@ -157,18 +156,20 @@ class AnswerCache:
         model: str | None = getattr(route, "model", None)
         index_version: str | None = getattr(route, "index_version", None)
 
-        def key_of(body: bytes) -> str:
+        def key_of(fields: Mapping[str, msgspec.Raw]) -> str:
             tenant = f"{call.caller or ''}\x1f{call.credential}"  # the caller's name, and its key's digest
-            return cache_key(tenant=tenant, route=decision.route, model=model, index_version=index_version, body=body)
+            return fields_key(
+                tenant=tenant, route=decision.route, model=model, index_version=index_version, fields=fields
+            )
 
-        key = key_of(call.raw)
+        key = key_of(fields)
         namespace = text = None
         if rule.semantic_threshold is not None and self._embedder is not None:
             text = question(call.request)
             if text is not None:
                 messages = _MESSAGES.decode(fields["messages"])
                 earlier = msgspec.Raw(b"[" + b",".join(messages[:-1]) + b"]")
-                namespace = "sem:" + key_of(msgspec.json.encode({**fields, "messages": earlier}))
+                namespace = "sem:" + key_of({**fields, "messages": earlier})
         ttl = rule.ttl if rule.ttl is not None else self.settings.ttl
         return _Plan(key=key, read=read, write=write, ttl=ttl, rule=rule, namespace=namespace, text=text)
 

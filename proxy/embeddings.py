@@ -22,7 +22,15 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Embedder", "EmbedderMismatchError", "LocalEmbedder", "RememberingEmbedder", "Vectors", "check_compatible"]
+__all__ = [
+    "Embedder",
+    "EmbedderMismatchError",
+    "LocalEmbedder",
+    "RememberingEmbedder",
+    "Vectors",
+    "check_compatible",
+    "normalise",
+]
 
 Vectors = npt.NDArray[np.float32]
 """A `(n, dimension)` array of float32 rows, each of unit length (so a dot product is the cosine)."""
@@ -66,7 +74,8 @@ def check_compatible(recorded_name: str, recorded_dimension: int, embedder: Embe
         )
 
 
-def _normalise(vectors: npt.NDArray[np.floating]) -> Vectors:
+def normalise(vectors: npt.NDArray[np.floating]) -> Vectors:
+    """Each row scaled to unit length (an all-zero row, an empty text's, stays zero)."""
     rows = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     norms[norms == 0] = 1.0  # an empty text embeds to zeros; leave it so, rather than divide by zero
@@ -111,7 +120,7 @@ class LocalEmbedder:
         """`embed` on the calling thread (for the CLI and for batches already off the event loop)."""
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
-        return _normalise(self._model.embed(list(texts)))
+        return normalise(self._model.embed(list(texts)))
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         """Small batches inline (cheaper than a thread hop), large ones in a worker thread."""

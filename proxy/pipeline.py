@@ -108,15 +108,20 @@ async def decide_semantically(
     default_route: str,
     scorer: SemanticScorer | None,
 ) -> Decision:
-    """`decide`, computing the meaning-based features once, only when a rule reaches one (`policies.semantic`)."""
-    try:
+    """`decide`, computing the meaning-based features once, only when a rule reaches one (`policies.semantic`).
+
+    The request's features are extracted once: the second pass over the rules reuses them.
+    """
+    if policy is None or call.request.model in named:
         return decide(call, policy=policy, named=named, default_route=default_route)
+    features = extract_features(call.request, call.headers, call.caller)
+    try:
+        return policy.decide(features)
     except SemanticFeaturesNeeded:
         if scorer is None:
             raise
-        text = extract_features(call.request, call.headers, call.caller).last_user_text
-        semantic = await scorer.features(text)
-    return decide(call, policy=policy, named=named, default_route=default_route, semantic=semantic)
+        semantic = await scorer.features(features.last_user_text)
+    return policy.decide(features.with_semantic(semantic))
 
 
 def _unfinished(ticket: Ticket, error: BaseException) -> None:

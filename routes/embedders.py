@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import msgspec
 import numpy as np
 
-from proxy.embeddings import Vectors
+from proxy.embeddings import Vectors, normalise
 from proxy.errors import UpstreamError
 from routes.upstream import Upstream
 
@@ -86,11 +86,7 @@ class OpenAIEmbedder:
         rows = [await self._batch(list(texts[at : at + _BATCH])) for at in range(0, len(texts), _BATCH)]
         if not rows:
             return np.zeros((0, self._dimension), dtype=np.float32)
-        vectors = np.concatenate(rows)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        result: Vectors = vectors / norms
-        return result
+        return normalise(np.concatenate(rows))
 
     async def _batch(self, texts: list[str]) -> Vectors:
         body = msgspec.json.encode({"model": self.model, "input": texts, "dimensions": self._dimension})
