@@ -94,7 +94,6 @@ class Knowledge:
 
     routes: dict[str, RagRoute]
     scorer: SemanticScorer | None
-    embedder: Embedder | None
 
 
 def _embedder(
@@ -121,7 +120,7 @@ def build_knowledge(
     Without `chat_routes` (for the CLI), the RAG routes are not built, only their retrievers and the scorer.
     """
     if not deployment.uses_embedder:
-        return Knowledge(routes={}, scorer=None, embedder=None)
+        return Knowledge(routes={}, scorer=None)
     embedder = _embedder(deployment, upstreams, on_embedding_usage)
     retrievers = {name: HybridRetriever(deployment.indexes[name], embedder) for name in deployment.rag}
     routes = {
@@ -138,7 +137,7 @@ def build_knowledge(
     }
     needs = deployment.policy.semantic_needs if deployment.policy is not None else SemanticNeeds()
     scorer = SemanticScorer(needs, embedder, retrievers) if needs else None
-    return Knowledge(routes=routes, scorer=scorer, embedder=embedder)
+    return Knowledge(routes=routes, scorer=scorer)
 
 
 @contextlib.asynccontextmanager
