@@ -17,6 +17,7 @@ from litestar.types import HTTPScope, Receive, Scope, Send
 
 from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream
 from proxy.errors import (
+    InvalidPathError,
     InvalidRequestError,
     MethodNotAllowedError,
     NotFoundError,
@@ -31,7 +32,7 @@ from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.middleware import request_id_of, tally_of
 from proxy.pipeline import CALLER_HEADER
 from proxy.schemas import decode_chat_request
-from routes import ChatCall
+from routes import ChatCall, UpstreamPath
 
 __all__ = ["HANDLERS", "handle_http_exception", "handle_proxy_error", "handle_unexpected_error"]
 
@@ -109,6 +110,9 @@ def _route_models(generation: Generation) -> dict[str, bytes] | None:
     return {name: msgspec.json.encode(_Model(id=name)) for name in names}
 
 
+_MODELS = UpstreamPath("models")
+
+
 class _Model(msgspec.Struct, frozen=True):
     id: str
     object: str = "model"
@@ -124,7 +128,7 @@ async def list_models(request: Request[object, object, State], state: State) -> 
     if models is not None:
         return Response(b'{"object":"list","data":[' + b",".join(models.values()) + b"]}", media_type=_JSON)
     headers = forwardable_headers(request.scope["headers"], request_id_of(request.scope))
-    return Response(await generation.first_upstream().get("/models", headers), media_type=_JSON)
+    return Response(await generation.first_upstream().get(_MODELS, headers), media_type=_JSON)
 
 
 @get(["/v1/models/{model_id:path}", "/models/{model_id:path}"])
@@ -139,9 +143,13 @@ async def retrieve_model(
         if name not in models:
             raise NotFoundError(f"The model '{name}' does not exist.", param="model")
         return Response(models[name], media_type=_JSON)
+    try:  # the id is one path segment, percent-encoded: `..`, a slash or a query cannot reach another endpoint
+        path = UpstreamPath("models", name)
+    except InvalidPathError as exc:
+        raise NotFoundError(f"The model '{name}' does not exist. {exc.message}", param="model") from exc
     headers = forwardable_headers(request.scope["headers"], request_id_of(request.scope))
     try:
-        body = await generation.first_upstream().get(f"/models/{name}", headers)
+        body = await generation.first_upstream().get(path, headers)
     except UpstreamError as exc:
         if exc.upstream_status == 404:  # here the id is the caller's, not Turnout's configuration
             raise NotFoundError(f"The model '{name}' does not exist.", param="model") from exc

@@ -4,6 +4,7 @@
 * ProxyError                      500 api_error
   x InvalidRequestError           400 invalid_request_error   (the caller's request is wrong)
     + NotFoundError               404
+    + InvalidPathError            400 (a path or parameter that would leave the upstream endpoint it names)
     + MethodNotAllowedError       405
     + RequestTooLargeError        413
     + UnsupportedMediaTypeError   415
@@ -22,13 +23,15 @@ web framework, so routes and policies may raise these errors too.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import ClassVar
 
 import msgspec
 
+from proxy.redaction import Redactor, redact
+
 __all__ = [
+    "InvalidPathError",
     "InvalidRequestError",
     "KnowledgeUnavailableError",
     "MethodNotAllowedError",
@@ -47,20 +50,8 @@ __all__ = [
     "upstream_stream_error",
 ]
 
-# OpenAI keys (sk-..., sk-proj-...), bearer tokens and other long key-like strings a message might echo.
-_SECRET = re.compile(r"(?i)\b(sk-[a-z0-9_\-*]{6,}|bearer\s+(?=\S*\d)[a-z0-9._\-~+/=*]{8,}|key[-_][a-z0-9_\-*]{16,})")
-
-
-_SECRET_HINTS = ("sk-", "bearer", "key")
-"""Every match of `_SECRET` contains one of these (case aside): text without any needs no regex search."""
-
-
-def redact(text: str) -> str:
-    """Replace anything that looks like an API key in `text` with a fixed placeholder."""
-    lowered = text.lower()
-    if not any(hint in lowered for hint in _SECRET_HINTS):  # a log line's usual case, ten times faster
-        return text
-    return _SECRET.sub("[redacted]", text)
+_NO_SECRETS = Redactor()
+"""For mappings called without the settings' secrets (tests, tools): patterns only."""
 
 
 class _ErrorDetail(msgspec.Struct, frozen=True):
@@ -92,8 +83,8 @@ class ProxyError(Exception):
     ) -> None:
         self.message = redact(message)
         super().__init__(self.message)
-        self.param = param
-        self.instance_code = code if code is not None else self.code
+        self.param = None if param is None else redact(param)
+        self.instance_code = redact(code) if code is not None else self.code
         self.status = status_code if status_code is not None else self.status_code
         self.headers: Mapping[str, str] = headers or {}
         self.upstream_status: int | None = None
@@ -116,6 +107,16 @@ class NotFoundError(InvalidRequestError):
 
     status_code = 404
     code = "not_found"
+
+
+class InvalidPathError(InvalidRequestError):
+    """A path or path parameter bound for an upstream that could leave the endpoint it names.
+
+    `..` or `.`, a slash or backslash (encoded or not) inside a parameter, a malformed escape: refused
+    before any upstream is called (`routes.upstream.UpstreamPath`).
+    """
+
+    code = "invalid_path"
 
 
 class MethodNotAllowedError(InvalidRequestError):
@@ -192,6 +193,10 @@ def error_body(message: str, type_: str, *, param: str | None = None, code: str 
     return msgspec.json.encode(_ErrorBody(_ErrorDetail(message=message, type=type_, param=param, code=code)))
 
 
+_ERROR_TEXT = 500
+"""Characters of a plain-text upstream error body that the caller sees."""
+
+
 class _UpstreamErrorView(msgspec.Struct):
     message: str | None = None
     param: str | None = None
@@ -203,22 +208,36 @@ class _UpstreamErrorBodyView(msgspec.Struct):
     error: _UpstreamErrorView | str | None = None
 
 
-def _upstream_detail(body: bytes) -> _UpstreamErrorView:
-    """What an upstream error body says, whether it is OpenAI-format JSON, other JSON or plain text."""
+def _upstream_detail(body: bytes, redactor: Redactor) -> _UpstreamErrorView:
+    """What an upstream error body says (OpenAI-format JSON, other JSON or plain text), secrets removed.
+
+    Every field that reaches the caller is redacted here, the `param` and `code` as well as the message:
+    a hostile or buggy upstream may echo the key it was sent in any of them.
+    """
     try:
         error = msgspec.json.decode(body, type=_UpstreamErrorBodyView).error
     except msgspec.DecodeError:
         error = None
     if isinstance(error, _UpstreamErrorView):
-        return error
+        code = None if error.code is None else str(error.code)
+        return _UpstreamErrorView(
+            message=redactor.optional(error.message),
+            param=redactor.optional(error.param),
+            code=redactor.optional(code),
+            type=error.type,
+        )
     if isinstance(error, str):
-        return _UpstreamErrorView(message=error)
-    text = body[:500].decode("utf-8", "replace").strip()
-    return _UpstreamErrorView(message=text or None)
+        return _UpstreamErrorView(message=redactor.text(error))
+    # Redacted before it is cut short: a secret across the cut would otherwise leave its first characters.
+    text = redactor.data(body[: _ERROR_TEXT * 8]).decode("utf-8", "replace")
+    return _UpstreamErrorView(message=redactor.text(text)[:_ERROR_TEXT].strip() or None)
 
 
-def upstream_stream_error(payload: bytes) -> UpstreamError | None:
-    """The error an upstream sent as an SSE event mid-stream (`data: {"error": ...}`), if `payload` is one."""
+def upstream_stream_error(payload: bytes, *, redactor: Redactor = _NO_SECRETS) -> UpstreamError | None:
+    """The error an upstream sent as an SSE event mid-stream (`data: {"error": ...}`), if `payload` is one.
+
+    `redactor` removes the secrets Turnout holds from the upstream's message (the patterns apply either way).
+    """
     if b'"error"' not in payload:  # content chunks never carry the key; escaped text cannot match
         return None
     try:
@@ -227,18 +246,22 @@ def upstream_stream_error(payload: bytes) -> UpstreamError | None:
         return None
     if error is None:
         return None
-    message = error if isinstance(error, str) else error.message
+    message = redactor.optional(error if isinstance(error, str) else error.message)
     return UpstreamError(f"The upstream failed mid-stream: {message or 'no reason given'}")
 
 
-def upstream_status_error(status: int, body: bytes, *, retry_after: str | None = None) -> ProxyError:
+def upstream_status_error(
+    status: int, body: bytes, *, retry_after: str | None = None, redactor: Redactor = _NO_SECRETS
+) -> ProxyError:
     """Map an upstream's non-2xx response to the error the caller sees.
 
     400/422 are the caller's request: same status, the upstream's message and param kept. 401/403/404
     mean Turnout's own key or model is wrong, so the caller gets a 502 that does not echo the upstream's
-    text. 429 stays 429 with `retry-after`; everything else (5xx, odd statuses) is a 502.
+    text. 429 stays 429 with `retry-after`; everything else (5xx, odd statuses) is a 502. `redactor`
+    removes the secrets Turnout holds from everything kept (message, param, code, `retry-after`).
     """
-    error = _map_upstream_status(status, _upstream_detail(body), retry_after)
+    retry_after = redactor.optional(retry_after)
+    error = _map_upstream_status(status, _upstream_detail(body, redactor), retry_after)
     error.upstream_status = status
     return error
 

@@ -6,7 +6,7 @@ from routes.knowledge import KnowledgeIndex, KnowledgeIndexError
 from routes.openai_chat import OpenAIChatRoute
 from routes.rag import RagRoute
 from routes.retrieval import HybridRetriever, Passage, Retriever
-from routes.upstream import Upstream, UpstreamTimeouts, new_session
+from routes.upstream import Upstream, UpstreamPath, UpstreamTimeouts, new_session
 
 __all__ = [
     "ChatCall",
@@ -21,6 +21,7 @@ __all__ = [
     "Retriever",
     "Route",
     "Upstream",
+    "UpstreamPath",
     "UpstreamTimeouts",
     "new_session",
 ]

@@ -15,12 +15,13 @@ import numpy as np
 
 from proxy.embeddings import Vectors, normalise
 from proxy.errors import UpstreamError
-from routes.upstream import Upstream
+from routes.upstream import Upstream, UpstreamPath
 
 __all__ = ["OpenAIEmbedder"]
 
 _BATCH = 512
 """Inputs per request (OpenAI accepts up to 2,048)."""
+_PATH = UpstreamPath("embeddings")
 
 
 class _Item(msgspec.Struct):
@@ -90,7 +91,7 @@ class OpenAIEmbedder:
 
     async def _batch(self, texts: list[str]) -> Vectors:
         body = msgspec.json.encode({"model": self.model, "input": texts, "dimensions": self._dimension})
-        content, _ = await self.upstream.post("/embeddings", body, {}, self._timeout)
+        content, _ = await self.upstream.post(_PATH, body, {}, self._timeout)
         try:
             response = _DECODE.decode(content)
         except msgspec.DecodeError as exc:

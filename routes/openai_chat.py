@@ -11,11 +11,11 @@ from proxy.errors import UpstreamError, upstream_stream_error
 from proxy.schemas import Usage, rewrite_body
 from proxy.sse import DONE_EVENT, EventSplitter, event_data, find_done, split_events
 from routes.base import ChatCall, Completion
-from routes.upstream import Upstream
+from routes.upstream import Upstream, UpstreamPath
 
 __all__ = ["OpenAIChatRoute"]
 
-_PATH = "/chat/completions"
+_PATH = UpstreamPath("chat", "completions")
 
 
 class _CompletionView(msgspec.Struct):
@@ -55,7 +55,8 @@ class OpenAIChatRoute:
         splitter = EventSplitter()
         async with contextlib.aclosing(self.upstream.post_stream(_PATH, body, call.headers, self._timeout)) as chunks:
             async for chunk in chunks:
-                events, error = _split_at_error(splitter.feed(chunk))
+                # Whole events only, so no secret is cut in two between reads and missed.
+                events, error = _split_at_error(self.upstream.redactor.data(splitter.feed(chunk)), self.upstream)
                 done = find_done(events)
                 if done >= 0:  # anything after [DONE] is dropped; [DONE] itself is normalised
                     yield events[:done] + DONE_EVENT
@@ -67,14 +68,14 @@ class OpenAIChatRoute:
         raise UpstreamError(f"The upstream '{self.upstream.name}' ended the stream before [DONE].")
 
 
-def _split_at_error(events: bytes) -> tuple[bytes, UpstreamError | None]:
+def _split_at_error(events: bytes, upstream: Upstream) -> tuple[bytes, UpstreamError | None]:
     """The events before an upstream's error event, and that error (the whole run and None if it has none)."""
     if b'"error"' not in events:  # content never carries the key: quotes inside strings are escaped
         return events, None
     parts = split_events(events)
     for index, event in enumerate(parts):
         data = event_data(event)
-        error = upstream_stream_error(data) if data is not None else None
+        error = upstream_stream_error(data, redactor=upstream.redactor) if data is not None else None
         if error is not None:
             return b"".join(part + b"\n\n" for part in parts[:index]), error
     return events, None

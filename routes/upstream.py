@@ -3,19 +3,108 @@
 The hot path uses aiohttp's client: on this project's benchmark it serves about ten times the requests
 per second of httpx's default pool (README, "Performance"). Foreign errors are translated here, once,
 by `map_upstream_errors()`, so nothing above this module sees an aiohttp exception.
+
+Two rules hold for everything that passes through an `Upstream`, whoever calls it:
+
+- the URL is its base URL plus an `UpstreamPath`, the one check of paths and path parameters, so that
+  a caller's model id (or, in a pass-through, a caller's whole path) cannot reach another endpoint
+  with Turnout's key;
+- what comes back (bodies, error fields, `retry-after`) has the secrets of its `Redactor` removed.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Iterator, Mapping
+import re
+import urllib.parse
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
-from proxy.errors import UpstreamError, UpstreamTimeoutError, upstream_status_error
+from proxy.errors import InvalidPathError, ProxyError, UpstreamError, UpstreamTimeoutError, upstream_status_error
+from proxy.redaction import Redactor
 
-__all__ = ["Upstream", "UpstreamTimeouts", "map_upstream_errors", "new_session"]
+__all__ = ["Upstream", "UpstreamPath", "UpstreamTimeouts", "map_upstream_errors", "new_session"]
+
+_SEGMENT_SAFE = ":@"
+"""Kept as they are in a segment (with letters, digits and `-._~`): `ft:gpt-4o-mini:acme::abc` reads as sent.
+Everything else is percent-encoded, sub-delimiters included (`;` means a path parameter to some servers)."""
+_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
+"""Never inside one segment: a slash or backslash (a separator to some server on the way, even encoded),
+or a control character."""
+_RAW_PATH = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*")
+"""What a client's raw path may hold at all (RFC 3986 `pchar` and `/`), before it is decoded."""
+_RAW_QUERY = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@%/?\[\]]*")
+"""What a client's raw query may hold (RFC 3986 `query`, and the brackets of `include[]=` sent unencoded)."""
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+MAX_TARGET = 2048
+"""The longest path and query sent upstream, encoded (OpenAI's own paths are well under 200)."""
+
+
+class UpstreamPath:
+    """A path (and query) under an upstream's base URL that cannot leave the endpoint it names.
+
+    The one rule for every path and parameter bound for an upstream: each segment is checked (not
+    empty, not `.` or `..`, no slash or backslash, no control character) and percent-encoded as one
+    segment, so `?` and `#` stay data; the query is re-encoded from its decoded pairs. Built from
+    segments (`UpstreamPath("models", model_id)`) or, for a pass-through, from the path and query a
+    client sent (`UpstreamPath.from_client`), where an encoded slash or dot segment is refused too.
+
+    Raises (on construction):
+        InvalidPathError: a segment or the query breaks the rule; nothing is sent.
+    """
+
+    __slots__ = ("target",)
+
+    def __init__(self, *segments: str, query: Sequence[tuple[str, str]] = ()) -> None:
+        """The path `/seg1/seg2...` relative to the base URL, with `query` as its query string."""
+        if not segments:
+            raise InvalidPathError("An upstream path needs at least one segment.")
+        for segment in segments:
+            _check_segment(segment)
+        target = "/" + "/".join(urllib.parse.quote(segment, safe=_SEGMENT_SAFE) for segment in segments)
+        if query:
+            target += "?" + urllib.parse.urlencode(query, quote_via=urllib.parse.quote, safe="")
+        if len(target) > MAX_TARGET:
+            raise InvalidPathError(f"The path is longer than {MAX_TARGET} characters.")
+        self.target = target
+        """Path and query, encoded, to append to the base URL (starts with `/`)."""
+
+    @classmethod
+    def from_client(cls, raw_path: str, raw_query: str = "") -> UpstreamPath:
+        """A client's path relative to the base (`files/file-abc/content`), as sent: still percent-encoded.
+
+        For a pass-through: the path after `/v1` and the query string exactly as they came on the wire
+        (ASGI `raw_path` and `query_string`), decoded here once, so that `%2F` or `%2e%2e` can be refused.
+        """
+        for part, allowed in ((raw_path, _RAW_PATH), (raw_query, _RAW_QUERY)):
+            if not allowed.fullmatch(part) or _BAD_ESCAPE.search(part):
+                raise InvalidPathError("The path holds characters or escapes that a URL cannot.")
+        try:
+            segments = [urllib.parse.unquote(part, errors="strict") for part in raw_path.removeprefix("/").split("/")]
+            query = urllib.parse.parse_qsl(raw_query, keep_blank_values=True, errors="strict", max_num_fields=64)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidPathError("The path or query is not valid percent-encoded UTF-8.") from exc
+        return cls(*segments, query=query)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UpstreamPath) and other.target == self.target
+
+    def __hash__(self) -> int:
+        return hash(self.target)
+
+    def __repr__(self) -> str:
+        return f"UpstreamPath({self.target!r})"
+
+
+def _check_segment(segment: str) -> None:
+    if segment in ("", ".", ".."):
+        what = "an empty segment" if not segment else f"the segment '{segment}'"
+        raise InvalidPathError(f"A path to an upstream cannot hold {what}.")
+    if _FORBIDDEN.search(segment):
+        raise InvalidPathError("A path parameter cannot hold a slash, a backslash or a control character.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +146,25 @@ class Upstream:
     The session is shared and owned by whoever built it (the app's lifespan), which closes it.
     """
 
-    __slots__ = ("_auth", "_session", "base_url", "name")
+    __slots__ = ("_auth", "_session", "base_url", "name", "redactor")
 
-    def __init__(self, name: str, base_url: str, api_key: str | None, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        api_key: str | None,
+        session: aiohttp.ClientSession,
+        *,
+        redactor: Redactor | None = None,
+    ) -> None:
+        """`redactor`: the secrets Turnout holds (its own key is always among them)."""
         self.name = name
-        self.base_url = base_url.rstrip("/")
+        self.base_url = str(URL(base_url.rstrip("/")))  # encoded once: paths are appended to it as they are
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._session = session
+        own = Redactor([api_key] if api_key else [])
+        self.redactor = own if redactor is None else redactor | own
+        """Removes the secrets from what this upstream sends back; routes use it on what they relay."""
 
     def __repr__(self) -> str:
         return f"Upstream(name={self.name!r}, base_url={self.base_url!r})"
@@ -78,56 +179,65 @@ class Upstream:
             return base
         return aiohttp.ClientTimeout(total=total, connect=base.connect, sock_read=base.sock_read)
 
+    def url(self, path: UpstreamPath) -> URL:
+        """The full URL of `path` on this upstream: always under its base URL, sent exactly as built."""
+        return URL(self.base_url + path.target, encoded=True)
+
+    def _status_error(self, response: aiohttp.ClientResponse, content: bytes) -> ProxyError:
+        retry_after = response.headers.get("retry-after")
+        return upstream_status_error(response.status, content, retry_after=retry_after, redactor=self.redactor)
+
     async def post(
-        self, path: str, body: bytes, headers: Mapping[str, str], timeouts: aiohttp.ClientTimeout
+        self, path: UpstreamPath, body: bytes, headers: Mapping[str, str], timeouts: aiohttp.ClientTimeout
     ) -> tuple[bytes, aiohttp.ClientResponse]:
-        """POST a JSON body and return the body of a 2xx answer with its response.
+        """POST a JSON body and return the body of a 2xx answer (secrets removed) with its response.
 
         Raises:
             ProxyError: the upstream answered non-2xx (mapped by status) or could not be reached.
         """
         with map_upstream_errors(self.name):
             async with self._session.post(
-                self.base_url + path, data=body, headers=self._headers(headers, json_body=True), timeout=timeouts
+                self.url(path), data=body, headers=self._headers(headers, json_body=True), timeout=timeouts
             ) as response:
                 content = await response.read()
         if response.status >= 300:
-            raise upstream_status_error(response.status, content, retry_after=response.headers.get("retry-after"))
-        return content, response
+            raise self._status_error(response, content)
+        return self.redactor.data(content), response
 
-    async def get(self, path: str, headers: Mapping[str, str]) -> bytes:
-        """GET a JSON resource and return the body of a 2xx answer.
+    async def get(self, path: UpstreamPath, headers: Mapping[str, str]) -> bytes:
+        """GET a JSON resource and return the body of a 2xx answer (secrets removed).
 
         Raises:
             ProxyError: the upstream answered non-2xx (mapped by status) or could not be reached.
         """
         with map_upstream_errors(self.name):
-            async with self._session.get(self.base_url + path, headers=self._headers(headers)) as response:
+            async with self._session.get(self.url(path), headers=self._headers(headers)) as response:
                 content = await response.read()
         if response.status >= 300:
-            raise upstream_status_error(response.status, content, retry_after=response.headers.get("retry-after"))
-        return content
+            raise self._status_error(response, content)
+        return self.redactor.data(content)
 
     async def post_stream(
-        self, path: str, body: bytes, headers: Mapping[str, str], timeouts: aiohttp.ClientTimeout
+        self, path: UpstreamPath, body: bytes, headers: Mapping[str, str], timeouts: aiohttp.ClientTimeout
     ) -> AsyncGenerator[bytes, None]:
         """POST a JSON body and yield the response's bytes as they arrive.
 
         The first iteration raises the mapped error when the upstream answers non-2xx. Closing the
-        iterator before the body's end (the client went away) closes the upstream connection.
+        iterator before the body's end (the client went away) closes the upstream connection. The
+        bytes are raw reads, which may cut a secret in two: the caller redacts whole events
+        (`redactor.data`), as `OpenAIChatRoute` does.
 
         Raises:
             ProxyError: the upstream answered non-2xx, could not be reached, or broke off.
         """
         with map_upstream_errors(self.name):
             response = await self._session.post(
-                self.base_url + path, data=body, headers=self._headers(headers, json_body=True), timeout=timeouts
+                self.url(path), data=body, headers=self._headers(headers, json_body=True), timeout=timeouts
             )
             try:
                 if response.status >= 300:
                     content = await response.read()
-                    retry_after = response.headers.get("retry-after")
-                    raise upstream_status_error(response.status, content, retry_after=retry_after)
+                    raise self._status_error(response, content)
                 async for chunk in response.content.iter_any():
                     yield chunk
             finally:

@@ -21,7 +21,9 @@ from proxy.errors import (
     error_body,
     redact,
     upstream_status_error,
+    upstream_stream_error,
 )
+from proxy.redaction import Redactor
 
 KEY = "sk-abc123def456ghi789jkl"
 PROJECT_KEY = "sk-proj-AbC123_dEf-456xyzQRS"
@@ -319,3 +321,39 @@ def test_error_given_as_a_string(status, expected_status, message):
 def test_json_without_an_error_object_is_reported_as_text():
     error = upstream_status_error(500, b'{"detail": "overloaded"}')
     assert error.message == 'The upstream failed with status 500: {"detail": "overloaded"}'
+
+
+# --- redaction by value ----------------------------------------------------------------------------------
+
+HELD = "abc123XYZ-secret-0f1e2d3c"
+"""A key of no known format: no pattern matches it, only its value."""
+
+
+@pytest.mark.parametrize("status", [400, 422, 429, 500, 503])
+def test_a_held_secret_echoed_in_message_param_and_code_is_removed_from_all(status):
+    body = openai_error(f"bad key {HELD}", param=f"key={HELD}", code=HELD)
+    error = upstream_status_error(status, body, retry_after=HELD, redactor=Redactor([HELD]))
+    assert HELD not in error.message
+    assert HELD.encode() not in error.body()
+    assert HELD not in str(error.headers)
+    assert "[redacted]" in error.message
+
+
+def test_without_the_redactor_only_patterns_apply_param_and_code_included():
+    error = upstream_status_error(400, openai_error("bad", param=f"x {KEY}", code=KEY))
+    assert error.param == "x [redacted]"
+    assert error.instance_code == "[redacted]"
+
+
+def test_a_text_body_is_redacted_before_it_is_cut_so_no_first_characters_show():
+    body = b"x" * 490 + HELD.encode() + b" and more"
+    error = upstream_status_error(500, body, redactor=Redactor([HELD]))
+    assert HELD[:4] not in error.message
+    assert error.message == "The upstream failed with status 500: " + "x" * 490 + "[redacted]"
+
+
+def test_a_mid_stream_error_event_is_redacted_by_value():
+    event = f'{{"error": {{"message": "upstream exploded with {HELD}"}}}}'.encode()
+    error = upstream_stream_error(event, redactor=Redactor([HELD]))
+    assert error is not None
+    assert error.message == "The upstream failed mid-stream: upstream exploded with [redacted]"

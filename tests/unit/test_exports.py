@@ -21,6 +21,7 @@ EXPORTS = {
         "Retriever",
         "Route",
         "Upstream",
+        "UpstreamPath",
         "UpstreamTimeouts",
         "new_session",
     ],

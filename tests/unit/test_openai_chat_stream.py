@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from proxy.errors import UpstreamError
+from proxy.redaction import Redactor
 from proxy.schemas import decode_chat_request
 from proxy.sse import DONE_EVENT
 from routes import ChatCall, OpenAIChatRoute
@@ -23,8 +24,9 @@ class FakeUpstream:
 
     name = "fake"
 
-    def __init__(self, reads: list[bytes]) -> None:
+    def __init__(self, reads: list[bytes], secrets: tuple[str, ...] = ()) -> None:
         self.reads = reads
+        self.redactor = Redactor(secrets)
         self.sent: bytes = b""
         self.closed = False
 
@@ -42,8 +44,8 @@ class FakeUpstream:
             self.closed = True
 
 
-async def collect(reads: list[bytes]) -> tuple[list[bytes], FakeUpstream]:
-    upstream = FakeUpstream(reads)
+async def collect(reads: list[bytes], secrets: tuple[str, ...] = ()) -> tuple[list[bytes], FakeUpstream]:
+    upstream = FakeUpstream(reads, secrets)
     route = OpenAIChatRoute("r", upstream)  # type: ignore[arg-type]  # duck-typed stand-in
     call = ChatCall(request=decode_chat_request(RAW), raw=RAW, headers={})
     out: list[Any] = [events async for events in route.stream(call)]
@@ -86,3 +88,26 @@ async def test_content_mentioning_error_is_not_an_error() -> None:
 async def test_a_stream_cut_before_done_is_an_error() -> None:
     with pytest.raises(UpstreamError, match=r"before \[DONE\]"):
         await collect([A, B[:7]])
+
+
+SECRET = "abc123XYZ-secret-0f1e2d3c"  # noqa: S105 - a test value
+
+
+async def test_a_secret_cut_between_two_reads_is_still_redacted() -> None:
+    event = b'data: {"choices":[{"delta":{"content":"key ' + SECRET.encode() + b'"}}]}\n\n'
+    cut = event.index(b"secret")
+    out, _ = await collect([event[:cut], event[cut:] + b"data: [DONE]\n\n"], (SECRET,))
+    assert SECRET.encode() not in b"".join(out)
+    assert out == [event.replace(SECRET.encode(), b"[redacted]") + DONE_EVENT]
+
+
+async def test_an_upstream_error_event_echoing_a_secret_raises_without_it() -> None:
+    error = b'data: {"error":{"message":"bad key ' + SECRET.encode() + b'","code":"' + SECRET.encode() + b'"}}\n\n'
+    upstream = FakeUpstream([A + error], (SECRET,))
+    route = OpenAIChatRoute("r", upstream)  # type: ignore[arg-type]
+    stream = route.stream(ChatCall(request=decode_chat_request(RAW), raw=RAW, headers={}))
+    assert await anext(stream) == A
+    with pytest.raises(UpstreamError) as caught:
+        await anext(stream)
+    assert SECRET not in caught.value.message
+    assert SECRET.encode() not in caught.value.body()
