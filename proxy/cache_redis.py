@@ -20,7 +20,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from proxy.policyfile import CacheSettings, redact_url
+from proxy.policyfile import CacheSettings
+from proxy.redaction import Redactor
+from proxy.redisurl import redact_url, url_secrets
 
 __all__ = ["RedisResponseCache"]
 
@@ -60,6 +62,8 @@ class RedisResponseCache:
         self._timeout = settings.timeout + settings.connect_timeout
         self._retry_after = settings.retry_after
         self._where = redact_url(settings.url)
+        self._redactor = Redactor(url_secrets(settings.url))
+        """Its own password, out of redis-py's error texts (the log formatter removes every other secret too)."""
         self._down_until = 0.0
         self._on_error = on_error
         self._clock = clock
@@ -92,7 +96,7 @@ class RedisResponseCache:
                 self._where,
                 what,
                 type(exc).__name__,
-                exc,
+                self._redactor.text(str(exc)),
                 self._retry_after,
             )
             return fallback

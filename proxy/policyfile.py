@@ -17,6 +17,7 @@ import msgspec
 
 from policies import PolicyEngine, PolicyError, load_policy
 from proxy.ragconfig import EmbedderSettings, KnowledgeError, RagSettings, embedder_identity, load_indexes
+from proxy.redisurl import redact_url, redis_url_problem
 from proxy.yamlsource import YamlDocument
 from routes import KnowledgeIndex
 
@@ -54,7 +55,8 @@ class TimeoutSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 class UpstreamFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """An upstream as the file (or the `OPENAI_*` variables) describe it; the key is wrapped later."""
 
-    base_url: Annotated[str, msgspec.Meta(pattern="^https?://")] = DEFAULT_BASE_URL
+    # No query or fragment: every upstream path is appended to it (`routes.upstream.UpstreamPath`).
+    base_url: Annotated[str, msgspec.Meta(pattern="^https?://[^?#]*$")] = DEFAULT_BASE_URL
     api_key: str | None = None
     timeout: TimeoutSettings = TimeoutSettings()
     max_connections: AtLeastOne = 1000
@@ -96,7 +98,7 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     backend: Literal["memory", "redis"] | None = None
     """None: `redis` when `url` is given, else `memory`."""
     url: Annotated[str, msgspec.Meta(pattern="^(redis|rediss|unix)://")] | None = None
-    """The Redis URL; it may carry a password, so it is never logged whole."""
+    """The Redis URL, as redis-py reads it (checked at load); it may carry a password, so it is never shown whole."""
     max_bytes: AtLeastOne = 64 * 1024 * 1024
     """The in-process cache's size limit (keys and answers); the least recently used go first."""
     ttl: Seconds = 3600.0
@@ -121,14 +123,6 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
     def __repr__(self) -> str:
         return f"CacheSettings(backend={'redis' if self.uses_redis else 'memory'}, url={redact_url(self.url)!r})"
-
-
-_PASSWORD = re.compile(r"(?<=://)([^@/]*)@")
-
-
-def redact_url(url: str | None) -> str | None:
-    """`url` with its user and password replaced by `***` (for logs and messages)."""
-    return _PASSWORD.sub("***@", url) if url else url
 
 
 class Price(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -256,6 +250,9 @@ def _knowledge(document: YamlDocument, file: _PolicyFile, sections: _Sections, p
 def _check_cache(document: YamlDocument, cache: CacheSettings) -> None:
     if cache.backend == "redis" and cache.url is None:
         raise PolicyFileError(f"{document.locate(('cache', 'backend'))}: cache: the redis backend needs a `url`")
+    problem = redis_url_problem(cache.url) if cache.url is not None else None
+    if problem is not None:  # here, not at the first connection: `turnout check` and start-up both refuse it
+        raise PolicyFileError(f"{document.locate(('cache', 'url'))}: cache.url is not a Redis URL: {problem}")
 
 
 def _check_names(document: YamlDocument, file: _PolicyFile, sections: _Sections) -> None:

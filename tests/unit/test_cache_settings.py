@@ -92,6 +92,16 @@ def test_the_default_cache_is_in_memory() -> None:
     assert not cache.uses_redis
 
 
+def test_the_url_is_checked_on_its_own_line(tmp_path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("cache:\n  ttl: 60\n  url: redis://:pa/ss-hunter2@cache:6379/0\n", encoding="utf-8")
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"TURNOUT_CONFIG": str(path)})
+    assert str(caught.value).startswith(f"{path}:3: cache.url is not a Redis URL: ")
+    assert "hunter2" not in str(caught.value)
+    assert "pa/ss" not in str(caught.value)
+
+
 def test_a_url_means_redis_and_its_password_never_shows(tmp_path) -> None:
     env = write(tmp_path, '{url: "redis://:${REDIS_PASSWORD}@cache.internal:6379/2", ttl: 60, timeout: 0.02}')
     cache = load_settings(env).deployment.cache
@@ -100,6 +110,14 @@ def test_a_url_means_redis_and_its_password_never_shows(tmp_path) -> None:
     assert (cache.ttl, cache.timeout) == (60.0, 0.02)
     assert "hunter2" not in repr(cache)
     assert "hunter2" not in repr(load_settings(env))
+    assert "hunter2-secret" in load_settings(env).secrets()  # for redaction by value
+
+
+def test_a_query_password_never_shows_either(tmp_path) -> None:
+    env = write(tmp_path, '{url: "redis://cache.internal:6379/2?password=${REDIS_PASSWORD}"}')
+    settings = load_settings(env)
+    assert "hunter2" not in repr(settings.deployment.cache)
+    assert "hunter2-secret" in settings.secrets()
 
 
 @pytest.mark.parametrize(
@@ -123,6 +141,9 @@ def test_redact_url(url, redacted) -> None:
         ('{url: "http://cache:6379"}', "cache.url"),
         ("{max_bytes: 0}", "cache.max_bytes"),
         ("{colour: blue}", "policy.yaml:3: cache: Object contains unknown field `colour`"),
+        # A raw `/` in the password: redis-py reads "hunter2" as the port (`turnout serve` exited 3 on it).
+        ('{url: "redis://:${REDIS_PASSWORD}/x@cache:6379/0"}', "policy.yaml:3: cache.url is not a Redis URL: an '@'"),
+        ('{url: "redis://cache:6379/0?pasword=${REDIS_PASSWORD}"}', "policy.yaml:3: cache.url is not a Redis URL: "),
     ],
 )
 def test_a_bad_cache_block_names_the_file_and_key(tmp_path, cache, message) -> None:
