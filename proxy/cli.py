@@ -19,6 +19,8 @@ from proxy.accesslog import ACCESS_LOGGER
 from proxy.indexcli import add_index_commands, run_index_command
 from proxy.logs import LOG_FORMAT, RedactingFormatter
 from proxy.policycli import add_policy_commands, run_policy_command
+from proxy.redaction import Redactor
+from proxy.redisurl import redact_url
 from proxy.settings import ENV_VARS, Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -42,8 +44,12 @@ _SERVE_FLAGS = {
 }
 
 
-def _log_config(level: str) -> dict[str, Any]:
-    """One plain format for Turnout's and uvicorn's loggers, applied in every worker."""
+def _log_config(level: str, redactor: Redactor | None = None) -> dict[str, Any]:
+    """One plain format for Turnout's and uvicorn's loggers, applied in every worker.
+
+    `redactor` (the settings' secrets) goes to every worker with the config: their first lines are
+    redacted by value already, before each worker's app loads the policy itself.
+    """
     handler = {"()": "proxy.logs.stderr_handler", "formatter": "plain"}
     loggers = {
         name: {"handlers": ["stderr"], "level": level.upper(), "propagate": False} for name in ("turnout", "uvicorn")
@@ -55,11 +61,13 @@ def _log_config(level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "plain": {"()": RedactingFormatter, "format": LOG_FORMAT},
-            "json": {"()": RedactingFormatter, "format": "%(message)s"},
+            "plain": {"()": RedactingFormatter, "format": LOG_FORMAT, "redactor": redactor},
+            "json": {"()": RedactingFormatter, "format": "%(message)s", "redactor": redactor},
         },
         "handlers": {"stderr": handler, "access": access},
         "loggers": loggers,
+        # Other libraries' warnings (asyncio, aiohttp, redis) through the same redacting handler, not `lastResort`.
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
     }
 
 
@@ -114,7 +122,8 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"turnout: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    logging.config.dictConfig(_log_config(settings.server.log_level))
+    redactor = Redactor(settings.secrets())
+    logging.config.dictConfig(_log_config(settings.server.log_level, redactor))
     logger.info(_describe_upstream(settings))
     server = settings.server
     # uvicorn drains, then raises again the signal it stopped on; a drained SIGTERM is a clean stop (exit 0).
@@ -124,11 +133,11 @@ def _serve(args: argparse.Namespace) -> int:
             # Every worker writes its metric values under one fresh directory, which /metrics merges.
             metrics_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="turnout-metrics-"))
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        _run_uvicorn(settings)
+        _run_uvicorn(settings, redactor)
     return 0
 
 
-def _run_uvicorn(settings: Settings) -> None:
+def _run_uvicorn(settings: Settings, redactor: Redactor) -> None:
     import uvicorn
 
     server = settings.server
@@ -141,7 +150,7 @@ def _run_uvicorn(settings: Settings) -> None:
         loop="auto",  # uvloop when installed
         http="auto",  # httptools when installed
         timeout_graceful_shutdown=math.ceil(server.drain_timeout),
-        log_config=_log_config(server.log_level),
+        log_config=_log_config(server.log_level, redactor),
         access_log=False,
         server_header=False,
         proxy_headers=False,
@@ -156,7 +165,7 @@ def _describe_upstream(settings: Settings) -> str:
         )
     upstream = settings.upstream
     key = "with an API key" if upstream.api_key else "without an API key"
-    return f"Forwarding to upstream '{upstream.name}' at {upstream.base_url} {key}."
+    return f"Forwarding to upstream '{upstream.name}' at {redact_url(upstream.base_url)} {key}."
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -20,8 +20,10 @@ import aiohttp
 from proxy.caching import SharedCache
 from proxy.cost import PriceTable
 from proxy.errors import ProxyError
+from proxy.logs import redact_logs_with
 from proxy.metrics import Metrics
 from proxy.pipeline import ChatPipeline
+from proxy.redaction import Redactor
 from proxy.semantic import Knowledge, build_knowledge
 from proxy.settings import Settings, SettingsError, UpstreamSettings
 from proxy.tally import embedding_spender
@@ -103,6 +105,7 @@ def _build(
     base_url: str | None,
     caches: SharedCache,
     metrics: Metrics | None,
+    redactor: Redactor,
 ) -> Generation:
     upstreams = {
         name: Upstream(
@@ -110,6 +113,7 @@ def _build(
             base_url or upstream.base_url,
             upstream.api_key.reveal() if upstream.api_key else None,
             sessions.get(upstream),
+            redactor=redactor,
         )
         for name, upstream in settings.upstreams.items()
     }
@@ -190,7 +194,10 @@ async def open_resources(
         stack.push_async_callback(sessions.close)
         stack.push_async_callback(caches.aclose)
         stack.push_async_callback(tasks.drain, settings.server.drain_timeout)
-        resources = Resources(_build(settings, sessions, tasks, base_url, caches, metrics), tasks)
+        # The secrets of every policy loaded so far: requests on an earlier one may still be running.
+        redactor = Redactor(settings.secrets())
+        redact_logs_with(redactor)
+        resources = Resources(_build(settings, sessions, tasks, base_url, caches, metrics, redactor), tasks)
         if resources.current.knowledge.scorer is not None:
             try:  # the examples, embedded before the first request (or, failing that, by the first that needs them)
                 await resources.current.knowledge.scorer.prepare()
@@ -198,10 +205,13 @@ async def open_resources(
                 logger.warning("could not embed the policy's examples yet: %s", exc.message)
 
         def reload() -> None:
+            nonlocal redactor
             if reload_settings is None:
                 return
             try:
-                new = _build(reload_settings(), sessions, tasks, base_url, caches, metrics)
+                reloaded = reload_settings()
+                with_new = redactor | Redactor(reloaded.secrets())
+                new = _build(reloaded, sessions, tasks, base_url, caches, metrics, with_new)
             except SettingsError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
                 if metrics is not None:
@@ -211,6 +221,8 @@ async def open_resources(
                 tasks.spawn(new.knowledge.scorer.prepare(), name="embed-policy-examples")
             if metrics is not None:
                 metrics.reloaded(ok=True)
+            redactor = with_new
+            redact_logs_with(redactor)
             resources.current = new
             resources.reloads += 1
             sessions.retire_unused(set(new.settings.upstreams.values()), new.settings.server.drain_timeout)

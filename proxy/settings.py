@@ -25,6 +25,7 @@ from proxy.policyfile import (
     parse_deployment,
 )
 from proxy.ragconfig import EmbedderSettings
+from proxy.redisurl import url_secrets
 from proxy.yamlsource import YamlDocument, YamlError, load_yaml
 
 __all__ = [
@@ -132,6 +133,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """The first upstream: without rules, the only one."""
         return next(iter(self.upstreams.values()))
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value these settings hold, for redaction by value (`proxy.redaction.Redactor`).
+
+        The upstreams' keys and any password in their base URLs, the Redis password of the cache URL
+        (in every form it can take there). A new kind of secret in the settings is added here.
+        """
+        found = [upstream.api_key.reveal() for upstream in self.upstreams.values() if upstream.api_key]
+        for upstream in self.upstreams.values():
+            found.extend(url_secrets(upstream.base_url))
+        found.extend(url_secrets(self.deployment.cache.url))
+        return tuple(dict.fromkeys(found))
+
 
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 
@@ -229,7 +242,7 @@ def _env_upstream(env: Mapping[str, str]) -> UpstreamFile:
             UpstreamFile,
         )
     except msgspec.ValidationError as exc:
-        raise SettingsError(f"OPENAI_BASE_URL must start with http:// or https://: {exc}") from exc
+        raise SettingsError(f"OPENAI_BASE_URL must be an http:// or https:// URL without a query: {exc}") from exc
 
 
 def _upstream(name: str, upstream: UpstreamFile, env: Mapping[str, str]) -> UpstreamSettings:

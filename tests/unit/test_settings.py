@@ -314,3 +314,26 @@ def test_an_unquoted_variable_in_a_flow_mapping_says_how_to_quote_it(tmp_path):
     assert 'quote a ${VAR} value: "${VAR}"' in str(excinfo.value)
     quoted = write_config(tmp_path, 'upstreams:\n  openai: {base_url: https://a.test/v1, api_key: "${KEY}"}\n')
     assert load_settings({"TURNOUT_CONFIG": quoted, "KEY": "sk-x"}).upstreams["openai"].api_key is not None
+
+
+def test_secrets_lists_every_key_and_password_the_settings_hold(tmp_path):
+    path = write_config(
+        tmp_path,
+        "upstreams:\n"
+        "  a: {base_url: 'https://llm.internal/v1', api_key: '${A_KEY}'}\n"
+        "  b: {base_url: 'https://me:basic-auth-secret@other.internal/v1', api_key: 'b-key-of-no-format'}\n"
+        "routes: {x: {upstream: a}, y: {upstream: b}}\n"
+        "cache: {url: 'redis://cache.internal:6379/0?password=redis%2Fsecret'}\n"
+        "rules: [{name: d, route: x}]\n",
+    )
+    settings = load_settings({"TURNOUT_CONFIG": path, "A_KEY": "abc123XYZ-secret-a"})
+    secrets = settings.secrets()
+    assert {"abc123XYZ-secret-a", "b-key-of-no-format", "basic-auth-secret", "redis/secret"} <= set(secrets)
+    assert "redis%2Fsecret" in secrets  # as written too
+    assert load_settings({}).secrets() == ()
+
+
+def test_a_base_url_with_a_query_or_fragment_is_an_error():
+    for url in ("https://x.test/v1?api-version=1", "https://x.test/v1#top"):
+        with pytest.raises(SettingsError, match="OPENAI_BASE_URL"):
+            load_settings({"OPENAI_BASE_URL": url})
