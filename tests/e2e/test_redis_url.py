@@ -140,3 +140,21 @@ def test_a_bad_url_is_refused_by_check_and_serve_alike_naming_the_line_and_no_pa
         assert "Traceback" not in output
         for form in [*shown_forms(), hashed[:10], hashed.split("#", 1)[1][:10]]:
             assert form not in output, f"`turnout {command}` shows the password as {form!r}:\n{output}"
+
+
+def test_the_warning_of_a_failing_redis_shows_no_password(simulator: RunningProcess, tmp_path: Path) -> None:
+    server = RedisServer(password=PASSWORD)
+    server.start()
+    try:
+        url = f"redis://127.0.0.1:{server.port}/0?password={ENCODED}"
+        env = {**turnout_env(simulator), "TURNOUT_CONFIG": str(write_policy(tmp_path / "policy.yaml", simulator, url))}
+        with running(start_turnout(env)) as turnout, sdk_client(turnout.origin) as sdk:
+            server.stop()  # Redis goes away: the next lookup fails and is logged
+            sdk.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "Hi"}], temperature=0)
+            log = turnout.stderr()
+    finally:
+        server.close()
+    assert "cache: redis at redis://127.0.0.1:" in log
+    assert "failed on get" in log
+    for form in shown_forms():
+        assert form not in log, f"the log shows the Redis password as {form!r}:\n{log}"
