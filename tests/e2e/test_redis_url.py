@@ -33,6 +33,8 @@ routes:
 cache:
   url: "{url}"
   key_prefix: "{prefix}"
+  timeout: 5  # a loaded machine must not turn a lookup into a miss
+  connect_timeout: 5
 rules:
   - name: default
     route: gpt4
