@@ -1,17 +1,20 @@
 """`ResponseCache` Protocol, its in-process implementation, and `cache_key()` over an explicit field list.
 
-The cache stores opaque bytes under string keys, with a TTL. Two more operations serve the layers on
-top: `lock`/`unlock` (single flight: the first of several identical requests calls the upstream) and
-`push`/`items` (a short list per key: the semantic cache's recent questions). `RedisResponseCache`
-(`proxy.cache_redis`) is the shared implementation; both pass the same contract tests.
+The cache stores opaque bytes under string keys, with a TTL. More operations serve the layers on top:
+`lock`/`renew`/`unlock` (single flight: the first of several identical requests calls the upstream,
+holding a lock as a lease that it renews, see `proxy.cache_lease`) and `push`/`items` (a short list
+per key: the semantic cache's recent questions). `RedisResponseCache` (`proxy.cache_redis`) is the
+shared implementation; both pass the same contract tests.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import msgspec
@@ -20,6 +23,7 @@ __all__ = [
     "ANSWER_FIELDS",
     "IGNORED_FIELDS",
     "KEY_VERSION",
+    "HeldLock",
     "MemoryResponseCache",
     "ResponseCache",
     "cache_key",
@@ -165,6 +169,17 @@ def is_deterministic(temperature: float | None, seed_given: bool) -> bool:
     return temperature == 0 or seed_given
 
 
+@dataclass(slots=True, eq=False)
+class HeldLock:
+    """A lock its caller took, or may have taken: what it takes to renew and release it (one per holder)."""
+
+    key: str
+    token: bytes
+    """Proves the lock is this holder's; empty when granted without asking the backend: nothing to renew or release."""
+    until: float = 0.0
+    """The backend's bookkeeping: by then (on its clock) the lock has surely expired."""
+
+
 class ResponseCache(Protocol):
     """Bytes by key with a TTL, plus a set-if-absent lock and short lists; shared by one process or by all."""
 
@@ -185,15 +200,29 @@ class ResponseCache(Protocol):
         """Forget `key`."""
         ...
 
-    async def lock(self, key: str, ttl: float) -> bool:
-        """Take the lock `key` for `ttl` seconds unless someone holds it; True when taken.
+    async def lock(self, key: str, ttl: float) -> HeldLock | None:
+        """Take the lock `key` for `ttl` seconds (a lease) unless someone holds it; None when someone does.
 
-        When the backend is unreachable it answers True: better one more upstream call than none.
+        When the backend is unreachable it grants the lock: better one more upstream call than none. When
+        it cannot tell (the reply was lost), it grants it too and counts it as held: it is renewed and
+        released like one that was taken, or expires `ttl` seconds after the last command.
         """
         ...
 
-    async def unlock(self, key: str) -> None:
-        """Release the lock `key`."""
+    async def renew(self, held: HeldLock, ttl: float) -> bool:
+        """Extend `held` to `ttl` seconds from now.
+
+        False when it is not (or no longer) this holder's: there is nothing more to renew. A backend
+        that cannot be reached answers True: the lock may still be held, so keep renewing.
+        """
+        ...
+
+    async def unlock(self, held: HeldLock) -> bool:
+        """Release `held` if it is still this holder's.
+
+        True when done (released, expired, or another's by now); False when the backend could not be
+        reached and the lock may still be held: try again.
+        """
         ...
 
     async def push(self, key: str, item: bytes, *, keep: int, ttl: float) -> None:
@@ -280,16 +309,26 @@ class MemoryResponseCache:
         if key in self._entries:
             self._drop(key)
 
-    async def lock(self, key: str, ttl: float) -> bool:
+    async def lock(self, key: str, ttl: float) -> HeldLock | None:
         """Take the lock unless a live one exists."""
         if self._live(key) is not None:
+            return None
+        held = HeldLock(key=key, token=secrets.token_bytes(8))
+        self._put(key, held.token, ttl)
+        return held
+
+    async def renew(self, held: HeldLock, ttl: float) -> bool:
+        """Extend the lock while it is live and still `held`'s."""
+        if self._live(held.key) != held.token:
             return False
-        self._put(key, b"1", ttl)
+        self._put(held.key, held.token, ttl)
         return True
 
-    async def unlock(self, key: str) -> None:
-        """Release the lock."""
-        await self.delete(key)
+    async def unlock(self, held: HeldLock) -> bool:
+        """Release the lock if it is still `held`'s (always done: there is no network to fail)."""
+        if self._live(held.key) == held.token:
+            self._drop(held.key)
+        return True
 
     async def push(self, key: str, item: bytes, *, keep: int, ttl: float) -> None:
         """Prepend `item`, trim to `keep` items, renew the TTL."""

@@ -4,6 +4,13 @@ Redis trouble never fails a request. Every command has a short timeout; a failur
 logged (the URL without its password), counted in `errors`, and read as a miss. After a failure the
 cache skips Redis for `retry_after` seconds, so that a dead Redis costs requests nothing, then tries
 again: the cache comes back by itself when Redis does.
+
+Single-flight locks are the exception: renewing and releasing a lock are never skipped (they run in the
+background, not on a request's path, and a skipped release would leave the lock to others until it
+expires). A `HeldLock` carries its token and the time by which Redis has dropped it for sure (`ttl`
+after the last command that set or renewed it; plus the command timeout when the reply was lost),
+from the moment its `SET` goes out: a `SET` whose reply was lost may have taken the lock, so it is
+renewed and released like one that did, until that time has passed.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from proxy.cache import HeldLock
 from proxy.policyfile import CacheSettings
 from proxy.redaction import Redactor
 from proxy.redisurl import redact_url, url_secrets
@@ -30,8 +38,14 @@ logger = logging.getLogger("turnout.cache")
 
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 """Delete a lock only when it still holds this caller's token."""
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+"""Extend a lock only when it still holds this caller's token."""
 
 T = TypeVar("T")
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 class RedisResponseCache:
@@ -67,7 +81,6 @@ class RedisResponseCache:
         self._down_until = 0.0
         self._on_error = on_error
         self._clock = clock
-        self._tokens: dict[str, bytes] = {}
         self.errors = 0
         """Commands that failed or timed out so far (each one answered as a miss)."""
 
@@ -81,17 +94,20 @@ class RedisResponseCache:
         """False while the cache skips Redis after a failure."""
         return self._clock() >= self._down_until
 
-    async def _run(self, what: str, command: Callable[[], Awaitable[T]], fallback: T) -> T:
-        if not self.available:
+    async def _run(self, what: str, command: Callable[[], Awaitable[T]], fallback: T, *, upkeep: bool = False) -> T:
+        """`command`, or `fallback` when it fails or while Redis is skipped (`upkeep`: a lock's, never skipped)."""
+        if not upkeep and not self.available:
             return fallback
         try:
             return await asyncio.wait_for(command(), self._timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             self.errors += 1
+            already_down = not self.available  # said once when the cache starts answering misses, not per command
             self._down_until = self._clock() + self._retry_after
             if self._on_error is not None:
                 self._on_error()
-            logger.warning(
+            logger.log(
+                logging.DEBUG if already_down else logging.WARNING,
                 "cache: redis at %s failed on %s (%s: %s); answering misses for %.1f s",
                 self._where,
                 what,
@@ -121,28 +137,52 @@ class RedisResponseCache:
         """Forget `key`."""
         await self._run("delete", lambda: self._client.delete(self._prefix + key), None)
 
-    async def lock(self, key: str, ttl: float) -> bool:
-        """`SET key TOKEN NX PX ttl`: True when this caller took it (or when Redis is failing)."""
-        token = secrets.token_hex(8).encode()
+    def _gone(self, held: HeldLock) -> bool:
+        """Whether there is nothing to renew or release: granted without asking, or surely expired by now."""
+        return not held.token or held.until <= self._clock()
+
+    async def lock(self, key: str, ttl: float) -> HeldLock | None:
+        """`SET key TOKEN NX PX ttl`: held when taken, when the reply was lost (it may be), or if Redis is skipped."""
+        held = HeldLock(key=key, token=b"")  # what a skipped Redis grants: nothing was sent
+
+        async def run() -> HeldLock | None:
+            # Set before it goes out: if the reply is lost, the SET may have taken the lock all the same.
+            held.token, held.until = secrets.token_hex(8).encode(), self._clock() + self._timeout + ttl
+            if not await self._client.set(self._prefix + key, held.token, nx=True, px=_ms(ttl)):
+                return None
+            held.until = self._clock() + ttl  # answered: it ran before now
+            return held
+
+        return await self._run("lock", run, held)
+
+    async def renew(self, held: HeldLock, ttl: float) -> bool:
+        """`PEXPIRE` the lock if it still holds our token: False once it does not (True when Redis fails)."""
+        if self._gone(held):
+            return False
 
         async def run() -> bool:
-            taken = bool(await self._client.set(self._prefix + key, token, nx=True, px=max(1, int(ttl * 1000))))
-            if taken:
-                self._tokens[key] = token
-            return taken
+            before = held.until
+            held.until = max(before, self._clock() + self._timeout + ttl)  # it may run even if the reply is lost
+            if not await self._client.eval(_RENEW, 1, self._prefix + held.key, held.token, _ms(ttl)):
+                return False
+            held.until = max(before, self._clock() + ttl)  # answered: it ran before now
+            return True
 
-        return await self._run("lock", run, True)
+        return await self._run("renew", run, True, upkeep=True)
 
-    async def unlock(self, key: str) -> None:
-        """Release the lock if it is still ours (it may have expired and been taken by another replica)."""
-        token = self._tokens.pop(key, None)
-        if token is None:
-            return
+    async def unlock(self, held: HeldLock) -> bool:
+        """Release the lock if it is still ours (it may have expired and been taken by another replica).
 
-        async def run() -> None:
-            await self._client.eval(_UNLOCK, 1, self._prefix + key, token)
+        Sent even while Redis is skipped; False when it failed, and the lock may still be held (try again).
+        """
+        if self._gone(held):
+            return True
 
-        await self._run("unlock", run, None)
+        async def run() -> bool:
+            await self._client.eval(_UNLOCK, 1, self._prefix + held.key, held.token)
+            return True
+
+        return await self._run("unlock", run, False, upkeep=True)
 
     async def push(self, key: str, item: bytes, *, keep: int, ttl: float) -> None:
         """`LPUSH`, `LTRIM` and `PEXPIRE` in one transaction."""

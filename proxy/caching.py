@@ -4,8 +4,13 @@ For each request, `begin()` returns a `Ticket`: whether the cache applies (`bypa
 the request's determinism or its `cache-control` header says no), the stored answer on a hit, and
 on a miss the duty to `finish()` with the answer (or with None when there is none to keep). Only
 the first of identical concurrent misses calls the upstream: in this process the others wait for its
-answer, and across replicas the Redis lock `lock:<key>` makes the others poll for it. Any wait ends
-after `lock_ttl` seconds, and the waiter then calls the upstream itself.
+answer, and across replicas the Redis lock `lock:<key>` makes the others poll for it.
+
+The lock is a lease of `lock_lease` seconds that its holder renews while its upstream call runs and
+releases when it lands (`proxy.cache_lease`), so a lock whose holder has finished, died or lost Redis
+is gone within `lock_lease` seconds, and a waiter polling for it takes it over then and calls the
+upstream itself. A waiter stops waiting at once when its own poll cannot reach Redis (the holder's
+state is then unknown), and any wait ends after `lock_ttl` seconds, however alive the holder is.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import msgspec
 
 from policies import CacheRule, Decision
 from proxy.cache import MemoryResponseCache, ResponseCache, decode_fields, fields_key, is_deterministic
+from proxy.cache_lease import Lease, keep_lock
 from proxy.cache_redis import RedisResponseCache
 from proxy.embeddings import Embedder
 from proxy.policyfile import CacheSettings, redact_url
@@ -96,9 +102,8 @@ _BYPASS = Ticket(status="bypass")
 class _Flight:
     """A request on its way to the upstream, which identical requests in this process wait for."""
 
-    locked: bool
-    """Whether it holds the backend lock (which tells other replicas to wait too)."""
     landed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when it ends; the keeper of its backend lock, if it took one, then releases the lock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,7 @@ class AnswerCache:
         self._tasks = tasks
         self._embedder = embedder
         self._flights: dict[str, _Flight] = {}
+        self._lease = Lease(seconds=settings.lock_lease, longest=settings.lock_ttl)
         self.counts: collections.Counter[str] = collections.Counter()
         """Lookups by result (`hit`, `miss`, `bypass`), plus `semantic_hit`, `stored` and `flight_wait`."""
         self.on_count: Callable[[str], None] | None = None
@@ -191,7 +197,7 @@ class AnswerCache:
                 self._count("hit")
                 return Ticket(status="hit", hit=stored)
         elif plan.write and plan.key not in self._flights:  # readers that come meanwhile wait for this answer
-            flight = self._flights[plan.key] = _Flight(locked=False)
+            flight = self._flights[plan.key] = _Flight()
         status: CacheStatus = "miss" if plan.read else "bypass"
         self._count(status)
         return Ticket(status=status, _finish=lambda stored: self._finish(plan, stored, flight))
@@ -218,6 +224,8 @@ class AnswerCache:
 
         Returns the answer when another request brought it, else None and, when this request leads
         the flight (others may wait for it), its event; the lock is then held in the backend too.
+        A replica's lock is polled for until it goes (answered, released, or its lease lapsed) or for
+        `lock_ttl` at most; a poll that cannot reach Redis takes the lock as if it were free.
         """
         local = self._flights.get(plan.key)
         if local is not None:
@@ -225,7 +233,7 @@ class AnswerCache:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(local.landed.wait(), self.settings.lock_ttl)
             return await self.backend.get(plan.key), None
-        flight = self._flights[plan.key] = _Flight(locked=False)
+        flight = self._flights[plan.key] = _Flight()
         if await self._take_lock(plan, flight):
             return await self._recheck(plan, flight)
         self._count("flight_wait")  # another replica is asking: poll for its answer, or for its lock to go
@@ -234,28 +242,31 @@ class AnswerCache:
             await asyncio.sleep(_POLL)
             stored = await self.backend.get(plan.key)
             if stored is not None:
-                await self._land(plan.key, flight)
+                self._land(plan.key, flight)
                 return stored, None
-            if await self._take_lock(plan, flight):  # it failed: our turn
+            if await self._take_lock(plan, flight):  # it failed, its lease lapsed, or Redis is unreachable: our turn
                 return await self._recheck(plan, flight)
         return None, flight  # it took too long: ask the upstream ourselves, still this process's leader
 
     async def _take_lock(self, plan: _Plan, flight: _Flight) -> bool:
-        flight.locked = await self.backend.lock("lock:" + plan.key, self.settings.lock_ttl)
-        return flight.locked
+        """Take the backend lock for `flight`; when taken, a background keeper renews it until the flight lands."""
+        held = await self.backend.lock("lock:" + plan.key, self._lease.seconds)
+        if held is None:
+            return False
+        self._tasks.spawn(keep_lock(self.backend, held, self._lease, flight.landed), name="cache-lock")
+        return True
 
     async def _recheck(self, plan: _Plan, flight: _Flight) -> tuple[bytes | None, _Flight | None]:
         """With the lock taken, look once more: the last holder may have stored the answer and unlocked since."""
         stored = await self.backend.get(plan.key)
         if stored is None:
             return None, flight
-        await self._land(plan.key, flight)
+        self._land(plan.key, flight)
         return stored, None
 
     def _finish(self, plan: _Plan, stored: bytes | None, flight: _Flight | None) -> None:
         if stored is None or not plan.write:
-            if flight is not None:
-                self._tasks.spawn(self._land(plan.key, flight), name="cache-release")
+            self._land(plan.key, flight)
             return
         self._tasks.spawn(self._store(plan, stored, flight), name="cache-store")
 
@@ -268,19 +279,15 @@ class AnswerCache:
                 await self.backend.push(plan.namespace, record, keep=SEMANTIC_KEEP, ttl=plan.ttl)
             self._count("stored")
         finally:
-            await self._land(plan.key, flight)
+            self._land(plan.key, flight)
 
-    async def _land(self, key: str, flight: _Flight | None) -> None:
-        """End this request's flight: release the backend lock when it holds it, then wake its waiters."""
+    def _land(self, key: str, flight: _Flight | None) -> None:
+        """End this request's flight: wake its waiters, and its lock's keeper, which releases the lock."""
         if flight is None:
             return
-        try:
-            if flight.locked:
-                await self.backend.unlock("lock:" + key)
-        finally:
-            if self._flights.get(key) is flight:
-                del self._flights[key]
-            flight.landed.set()
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        flight.landed.set()
 
 
 class SharedCache:

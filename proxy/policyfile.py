@@ -110,7 +110,10 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     retry_after: Seconds = 1.0
     """After a Redis failure, seconds during which the cache answers misses without asking Redis."""
     lock_ttl: Seconds = 30.0
-    """Single flight: how long the first of identical requests holds the lock, and how long the others wait."""
+    """Single flight: the longest the first of identical requests holds the lock, and the others wait for it."""
+    lock_lease: Seconds = 3.0
+    """Single flight: the lock's lease, renewed while its holder's upstream call runs; a lock whose holder
+    finished, died or lost Redis is gone within this many seconds, and a waiter then asks the upstream."""
     key_prefix: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_.:-]{1,64}$")] = "turnout"
     """Every Redis key starts with it (several deployments can share one Redis)."""
     max_connections: AtLeastOne = 64

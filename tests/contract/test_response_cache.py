@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio as aioredis
 
 from proxy.cache import MemoryResponseCache, ResponseCache
 from proxy.cache_redis import RedisResponseCache
@@ -53,16 +54,50 @@ async def test_delete_forgets(cache: ResponseCache) -> None:
 
 
 async def test_a_lock_is_taken_once_until_released(cache: ResponseCache) -> None:
-    assert await cache.lock("l", 60) is True
-    assert await cache.lock("l", 60) is False
-    await cache.unlock("l")
-    assert await cache.lock("l", 60) is True
+    held = await cache.lock("l", 60)
+    assert held is not None
+    assert await cache.lock("l", 60) is None
+    assert await cache.unlock(held) is True
+    assert await cache.lock("l", 60) is not None
 
 
 async def test_a_lock_expires(cache: ResponseCache) -> None:
-    assert await cache.lock("l", 0.05) is True
+    assert await cache.lock("l", 0.05) is not None
     await asyncio.sleep(0.15)
-    assert await cache.lock("l", 60) is True
+    assert await cache.lock("l", 60) is not None
+
+
+async def test_a_held_lock_is_renewed_and_a_released_one_is_not(cache: ResponseCache) -> None:
+    held = await cache.lock("l", 60)
+    assert held is not None
+    assert await cache.renew(held, 60) is True
+    assert await cache.unlock(held) is True
+    assert await cache.renew(held, 60) is False
+    assert await cache.unlock(held) is True  # nothing left to release: done
+
+
+async def test_a_renewed_lock_outlives_its_first_ttl(cache: ResponseCache) -> None:
+    held = await cache.lock("l", 0.3)
+    assert held is not None
+    await asyncio.sleep(0.1)
+    assert await cache.renew(held, 1.0) is True
+    await asyncio.sleep(0.4)
+    assert await cache.lock("l", 60) is None
+
+
+async def test_a_holder_never_releases_or_renews_a_lock_another_took_after_its_own_expired(
+    cache: ResponseCache,
+) -> None:
+    first = await cache.lock("l", 0.05)
+    assert first is not None
+    await asyncio.sleep(0.15)
+    second = await cache.lock("l", 60)
+    assert second is not None
+    assert await cache.renew(first, 0.05) is False
+    assert await cache.unlock(first) is True  # too late, and done: the lock is the second's now
+    assert await cache.lock("l", 60) is None
+    assert await cache.unlock(second) is True
+    assert await cache.lock("l", 60) is not None
 
 
 async def test_push_keeps_the_newest_first_and_trims(cache: ResponseCache) -> None:
@@ -91,29 +126,26 @@ async def test_name_says_which_backend(cache: ResponseCache) -> None:
     assert cache.name in {"memory", "redis"}
 
 
-async def test_a_replica_never_releases_a_lock_another_took_after_its_own_expired(
+async def test_a_replica_never_releases_or_renews_a_lock_another_took_after_its_own_expired(
     redis_url: str, redis_prefix: str
 ) -> None:
     settings = CacheSettings(url=redis_url, key_prefix=redis_prefix, timeout=1.0)
-    first, second = RedisResponseCache(settings), RedisResponseCache(settings)
+    # The first's clock stands still, so it cannot know its lock expired and asks Redis, whose token check says no.
+    first, second = RedisResponseCache(settings, clock=lambda: 0.0), RedisResponseCache(settings)
+    direct = aioredis.Redis.from_url(redis_url)
     try:
-        assert await first.lock("l", 0.05)
+        mine = await first.lock("l", 0.05)
+        assert mine is not None
         await asyncio.sleep(0.15)
-        assert await second.lock("l", 60)
-        await first.unlock("l")  # too late: the lock is the second's now
-        assert not await first.lock("l", 60)
-        await second.unlock("l")
-        assert await first.lock("l", 60)
+        theirs = await second.lock("l", 60)
+        assert theirs is not None
+        assert await first.renew(mine, 0.05) is False
+        assert await first.unlock(mine) is True  # too late, and done: the lock is the second's now
+        assert await direct.pttl(f"{redis_prefix}:l") > 50_000  # still the second's, for its 60 s
+        assert await first.lock("l", 60) is None
+        assert await second.unlock(theirs) is True
+        assert await first.lock("l", 60) is not None
     finally:
         await first.aclose()
         await second.aclose()
-
-
-async def test_a_full_redis_pool_makes_commands_wait_not_fail(redis_url: str, redis_prefix: str) -> None:
-    cache = RedisResponseCache(CacheSettings(url=redis_url, key_prefix=redis_prefix, max_connections=1, timeout=1.0))
-    try:
-        await cache.set("k", b"v", 60)
-        assert await asyncio.gather(*(cache.get("k") for _ in range(20))) == [b"v"] * 20
-        assert cache.errors == 0
-    finally:
-        await cache.aclose()
+        await direct.aclose()

@@ -53,7 +53,10 @@ async def test_the_backend_turns_failures_into_misses_counts_them_and_recovers(
         assert errors == [1]
         assert await cache.get("k") is None  # skipped without asking while Redis is down
         assert cache.errors == 1
-        assert await cache.lock("l", 1) is True  # better one more upstream call than none
+        held = await cache.lock("l", 1)  # better one more upstream call than none
+        assert held is not None
+        assert await cache.renew(held, 1) is False  # granted without asking: nothing to renew or release
+        assert await cache.unlock(held) is True
         await cache.set("k2", b"v", 60)  # never raises
 
         own_redis.start()

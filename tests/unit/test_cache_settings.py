@@ -140,6 +140,7 @@ def test_redact_url(url, redacted) -> None:
         ("{backend: disk}", "cache.backend"),
         ('{url: "http://cache:6379"}', "cache.url"),
         ("{max_bytes: 0}", "cache.max_bytes"),
+        ("{lock_lease: 0}", "cache.lock_lease"),
         ("{colour: blue}", "policy.yaml:3: cache: Object contains unknown field `colour`"),
         # A raw `/` in the password: redis-py reads "hunter2" as the port (`turnout serve` exited 3 on it).
         ('{url: "redis://:${REDIS_PASSWORD}/x@cache:6379/0"}', "policy.yaml:3: cache.url is not a Redis URL: an '@'"),
@@ -151,3 +152,9 @@ def test_a_bad_cache_block_names_the_file_and_key(tmp_path, cache, message) -> N
         load_settings(write(tmp_path, cache))
     assert message in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+def test_the_lock_lease_is_a_few_seconds_and_lock_ttl_keeps_its_name(tmp_path) -> None:
+    assert (CacheSettings().lock_lease, CacheSettings().lock_ttl) == (3.0, 30.0)
+    cache = load_settings(write(tmp_path, "{url: redis://h:1/0, lock_ttl: 90, lock_lease: 1.5}")).deployment.cache
+    assert (cache.lock_ttl, cache.lock_lease) == (90.0, 1.5)
