@@ -1,14 +1,14 @@
 """`keep_lock()`: a single-flight lock held as a lease, renewed while its flight runs and released when it lands.
 
-The bound. A lock lives in the backend for `Lease.seconds` (the `lock_lease` setting) after the last
-command that took or renewed it (counted from when Redis ran it). Its holder renews it every third of that while its upstream call
-runs, for at most `Lease.longest` (`lock_ttl`), and releases it as soon as the flight lands; when the
-backend does not answer the release, it tries again (after 50 ms, then twice as long each time, at
-most every third of the lease) until the backend reports the lock released or expired. So a lock whose
-holder has finished, died, frozen or lost Redis is gone within `lock_lease` seconds of its holder's
-last renewal, at once when Redis answers the release; only a holder whose upstream call still runs
-keeps it longer, and never past `lock_ttl` (plus one lease). A `SET` whose reply was lost counts as
-taken (the backend says so), so that lock is renewed and released too, or expires within the lease.
+The bound. A lock lives in the backend for `Lease.seconds` (the `lock_lease` setting) after the last command
+that took or renewed it (counted from when Redis ran it). Its holder renews it every third of that while its
+upstream call runs, for at most `Lease.longest` (`lock_ttl`), and releases it as soon as the flight lands;
+when the backend does not answer the release, it tries again (after 50 ms, then twice as long each time, at
+most every third of the lease) until the backend reports the lock released or expired. So a lock whose holder
+has finished, died, frozen or lost Redis is gone within `lock_lease` seconds of its holder's last renewal, at
+once when Redis answers the release; only a holder whose upstream call still runs keeps it longer, and never
+past `lock_ttl` (plus one lease). A `SET` whose reply was lost counts as taken (the backend says so), so that
+lock is renewed and released too, or expires within the lease.
 """
 
 from __future__ import annotations
