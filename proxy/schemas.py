@@ -3,8 +3,8 @@
 Turnout decides on the typed view and forwards what the client sent. `decode_chat_body()` reads the body
 once, as plain JSON values, and accepts it only when any later reader (a rewrite, the cache key, the RAG
 route, the upstream) can read it too: valid UTF-8, numbers a 64-bit float holds (integers of at most
-`sys.get_int_max_str_digits()` digits), arrays and objects nested at most `MAX_DEPTH` levels, and the
-few fields the proxy relies on of the right type.
+`sys.get_int_max_str_digits()` digits), arrays and objects nested at most `MAX_DEPTH` levels, OpenAI's
+bounds on the parameters (`proxy.parameters`), and the few fields the proxy relies on of the right type.
 A body that fails is a 400 naming the problem and, where there is one, the `param`.
 
 What the typed view does not keep (unknown fields, nulls, tools, ...) is left to the upstream and
@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import msgspec
 
 from proxy.errors import InvalidRequestError
+from proxy.parameters import check_parameters
 
 __all__ = [
     "MAX_DEPTH",
@@ -260,10 +261,11 @@ def decode_chat_body(raw: bytes) -> ChatBody:
 
     Raises:
         InvalidRequestError: the body is not JSON (or not UTF-8), not an object, holds a number out of
-            range or nests too deeply, or `model`/`messages` (or another
+            range or nests too deeply, breaks one of OpenAI's bounds, or `model`/`messages` (or another
             field Turnout reads) is missing or of the wrong type; `param` names the field.
     """
     body = decode_json_object(raw)
+    check_parameters(body)
     request = _typed(body)
     try:
         fields = _FIELDS.decode(raw)
