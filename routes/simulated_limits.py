@@ -30,7 +30,8 @@ from typing import Any
 import msgspec
 
 from proxy.errors import InvalidRequestError
-from proxy.schemas import ChatBody, decode_chat_body, decode_json_object
+from proxy.jsonbody import decode_json_object
+from proxy.schemas import ChatBody, decode_chat_body
 
 __all__ = [
     "MAX_BODY_BYTES",

@@ -10,7 +10,8 @@ import pytest
 
 from proxy.cache import fields_key
 from proxy.errors import InvalidRequestError
-from proxy.schemas import MAX_DEPTH, ChatBody, ChatMessage, ChatRequest, ContentPart, StreamOptions, decode_chat_body
+from proxy.jsonbody import MAX_DEPTH
+from proxy.schemas import ChatBody, ChatMessage, ChatRequest, ContentPart, StreamOptions, decode_chat_body
 
 
 def decode_chat_request(raw: bytes) -> ChatRequest:
