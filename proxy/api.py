@@ -31,7 +31,7 @@ from proxy.lifespan import Generation, Resources
 from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.middleware import request_id_of, tally_of
 from proxy.pipeline import CALLER_HEADER
-from proxy.schemas import decode_chat_request
+from proxy.schemas import decode_chat_body
 from routes import ChatCall, UpstreamPath
 
 __all__ = ["HANDLERS", "handle_http_exception", "handle_proxy_error", "handle_unexpected_error"]
@@ -71,11 +71,11 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
         raw = await read_body(headers, receive, generation.settings.server.max_body_bytes)
     except ClientDisconnectedError:
         return
-    chat = decode_chat_request(raw)
+    body = decode_chat_body(raw)
+    chat = body.request
     caller = headers.get(_CALLER, b"").decode("latin-1") or None
     call = ChatCall(
-        request=chat,
-        raw=raw,
+        body=body,
         headers=forwardable_headers(scope["headers"], request_id_of(scope)),
         caller=caller,
         credential=_credential(headers),

@@ -27,7 +27,7 @@ from typing import Literal
 import msgspec
 
 from policies import CacheRule, Decision
-from proxy.cache import MemoryResponseCache, ResponseCache, decode_fields, fields_key, is_deterministic
+from proxy.cache import MemoryResponseCache, ResponseCache, fields_key, is_deterministic
 from proxy.cache_lease import Lease, keep_lock
 from proxy.cache_redis import RedisResponseCache
 from proxy.embeddings import Embedder
@@ -149,7 +149,7 @@ class AnswerCache:
         rule = decision.cache
         if not self.settings.enabled or not rule.enabled:
             return None
-        fields = decode_fields(call.raw)
+        fields = call.body.fields
         seed = fields.get("seed")
         if rule.deterministic_only and not is_deterministic(
             call.request.temperature, seed is not None and bytes(seed) != b"null"

@@ -327,7 +327,7 @@ class ChatPipeline:
     def _shadow(self, call: ChatCall, decision: Decision) -> None:
         if decision.shadow is not None and decision.shadow in self.routes:
             headers = {**call.headers, "x-request-id": f"{call.headers.get('x-request-id', 'req')}-shadow"}
-            shadow_call = ChatCall(request=call.request, raw=call.raw, headers=headers, caller=call.caller)
+            shadow_call = ChatCall(body=call.body, headers=headers, caller=call.caller)
             self._tasks.spawn(self._run_shadow(shadow_call, decision.shadow), name=f"shadow:{decision.shadow}")
 
     async def _run_shadow(self, call: ChatCall, name: str) -> None:

@@ -16,7 +16,7 @@ import yaml
 from policies import Decision, extract_features
 from proxy.errors import InvalidRequestError, ProxyError
 from proxy.pipeline import decide_semantically
-from proxy.schemas import decode_chat_request
+from proxy.schemas import decode_chat_body
 from proxy.semantic import open_knowledge
 from proxy.settings import Settings, SettingsError, load_settings
 from routes import ChatCall
@@ -37,7 +37,7 @@ def _load(path: str) -> Settings:
 def _call(body: Mapping[str, Any], headers: Mapping[str, str], caller: str | None) -> ChatCall:
     raw = msgspec.json.encode(body)
     lowered = {name.lower(): value for name, value in headers.items()}
-    return ChatCall(request=decode_chat_request(raw), raw=raw, headers=lowered, caller=caller)
+    return ChatCall(body=decode_chat_body(raw), headers=lowered, caller=caller)
 
 
 def _check(args: argparse.Namespace) -> int:

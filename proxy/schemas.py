@@ -1,29 +1,39 @@
-"""OpenAI wire types (msgspec): the typed view of a chat request, usage, and the body rewrite for forwarding.
+"""OpenAI wire types (msgspec): a chat request decoded once (typed view + raw members), usage, the body rewrite.
 
-Turnout decides on the typed view and forwards what the client sent: `decode_chat_request()` checks the
-few fields the proxy relies on and names the offending `param` when one is wrong; everything else in the
-body (unknown fields, nulls, tools, ...) is left to the upstream and forwarded byte for byte unless a
-route must change `model` or `stream_options`.
+Turnout decides on the typed view and forwards what the client sent. `decode_chat_body()` reads the body
+once, as plain JSON values, and accepts it only when any later reader (a rewrite, the cache key, the RAG
+route, the upstream) can read it too (`proxy.jsonbody`: UTF-8, numbers, nesting), within OpenAI's bounds
+on the parameters (`proxy.parameters`), and with the few fields the proxy relies on of the right type. A
+body that fails is a 400 naming the problem and, where there is one, the `param`.
+
+What the typed view does not keep (unknown fields, nulls, tools, ...) is left to the upstream and
+forwarded byte for byte. A route that must change `model` or `stream_options` (or the RAG route,
+`messages`) splices that one top-level member between the others, which are copied as they came
+(`ChatBody.rewritten`, `ChatBody.replaced`): nothing nested is parsed or encoded again.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated
 
 import msgspec
 
 from proxy.errors import InvalidRequestError
+from proxy.jsonbody import NOT_JSON, decode_json_object
+from proxy.parameters import check_parameters
 
 __all__ = [
+    "ChatBody",
     "ChatMessage",
     "ChatRequest",
     "ContentPart",
     "ResponseFormat",
     "StreamOptions",
     "Usage",
-    "decode_chat_request",
-    "rewrite_body",
+    "decode_chat_body",
 ]
 
 
@@ -62,8 +72,8 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     stream_options: StreamOptions | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
-    tools: list[msgspec.Raw] | None = None
-    functions: list[msgspec.Raw] | None = None
+    tools: list[object] | None = None
+    functions: list[object] | None = None
     response_format: ResponseFormat | None = None
     n: int | None = None
     temperature: float | None = None
@@ -82,7 +92,46 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     total_tokens: int = 0
 
 
-_DECODER = msgspec.json.Decoder(ChatRequest)
+_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ENCODE = msgspec.json.encode
+_USAGE_ONLY = msgspec.Raw(b'{"include_usage":true}')
+_TRUE = msgspec.Raw(b"true")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatBody:
+    """A chat request body, decoded once: its bytes, its typed view, and its top-level members as sent."""
+
+    raw: bytes
+    """The body exactly as the client sent it."""
+    request: ChatRequest
+    """The typed view, for decisions."""
+    fields: Mapping[str, msgspec.Raw]
+    """Each top-level member's value as the raw JSON it was sent as (for cache keys and rewrites)."""
+
+    def replaced(self, members: Mapping[str, msgspec.Raw]) -> ChatBody:
+        """This body with `members` (raw JSON values) put in place of, or after, its own; the typed view kept."""
+        fields = {**self.fields, **members}
+        return ChatBody(raw=_ENCODE(fields), request=self.request, fields=fields)
+
+    def rewritten(self, *, model: str | None = None, include_usage: bool = False) -> bytes:
+        """The body to send upstream: `raw` unchanged, except `model` and `stream_options.include_usage`.
+
+        Returns `raw` itself when nothing needs to change, so the common case costs no re-encoding; when
+        something does, only that top-level member is new and every other one is copied as it came.
+        """
+        members: dict[str, msgspec.Raw] = {}
+        if model is not None and self.request.model != model:
+            members["model"] = msgspec.Raw(_ENCODE(model))
+        if include_usage and not self.request.wants_usage_chunk:
+            options = self.fields.get("stream_options")
+            if options is None or self.request.stream_options is None:  # absent, or null
+                members["stream_options"] = _USAGE_ONLY
+            else:  # keep the caller's other options (an accepted body's members always decode again)
+                members["stream_options"] = msgspec.Raw(_ENCODE({**_FIELDS.decode(options), "include_usage": _TRUE}))
+        return self.replaced(members).raw if members else self.raw
+
+
 # msgspec reports "<what went wrong> - at `$.messages[0].role`"; missing fields are named in the message.
 _AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _MISSING_FIELD = re.compile(r"missing required field `(?P<field>[^`]+)`")
@@ -97,46 +146,30 @@ def _param(message: str) -> str | None:
     return path or None
 
 
-def decode_chat_request(raw: bytes) -> ChatRequest:
-    """Decode and check a chat request body.
-
-    Raises:
-        InvalidRequestError: the body is not JSON, not an object, or `model`/`messages` (or another field
-            Turnout reads) is missing or of the wrong type; `param` names the field.
-    """
+def _typed(body: object) -> ChatRequest:
     try:
-        return _DECODER.decode(raw)
+        return msgspec.convert(body, ChatRequest)
     except msgspec.ValidationError as exc:
         message = str(exc)
         param = _param(message)
         clean = _AT_PATH.sub("", message)
         where = f" (at '{param}')" if param else ""
         raise InvalidRequestError(f"Invalid request body: {clean}{where}.", param=param) from exc
-    except msgspec.DecodeError as exc:
-        raise InvalidRequestError(
-            "We could not parse the JSON body of your request: it is not valid JSON. "
-            "Send a JSON object as described in the OpenAI API reference."
-        ) from exc
 
 
-def rewrite_body(raw: bytes, *, model: str | None = None, include_usage: bool = False) -> bytes:
-    """The body to send upstream: `raw` unchanged, except `model` and `stream_options.include_usage`.
+def decode_chat_body(raw: bytes) -> ChatBody:
+    """Decode and check a chat request body, once.
 
-    Returns `raw` itself when nothing needs to change, so the common case costs no re-encoding.
+    Raises:
+        InvalidRequestError: the body is not JSON (or not UTF-8), not an object, holds a number out of
+            range or nests too deeply, breaks one of OpenAI's bounds, or `model`/`messages` (or another
+            field Turnout reads) is missing or of the wrong type; `param` names the field.
     """
-    if model is None and not include_usage:
-        return raw
-    body: dict[str, Any] = msgspec.json.decode(raw)
-    changed = False
-    if model is not None and body.get("model") != model:
-        body["model"] = model
-        changed = True
-    if include_usage:
-        options = body.get("stream_options")
-        if not isinstance(options, dict):
-            body["stream_options"] = {"include_usage": True}
-            changed = True
-        elif options.get("include_usage") is not True:
-            body["stream_options"] = {**options, "include_usage": True}
-            changed = True
-    return msgspec.json.encode(body) if changed else raw
+    body = decode_json_object(raw)
+    check_parameters(body)
+    request = _typed(body)
+    try:
+        fields = _FIELDS.decode(raw)
+    except msgspec.DecodeError as exc:  # never seen: skipping accepts whatever decoding does (tests say so)
+        raise InvalidRequestError(NOT_JSON.format(reason=str(exc))) from exc
+    return ChatBody(raw=raw, request=request, fields=fields)

@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.schemas import ChatRequest, Usage
+from proxy.schemas import ChatBody, ChatRequest, Usage
 
 __all__ = ["ChatCall", "Completion", "Route"]
 
@@ -15,10 +15,8 @@ __all__ = ["ChatCall", "Completion", "Route"]
 class ChatCall:
     """One chat request as a route receives it."""
 
-    request: ChatRequest
-    """The typed view of the body, for decisions."""
-    raw: bytes
-    """The body exactly as the client sent it, for forwarding."""
+    body: ChatBody
+    """The body, decoded once: its typed view for decisions, its bytes and raw members for forwarding."""
     headers: Mapping[str, str]
     """End-to-end headers to send upstream (the client's, minus credentials and hop-by-hop, plus the request id)."""
     caller: str | None = None
@@ -31,6 +29,16 @@ class ChatCall:
     credential: str = ""
     """A digest of the client's own key (`Authorization`, `api-key`), so that the response cache never gives
     one key's answers to another; "" without one. Never sent upstream."""
+
+    @property
+    def request(self) -> ChatRequest:
+        """The typed view of the body, for decisions."""
+        return self.body.request
+
+    @property
+    def raw(self) -> bytes:
+        """The body exactly as the client sent it, for forwarding."""
+        return self.body.raw
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 import msgspec
 
 from proxy.errors import UpstreamError, upstream_stream_error
-from proxy.schemas import Usage, rewrite_body
+from proxy.schemas import Usage
 from proxy.sse import DONE_EVENT, EventSplitter, event_data, find_done, split_events
 from routes.base import ChatCall, Completion
 from routes.upstream import Upstream, UpstreamPath
@@ -42,7 +42,7 @@ class OpenAIChatRoute:
 
     async def complete(self, call: ChatCall) -> Completion:
         """Post the request and return the upstream's answer as it came."""
-        body, _ = await self.upstream.post(_PATH, rewrite_body(call.raw, model=self.model), call.headers, self._timeout)
+        body, _ = await self.upstream.post(_PATH, call.body.rewritten(model=self.model), call.headers, self._timeout)
         try:
             view = _COMPLETION.decode(body)
         except msgspec.DecodeError as exc:
@@ -51,7 +51,7 @@ class OpenAIChatRoute:
 
     async def stream(self, call: ChatCall) -> AsyncGenerator[bytes, None]:
         """Post the request with `include_usage` on and yield the whole events of each read, `[DONE]` last."""
-        body = rewrite_body(call.raw, model=self.model, include_usage=True)
+        body = call.body.rewritten(model=self.model, include_usage=True)
         splitter = EventSplitter()
         async with contextlib.aclosing(self.upstream.post_stream(_PATH, body, call.headers, self._timeout)) as chunks:
             async for chunk in chunks:

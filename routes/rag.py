@@ -51,8 +51,7 @@ class Source(msgspec.Struct, frozen=True, kw_only=True):
     similarity: float
 
 
-class _Messages(msgspec.Struct):
-    messages: list[msgspec.Raw]
+_MESSAGES = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def last_user_text(messages: Sequence[ChatMessage]) -> str:
@@ -139,10 +138,10 @@ class RagRoute:
     async def _augment(self, call: ChatCall) -> tuple[ChatCall, bytes]:
         """The call to hand to the answering route, and the encoded sources it carries (set as the header too)."""
         passages = await self.retrieve(call)
-        conversation = msgspec.json.decode(call.raw, type=_Messages).messages
+        # The conversation's messages as they came: only the `messages` member is rebuilt, the rest is copied.
+        conversation = _MESSAGES.decode(call.body.fields["messages"])
         messages, used = build_rag_messages(conversation, passages, self._budget)
-        raw = msgspec.json.decode(call.raw)
-        raw["messages"] = messages
+        body = call.body.replaced({"messages": msgspec.Raw(msgspec.json.encode(messages))})
         sources = [
             Source(index=number, source=p.source, heading=p.heading, position=p.position, similarity=p.similarity)
             for number, p in enumerate(used, start=1)
@@ -150,8 +149,7 @@ class RagRoute:
         header = ", ".join(quote(f"{s.source}#{s.heading}" if s.heading else s.source, safe="/#") for s in sources)
         call.reply_headers[SOURCES_HEADER] = header
         inner = ChatCall(
-            request=call.request,
-            raw=msgspec.json.encode(raw),
+            body=body,
             headers=call.headers,
             caller=call.caller,
             reply_headers=call.reply_headers,

@@ -21,6 +21,10 @@ with `usage` counting about 1.3 tokens a word. `dimensions` is honoured (default
 Every call is recorded by its `x-request-id` and can be read back at `GET /_simulator/calls/{id}`:
 what arrived last (headers, body), how it ended (`completed`, `cancelled`, `fault`), and `models`, the
 model of every request that carried that id (retries and fallbacks included).
+
+It is no weak point of the tests and demos it serves: a request is checked as Turnout checks it, and
+everything it could make the simulator allocate or wait for is bounded (`routes.simulated_limits`);
+anything else is an OpenAI-format 400 (a body over `MAX_BODY_BYTES` a 413).
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ from aiohttp import web
 
 from proxy.sse import DONE_EVENT, encode_event
 from routes.simulated_answers import ID_PLACEHOLDER, Answer, render_completion, render_events
+from routes.simulated_limits import (
+    MAX_BODY_BYTES,
+    RECORD_BYTES,
+    SimulatorRejectedError,
+    chat_body,
+    chunk_count,
+    embeddings_ask,
+    fault_of,
+    wait_ms,
+)
 
 __all__ = ["SimulatorConfig", "SimulatorServer", "build_simulator", "run_simulator", "start_simulator"]
 
@@ -58,19 +72,8 @@ class SimulatorConfig:
     chunks: int = 12
 
 
-def _fault(request: web.Request, body: dict[str, Any]) -> str:
-    only_for = request.headers.get("x-simulated-fault-for")
-    if only_for is not None and only_for != body.get("model"):
-        return ""
-    return request.headers.get("x-simulated-fault", "")
-
-
-def _header_number(request: web.Request, name: str, default: float) -> float:
-    value = request.headers.get(name)
-    try:
-        return float(value) if value is not None else default
-    except ValueError:
-        return default
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=msgspec.json.encode(body), status=status, headers=headers, content_type="application/json")
 
 
 def _error(status: int, fault: str) -> web.Response:
@@ -85,10 +88,31 @@ def _error(status: int, fault: str) -> web.Response:
         "param": "messages" if status in (400, 422) else None,
         "code": codes.get(status),
     }
-    headers = {"retry-after": "1"} if status == 429 else None
-    return web.json_response(
-        {"error": detail}, status=status, headers=headers, dumps=lambda o: msgspec.json.encode(o).decode()
-    )
+    return _json({"error": detail}, status, {"retry-after": "1"} if status == 429 else None)
+
+
+def _rejected(rejection: SimulatorRejectedError) -> web.Response:
+    """The OpenAI-format error for a request the simulator refuses."""
+    detail = {"message": rejection.message, "type": "invalid_request_error", "param": rejection.param}
+    return _json({"error": {**detail, "code": rejection.code}}, rejection.status)
+
+
+async def _read(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        message = f"The request body is larger than the simulator's limit of {MAX_BODY_BYTES} bytes."
+        raise SimulatorRejectedError(message, status=413, code="request_too_large") from exc
+
+
+@web.middleware
+async def _rejections(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every `SimulatorRejectedError` a handler raises, answered as OpenAI answers a bad request."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except SimulatorRejectedError as rejection:
+        return _rejected(rejection)
+    return response
 
 
 class _Simulator:
@@ -121,11 +145,13 @@ class _Simulator:
     @staticmethod
     def _record(request: web.Request, raw: bytes, body: dict[str, Any]) -> dict[str, Any]:
         calls = request.app[_CALLS]
-        record = {
+        kept = len(raw) <= RECORD_BYTES  # a thousand records of a large body each would not be a bound
+        record: dict[str, Any] = {
             "path": request.path,
             "headers": dict(request.headers),
-            "raw": raw.decode("utf-8", "replace"),
-            "body": body,
+            "raw": raw.decode("utf-8", "replace") if kept else None,
+            "raw_bytes": len(raw),
+            "body": body if kept else None,
             "outcome": "started",
         }
         request_id = request.headers.get("x-request-id") or secrets.token_hex(8)
@@ -137,15 +163,15 @@ class _Simulator:
         return record
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        body: dict[str, Any] = msgspec.json.decode(raw)
-        config = request.app[_CONFIG]
+        raw = await _read(request)
+        checked, body = chat_body(raw)
+        config, headers = request.app[_CONFIG], request.headers
         answer = Answer(
             body=body,
-            latency=_header_number(request, "x-simulated-latency-ms", config.latency_ms) / 1000,
-            interval=_header_number(request, "x-simulated-chunk-interval-ms", config.chunk_interval_ms) / 1000,
-            chunks=int(_header_number(request, "x-simulated-chunks", config.chunks)),
-            fault=_fault(request, body),
+            latency=wait_ms(headers, "x-simulated-latency-ms", config.latency_ms) / 1000,
+            interval=wait_ms(headers, "x-simulated-chunk-interval-ms", config.chunk_interval_ms) / 1000,
+            chunks=chunk_count(headers, config.chunks, checked.request.n or 1),
+            fault=fault_of(headers, checked.request.model),
         )
         record = self._record(request, raw, body)
         try:
@@ -195,44 +221,39 @@ class _Simulator:
         return {"id": model_id, "object": "model", "created": 1686935002, "owned_by": "openai"}
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        body: dict[str, Any] = msgspec.json.decode(raw)
-        self._record(request, raw, body)
-        fault = _fault(request, body)
+        raw = await _read(request)
+        ask = embeddings_ask(raw)
+        self._record(request, raw, ask.values)
+        fault = fault_of(request.headers, ask.model)
         if fault.removeprefix("text-").isdigit():
             return _error(int(fault.removeprefix("text-")), fault)
-        texts = body.get("input")
-        texts = [texts] if isinstance(texts, str) else texts
-        if not isinstance(texts, list) or not texts or not all(isinstance(text, str) for text in texts):
-            return _error(400, "")
-        dimension = int(body.get("dimensions") or 1536)
         data = [
-            {"object": "embedding", "index": index, "embedding": _hashed_vector(text, dimension)}
-            for index, text in enumerate(texts)
+            {"object": "embedding", "index": index, "embedding": _hashed_vector(text, ask.dimension)}
+            for index, text in enumerate(ask.texts)
         ]
-        tokens = sum(max(1, round(len(text.split()) * 1.3)) for text in texts)
+        tokens = sum(max(1, round(len(text.split()) * 1.3)) for text in ask.texts)
         answer = {
             "object": "list",
             "data": data,
-            "model": body.get("model"),
+            "model": ask.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-        return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
+        return _json(answer)
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [self._model(m) for m in _MODELS]})
+        return _json({"object": "list", "data": [self._model(m) for m in _MODELS]})
 
     async def model(self, request: web.Request) -> web.Response:
         model_id = request.match_info["model_id"]
         if model_id not in _MODELS:
             return _error(404, "")
-        return web.json_response(self._model(model_id))
+        return _json(self._model(model_id))
 
     async def call(self, request: web.Request) -> web.Response:
         record = request.app[_CALLS].get(request.match_info["request_id"])
         if record is None:
-            return web.json_response({"error": "no such call"}, status=404)
-        return web.json_response(record)
+            return _json({"error": "no such call"}, 404)
+        return _json(record)
 
 
 _WORDS = re.compile(r"\w+")
@@ -253,7 +274,7 @@ def _hashed_vector(text: str, dimension: int) -> list[float]:
 
 def build_simulator(config: SimulatorConfig | None = None) -> web.Application:
     """The simulated upstream as an aiohttp application (serve it with `start_simulator` or `run_simulator`)."""
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_rejections])
     app[_CONFIG] = config or SimulatorConfig()
     app[_CALLS] = OrderedDict()
     handlers = _Simulator()

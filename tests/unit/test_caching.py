@@ -11,7 +11,7 @@ from proxy.cache import MemoryResponseCache
 from proxy.caching import AnswerCache
 from proxy.policyfile import CacheSettings
 from proxy.replay import COMPLETION, entry
-from proxy.schemas import decode_chat_request
+from proxy.schemas import decode_chat_body
 from proxy.tasks import BackgroundTasks
 from routes import ChatCall
 
@@ -27,7 +27,7 @@ class FakeRagRoute:
 
 def call(content: str = "Hi", **extra: object) -> ChatCall:
     raw = json.dumps({"model": "m", "messages": [{"role": "user", "content": content}], **extra}).encode()
-    return ChatCall(request=decode_chat_request(raw), raw=raw, headers={}, caller="acme")
+    return ChatCall(body=decode_chat_body(raw), headers={}, caller="acme")
 
 
 DECISION = Decision(route="docs", rule="r", reason="test")

@@ -9,7 +9,7 @@ import pytest
 
 from proxy.errors import UpstreamError
 from proxy.redaction import Redactor
-from proxy.schemas import decode_chat_request
+from proxy.schemas import decode_chat_body
 from proxy.sse import DONE_EVENT
 from routes import ChatCall, OpenAIChatRoute
 
@@ -47,7 +47,7 @@ class FakeUpstream:
 async def collect(reads: list[bytes], secrets: tuple[str, ...] = ()) -> tuple[list[bytes], FakeUpstream]:
     upstream = FakeUpstream(reads, secrets)
     route = OpenAIChatRoute("r", upstream)  # type: ignore[arg-type]  # duck-typed stand-in
-    call = ChatCall(request=decode_chat_request(RAW), raw=RAW, headers={})
+    call = ChatCall(body=decode_chat_body(RAW), headers={})
     out: list[Any] = [events async for events in route.stream(call)]
     return out, upstream
 
@@ -73,7 +73,7 @@ async def test_crlf_streams_are_normalised() -> None:
 async def test_an_upstream_error_event_raises_after_the_events_before_it() -> None:
     upstream = FakeUpstream([A + ERROR + B])
     route = OpenAIChatRoute("r", upstream)  # type: ignore[arg-type]
-    stream = route.stream(ChatCall(request=decode_chat_request(RAW), raw=RAW, headers={}))
+    stream = route.stream(ChatCall(body=decode_chat_body(RAW), headers={}))
     assert await anext(stream) == A
     with pytest.raises(UpstreamError, match="overloaded"):
         await anext(stream)
@@ -105,7 +105,7 @@ async def test_an_upstream_error_event_echoing_a_secret_raises_without_it() -> N
     error = b'data: {"error":{"message":"bad key ' + SECRET.encode() + b'","code":"' + SECRET.encode() + b'"}}\n\n'
     upstream = FakeUpstream([A + error], (SECRET,))
     route = OpenAIChatRoute("r", upstream)  # type: ignore[arg-type]
-    stream = route.stream(ChatCall(request=decode_chat_request(RAW), raw=RAW, headers={}))
+    stream = route.stream(ChatCall(body=decode_chat_body(RAW), headers={}))
     assert await anext(stream) == A
     with pytest.raises(UpstreamError) as caught:
         await anext(stream)

@@ -22,7 +22,7 @@ from proxy.errors import (
 )
 from proxy.pipeline import ChatPipeline, Outcome
 from proxy.policyfile import BreakerSettings, RetrySettings
-from proxy.schemas import Usage, decode_chat_request
+from proxy.schemas import Usage, decode_chat_body
 from proxy.sse import DONE_EVENT
 from proxy.tasks import BackgroundTasks
 from routes import ChatCall, Completion
@@ -75,7 +75,7 @@ def pipeline(*routes: FakeRoute, attempts: int = 2, failures: int = 5, sleep: Sl
 
 
 def call(raw: bytes = RAW) -> ChatCall:
-    return ChatCall(request=decode_chat_request(raw), raw=raw, headers={"x-request-id": "req-1"})
+    return ChatCall(body=decode_chat_body(raw), headers={"x-request-id": "req-1"})
 
 
 class FixedPolicy:

@@ -11,7 +11,7 @@ import pytest
 
 from proxy.embeddings import EmbedderMismatchError
 from proxy.errors import KnowledgeUnavailableError, UpstreamError
-from proxy.schemas import decode_chat_request
+from proxy.schemas import decode_chat_body
 from routes.base import ChatCall, Completion
 from routes.knowledge import KnowledgeIndexError
 from routes.prompting import INSTRUCTION, NO_PASSAGES, build_rag_messages, estimate_tokens
@@ -71,7 +71,7 @@ def chat_call(question: str = "How do refunds work?", **extra: object) -> ChatCa
         **extra,
     }
     raw = msgspec.json.encode(body)
-    return ChatCall(request=decode_chat_request(raw), raw=raw, headers={"x-request-id": "req_1"})
+    return ChatCall(body=decode_chat_body(raw), headers={"x-request-id": "req_1"})
 
 
 def test_the_messages_are_the_instruction_the_numbered_passages_then_the_conversation() -> None:

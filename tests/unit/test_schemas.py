@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+import random
 
+import msgspec
 import pytest
 
+from proxy.cache import fields_key
 from proxy.errors import InvalidRequestError
-from proxy.schemas import ChatMessage, ChatRequest, ContentPart, StreamOptions, decode_chat_request, rewrite_body
+from proxy.jsonbody import MAX_DEPTH
+from proxy.schemas import ChatBody, ChatMessage, ChatRequest, ContentPart, StreamOptions, decode_chat_body
+
+
+def decode_chat_request(raw: bytes) -> ChatRequest:
+    return decode_chat_body(raw).request
+
+
+def rewrite_body(raw: bytes, **changes) -> bytes:
+    return decode_chat_body(raw).rewritten(**changes)
+
 
 MINIMAL = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}]}'
 
@@ -41,7 +54,7 @@ RICH = {
 }
 
 
-# --- decode_chat_request -------------------------------------------------------------------------------
+# --- decode_chat_body -------------------------------------------------------------------------------
 
 
 def test_decode_minimal_body():
@@ -88,7 +101,6 @@ def test_decode_stream_with_usage():
         (b'{"model": "m"}', "messages"),
         (b'{"model": "m", "messages": {"role": "user"}}', "messages"),
         (b'{"model": "m", "messages": "hello"}', "messages"),
-        (b'{"model": "m", "messages": []}', "messages"),
         (b'{"model": "m", "messages": [{"content": "x"}]}', "messages[0].role"),
         (b'{"model": "m", "messages": [{"role": "user"}, {"content": "x"}]}', "messages[1].role"),
         (b'{"model": "m", "messages": [{"role": "user", "content": 5}]}', "messages[0].content"),
@@ -138,7 +150,7 @@ def test_missing_field_message():
     )
 
 
-# --- rewrite_body -------------------------------------------------------------------------------------
+# --- ChatBody.rewritten -------------------------------------------------------------------------------------
 
 
 def test_rewrite_without_changes_returns_the_same_object():
@@ -216,3 +228,180 @@ def test_rewrite_model_and_usage_together():
         "messages": [{"role": "user", "content": "Hi"}],
         "stream_options": {"include_usage": True},
     }
+
+
+# --- hostile bodies: valid JSON (or nearly) that a second reader used to fail on (issue 11, point 5) ---------
+
+
+def with_member(value: bytes, where: str = "x_unknown") -> bytes:
+    """A valid request with `value` (raw JSON) put at `where`: an unknown field, a message's key, a tool."""
+    message = b'{"role":"user","content":"hi"' + (b',"name":' + value if where == "message" else b"") + b"}"
+    raw = b'{"model":"gpt-4o","messages":[' + message + b"]"
+    if where == "x_unknown":
+        raw += b',"x_unknown":' + value
+    elif where == "tools":
+        raw += b',"tools":[{"type":"function","function":{"name":"f","parameters":{"x":' + value + b"}}}]"
+    return raw + b"}"
+
+
+def nested(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+HOSTILE = {
+    "1e400": (b"1e400", "number_out_of_range", "a number, which is out of range"),
+    "-1e400": (b"-1e400", "number_out_of_range", "a number, which is out of range"),
+    "10,000 digits": (b"7" * 10_000, "number_out_of_range", "an integer of more than"),
+    "400-digit float": (b"9" * 400 + b".5", "number_out_of_range", "a number, which is out of range"),
+    "nesting 979": (nested(979), "nested_too_deeply", "more than 128 levels deep"),
+    "nesting 129 with the body": (b"", "nested_too_deeply", "more than 128 levels deep"),
+    "invalid UTF-8": (b'"caf\xe9"', "invalid_utf8", "not valid UTF-8"),
+    "a UTF-8 surrogate": (b'"\xed\xa0\x80"', "invalid_utf8", "not valid UTF-8"),
+    "an overlong UTF-8 slash": (b'"\xc0\xaf"', "invalid_utf8", "not valid UTF-8"),
+}
+
+
+@pytest.mark.parametrize("where", ["x_unknown", "message", "tools"])
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_a_hostile_value_anywhere_is_a_400_naming_the_member(name, where):
+    value, code, says = HOSTILE[name]
+    above = {"x_unknown": 1, "message": 3, "tools": 5}[where]  # levels of the body above the value
+    if not value:
+        value = nested(MAX_DEPTH + 1 - above)
+        decode_chat_body(with_member(nested(MAX_DEPTH - above), where))  # one level less is accepted
+    with pytest.raises(InvalidRequestError) as caught:
+        decode_chat_body(with_member(value, where))
+    error = caught.value
+    assert error.status == 400
+    assert error.instance_code == code
+    member = {"x_unknown": "x_unknown", "message": "messages", "tools": "tools"}[where]
+    if code == "nested_too_deeply" and len(value) > 1_500:  # past the stack, the decode cannot say where
+        assert error.param in (member, None)
+    else:
+        assert error.param == member
+    assert says in error.message
+    assert json.loads(error.body())["error"]["param"] == error.param
+
+
+@pytest.mark.parametrize("levels", [1_000, 5_000, 100_000])
+def test_nesting_beyond_the_stack_is_the_same_400(levels):
+    with pytest.raises(InvalidRequestError) as caught:
+        decode_chat_body(with_member(nested(levels)))
+    assert caught.value.instance_code == "nested_too_deeply"
+    assert "more than 128 levels deep" in caught.value.message
+
+
+def test_a_body_with_two_faults_is_still_a_400():
+    raw = b'{"a":"\xff","b":' + nested(3_000) + b',"model":"m","messages":[{"role":"user"}]}'
+    with pytest.raises(InvalidRequestError) as caught:
+        decode_chat_body(raw)
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"1e308",
+        b"-1.7976931348623157e308",
+        b"1e-400",  # underflows to 0.0: a value, not an error
+        b"0." + b"0" * 500 + b"1",
+        b"1e0000000000000000000001",
+        b"7" * 4_300,
+        str(2**70).encode(),
+        nested(127),  # with the body itself: 128 levels
+        b'"\\u00e9\\ud83d\\ude80 \\" \\\\ \\/"',
+        '"Zürich 日本 🚀"'.encode(),
+    ],
+)
+def test_the_edges_of_what_is_accepted_are_forwarded_byte_for_byte(value):
+    raw = with_member(value)
+    body = decode_chat_body(raw)
+    assert bytes(body.fields["x_unknown"]) == value
+    assert body.rewritten() is raw
+    assert value in body.rewritten(model="gpt-4", include_usage=True)
+
+
+def test_a_rewrite_splices_one_member_and_copies_the_others_as_they_came():
+    raw = (
+        b'{ "model" : "gpt-4o" , "messages":[{"role":"user","content":"caf\\u00e9", "name":"x"}],'
+        b'"temperature" : 1.0, "x":{"b": 1.0e+2, "a": [1, 2 ]}, "stream":true,'
+        b'"stream_options": {"include_obfuscation": false} }'
+    )
+    out = decode_chat_body(raw).rewritten(model="ft:gpt-3.5-turbo:acme::1", include_usage=True)
+    assert out == (
+        b'{"model":"ft:gpt-3.5-turbo:acme::1","messages":[{"role":"user","content":"caf\\u00e9", "name":"x"}],'
+        b'"temperature":1.0,"x":{"b": 1.0e+2, "a": [1, 2 ]},"stream":true,'
+        b'"stream_options":{"include_obfuscation":false,"include_usage":true}}'
+    )
+
+
+def test_replaced_keeps_the_typed_view_and_updates_the_members():
+    body = decode_chat_body(MINIMAL)
+    inner = body.replaced({"messages": msgspec.Raw(b'[{"role":"system","content":"ctx"}]')})
+    assert inner.request is body.request
+    assert json.loads(inner.raw)["messages"] == [{"role": "system", "content": "ctx"}]
+    assert bytes(inner.fields["messages"]) == b'[{"role":"system","content":"ctx"}]'
+
+
+# --- every later reader reads what the decode accepted (the second decodes that failed) ---------------------
+
+_AT_DEPTH = 700
+"""Frames put on the stack before the later readers run: far deeper than any request's path."""
+
+
+def read_again(body: ChatBody) -> None:
+    """What the pipeline, the cache, the RAG route and the routes read of an accepted body, once more."""
+    for name, value in body.fields.items():  # the cache key canonicalises every member
+        fields_key(tenant="t", route="r", model=None, fields={name: value})
+    msgspec.json.decode(body.raw)
+    msgspec.json.decode(body.fields["messages"], type=list[msgspec.Raw])  # RAG, semantic cache
+    msgspec.json.decode(body.raw, type=ChatRequest)  # the typed view, skipping what it does not keep
+    for rewritten in (body.rewritten(model="other"), body.rewritten(include_usage=True)):
+        assert decode_chat_body(rewritten).request.messages == body.request.messages
+    body.replaced({"messages": msgspec.Raw(b'[{"role":"user"}]')})
+
+
+def deep_stack(levels: int, then):
+    return then() if levels == 0 else deep_stack(levels - 1, then)
+
+
+def mutations(seed: int, count: int):
+    """Bodies near valid ones: hostile values spliced in, bytes flipped, cut or doubled (a seeded fuzzer)."""
+    rng = random.Random(seed)
+    values = [*(value for value, _, _ in HOSTILE.values()), b"1e308", b"7" * 4_300, nested(127), b"null", b"{}"]
+    base = json.dumps({**RICH, "stream": True, "stream_options": {"include_usage": False}}).encode()
+    for _ in range(count):
+        raw = bytearray(with_member(rng.choice(values), rng.choice(["x_unknown", "message", "tools"])))
+        if rng.random() < 0.5:
+            raw = bytearray(base)
+        for _ in range(rng.randint(0, 3)):
+            at = rng.randrange(len(raw))
+            action = rng.randrange(4)
+            if action == 0:
+                raw[at] = rng.randrange(256)
+            elif action == 1:
+                raw[at:at] = rng.choice([b"[", b"{", b'"', b"\\", b"\xff", b"1e999", b",", b"]"])
+            elif action == 2:
+                del raw[at : at + rng.randint(1, 4)]
+            else:
+                raw[at:at] = raw[at : at + rng.randint(1, 40)]
+        yield bytes(raw)
+
+
+def test_whatever_is_accepted_every_later_reader_reads_too():
+    accepted = rejected = 0
+    for raw in mutations(seed=11, count=3_000):
+        try:
+            body = decode_chat_body(raw)
+        except InvalidRequestError:  # the one error it raises: a 400 (anything else fails the test)
+            rejected += 1
+            continue
+        accepted += 1
+        deep_stack(_AT_DEPTH, lambda body=body: read_again(body))
+    assert accepted > 300
+    assert rejected > 300
+
+
+def test_a_body_at_the_depth_limit_is_read_again_deep_in_the_stack():
+    body = decode_chat_body(with_member(nested(127)))
+    deep_stack(_AT_DEPTH, lambda: read_again(body))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from proxy.schemas import decode_chat_request
+from proxy.schemas import decode_chat_body
 from proxy.semantic_cache import agree, best_match, pack, question, signature
 
 
@@ -64,9 +64,9 @@ def test_best_match_takes_the_closest_that_agrees_above_the_threshold() -> None:
 
 
 def test_the_question_is_the_last_user_message() -> None:
-    request = decode_chat_request(
+    request = decode_chat_body(
         b'{"model":"m","messages":[{"role":"system","content":"x"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}'
-    )
+    ).request
     assert question(request) == "a b"
-    assistant_last = decode_chat_request(b'{"model":"m","messages":[{"role":"assistant","content":"x"}]}')
+    assistant_last = decode_chat_body(b'{"model":"m","messages":[{"role":"assistant","content":"x"}]}').request
     assert question(assistant_last) is None

@@ -13,7 +13,7 @@ from policies import PolicyError, SemanticFeatures, SemanticFeaturesNeeded, extr
 from proxy.cli import main
 from proxy.embeddings import LocalEmbedder, Vectors
 from proxy.pipeline import decide_semantically
-from proxy.schemas import decode_chat_request
+from proxy.schemas import decode_chat_body
 from proxy.semantic import SemanticScorer, local_embedder
 from proxy.settings import SettingsError, load_settings
 from routes import ChatCall, HybridRetriever, KnowledgeIndex
@@ -62,7 +62,7 @@ def locate(path: Sequence[str | int]) -> str:
 
 def call_of(content: str, **extra: object) -> ChatCall:
     raw = msgspec.json.encode({"model": "gpt-4o", "messages": [{"role": "user", "content": content}], **extra})
-    return ChatCall(request=decode_chat_request(raw), raw=raw, headers={})
+    return ChatCall(body=decode_chat_body(raw), headers={})
 
 
 @pytest.fixture(scope="module")
