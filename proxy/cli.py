@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import functools
 import logging
 import logging.config
 import math
 import os
+import resource
 import signal
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from proxy._version import __version__
 from proxy.accesslog import ACCESS_LOGGER
@@ -35,6 +38,11 @@ _SERVE_FLAGS = {
     "workers": "TURNOUT_WORKERS",
     "max_body_bytes": "TURNOUT_MAX_BODY_BYTES",
     "drain_timeout": "TURNOUT_DRAIN_TIMEOUT",
+    "max_connections": "TURNOUT_MAX_CONNECTIONS",
+    "max_header_bytes": "TURNOUT_MAX_HEADER_BYTES",
+    "idle_timeout": "TURNOUT_IDLE_TIMEOUT",
+    "header_timeout": "TURNOUT_HEADER_TIMEOUT",
+    "body_timeout": "TURNOUT_BODY_TIMEOUT",
     "log_level": "TURNOUT_LOG_LEVEL",
     "log_content": "TURNOUT_LOG_CONTENT",
     "access_log": "TURNOUT_ACCESS_LOG",
@@ -91,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     serve.add_argument("--max-body-bytes", type=int, metavar="N", help="largest request body (default 16 MiB)")
     serve.add_argument("--drain-timeout", type=float, metavar="S", help="seconds to finish requests on SIGTERM")
+    serve.add_argument("--max-connections", type=int, metavar="N", help="open client connections per worker")
+    serve.add_argument("--max-header-bytes", type=int, metavar="N", help="largest request head (default 64 KiB)")
+    serve.add_argument("--idle-timeout", type=float, metavar="S", help="idle connection; default 75")
+    serve.add_argument("--header-timeout", type=float, metavar="S", help="request line and headers; default 10")
+    serve.add_argument("--body-timeout", type=float, metavar="S", help="request body, +1 s per 64 KiB; default 30")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
     serve.add_argument(
         "--log-content", action="store_const", const="true", help="put messages and answers in the access log"
@@ -125,6 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
     redactor = Redactor(settings.secrets())
     logging.config.dictConfig(_log_config(settings.server.log_level, redactor))
     logger.info(_describe_upstream(settings))
+    _raise_open_file_limit(settings)
     server = settings.server
     # uvicorn drains, then raises again the signal it stopped on; a drained SIGTERM is a clean stop (exit 0).
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
@@ -140,7 +154,18 @@ def _serve(args: argparse.Namespace) -> int:
 def _run_uvicorn(settings: Settings, redactor: Redactor) -> None:
     import uvicorn
 
+    from proxy.protocol import ConnectionLimits, TurnoutHttpProtocol
+
     server = settings.server
+    limits = ConnectionLimits(
+        max_connections=server.max_connections,
+        max_header_bytes=server.max_header_bytes,
+        idle_timeout=server.idle_timeout,
+        header_timeout=server.header_timeout,
+        body_timeout=server.body_timeout,
+    )
+    # A partial, not a class made here: with --workers N, uvicorn pickles its config for each worker.
+    protocol = functools.partial(TurnoutHttpProtocol, limits=limits)
     uvicorn.run(
         "proxy.app:create_app",
         factory=True,
@@ -148,13 +173,39 @@ def _run_uvicorn(settings: Settings, redactor: Redactor) -> None:
         port=server.port,
         workers=server.workers,
         loop="auto",  # uvloop when installed
-        http="auto",  # httptools when installed
+        http=cast("type[asyncio.Protocol]", protocol),  # httptools' parser, with Turnout's connection limits
+        ws="none",  # no websocket endpoint: an upgrade request is answered as a plain one
+        timeout_keep_alive=math.ceil(server.idle_timeout),  # a backstop: the protocol closes idle connections
         timeout_graceful_shutdown=math.ceil(server.drain_timeout),
         log_config=_log_config(server.log_level, redactor),
         access_log=False,
         server_header=False,
         proxy_headers=False,
     )
+
+
+def _raise_open_file_limit(settings: Settings) -> None:
+    """Raise the soft open-file limit to what `max_connections` needs, within the hard limit (as Go does).
+
+    Each client connection and each pooled upstream connection holds a descriptor; the common soft
+    limit of 1024 would fail connections with EMFILE long before the cap. Worker processes inherit it.
+    """
+    needed = settings.server.max_connections + sum(u.max_connections for u in settings.upstreams.values()) + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < needed:
+        logger.warning(
+            "the open-file limit is %d, below the %d that max_connections (%d) and the upstream pools need: "
+            "connections past it fail; raise it (ulimit -n) or lower max_connections",
+            soft,
+            needed,
+            settings.server.max_connections,
+        )
 
 
 def _describe_upstream(settings: Settings) -> str:

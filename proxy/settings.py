@@ -46,6 +46,11 @@ ENV_VARS: Mapping[str, str] = {
     "TURNOUT_WORKERS": "worker processes (default 1)",
     "TURNOUT_MAX_BODY_BYTES": "largest request body accepted, in bytes (default 16777216); larger → 413",
     "TURNOUT_DRAIN_TIMEOUT": "seconds in-flight requests get to finish on SIGTERM (default 30)",
+    "TURNOUT_MAX_CONNECTIONS": "client connections open at once, per worker (default 10000); more → 503",
+    "TURNOUT_MAX_HEADER_BYTES": "largest request line and headers, in bytes (default 65536); larger → 431",
+    "TURNOUT_IDLE_TIMEOUT": "seconds a connection may wait with no request under way (default 75)",
+    "TURNOUT_HEADER_TIMEOUT": "seconds for a request's line and headers to arrive (default 10); else 408",
+    "TURNOUT_BODY_TIMEOUT": "seconds for a request body to arrive, +1 per 64 KiB (default 30); else 408",
     "TURNOUT_LOG_LEVEL": "debug, info, warning or error (default info)",
     "TURNOUT_UPSTREAM_CONNECT_TIMEOUT": "seconds to connect to the upstream (default 10)",
     "TURNOUT_UPSTREAM_READ_TIMEOUT": "seconds between two reads from the upstream (default 120)",
@@ -87,6 +92,7 @@ class Secret:
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
@@ -98,6 +104,15 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     workers: AtLeastOne = 1
     max_body_bytes: AtLeastOne = 16 * 1024 * 1024
     drain_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    max_connections: AtLeastOne = 10_000
+    """Client connections one worker keeps open at once; one more is answered 503 and closed."""
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
+    idle_timeout: Seconds = 75.0
+    """A connection with no request under way (new, or kept alive after a response) is closed after this."""
+    header_timeout: Seconds = 10.0
+    """From a request's first byte (a new connection's: from its opening) to the end of its headers; else 408."""
+    body_timeout: Seconds = 30.0
+    """From the end of a request's headers to the end of its body, plus a second per 64 KiB; else 408."""
     log_level: LogLevel = "info"
     access_log: bool = True
     """One JSON line per request on the `turnout.access` logger."""
@@ -206,6 +221,11 @@ _SERVER_ENV = {
     "TURNOUT_WORKERS": "workers",
     "TURNOUT_MAX_BODY_BYTES": "max_body_bytes",
     "TURNOUT_DRAIN_TIMEOUT": "drain_timeout",
+    "TURNOUT_MAX_CONNECTIONS": "max_connections",
+    "TURNOUT_MAX_HEADER_BYTES": "max_header_bytes",
+    "TURNOUT_IDLE_TIMEOUT": "idle_timeout",
+    "TURNOUT_HEADER_TIMEOUT": "header_timeout",
+    "TURNOUT_BODY_TIMEOUT": "body_timeout",
     "TURNOUT_LOG_LEVEL": "log_level",
     "TURNOUT_ACCESS_LOG": "access_log",
     "TURNOUT_LOG_CONTENT": "log_content",

@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 
 from proxy._version import __version__
-from proxy.settings import ENV_VARS, load_settings
+from proxy.settings import ENV_VARS, ServerSettings, load_settings
 from tests.unit.helm_chart import (
     CHART,
     EVERYTHING_ON,
@@ -175,7 +175,23 @@ def test_the_shipped_policy_passes_turnout_check(defaults: Rendered, tmp_path: P
     settings = load_settings({**pod_env, "TURNOUT_CONFIG": str(policy), "OPENAI_API_KEY": PLACEHOLDER_KEY})
     assert settings.server.host == "0.0.0.0"
     assert settings.server.drain_timeout == 30
+    assert settings.server == ServerSettings(host="0.0.0.0", port=8000)  # the connection limits are Turnout's own
     assert settings.deployment.policy is not None
+
+
+def test_the_connection_limits_reach_turnout() -> None:
+    values = {"maxConnections": 500, "idleTimeout": 120, "headerTimeout": 5, "bodyTimeout": 2.5}
+    env = render({"turnout": values}).env
+    settings = load_settings(
+        {name: value for name, value in env.items() if name in ENV_VARS and name != "TURNOUT_CONFIG"}
+    )
+    server = settings.server
+    assert (server.max_connections, server.idle_timeout, server.header_timeout, server.body_timeout) == (
+        500,
+        120.0,
+        5.0,
+        2.5,
+    )
 
 
 def test_the_checksum_annotation_follows_the_policy_and_nothing_else() -> None:

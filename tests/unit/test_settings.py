@@ -60,6 +60,9 @@ def test_defaults_without_any_environment_are_simulated():
     assert settings.server == ServerSettings(
         host="127.0.0.1", port=8000, workers=1, max_body_bytes=16 * 1024 * 1024, drain_timeout=30.0, log_level="info"
     )
+    server = settings.server
+    assert (server.max_connections, server.max_header_bytes) == (10_000, 65_536)
+    assert (server.idle_timeout, server.header_timeout, server.body_timeout) == (75.0, 10.0, 30.0)
     assert settings.upstream.name == "openai"
     assert settings.upstream.base_url == DEFAULT_BASE_URL == "https://api.openai.com/v1"
     assert settings.upstream.api_key is None
@@ -110,10 +113,25 @@ def test_turnout_variables_override_the_defaults():
             "TURNOUT_UPSTREAM_READ_TIMEOUT": "7",
             "TURNOUT_UPSTREAM_TIMEOUT": "60",
             "TURNOUT_UPSTREAM_MAX_CONNECTIONS": "50",
+            "TURNOUT_MAX_CONNECTIONS": "300",
+            "TURNOUT_MAX_HEADER_BYTES": "8192",
+            "TURNOUT_IDLE_TIMEOUT": "4",
+            "TURNOUT_HEADER_TIMEOUT": "2.5",
+            "TURNOUT_BODY_TIMEOUT": "12",
         }
     )
     assert settings.server == ServerSettings(
-        host="0.0.0.0", port=9000, workers=4, max_body_bytes=1024, drain_timeout=2.5, log_level="debug"
+        host="0.0.0.0",
+        port=9000,
+        workers=4,
+        max_body_bytes=1024,
+        drain_timeout=2.5,
+        log_level="debug",
+        max_connections=300,
+        max_header_bytes=8192,
+        idle_timeout=4.0,
+        header_timeout=2.5,
+        body_timeout=12.0,
     )
     assert settings.upstream.timeout == TimeoutSettings(connect=1.5, read=7.0, total=60.0)
     assert settings.upstream.max_connections == 50
@@ -129,6 +147,11 @@ NUMERIC_VARIABLES = [
     "TURNOUT_UPSTREAM_READ_TIMEOUT",
     "TURNOUT_UPSTREAM_TIMEOUT",
     "TURNOUT_UPSTREAM_MAX_CONNECTIONS",
+    "TURNOUT_MAX_CONNECTIONS",
+    "TURNOUT_MAX_HEADER_BYTES",
+    "TURNOUT_IDLE_TIMEOUT",
+    "TURNOUT_HEADER_TIMEOUT",
+    "TURNOUT_BODY_TIMEOUT",
 ]
 
 
@@ -144,7 +167,18 @@ def test_a_negative_value_is_an_error_naming_the_variable(variable):
         load_settings({variable: "-1"})
 
 
-@pytest.mark.parametrize("variable", ["TURNOUT_WORKERS", "TURNOUT_MAX_BODY_BYTES", "TURNOUT_UPSTREAM_TIMEOUT"])
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "TURNOUT_WORKERS",
+        "TURNOUT_MAX_BODY_BYTES",
+        "TURNOUT_UPSTREAM_TIMEOUT",
+        "TURNOUT_MAX_CONNECTIONS",
+        "TURNOUT_IDLE_TIMEOUT",
+        "TURNOUT_HEADER_TIMEOUT",
+        "TURNOUT_BODY_TIMEOUT",
+    ],
+)
 def test_zero_is_an_error_where_it_makes_no_sense(variable):
     with pytest.raises(SettingsError):
         load_settings({variable: "0"})
@@ -154,6 +188,21 @@ def test_zero_port_and_zero_drain_are_allowed():
     settings = load_settings({"TURNOUT_PORT": "0", "TURNOUT_DRAIN_TIMEOUT": "0"})
     assert settings.server.port == 0
     assert settings.server.drain_timeout == 0.0
+
+
+def test_a_header_limit_below_a_kilobyte_is_an_error():
+    with pytest.raises(SettingsError, match="TURNOUT_MAX_HEADER_BYTES"):
+        load_settings({"TURNOUT_MAX_HEADER_BYTES": "100"})
+
+
+def test_the_connection_limits_come_from_the_server_section(tmp_path):
+    limits = (
+        "server: {max_connections: 64, max_header_bytes: 4096, idle_timeout: 9, header_timeout: 3, body_timeout: 7}"
+    )
+    settings = load_settings({"TURNOUT_CONFIG": write_config(tmp_path, limits)})
+    assert settings.server == ServerSettings(
+        max_connections=64, max_header_bytes=4096, idle_timeout=9.0, header_timeout=3.0, body_timeout=7.0
+    )
 
 
 def test_port_out_of_range_is_an_error():

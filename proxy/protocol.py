@@ -1,0 +1,347 @@
+"""uvicorn's httptools protocol with Turnout's connection rules: deadlines, a connection cap, JSON errors.
+
+uvicorn bounds none of what a client sends before the app sees a request: a connection that sends
+nothing, headers at a byte a second or a body trickled forever keep their socket, headers of any size
+are accumulated, and malformed HTTP is answered in plain text. `TurnoutHttpProtocol` adds, per
+connection (one timer, moved only when it would fire too late):
+
+- `idle_timeout`: a connection with no request under way (new, or between keep-alive requests) is
+  closed, without a response, when no request starts within it; bytes that start no request (bare
+  CRLFs) do not extend it, as they do uvicorn's own keep-alive timer;
+- `header_timeout`: a request's line and headers must arrive within it, counted from the request's
+  first byte (for a connection's first request: from when it opened); else 408;
+- `body_timeout`: a request's body must arrive within it from the end of its headers, plus one second
+  for each `BODY_RATE` bytes received (a large body on a slow link is not cut); else 408;
+- `max_header_bytes`: larger request line and headers → 431;
+- `max_connections`: a connection beyond it is answered 503 at once and closed (it is not counted);
+
+and answers malformed HTTP with an OpenAI-format 400, logged at INFO as the client's error. Each such
+response closes the connection: it is written, the sending side shut, the rest of the input read and
+dropped for up to `LINGER` seconds, so that the client gets it instead of a reset. Where a response has
+already started, the connection is closed without another. `tests/unit/test_protocol.py` pins the
+uvicorn internals this relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
+
+from proxy.errors import InvalidRequestError, ProxyError
+
+__all__ = ["BODY_RATE", "LINGER", "ConnectionLimits", "TurnoutHttpProtocol"]
+
+logger = logging.getLogger("turnout.http")
+
+BODY_RATE = 64 * 1024
+"""Bytes of request body that earn one more second of `body_timeout` (about 0.5 Mbit/s)."""
+LINGER = 2.0
+"""Seconds a connection closed with an error response keeps reading (and dropping) what the client sends."""
+_REFUSALS_EVERY = 10.0
+"""At most one log line per this many seconds about connections refused over the cap."""
+
+# What the parser is waiting for on a connection; each phase but BUSY and CLOSING has a deadline.
+_IDLE, _HEAD, _BODY, _QUEUED, _BUSY, _CLOSING = range(6)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """How long and how much a client may take before its request reaches the app; see the module."""
+
+    max_connections: int
+    max_header_bytes: int
+    idle_timeout: float
+    header_timeout: float
+    body_timeout: float
+
+
+class _HeadTooLargeError(Exception):
+    """Raised from a parser callback: the request line and headers are over `max_header_bytes`."""
+
+
+class _Refusals:
+    """Connections refused over the cap, logged at most once per `_REFUSALS_EVERY` seconds."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.logged_at = -math.inf
+
+    def note(self, limit: int) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.logged_at >= _REFUSALS_EVERY:
+            logger.warning("refused %d connection(s) over the limit of %d (max_connections)", self.count, limit)
+            self.count, self.logged_at = 0, now
+
+
+_refusals = _Refusals()
+
+
+def _error(status: int, message: str, code: str | None) -> bytes:
+    error = InvalidRequestError if status < 500 else ProxyError
+    return error(message, status_code=status, code=code).body()
+
+
+class TurnoutHttpProtocol(HttpToolsProtocol):
+    """One HTTP/1.1 connection: uvicorn's `HttpToolsProtocol` under `ConnectionLimits`.
+
+    Give uvicorn `functools.partial(TurnoutHttpProtocol, limits=...)` as its `http` protocol.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: ConnectionLimits,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._limits = limits
+        self._phase = _BUSY
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._opened_at: float | None = None
+        """When the connection opened, until its first request begins (its header deadline counts from it)."""
+        self._chunk = 0
+        self._head_fed = 0
+        self._head_first = 0
+        self._discard = False
+        """Read and drop all input: the connection is closing after an error or an ignored upgrade."""
+        self._active: RequestResponseCycle | None = None
+        """The cycle whose app runs (`self.cycle` is the last parsed one, which may be queued behind it)."""
+
+    # --- connection -------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the connection's idle deadline, or refuse it when the cap is reached."""
+        if len(self.connections) >= self._limits.max_connections:
+            self.transport = transport
+            _refusals.note(self._limits.max_connections)
+            message = "Turnout has too many connections open; retry shortly."
+            self._fail(503, _error(503, message, "too_many_connections"), headers=[(b"retry-after", b"1")])
+            return
+        super().connection_made(transport)
+        now = self.loop.time()
+        self._opened_at = now
+        self._arm(_IDLE, now + min(self._limits.idle_timeout, self._limits.header_timeout))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Tell every cycle of the connection, not only the last parsed one, that the client is gone."""
+        self._abandon()
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; malformed HTTP and oversized heads are answered here, in OpenAI form."""
+        if self._discard:
+            return
+        self._unset_keepalive_if_required()
+        self._chunk = len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._ignore_upgrade()
+        except httptools.HttpParserError as exc:
+            self._reject(exc)
+            return
+        if self._phase == _HEAD:  # the head goes on past this chunk: bound what the parser accumulates
+            self._head_fed += self._chunk
+            if self._head_fed - self._head_first > self._limits.max_header_bytes:
+                self._head_too_large()
+
+    # --- parser callbacks ----------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        """A request starts: its head has until `header_timeout` after this (or after the connection opened)."""
+        super().on_message_begin()
+        self._head_fed, self._head_first = 0, self._chunk
+        start = self.loop.time() if self._opened_at is None else self._opened_at
+        self._opened_at = None
+        self._arm(_HEAD, start + self._limits.header_timeout)
+
+    def on_headers_complete(self) -> None:
+        """Check the head's size, hand the request to uvicorn, then start the body's deadline."""
+        limit = self._limits.max_header_bytes
+        # The chunks this head came in bound its size: only a head that may be too large is measured.
+        if self._head_fed + self._chunk > limit and self._head_size() > limit:
+            raise _HeadTooLargeError
+        super().on_headers_complete()
+        if self.pipeline:  # queued behind a running request; uvicorn stopped reading until it starts
+            self._phase = _QUEUED
+        else:
+            self._arm(_BODY, self.loop.time() + self._limits.body_timeout)
+
+    def on_body(self, body: bytes) -> None:
+        """Pass the body on; every `BODY_RATE` bytes received add a second to its deadline."""
+        super().on_body(body)
+        self._deadline += len(body) / BODY_RATE
+
+    def on_message_complete(self) -> None:
+        """The request is in; wait for its response, or for the next request when it was answered already."""
+        super().on_message_complete()
+        if self.cycle.response_complete and not self.pipeline:  # answered early (a 404, a 413): idle now
+            self._arm(_IDLE, self.loop.time() + self._limits.idle_timeout)
+        else:
+            self._phase = _BUSY
+
+    def on_response_complete(self) -> None:
+        """A response has ended: the next queued request starts, or the connection is idle."""
+        queued = bool(self.pipeline)
+        super().on_response_complete()
+        if self.transport.is_closing():
+            return
+        if self._phase == _QUEUED and queued:  # the queued request now runs and its body is read
+            self._arm(_BODY, self.loop.time() + self._limits.body_timeout)
+        elif self._phase == _BUSY and not queued:
+            self._arm(_IDLE, self.loop.time() + self._limits.idle_timeout)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self._active = cycle
+        super()._start_asgi_task(cycle, app)
+
+    # --- deadlines -------------------------------------------------------------------------------------------
+
+    def _arm(self, phase: int, deadline: float) -> None:
+        """Enter `phase` with `deadline`; the timer moves only when it would fire after the new deadline."""
+        self._phase, self._deadline = phase, deadline
+        if deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = self.loop.call_at(deadline, self._on_timer), deadline
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, math.inf
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        phase = self._phase
+        if phase in (_BUSY, _QUEUED):
+            return
+        if phase == _CLOSING:
+            self.transport.close()
+        elif self.loop.time() < self._deadline:  # the deadline moved on since this timer was set
+            self._timer, self._timer_at = self.loop.call_at(self._deadline, self._on_timer), self._deadline
+        elif phase == _IDLE:
+            self._log(logging.DEBUG, "idle connection closed")
+            self._abandon()
+            self.transport.close()
+        else:
+            what = "request line and headers" if phase == _HEAD else "request body"
+            limit = self._limits.header_timeout if phase == _HEAD else self._limits.body_timeout
+            message = f"The {what} did not arrive within {limit:g} s."
+            self._fail(408, _error(408, message, "request_timeout"), why=f"{what} not received within {limit:g} s")
+
+    # --- errors ------------------------------------------------------------------------------------------
+
+    def _reject(self, exc: httptools.HttpParserError) -> None:
+        """Answer a parser error: the client's (400, 431) unless it is a bug in a callback (500, logged)."""
+        cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
+        if isinstance(cause, _HeadTooLargeError):
+            self._head_too_large()
+            return
+        if not isinstance(cause, httptools.HttpParserError):
+            logger.error("error while parsing a request", exc_info=cause)
+            message = "The server had an error while processing your request."
+            self._fail(500, _error(500, message, None))
+            return
+        if isinstance(cause, httptools.HttpParserInvalidMethodError):
+            reason = "unknown method"
+        elif isinstance(cause, httptools.HttpParserInvalidURLError):
+            # uvicorn's own URL parsing fails in a callback with the URL in the message: never echoed.
+            connect = self.scope is not None and self.scope.get("method") == "CONNECT"
+            reason = "CONNECT is not supported" if connect else "invalid request target"
+        elif self.parser.get_method() == b"PRI":
+            reason = "HTTP/2 is not supported here, send HTTP/1.1"  # an HTTP/2 client without TLS
+        else:
+            reason = str(cause)  # llhttp's own reason: a fixed text, no bytes of the request
+        message = f"Invalid HTTP request: {reason}."
+        self._fail(400, _error(400, message, "invalid_http_request"), why=f"invalid HTTP request ({reason})")
+
+    def _head_too_large(self) -> None:
+        limit = self._limits.max_header_bytes
+        message = f"The request line and headers are larger than the limit of {limit} bytes."
+        self._fail(431, _error(431, message, "request_header_fields_too_large"), why=f"request head over {limit} bytes")
+
+    def _ignore_upgrade(self) -> None:
+        """An `Upgrade` request (h2c, websocket) is answered as a plain request, and the connection closed after.
+
+        llhttp stops parsing at an upgrade and drops what follows in the chunk, so nothing after it can be read.
+        """
+        self._log(logging.DEBUG, "upgrade request answered without upgrading; the connection closes after it")
+        self._discard = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+        else:
+            self.transport.close()
+
+    def _fail(
+        self, status: int, body: bytes, *, why: str = "", headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """End the connection with this response, or without one where a response has started already.
+
+        `why`, when given, is logged at INFO (a client's doing, not a server error).
+        """
+        # No response where one is under way, nor a second one to a request whose body is still coming.
+        started = any(cycle.response_started and not cycle.response_complete for cycle in self._cycles()) or (
+            self._phase in (_BODY, _QUEUED) and self.cycle is not None and self.cycle.response_started
+        )
+        if why:
+            self._log(logging.INFO, f"{why}: {'connection closed' if started else f'answered {status}'}")
+        self._abandon()
+        self._discard = True
+        if not started:
+            lines = [STATUS_LINE[status]]
+            fields = [
+                *self.server_state.default_headers,
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                *(headers or ()),
+            ]
+            lines += [b"%s: %s\r\n" % field for field in fields]
+            self.transport.write(b"".join([*lines, b"\r\n", body]))
+        if started or not self.transport.can_write_eof():
+            self._disarm()
+            self.transport.close()
+            return
+        self.transport.write_eof()  # then read and drop until the client closes, or LINGER passes
+        self._disarm()
+        self._arm(_CLOSING, self.loop.time() + LINGER)
+
+    def _cycles(self) -> list[RequestResponseCycle]:
+        """The running cycle, the last parsed one and the queued ones, each once."""
+        cycles: list[RequestResponseCycle] = []
+        for cycle in (self._active, self.cycle, *(queued for queued, _ in self.pipeline)):
+            if cycle is not None and all(cycle is not other for other in cycles):
+                cycles.append(cycle)
+        return cycles
+
+    def _abandon(self) -> None:
+        """Mark every unfinished cycle disconnected: its app reads `http.disconnect`, its writes are dropped."""
+        for cycle in self._cycles():
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self.pipeline.clear()
+
+    def _head_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def _log(self, level: int, message: str) -> None:
+        if logger.isEnabledFor(level):
+            peer = "%s:%d" % self.client if self.client else "?"  # noqa: UP031 - uvicorn's own form
+            logger.log(level, "client %s: %s", peer, message)
