@@ -66,6 +66,7 @@ bench: install
 	$(BIN)/python -m tests.bench.metrics_recording
 	$(BIN)/python -m tests.bench.cache_hit
 	$(BIN)/python -m tests.bench.semantic_cache
+	$(BIN)/python -m tests.bench.slow_clients
 
 clean:
 	rm -rf $(VENV) $(VENV_OPENAI2) *.egg-info .mypy_cache .ruff_cache .pytest_cache

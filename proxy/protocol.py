@@ -16,10 +16,9 @@ connection (one timer, moved only when it would fire too late):
 - `max_connections`: a connection beyond it is answered 503 at once and closed (it is not counted);
 
 and answers malformed HTTP with an OpenAI-format 400, logged at INFO as the client's error. Each such
-response closes the connection: it is written, the sending side shut, the rest of the input read and
-dropped for up to `LINGER` seconds, so that the client gets it instead of a reset. Where a response has
-already started, the connection is closed without another. `tests/unit/test_protocol.py` pins the
-uvicorn internals this relies on.
+answer closes the connection: written, the sending side shut, then the input dropped for up to `LINGER`
+seconds, so that the client reads it rather than a reset (where a response has started: no answer).
+`tests/unit/test_protocol.py` pins the uvicorn internals this relies on.
 """
 
 from __future__ import annotations
@@ -33,7 +32,8 @@ from typing import Any
 
 import httptools
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Base
 from uvicorn.server import ServerState
 
 from proxy.errors import InvalidRequestError, ProxyError
@@ -68,22 +68,16 @@ class _HeadTooLargeError(Exception):
     """Raised from a parser callback: the request line and headers are over `max_header_bytes`."""
 
 
-class _Refusals:
-    """Connections refused over the cap, logged at most once per `_REFUSALS_EVERY` seconds."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.logged_at = -math.inf
-
-    def note(self, limit: int) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self.logged_at >= _REFUSALS_EVERY:
-            logger.warning("refused %d connection(s) over the limit of %d (max_connections)", self.count, limit)
-            self.count, self.logged_at = 0, now
+_refused = {"count": 0, "logged_at": -math.inf}
+"""Connections refused over the cap since the last line about them (one a `_REFUSALS_EVERY` seconds)."""
 
 
-_refusals = _Refusals()
+def _note_refusal(limit: int) -> None:
+    _refused["count"] += 1
+    now = time.monotonic()
+    if now - _refused["logged_at"] >= _REFUSALS_EVERY:
+        logger.warning("refused %d connection(s) over the limit of %d (max_connections)", _refused["count"], limit)
+        _refused.update(count=0, logged_at=now)
 
 
 def _error(status: int, message: str, code: str | None) -> bytes:
@@ -91,7 +85,7 @@ def _error(status: int, message: str, code: str | None) -> bytes:
     return error(message, status_code=status, code=code).body()
 
 
-class TurnoutHttpProtocol(HttpToolsProtocol):
+class TurnoutHttpProtocol(_Base):
     """One HTTP/1.1 connection: uvicorn's `HttpToolsProtocol` under `ConnectionLimits`.
 
     Give uvicorn `functools.partial(TurnoutHttpProtocol, limits=...)` as its `http` protocol.
@@ -108,19 +102,29 @@ class TurnoutHttpProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._limits = limits
+        # The request path reads these on every request: plain attributes (and `_Base.x(self)` rather than
+        # `super().x()` below) keep what this class adds to a request at about 2 µs.
+        self._max_head = limits.max_header_bytes
+        self._header_timeout = limits.header_timeout
+        self._body_timeout = limits.body_timeout
+        self._idle_timeout = limits.idle_timeout
         self._phase = _BUSY
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._opened_at: float | None = None
         """When the connection opened, until its first request begins (its header deadline counts from it)."""
+        self._now = 0.0
+        """The loop's time when the chunk being parsed arrived."""
         self._chunk = 0
         self._head_fed = 0
         self._head_first = 0
         self._discard = False
         """Read and drop all input: the connection is closing after an error or an ignored upgrade."""
-        self._active: RequestResponseCycle | None = None
-        """The cycle whose app runs (`self.cycle` is the last parsed one, which may be queued behind it)."""
+        self._raw_body = 0
+        """Bytes still to come of an upgrade request's body, which the parser does not read."""
+        self._running: RequestResponseCycle | None = None
+        """With requests queued (pipelining), the one whose app runs: `self.cycle` is the last one parsed."""
 
     # --- connection -------------------------------------------------------------------------------------
 
@@ -128,98 +132,118 @@ class TurnoutHttpProtocol(HttpToolsProtocol):
         """Start the connection's idle deadline, or refuse it when the cap is reached."""
         if len(self.connections) >= self._limits.max_connections:
             self.transport = transport
-            _refusals.note(self._limits.max_connections)
+            _note_refusal(self._limits.max_connections)
             message = "Turnout has too many connections open; retry shortly."
             self._fail(503, _error(503, message, "too_many_connections"), headers=[(b"retry-after", b"1")])
             return
-        super().connection_made(transport)
+        _Base.connection_made(self, transport)
         now = self.loop.time()
         self._opened_at = now
-        self._arm(_IDLE, now + min(self._limits.idle_timeout, self._limits.header_timeout))
+        self._arm(_IDLE, now + min(self._idle_timeout, self._header_timeout))
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Tell every cycle of the connection, not only the last parsed one, that the client is gone."""
         self._abandon()
         self._disarm()
-        super().connection_lost(exc)
+        _Base.connection_lost(self, exc)
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser; malformed HTTP and oversized heads are answered here, in OpenAI form."""
         if self._discard:
             return
         self._unset_keepalive_if_required()
-        self._chunk = len(data)
+        self._now = self.loop.time()
+        if self._raw_body:
+            self._take_raw_body(data)
+            return
+        self._chunk = size = len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._ignore_upgrade()
+        except httptools.HttpParserUpgrade as upgrade:
+            self._ignore_upgrade(data[upgrade.args[0] :])
+            return
         except httptools.HttpParserError as exc:
             self._reject(exc)
             return
-        if self._phase == _HEAD:  # the head goes on past this chunk: bound what the parser accumulates
-            self._head_fed += self._chunk
-            if self._head_fed - self._head_first > self._limits.max_header_bytes:
+        phase = self._phase
+        if phase == _BODY:  # a body goes on past this chunk: each BODY_RATE bytes earn it a second
+            self._deadline += size / BODY_RATE
+        elif phase == _HEAD:  # a head goes on past this chunk: bound what the parser accumulates
+            self._head_fed += size
+            if self._head_fed - self._head_first > self._max_head:
                 self._head_too_large()
 
     # --- parser callbacks ----------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         """A request starts: its head has until `header_timeout` after this (or after the connection opened)."""
-        super().on_message_begin()
+        _Base.on_message_begin(self)
         self._head_fed, self._head_first = 0, self._chunk
-        start = self.loop.time() if self._opened_at is None else self._opened_at
+        start = self._now if self._opened_at is None else self._opened_at
         self._opened_at = None
-        self._arm(_HEAD, start + self._limits.header_timeout)
+        deadline = start + self._header_timeout
+        self._phase, self._deadline = _HEAD, deadline
+        if deadline < self._timer_at:
+            self._move_timer(deadline)
 
     def on_headers_complete(self) -> None:
         """Check the head's size, hand the request to uvicorn, then start the body's deadline."""
-        limit = self._limits.max_header_bytes
         # The chunks this head came in bound its size: only a head that may be too large is measured.
-        if self._head_fed + self._chunk > limit and self._head_size() > limit:
+        if self._head_fed + self._chunk > self._max_head and self._head_size() > self._max_head:
             raise _HeadTooLargeError
-        super().on_headers_complete()
+        running = self.cycle
+        _Base.on_headers_complete(self)
         if self.pipeline:  # queued behind a running request; uvicorn stopped reading until it starts
+            if self._running is None or self._running.response_complete:
+                self._running = running
             self._phase = _QUEUED
-        else:
-            self._arm(_BODY, self.loop.time() + self._limits.body_timeout)
-
-    def on_body(self, body: bytes) -> None:
-        """Pass the body on; every `BODY_RATE` bytes received add a second to its deadline."""
-        super().on_body(body)
-        self._deadline += len(body) / BODY_RATE
+            return
+        deadline = self._now + self._body_timeout
+        self._phase, self._deadline = _BODY, deadline
+        if deadline < self._timer_at:
+            self._move_timer(deadline)
 
     def on_message_complete(self) -> None:
         """The request is in; wait for its response, or for the next request when it was answered already."""
-        super().on_message_complete()
+        _Base.on_message_complete(self)
         if self.cycle.response_complete and not self.pipeline:  # answered early (a 404, a 413): idle now
-            self._arm(_IDLE, self.loop.time() + self._limits.idle_timeout)
+            self._arm(_IDLE, self._now + self._idle_timeout)
         else:
             self._phase = _BUSY
 
     def on_response_complete(self) -> None:
         """A response has ended: the next queued request starts, or the connection is idle."""
-        queued = bool(self.pipeline)
-        super().on_response_complete()
-        if self.transport.is_closing():
+        pipeline = self.pipeline
+        if pipeline:  # uvicorn is about to start the oldest queued request
+            self._running = pipeline[-1][0]
+        queued = bool(pipeline)
+        _Base.on_response_complete(self)
+        phase = self._phase
+        if self.transport.is_closing() or phase not in (_QUEUED, _BUSY):
             return
-        if self._phase == _QUEUED and queued:  # the queued request now runs and its body is read
-            self._arm(_BODY, self.loop.time() + self._limits.body_timeout)
-        elif self._phase == _BUSY and not queued:
-            self._arm(_IDLE, self.loop.time() + self._limits.idle_timeout)
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        self._active = cycle
-        super()._start_asgi_task(cycle, app)
+        if phase == _QUEUED and queued:  # the queued request now runs and its body is read
+            self._arm(_BODY, self.loop.time() + self._body_timeout)
+        elif phase == _BUSY and not queued:
+            deadline = self.loop.time() + self._idle_timeout
+            self._phase, self._deadline = _IDLE, deadline
+            if deadline < self._timer_at:
+                self._move_timer(deadline)
 
     # --- deadlines -------------------------------------------------------------------------------------------
 
     def _arm(self, phase: int, deadline: float) -> None:
-        """Enter `phase` with `deadline`; the timer moves only when it would fire after the new deadline."""
+        """Enter `phase` with `deadline`; the timer moves only when it would fire after the new deadline.
+
+        The request path does the same inline: most requests then touch no timer at all.
+        """
         self._phase, self._deadline = phase, deadline
         if deadline < self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer, self._timer_at = self.loop.call_at(deadline, self._on_timer), deadline
+            self._move_timer(deadline)
+
+    def _move_timer(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = self.loop.call_at(deadline, self._on_timer), deadline
 
     def _disarm(self) -> None:
         if self._timer is not None:
@@ -229,19 +253,19 @@ class TurnoutHttpProtocol(HttpToolsProtocol):
     def _on_timer(self) -> None:
         self._timer, self._timer_at = None, math.inf
         phase = self._phase
-        if phase in (_BUSY, _QUEUED):
+        if phase in (_BUSY, _QUEUED) or (phase != _CLOSING and self.transport.is_closing()):
             return
         if phase == _CLOSING:
             self.transport.close()
         elif self.loop.time() < self._deadline:  # the deadline moved on since this timer was set
-            self._timer, self._timer_at = self.loop.call_at(self._deadline, self._on_timer), self._deadline
+            self._move_timer(self._deadline)
         elif phase == _IDLE:
             self._log(logging.DEBUG, "idle connection closed")
             self._abandon()
             self.transport.close()
         else:
             what = "request line and headers" if phase == _HEAD else "request body"
-            limit = self._limits.header_timeout if phase == _HEAD else self._limits.body_timeout
+            limit = self._header_timeout if phase == _HEAD else self._body_timeout
             message = f"The {what} did not arrive within {limit:g} s."
             self._fail(408, _error(408, message, "request_timeout"), why=f"{what} not received within {limit:g} s")
 
@@ -272,21 +296,47 @@ class TurnoutHttpProtocol(HttpToolsProtocol):
         self._fail(400, _error(400, message, "invalid_http_request"), why=f"invalid HTTP request ({reason})")
 
     def _head_too_large(self) -> None:
-        limit = self._limits.max_header_bytes
+        limit = self._max_head
         message = f"The request line and headers are larger than the limit of {limit} bytes."
         self._fail(431, _error(431, message, "request_header_fields_too_large"), why=f"request head over {limit} bytes")
 
-    def _ignore_upgrade(self) -> None:
-        """An `Upgrade` request (h2c, websocket) is answered as a plain request, and the connection closed after.
+    def _ignore_upgrade(self, rest: bytes) -> None:
+        """An `Upgrade` request (h2c, websocket) is answered as a plain one, and the connection closed after it.
 
-        llhttp stops parsing at an upgrade and drops what follows in the chunk, so nothing after it can be read.
+        The parser stops at an upgrade and skips the request's body (`curl --http2` sends one with a POST):
+        a declared Content-Length is read here instead, from `rest` on.
         """
         self._log(logging.DEBUG, "upgrade request answered without upgrading; the connection closes after it")
-        self._discard = True
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False
-        else:
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self._discard = True
             self.transport.close()
+            return
+        cycle.keep_alive = False
+        headers = dict(self.headers)
+        if b"transfer-encoding" in headers:
+            message = "A chunked body with an Upgrade header is not supported: send the request without Upgrade."
+            self._fail(400, _error(400, message, "invalid_http_request"), why="upgrade request with a chunked body")
+            return
+        self._raw_body = int(headers.get(b"content-length", b"0"))  # digits: the parser checked them
+        if not self._raw_body:
+            self._discard = True
+            return
+        cycle.more_body = True  # uvicorn ended the body the parser skipped; its app has not run yet
+        cycle.message_event.clear()
+        self._arm(_BODY, self._now + self._body_timeout)
+        self._take_raw_body(rest)
+
+    def _take_raw_body(self, data: bytes) -> None:
+        piece = data[: self._raw_body]
+        if piece:
+            _Base.on_body(self, piece)
+            self._raw_body -= len(piece)
+            self._deadline += len(piece) / BODY_RATE
+        if not self._raw_body:
+            self.cycle.more_body = False
+            self.cycle.message_event.set()
+            self._phase, self._discard = _BUSY, True
 
     def _fail(
         self, status: int, body: bytes, *, why: str = "", headers: list[tuple[bytes, bytes]] | None = None
@@ -303,6 +353,8 @@ class TurnoutHttpProtocol(HttpToolsProtocol):
             self._log(logging.INFO, f"{why}: {'connection closed' if started else f'answered {status}'}")
         self._abandon()
         self._discard = True
+        if self.flow is not None:
+            self.flow.resume_reading()  # to see the client's end, even where uvicorn had paused reading
         if not started:
             lines = [STATUS_LINE[status]]
             fields = [
@@ -314,18 +366,17 @@ class TurnoutHttpProtocol(HttpToolsProtocol):
             ]
             lines += [b"%s: %s\r\n" % field for field in fields]
             self.transport.write(b"".join([*lines, b"\r\n", body]))
+        self._disarm()
         if started or not self.transport.can_write_eof():
-            self._disarm()
             self.transport.close()
             return
         self.transport.write_eof()  # then read and drop until the client closes, or LINGER passes
-        self._disarm()
         self._arm(_CLOSING, self.loop.time() + LINGER)
 
     def _cycles(self) -> list[RequestResponseCycle]:
         """The running cycle, the last parsed one and the queued ones, each once."""
         cycles: list[RequestResponseCycle] = []
-        for cycle in (self._active, self.cycle, *(queued for queued, _ in self.pipeline)):
+        for cycle in (self._running, self.cycle, *(queued for queued, _ in self.pipeline)):
             if cycle is not None and all(cycle is not other for other in cycles):
                 cycles.append(cycle)
         return cycles

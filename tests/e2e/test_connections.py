@@ -9,6 +9,7 @@ these connections stay open and the guard fails the test.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 from collections.abc import Iterator
@@ -200,6 +201,18 @@ def test_malformed_http_is_logged_as_the_clients_error(strict: RunningProcess) -
     assert "INFO turnout.http: client 127.0.0.1:" in log
     assert "invalid HTTP request (Transfer-Encoding can't be present with Content-Length): answered 400" in log
     assert "WARNING" not in log
+
+
+@pytest.mark.usefixtures("clean_log")
+async def test_a_post_with_an_h2c_upgrade_is_answered_with_its_body(strict: RunningProcess) -> None:
+    """What `curl --http2 -d BODY http://...` sends: the parser skips an upgrade request's body."""
+    upgrade = (
+        b"\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"
+    )
+    raw = await converse(strict.port, post(CHAT, len(CHAT_BODY)).replace(b"\r\n\r\n", upgrade) + CHAT_BODY)
+    [(status, headers, body)] = responses(raw)
+    assert (status, headers["connection"]) == (200, "close"), raw
+    validate("CreateChatCompletionResponse", json.loads(body))
 
 
 # --- point 7: clients that leave mid-stream ------------------------------------------------------------------

@@ -294,11 +294,30 @@ async def test_a_bug_in_a_parser_callback_is_a_500_logged_with_its_traceback(
     assert isinstance(record.exc_info[1], KeyError)
 
 
+UPGRADE = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+
+
 async def test_an_upgrade_request_is_answered_plainly_and_the_connection_closed(running: Running) -> None:
     upgrade = b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
     raw = await converse(running.port, upgrade + GET)
     [(status, headers, _)] = responses(raw)
     assert (status, headers["connection"]) == (200, "close")
+
+
+@pytest.mark.parametrize("split", [0, 5, 40], ids=["with the head", "split", "after the head"])
+async def test_the_body_of_an_upgrade_request_reaches_the_app(running: Running, split: int) -> None:
+    """`curl --http2 -d ... http://...` sends `Upgrade: h2c` with its POST; the parser skips such a body."""
+    head = post("/body", 40).replace(b"\r\n\r\n", b"\r\n" + UPGRADE + b"\r\n")
+    body = b"x" * 40
+    raw = await converse(running.port, head + body[:split], 0.05, body[split:] + GET)
+    [(status, headers, answer)] = responses(raw)
+    assert (status, headers["connection"], answer) == (200, "close", b'{"received": 40}')
+
+
+async def test_an_upgrade_request_with_a_chunked_body_gets_a_400(running: Running) -> None:
+    head = b"POST /body HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n" + UPGRADE + b"\r\n"
+    error = error_of(await converse(running.port, head + b"3\r\nabc\r\n0\r\n\r\n"), 400)
+    assert "send the request without Upgrade" in error["message"]
 
 
 # --- a client that leaves ----------------------------------------------------------------------------------
