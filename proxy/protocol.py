@@ -3,7 +3,8 @@
 uvicorn bounds none of what a client sends before the app sees a request: a connection that sends
 nothing, headers at a byte a second or a body trickled forever keep their socket, headers of any size
 are accumulated, and malformed HTTP is answered in plain text. `TurnoutHttpProtocol` adds, per
-connection (one timer, moved only when it would fire too late):
+connection (each holds its current deadline; one sweep a server, every quarter of the shortest timeout
+and at most every second, closes those past it, so that neither a request nor a connection sets a timer):
 
 - `idle_timeout`: a connection with no request under way (new, or between keep-alive requests) is
   closed, without a response, when no request starts within it; bytes that start no request (bare
@@ -12,8 +13,8 @@ connection (one timer, moved only when it would fire too late):
   first byte (for a connection's first request: from when it opened); else 408;
 - `body_timeout`: a request's body must arrive within it from the end of its headers, plus one second
   for each `BODY_RATE` bytes received (a large body on a slow link is not cut); else 408;
-- `max_header_bytes`: larger request line and headers → 431;
-- `max_connections`: a connection beyond it is answered 503 at once and closed (it is not counted);
+- `max_header_bytes`: larger request line and headers → 431; `max_connections`: a connection beyond
+  it is answered 503 at once and closed (it is not counted);
 
 and answers malformed HTTP with an OpenAI-format 400, logged at INFO as the client's error. Each such
 answer closes the connection: written, the sending side shut, then the input dropped for up to `LINGER`
@@ -27,6 +28,7 @@ import asyncio
 import logging
 import math
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +48,9 @@ BODY_RATE = 64 * 1024
 """Bytes of request body that earn one more second of `body_timeout` (about 0.5 Mbit/s)."""
 LINGER = 2.0
 """Seconds a connection closed with an error response keeps reading (and dropping) what the client sends."""
-_REFUSALS_EVERY = 10.0
-"""At most one log line per this many seconds about connections refused over the cap."""
+_REFUSALS_EVERY = 10.0  # seconds between two log lines about connections refused over the cap
 
-# What the parser is waiting for on a connection; each phase but BUSY and CLOSING has a deadline.
+# What the parser is waiting for on a connection; IDLE, HEAD and BODY have a deadline.
 _IDLE, _HEAD, _BODY, _QUEUED, _BUSY, _CLOSING = range(6)
 
 
@@ -85,11 +86,52 @@ def _error(status: int, message: str, code: str | None) -> bytes:
     return error(message, status_code=status, code=code).body()
 
 
+class _Sweeper:
+    """Every `every` seconds while a server has connections, expires those past their deadline."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connections: set[Any], every: float) -> None:
+        self._loop, self._connections, self._every = loop, connections, every
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        if self._handle is None:
+            self._handle = self._loop.call_later(self._every, self._sweep)
+
+    def _sweep(self) -> None:
+        self._handle = None
+        now = self._loop.time()
+        for connection in tuple(self._connections):
+            if isinstance(connection, TurnoutHttpProtocol) and connection._deadline <= now:
+                connection._expire()
+        if self._connections:
+            self.start()
+
+
+_sweepers: weakref.WeakKeyDictionary[ServerState, _Sweeper] = weakref.WeakKeyDictionary()
+
+
 class TurnoutHttpProtocol(_Base):
     """One HTTP/1.1 connection: uvicorn's `HttpToolsProtocol` under `ConnectionLimits`.
 
     Give uvicorn `functools.partial(TurnoutHttpProtocol, limits=...)` as its `http` protocol.
     """
+
+    # Per-connection state, from these class-level starting values (fewer stores for each new connection).
+    _phase = _BUSY
+    _deadline = math.inf
+    """When the current phase's time is up: infinite in a phase without a deadline."""
+    _linger: asyncio.TimerHandle | None = None
+    _opened_at: float | None = None
+    """When the connection opened, until its first request begins (its header deadline counts from it)."""
+    _now = 0.0
+    """The loop's time when the chunk being parsed arrived."""
+    _chunk = _head_fed = _head_first = 0
+    _discard = False
+    """Read and drop all input: the connection is closing after an error or an ignored upgrade."""
+    _raw_body = 0
+    """Bytes still to come of an upgrade request's body, which the parser does not read."""
+    _running: RequestResponseCycle | None = None
+    """With requests queued (pipelining), the one whose app runs: `self.cycle` is the last one parsed."""
 
     def __init__(
         self,
@@ -102,29 +144,11 @@ class TurnoutHttpProtocol(_Base):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._limits = limits
-        # The request path reads these on every request: plain attributes (and `_Base.x(self)` rather than
-        # `super().x()` below) keep what this class adds to a request at about 2 µs.
+        # Read on every request: plain attributes (and `_Base.x(self)`, not `super().x()`) keep it cheap.
         self._max_head = limits.max_header_bytes
         self._header_timeout = limits.header_timeout
         self._body_timeout = limits.body_timeout
         self._idle_timeout = limits.idle_timeout
-        self._phase = _BUSY
-        self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
-        self._opened_at: float | None = None
-        """When the connection opened, until its first request begins (its header deadline counts from it)."""
-        self._now = 0.0
-        """The loop's time when the chunk being parsed arrived."""
-        self._chunk = 0
-        self._head_fed = 0
-        self._head_first = 0
-        self._discard = False
-        """Read and drop all input: the connection is closing after an error or an ignored upgrade."""
-        self._raw_body = 0
-        """Bytes still to come of an upgrade request's body, which the parser does not read."""
-        self._running: RequestResponseCycle | None = None
-        """With requests queued (pipelining), the one whose app runs: `self.cycle` is the last one parsed."""
 
     # --- connection -------------------------------------------------------------------------------------
 
@@ -139,12 +163,21 @@ class TurnoutHttpProtocol(_Base):
         _Base.connection_made(self, transport)
         now = self.loop.time()
         self._opened_at = now
-        self._arm(_IDLE, now + min(self._idle_timeout, self._header_timeout))
+        self._phase, self._deadline = _IDLE, now + min(self._idle_timeout, self._header_timeout)
+        sweeper = _sweepers.get(self.server_state)
+        if sweeper is None:
+            shortest = min(self._idle_timeout, self._header_timeout, self._body_timeout)
+            sweeper = _Sweeper(self.loop, self.connections, min(max(shortest / 4, 0.01), 1.0))
+            _sweepers[self.server_state] = sweeper
+        sweeper.start()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Tell every cycle of the connection, not only the last parsed one, that the client is gone."""
-        self._abandon()
-        self._disarm()
+        if self._running is not None or self.cycle is not None:  # a connection that had a request
+            self._abandon()
+        if self._linger is not None:
+            self._linger.cancel()
+        self._phase, self._deadline = _CLOSING, math.inf
         _Base.connection_lost(self, exc)
 
     def data_received(self, data: bytes) -> None:
@@ -181,10 +214,7 @@ class TurnoutHttpProtocol(_Base):
         self._head_fed, self._head_first = 0, self._chunk
         start = self._now if self._opened_at is None else self._opened_at
         self._opened_at = None
-        deadline = start + self._header_timeout
-        self._phase, self._deadline = _HEAD, deadline
-        if deadline < self._timer_at:
-            self._move_timer(deadline)
+        self._phase, self._deadline = _HEAD, start + self._header_timeout
 
     def on_headers_complete(self) -> None:
         """Check the head's size, hand the request to uvicorn, then start the body's deadline."""
@@ -196,20 +226,17 @@ class TurnoutHttpProtocol(_Base):
         if self.pipeline:  # queued behind a running request; uvicorn stopped reading until it starts
             if self._running is None or self._running.response_complete:
                 self._running = running
-            self._phase = _QUEUED
+            self._phase, self._deadline = _QUEUED, math.inf
             return
-        deadline = self._now + self._body_timeout
-        self._phase, self._deadline = _BODY, deadline
-        if deadline < self._timer_at:
-            self._move_timer(deadline)
+        self._phase, self._deadline = _BODY, self._now + self._body_timeout
 
     def on_message_complete(self) -> None:
         """The request is in; wait for its response, or for the next request when it was answered already."""
         _Base.on_message_complete(self)
         if self.cycle.response_complete and not self.pipeline:  # answered early (a 404, a 413): idle now
-            self._arm(_IDLE, self._now + self._idle_timeout)
+            self._phase, self._deadline = _IDLE, self._now + self._idle_timeout
         else:
-            self._phase = _BUSY
+            self._phase, self._deadline = _BUSY, math.inf
 
     def on_response_complete(self) -> None:
         """A response has ended: the next queued request starts, or the connection is idle."""
@@ -222,52 +249,27 @@ class TurnoutHttpProtocol(_Base):
         if self.transport.is_closing() or phase not in (_QUEUED, _BUSY):
             return
         if phase == _QUEUED and queued:  # the queued request now runs and its body is read
-            self._arm(_BODY, self.loop.time() + self._body_timeout)
+            self._phase, self._deadline = _BODY, self.loop.time() + self._body_timeout
         elif phase == _BUSY and not queued:
-            deadline = self.loop.time() + self._idle_timeout
-            self._phase, self._deadline = _IDLE, deadline
-            if deadline < self._timer_at:
-                self._move_timer(deadline)
+            self._phase, self._deadline = _IDLE, self.loop.time() + self._idle_timeout
 
     # --- deadlines -------------------------------------------------------------------------------------------
 
-    def _arm(self, phase: int, deadline: float) -> None:
-        """Enter `phase` with `deadline`; the timer moves only when it would fire after the new deadline.
-
-        The request path does the same inline: most requests then touch no timer at all.
-        """
-        self._phase, self._deadline = phase, deadline
-        if deadline < self._timer_at:
-            self._move_timer(deadline)
-
-    def _move_timer(self, deadline: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._timer_at = self.loop.call_at(deadline, self._on_timer), deadline
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._timer_at = None, math.inf
-
-    def _on_timer(self) -> None:
-        self._timer, self._timer_at = None, math.inf
+    def _expire(self) -> None:
+        """The sweep found this connection past its deadline: close it, with a 408 when a request is under way."""
         phase = self._phase
-        if phase in (_BUSY, _QUEUED) or (phase != _CLOSING and self.transport.is_closing()):
+        if self.transport.is_closing() or phase not in (_IDLE, _HEAD, _BODY):
             return
-        if phase == _CLOSING:
-            self.transport.close()
-        elif self.loop.time() < self._deadline:  # the deadline moved on since this timer was set
-            self._move_timer(self._deadline)
-        elif phase == _IDLE:
+        if phase == _IDLE:
             self._log(logging.DEBUG, "idle connection closed")
+            self._phase, self._deadline = _CLOSING, math.inf
             self._abandon()
             self.transport.close()
-        else:
-            what = "request line and headers" if phase == _HEAD else "request body"
-            limit = self._header_timeout if phase == _HEAD else self._body_timeout
-            message = f"The {what} did not arrive within {limit:g} s."
-            self._fail(408, _error(408, message, "request_timeout"), why=f"{what} not received within {limit:g} s")
+            return
+        what = "request line and headers" if phase == _HEAD else "request body"
+        limit = self._header_timeout if phase == _HEAD else self._body_timeout
+        message = f"The {what} did not arrive within {limit:g} s."
+        self._fail(408, _error(408, message, "request_timeout"), why=f"{what} not received within {limit:g} s")
 
     # --- errors ------------------------------------------------------------------------------------------
 
@@ -324,7 +326,7 @@ class TurnoutHttpProtocol(_Base):
             return
         cycle.more_body = True  # uvicorn ended the body the parser skipped; its app has not run yet
         cycle.message_event.clear()
-        self._arm(_BODY, self._now + self._body_timeout)
+        self._phase, self._deadline = _BODY, self._now + self._body_timeout
         self._take_raw_body(rest)
 
     def _take_raw_body(self, data: bytes) -> None:
@@ -336,7 +338,7 @@ class TurnoutHttpProtocol(_Base):
         if not self._raw_body:
             self.cycle.more_body = False
             self.cycle.message_event.set()
-            self._phase, self._discard = _BUSY, True
+            self._phase, self._deadline, self._discard = _BUSY, math.inf, True
 
     def _fail(
         self, status: int, body: bytes, *, why: str = "", headers: list[tuple[bytes, bytes]] | None = None
@@ -366,12 +368,12 @@ class TurnoutHttpProtocol(_Base):
             ]
             lines += [b"%s: %s\r\n" % field for field in fields]
             self.transport.write(b"".join([*lines, b"\r\n", body]))
-        self._disarm()
+        self._phase, self._deadline = _CLOSING, math.inf
         if started or not self.transport.can_write_eof():
             self.transport.close()
             return
         self.transport.write_eof()  # then read and drop until the client closes, or LINGER passes
-        self._arm(_CLOSING, self.loop.time() + LINGER)
+        self._linger = self.loop.call_later(LINGER, self.transport.close)
 
     def _cycles(self) -> list[RequestResponseCycle]:
         """The running cycle, the last parsed one and the queued ones, each once."""
