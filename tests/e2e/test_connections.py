@@ -12,6 +12,7 @@ import asyncio
 import json
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -227,6 +228,7 @@ SLOW_STREAM = post(CHAT, len(STREAM_BODY)).replace(
 @pytest.mark.parametrize("pipelined", [1, 2], ids=["one request", "two pipelined"])
 @pytest.mark.parametrize("reset", [False, True], ids=["close", "reset"])
 def test_a_client_leaving_mid_stream_is_no_error(strict: RunningProcess, pipelined: int, reset: bool) -> None:
+    ended = strict.stderr().count('"stream":true')
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", strict.port)) as sock:
             sock.sendall((SLOW_STREAM + STREAM_BODY) * pipelined)
@@ -234,6 +236,11 @@ def test_a_client_leaving_mid_stream_is_no_error(strict: RunningProcess, pipelin
             assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # the stream has started
             if reset:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    # Each running stream ends (its access log line is written) once the server has seen the client go.
+    deadline = time.monotonic() + 10
+    while strict.stderr().count('"stream":true') < ended + 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert strict.stderr().count('"stream":true') == ended + 3  # the queued requests never ran
     chat_works(strict.origin)  # and the server goes on serving
 
 
