@@ -25,7 +25,7 @@ from proxy.sse import DONE, SSEDecoder
 from tests.e2e.conftest import SERVER_KEY
 from tests.openapi import SchemaMismatchError, validate
 
-__all__ = ["Problem", "Reply", "error_problems", "problems", "success_problems"]
+__all__ = ["Problem", "Reply", "error_fields", "error_problems", "header_problems", "problems", "success_problems"]
 
 _ERROR_KEYS = {"message", "type", "param", "code"}
 _SINGLE = ("content-type", "content-length", "x-request-id")
@@ -62,6 +62,15 @@ class Reply:
     @property
     def media_type(self) -> str:
         return (self.header("content-type") or "").split(";", 1)[0].strip().lower()
+
+
+def error_fields(reply: Reply) -> str:
+    """`type=… param=…` of an OpenAI error body, to tell apart errors of one status (empty if it is none)."""
+    try:
+        error = json.loads(reply.body)["error"]
+        return f"type={error.get('type')} param={error.get('param')}"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return ""
 
 
 def _json(reply: Reply) -> tuple[Any, Problem | None]:
@@ -169,7 +178,8 @@ def problems(
     """
     found = header_problems(reply, request_id)
     if reply.status >= 500:
-        found.append(Problem(f"status {reply.status}", reply.body[:200].decode("utf-8", "replace")))
+        kind = f"status {reply.status} {error_fields(reply)}".strip()
+        found.append(Problem(kind, reply.body[:200].decode("utf-8", "replace")))
     if reply.status >= 400:
         return found + error_problems(reply)
     if not 200 <= reply.status < 300:

@@ -26,9 +26,10 @@ import httpx
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from schemathesis import Case, GenerationMode
 
-from tests.fuzz.checks import Problem, Reply, problems
+from tests.fuzz.checks import Problem, Reply, error_fields, problems
 from tests.fuzz.conftest import REQUEST_TIMEOUT, SCALE, SEED, Row, Target, log_problems
 from tests.fuzz.spec import operations
+from tests.openapi import SchemaMismatchError, validate
 
 __all__ = ["FuzzRun", "Plan", "Sent"]
 
@@ -215,7 +216,9 @@ class FuzzRun:
             reply, request_id=request_id, schema_name=schema, stream=sent.stream, chat=sent.method == "POST"
         )
         if self.plan.must_accept and 400 <= reply.status < 500:
-            found.append(Problem(f"a request the spec allows was refused ({reply.status})", response.text[:300]))
+            # The error's param is part of the kind: cutting the request down must not swap one refusal for another.
+            kind = f"a request the spec allows was refused ({reply.status} {error_fields(reply)})"
+            found.append(Problem(kind, response.text[:300]))
         found += [Problem("server logged an error", line) for line in log_problems(self.target.new_log())]
         return str(reply.status), found
 
@@ -233,7 +236,8 @@ class FuzzRun:
     def _cut_down(self, kind: str, sent: Sent) -> Sent:
         """Drop what the problem does not need, one thing at a time, while the problem stays.
 
-        Two passes over the candidates at most, and `_MAX_PROBES` requests: a greedy cut, not a minimum.
+        Two passes over the candidates at most, and `_MAX_PROBES` requests: a greedy cut, not a minimum. A
+        request cut from valid data must stay valid, or a refusal of what is left would prove nothing.
         """
         probes = 0
         for _ in range(2):
@@ -242,6 +246,9 @@ class FuzzRun:
                 candidates = list(sent.smaller())
                 if index >= len(candidates):
                     break
+                if not self._allowed(candidates[index]):
+                    index += 1
+                    continue
                 probes += 1
                 if kind in {problem.kind for problem in self.exchange(candidates[index])[1]}:
                     sent, changed = candidates[index], True  # the same index now names the next thing to drop
@@ -250,6 +257,16 @@ class FuzzRun:
             if not changed:
                 break
         return sent
+
+    def _allowed(self, sent: Sent) -> bool:
+        """Whether a cut-down request is still the kind of data its plan sends: valid per the spec, for positive."""
+        if self.plan.mode is not GenerationMode.POSITIVE or self.plan.operation != "POST /chat/completions":
+            return True
+        try:
+            validate("CreateChatCompletionRequest", sent.json)
+        except SchemaMismatchError:
+            return False
+        return True
 
     def report(self) -> str:
         """Every kind of problem seen, how often, and the request, cut down, that shows it."""

@@ -6,11 +6,12 @@ import json
 from typing import Any
 
 import pytest
+from schemathesis import GenerationMode
 
 from tests.e2e.conftest import SERVER_KEY
 from tests.fuzz.checks import Problem, Reply, problems
 from tests.fuzz.conftest import log_problems
-from tests.fuzz.runner import FuzzRun, Sent
+from tests.fuzz.runner import FuzzRun, Plan, Sent
 from tests.unit.test_openapi_schemas import CHUNK, COMPLETION, MODELS
 
 pytestmark = pytest.mark.fuzz
@@ -46,7 +47,8 @@ def test_good_answers_have_no_problems() -> None:
     ("response", "kind"),
     [
         (reply(400, b"Invalid HTTP request received.", "text/plain; charset=utf-8"), "error is text/plain, not JSON"),
-        (reply(500, ERROR), "status 500"),
+        (reply(500, ERROR), "status 500 type=invalid_request_error param=None"),
+        (reply(502, b"Bad Gateway", "text/plain"), "status 502"),
         (reply(400, {"error": {"message": "Bad.", "type": "x"}}), "does not match ErrorResponse"),
         (reply(400, {"error": {**ERROR["error"], "extra": 1}}), "error keys are not message, type, param, code"),
         (reply(400, {"error": {**ERROR["error"], "message": ""}}), "error message or type is empty"),
@@ -105,7 +107,8 @@ def test_log_problems_are_errors_and_tracebacks_only() -> None:
 class FloatN(FuzzRun):
     """A run whose "server" refuses exactly the bodies with a float `n`, and counts what it was sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: GenerationMode = GenerationMode.NEGATIVE) -> None:
+        self.plan = Plan("POST /chat/completions", mode, 1)
         self.sent: list[Sent] = []
 
     def exchange(self, sent: Sent) -> tuple[str, list[Problem]]:
@@ -124,6 +127,17 @@ def test_a_failing_request_is_cut_down_to_what_shows_the_problem() -> None:
     assert cut.headers == {}
     assert cut.json == {"n": 1.0}
     assert len(run.sent) < 20
+
+
+def test_valid_data_stays_valid_while_it_is_cut_down() -> None:
+    messages = [{"role": "user", "content": "a", "name": "b"}, {"role": "developer", "content": "c"}]
+    body = {"model": "m", "temperature": 1, "n": 1.0, "messages": messages}
+
+    cut = FloatN(GenerationMode.POSITIVE)._cut_down(
+        "refused", Sent("POST", "http://t/v1/chat/completions", {}, json=body)
+    )
+
+    assert cut.json == {"model": "m", "n": 1.0, "messages": [{"role": "user", "content": "a"}]}
 
 
 def test_a_message_field_is_cut_alone() -> None:
