@@ -1,8 +1,9 @@
 """Run one operation of OpenAI's spec against a target: generate cases, send each, check it, tally it.
 
 Cases come from schemathesis (`APIOperation.as_strategy`), driven by Hypothesis with a fixed seed,
-no example database and no shrinking, so that CI sends the same requests for the same commit (Hypothesis
-also draws values from the project's source) and a run's length is bounded by its number of examples.
+no example database and no shrinking, so that CI sends the same requests for the same commit and test
+selection (Hypothesis also draws values from the project's loaded modules), and a run's length is bounded
+by its number of examples.
 A problem does not stop the run: every distinct kind of problem is kept with the smallest request that
 showed it, and at the end that request is cut down greedily (headers, body fields, messages and their
 fields dropped one at a time while the problem stays), so the report shows a short request that fails.
