@@ -73,6 +73,27 @@ def error_fields(reply: Reply) -> str:
         return ""
 
 
+BEYOND_SCHEMA = ("max_tokens", "max_completion_tokens", "logit_bias.")
+"""Parameters whose bounds OpenAI's API enforces but its schema does not state (`proxy/parameters.py`):
+`max_tokens` / `max_completion_tokens` below 1, `logit_bias` values outside -100..100."""
+_BOUND_CODES = frozenset({"integer_below_min_value", "integer_above_max_value"})
+
+
+def bound_beyond_schema(reply: Reply) -> bool:
+    """Whether `reply` is OpenAI's 400 for one of the `BEYOND_SCHEMA` bounds: a spec-valid request it may refuse."""
+    try:
+        error = json.loads(reply.body)["error"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    param = error.get("param") if isinstance(error, dict) else None
+    return (
+        reply.status == 400
+        and isinstance(param, str)
+        and param.startswith(BEYOND_SCHEMA)
+        and error.get("code") in _BOUND_CODES
+    )
+
+
 def _json(reply: Reply) -> tuple[Any, Problem | None]:
     try:
         return json.loads(reply.body), None

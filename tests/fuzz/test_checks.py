@@ -9,7 +9,7 @@ import pytest
 from schemathesis import GenerationMode
 
 from tests.e2e.conftest import SERVER_KEY
-from tests.fuzz.checks import Problem, Reply, problems
+from tests.fuzz.checks import Problem, Reply, bound_beyond_schema, problems
 from tests.fuzz.conftest import log_problems
 from tests.fuzz.runner import FuzzRun, Plan, Sent
 from tests.unit.test_openapi_schemas import CHUNK, COMPLETION, MODELS
@@ -152,3 +152,20 @@ def test_a_message_field_is_cut_alone() -> None:
     cut = NeedsName()._cut_down("refused", Sent("POST", "http://t/v1/chat/completions", {}, json=body))
 
     assert cut.json == {"messages": [{"name": "x"}]}
+
+
+@pytest.mark.parametrize(
+    ("param", "code", "allowed"),
+    [
+        ("max_completion_tokens", "integer_below_min_value", True),
+        ("logit_bias.50256", "integer_above_max_value", True),
+        ("n", "integer_above_max_value", False),  # the schema states n's bounds: a spec-valid n is never refused
+        ("max_tokens", "invalid_type", False),
+        ("model", None, False),
+    ],
+)
+def test_only_the_bounds_beyond_the_schema_may_refuse_a_spec_valid_request(param, code, allowed):
+    error = {"error": {"message": "m", "type": "invalid_request_error", "param": param, "code": code}}
+    reply = Reply(status=400, headers=(("content-type", "application/json"),), body=json.dumps(error).encode())
+    assert bound_beyond_schema(reply) is allowed
+    assert not bound_beyond_schema(Reply(status=500, headers=reply.headers, body=reply.body))
