@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import msgspec
 
+from proxy.answers import CompletionView, UnreadableAnswerError, read_answer
 from proxy.schemas import ChatMessage
 from proxy.tally import Tally, usd
 
@@ -20,21 +21,6 @@ __all__ = ["ACCESS_LOGGER", "AccessLine", "AccessLog"]
 ACCESS_LOGGER = "turnout.access"
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Probes and scrapes: logged only when they fail."""
-
-
-class _AnswerMessage(msgspec.Struct):
-    content: str | None = None
-
-
-class _AnswerChoice(msgspec.Struct):
-    message: _AnswerMessage | None = None
-
-
-class _Answer(msgspec.Struct):
-    choices: list[_AnswerChoice] = []
-
-
-_ANSWER = msgspec.json.Decoder(_Answer)
 
 
 class AccessLine(msgspec.Struct, kw_only=True):
@@ -133,8 +119,8 @@ class AccessLog:
         if tally.request is not None:
             line.messages = tally.request.messages
         if tally.answer is not None:
-            try:
-                choices = _ANSWER.decode(tally.answer).choices
-            except msgspec.DecodeError:
+            try:  # an answer the route or the cache let through always reads: this is a last guard
+                _, answer = read_answer(tally.answer, CompletionView)
+            except UnreadableAnswerError:
                 return
-            line.answer = [choice.message.content if choice.message else None for choice in choices]
+            line.answer = [choice.message.content if choice.message else None for choice in answer.choices or ()]

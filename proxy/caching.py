@@ -11,6 +11,10 @@ releases when it lands (`proxy.cache_lease`), so a lock whose holder has finishe
 is gone within `lock_lease` seconds, and a waiter polling for it takes it over then and calls the
 upstream itself. A waiter stops waiting at once when its own poll cannot reach Redis (the holder's
 state is then unknown), and any wait ends after `lock_ttl` seconds, however alive the holder is.
+
+A hit is the stored entry replayed in the form the request asks for (`proxy.replay.replay`), read whole
+first: an entry that does not read (stored by another version, changed in a shared Redis) is deleted
+and answered as a miss, and an answer that would not replay is never stored.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from typing import Literal
 import msgspec
 
 from policies import CacheRule, Decision
+from proxy.answers import UnreadableAnswerError
 from proxy.cache import MemoryResponseCache, ResponseCache, fields_key, is_deterministic
 from proxy.cache_lease import Lease, keep_lock
 from proxy.cache_redis import RedisResponseCache
 from proxy.embeddings import Embedder
 from proxy.policyfile import CacheSettings, redact_url
-from proxy.replay import STREAM, entry
+from proxy.replay import STREAM, Replay, entry, replay, replayable
 from proxy.semantic import shared_local_embedder
 from proxy.semantic_cache import best_match, pack, question
 from proxy.sse import DONE_EVENT
@@ -71,8 +76,8 @@ class Ticket:
     """One request's use of the cache; `finish()` must be called on a miss (it is idempotent)."""
 
     status: CacheStatus
-    hit: bytes | None = None
-    """The stored entry on a hit (see `proxy.replay`)."""
+    hit: Replay | None = None
+    """On a hit, the stored entry as the request asks for it (see `proxy.replay`)."""
     _finish: Callable[[bytes | None], None] | None = None
 
     def finish(self, stored: bytes | None) -> None:
@@ -116,6 +121,10 @@ class _Plan:
     namespace: str | None
     """The semantic namespace (the key of the request without its last message), when the rule is semantic."""
     text: str | None
+    stream: bool
+    """Whether a hit replays as a stream (else as a completion)."""
+    wants_usage: bool
+    """Whether a stream hit keeps its usage chunk."""
 
 
 class AnswerCache:
@@ -136,7 +145,8 @@ class AnswerCache:
         self._flights: dict[str, _Flight] = {}
         self._lease = Lease(seconds=settings.lock_lease, longest=settings.lock_ttl)
         self.counts: collections.Counter[str] = collections.Counter()
-        """Lookups by result (`hit`, `miss`, `bypass`), plus `semantic_hit`, `stored` and `flight_wait`."""
+        """Lookups by result (`hit`, `miss`, `bypass`), plus `semantic_hit`, `stored`, `flight_wait` and
+        `unreadable` (entries that could not be replayed, or answers that would not have been)."""
         self.on_count: Callable[[str], None] | None = None
         """Called with each of those names as it is counted (for metrics)."""
 
@@ -145,7 +155,7 @@ class AnswerCache:
         if self.on_count is not None:
             self.on_count(name)
 
-    def _plan(self, call: ChatCall, decision: Decision, route: object) -> _Plan | None:
+    def _plan(self, call: ChatCall, decision: Decision, route: object, *, stream: bool) -> _Plan | None:
         rule = decision.cache
         if not self.settings.enabled or not rule.enabled:
             return None
@@ -177,14 +187,15 @@ class AnswerCache:
                 earlier = msgspec.Raw(b"[" + b",".join(messages[:-1]) + b"]")
                 namespace = "sem:" + key_of({**fields, "messages": earlier})
         ttl = rule.ttl if rule.ttl is not None else self.settings.ttl
-        return _Plan(key=key, read=read, write=write, ttl=ttl, rule=rule, namespace=namespace, text=text)
+        wants_usage = call.request.wants_usage_chunk
+        return _Plan(key, read, write, ttl, rule, namespace, text, stream=stream, wants_usage=wants_usage)
 
-    async def begin(self, call: ChatCall, decision: Decision, route: object) -> Ticket:
-        """Look `call` up: a hit, a miss to finish, or a bypass.
+    async def begin(self, call: ChatCall, decision: Decision, route: object, *, stream: bool = False) -> Ticket:
+        """Look `call` up: a hit (replayed as a stream when `stream`, else a completion), a miss to finish, a bypass.
 
         `route` is the decided route; its `model` and (for a RAG route) `index_version` are keyed.
         """
-        plan = self._plan(call, decision, route)
+        plan = self._plan(call, decision, route, stream=stream)
         if plan is None:
             self._count("bypass")
             return _BYPASS
@@ -202,8 +213,21 @@ class AnswerCache:
         self._count(status)
         return Ticket(status=status, _finish=lambda stored: self._finish(plan, stored, flight))
 
-    async def _read(self, plan: _Plan) -> bytes | None:
-        stored = await self.backend.get(plan.key)
+    async def _get(self, key: str, plan: _Plan) -> Replay | None:
+        """The entry under `key` replayed as `plan` asks; None when there is none or it cannot be replayed (it goes)."""
+        stored = await self.backend.get(key)
+        if stored is None:
+            return None
+        try:
+            return replay(stored, stream=plan.stream, wants_usage=plan.wants_usage)
+        except UnreadableAnswerError as exc:
+            logger.warning("cache: a stored entry cannot be replayed (%s): deleted, answered as a miss", exc)
+            self._count("unreadable")
+            await self.backend.delete(key)
+            return None
+
+    async def _read(self, plan: _Plan) -> Replay | None:
+        stored = await self._get(plan.key, plan)
         if stored is not None:
             return stored
         if plan.namespace is None or plan.text is None or plan.rule.semantic_threshold is None:
@@ -214,12 +238,12 @@ class AnswerCache:
         match = best_match(plan.text, vector, records, plan.rule.semantic_threshold)
         if match is None:
             return None
-        stored = await self.backend.get(match.key)
+        stored = await self._get(match.key, plan)
         if stored is not None:
             self._count("semantic_hit")
         return stored
 
-    async def _single_flight(self, plan: _Plan) -> tuple[bytes | None, _Flight | None]:
+    async def _single_flight(self, plan: _Plan) -> tuple[Replay | None, _Flight | None]:
         """Wait for the answer of an identical request already asking, or become the one that asks.
 
         Returns the answer when another request brought it, else None and, when this request leads
@@ -232,7 +256,7 @@ class AnswerCache:
             self._count("flight_wait")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(local.landed.wait(), self.settings.lock_ttl)
-            return await self.backend.get(plan.key), None
+            return await self._get(plan.key, plan), None
         flight = self._flights[plan.key] = _Flight()
         if await self._take_lock(plan, flight):
             return await self._recheck(plan, flight)
@@ -240,7 +264,7 @@ class AnswerCache:
         deadline = time.monotonic() + self.settings.lock_ttl
         while time.monotonic() < deadline:
             await asyncio.sleep(_POLL)
-            stored = await self.backend.get(plan.key)
+            stored = await self._get(plan.key, plan)
             if stored is not None:
                 self._land(plan.key, flight)
                 return stored, None
@@ -256,9 +280,9 @@ class AnswerCache:
         self._tasks.spawn(keep_lock(self.backend, held, self._lease, flight.landed), name="cache-lock")
         return True
 
-    async def _recheck(self, plan: _Plan, flight: _Flight) -> tuple[bytes | None, _Flight | None]:
+    async def _recheck(self, plan: _Plan, flight: _Flight) -> tuple[Replay | None, _Flight | None]:
         """With the lock taken, look once more: the last holder may have stored the answer and unlocked since."""
-        stored = await self.backend.get(plan.key)
+        stored = await self._get(plan.key, plan)
         if stored is None:
             return None, flight
         self._land(plan.key, flight)
@@ -272,6 +296,10 @@ class AnswerCache:
 
     async def _store(self, plan: _Plan, stored: bytes, flight: _Flight | None) -> None:
         try:
+            if not replayable(stored):  # routes refuse what does not read; this holds for any route
+                logger.warning("cache: an answer that would not replay was not stored")
+                self._count("unreadable")
+                return
             await self.backend.set(plan.key, stored, plan.ttl)
             if plan.namespace is not None and plan.text is not None and self._embedder is not None:
                 vector = (await self._embedder().embed([plan.text]))[0]

@@ -216,7 +216,7 @@ def _upstream_detail(body: bytes, redactor: Redactor) -> _UpstreamErrorView:
     """
     try:
         error = msgspec.json.decode(body, type=_UpstreamErrorBodyView).error
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # skipping what it does not keep recurses: as deep as it nests
         error = None
     if isinstance(error, _UpstreamErrorView):
         code = None if error.code is None else str(error.code)
@@ -242,7 +242,7 @@ def upstream_stream_error(payload: bytes, *, redactor: Redactor = _NO_SECRETS) -
         return None
     try:
         error = msgspec.json.decode(payload, type=_UpstreamErrorBodyView).error
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     if error is None:
         return None

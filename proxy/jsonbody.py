@@ -15,6 +15,9 @@ the whole body once and refuses, with a 400 that names the top-level member at f
 The checks cost in proportion to the body, with small constants even for a hostile one (millions of
 tiny arrays): the decode runs with the garbage collector paused, and the nesting of a large body is
 measured on its brackets in C (`_brackets_deeper`) rather than walked in Python.
+
+`read_json()` applies the same checks to JSON from elsewhere (an upstream's answer, a stored cache
+entry), raising `UnreadableJSONError` with the reason rather than a client's 400.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 
 from proxy.errors import InvalidRequestError
 
-__all__ = ["MAX_DEPTH", "NOT_JSON", "decode_json_object"]
+__all__ = ["MAX_DEPTH", "NOT_JSON", "UnreadableJSONError", "decode_json_object", "read_json"]
 
 MAX_DEPTH = 128
 """The deepest a request body may nest arrays and objects (the body itself is level 1).
@@ -137,7 +140,7 @@ def _brackets_deeper(raw: bytes, limit: int) -> bool:
     return False
 
 
-def _deeper(raw: bytes, body: dict[str, Any]) -> bool:
+def _deeper(raw: bytes, body: Any) -> bool:
     if len(raw) <= 4096 and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:  # cheaper than either measure
         return False
     walked = _walk_deeper(body, MAX_DEPTH)
@@ -184,3 +187,26 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
             name = next((name for name, value in members if _brackets_deeper(bytes(value), MAX_DEPTH - 1)), None)
         raise _too_deep(name)
     return body
+
+
+class UnreadableJSONError(ValueError):
+    """JSON that a later reader could not read: not JSON or not UTF-8, a number out of range, nested too deeply."""
+
+
+def read_json(raw: bytes) -> Any:
+    """Decode JSON that did not come from the caller (an upstream's answer, a cache entry), with the same checks.
+
+    Raises:
+        UnreadableJSONError: `raw` is not JSON (or not UTF-8), holds a number out of range, or nests more than
+            `MAX_DEPTH` levels; its message says which, and quotes nothing of `raw`.
+    """
+    try:
+        value = _decode(raw)
+    except RecursionError:
+        raise UnreadableJSONError(f"it nests arrays and objects more than {MAX_DEPTH} levels deep") from None
+    except msgspec.DecodeError as exc:
+        reason = _reason(exc)
+        raise UnreadableJSONError(reason[:1].lower() + reason[1:]) from None
+    if _deeper(raw, value):
+        raise UnreadableJSONError(f"it nests arrays and objects more than {MAX_DEPTH} levels deep")
+    return value

@@ -21,7 +21,7 @@ from proxy.caching import AnswerCache, CacheStatus, Ticket
 from proxy.cost import PriceTable
 from proxy.errors import ProxyError, RouteUnavailableError, UpstreamError, UpstreamRejectedError
 from proxy.policyfile import BreakerSettings, RetrySettings
-from proxy.replay import COMPLETION, answered_by, entry, to_completion, to_stream
+from proxy.replay import COMPLETION, entry
 from proxy.schemas import Usage
 from proxy.semantic import SemanticScorer
 from proxy.streaming import Relay, open_relay, replay_relay, take_usage
@@ -176,18 +176,17 @@ class ChatPipeline:
             call, policy=self.policy, named=self.named, default_route=default_route, scorer=self.semantic
         )
 
-    async def _look_up(self, call: ChatCall, decision: Decision, tally: Tally) -> Ticket:
-        """The cache's answer for `call`, if any; a hit is priced (it costs nothing and saves its baseline)."""
+    async def _look_up(self, call: ChatCall, decision: Decision, tally: Tally, *, stream: bool) -> Ticket:
+        """The cache's answer for `call` in the form asked, if any; a hit is priced (costs 0, saves its baseline)."""
         ticket = (
             Ticket(status="bypass")
             if self.cache is None
-            else await self.cache.begin(call, decision, self.routes[decision.route])
+            else await self.cache.begin(call, decision, self.routes[decision.route], stream=stream)
         )
         tally.cache = ticket.status
-        if ticket.hit is not None:
-            model, usage = answered_by(ticket.hit)
-            if model is not None and usage is not None:
-                tally.charge_for(self.prices, model, usage, cached=True)
+        hit = ticket.hit
+        if hit is not None and hit.model is not None and hit.usage is not None:
+            tally.charge_for(self.prices, hit.model, hit.usage, cached=True)
         return ticket
 
     async def complete(self, call: ChatCall, tally: Tally | None = None) -> tuple[Completion, Outcome]:
@@ -199,9 +198,9 @@ class ChatPipeline:
         bind(tally)  # embeddings spent deciding or retrieving are this request's
         decision = await self.decide(call)
         tally.decided(decision.route, decision.rule)
-        ticket = await self._look_up(call, decision, tally)
+        ticket = await self._look_up(call, decision, tally, stream=False)
         if ticket.hit is not None:
-            completion = Completion(body=to_completion(ticket.hit), model=tally.model, usage=tally.usage)
+            completion = Completion(body=ticket.hit.body, model=tally.model, usage=tally.usage)
             return completion, Outcome(decision.route, decision.rule, cache="hit")
         self._shadow(call, decision)
 
@@ -225,10 +224,10 @@ class ChatPipeline:
         bind(tally)  # embeddings spent deciding or retrieving are this request's
         decision = await self.decide(call)
         tally.decided(decision.route, decision.rule)
-        ticket = await self._look_up(call, decision, tally)
+        ticket = await self._look_up(call, decision, tally, stream=True)
         wants_usage = call.request.wants_usage_chunk
         if ticket.hit is not None:
-            relay = replay_relay(to_stream(ticket.hit, wants_usage=wants_usage))
+            relay = replay_relay(ticket.hit.body)
             return relay, Outcome(decision.route, decision.rule, cache="hit")
         self._shadow(call, decision)
 

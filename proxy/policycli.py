@@ -69,11 +69,33 @@ async def _explain_decision(settings: Settings, call: ChatCall) -> tuple[Decisio
         return decision, deployment.policy.explain(features).render()
 
 
+def _request(path: str, header_args: list[str], caller: str | None) -> ChatCall:
+    """The call `turnout explain` decides on: the request file as the server would read it, and the headers.
+
+    Raises:
+        SettingsError: the file cannot be read, is not a chat request the server would accept (the
+            server's own 400 message), or a `--header` has no colon.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read the request file ({exc.strerror or exc})") from None
+    headers: dict[str, str] = {}
+    for header in header_args:
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip():
+            raise SettingsError(f"--header {header!r}: expected NAME:VALUE")
+        headers[name.strip().lower()] = value.strip()
+    try:
+        body = decode_chat_body(raw)
+    except InvalidRequestError as exc:
+        raise SettingsError(f"{path}: not a chat request Turnout would accept: {exc.message}") from None
+    return ChatCall(body=body, headers=headers, caller=caller)
+
+
 def _explain(args: argparse.Namespace) -> int:
     settings = _load(args.file)
-    body = msgspec.json.decode(Path(args.request).read_bytes())
-    headers = dict(header.split(":", 1) for header in args.header)
-    call = _call(body, {k.strip(): v.strip() for k, v in headers.items()}, args.caller)
+    call = _request(args.request, args.header, args.caller)
     decision, explanation = asyncio.run(_explain_decision(settings, call))
     if explanation is not None:
         _print(explanation)

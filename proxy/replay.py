@@ -5,25 +5,34 @@ stream's SSE events as the route sent them (usage chunk and `[DONE]` included). 
 the form the new request asks for: a stream replays as it came (its usage chunk dropped unless asked
 for), a completion replays as the chunks a live stream of it would have had (role, content by word,
 tool calls, finish reason, the usage chunk when asked for, `[DONE]`); either assembles into a completion.
+
+Every entry is read whole as an upstream's answer is (`proxy.answers`) before any of it is replayed: an
+entry stored by another version, or changed in a shared Redis, is never trusted. One that does not read
+raises `UnreadableAnswerError`, which the cache answers as a miss (`replay()`, `replayable()`).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from proxy.answers import ChunkView, CompletionView, UnreadableAnswerError, read_answer
 from proxy.schemas import Usage
-from proxy.sse import DONE_EVENT, encode_event, event_data, split_events
+from proxy.sse import DONE, DONE_EVENT, encode_event, event_data, split_events
 
 __all__ = [
     "COMPLETION",
     "STREAM",
+    "Replay",
     "answered_by",
     "assemble",
     "entry",
+    "replay",
     "replay_events",
+    "replayable",
     "to_completion",
     "to_events",
     "to_stream",
@@ -38,11 +47,6 @@ _ENVELOPE = ("id", "created", "model", "system_fingerprint", "service_tier")
 def entry(kind: bytes, body: bytes) -> bytes:
     """The stored form of an answer: its kind, then its bytes."""
     return kind + body
-
-
-def _chunks(events: bytes) -> list[dict[str, Any]]:
-    payloads = (event_data(event) for event in split_events(events))
-    return [msgspec.json.decode(data) for data in payloads if data is not None and data != b"[DONE]"]
 
 
 def _merge_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
@@ -100,11 +104,20 @@ class _Choice:
 
 
 def assemble(events: bytes) -> bytes:
-    """The `chat.completion` body a completed stream adds up to."""
+    """The `chat.completion` body a completed stream adds up to.
+
+    Raises:
+        UnreadableAnswerError: a chunk cannot be read.
+    """
+    return _assemble(_read_stream(events, wants_usage=True).chunks)
+
+
+def _assemble(chunks: list[dict[str, Any]]) -> bytes:
+    """`assemble()` of chunks already read (their shape checked: every `.get` below finds what it expects)."""
     body: dict[str, Any] = {"object": "chat.completion"}
     choices: dict[int, _Choice] = {}
     usage = None
-    for chunk in _chunks(events):
+    for chunk in chunks:
         for field in _ENVELOPE:
             if chunk.get(field) is not None:
                 body.setdefault(field, chunk[field])
@@ -142,8 +155,17 @@ def _choice_deltas(choice: dict[str, Any]) -> list[tuple[dict[str, Any], Any, st
 
 
 def to_events(completion: bytes, *, wants_usage: bool) -> bytes:
-    """The SSE events of a live stream of `completion`, `[DONE]` last."""
-    body = msgspec.json.decode(completion)
+    """The SSE events of a live stream of `completion`, `[DONE]` last.
+
+    Raises:
+        UnreadableAnswerError: `completion` cannot be read.
+    """
+    body, _ = read_answer(completion, CompletionView)
+    return _to_events(body, wants_usage=wants_usage)
+
+
+def _to_events(body: dict[str, Any], *, wants_usage: bool) -> bytes:
+    """`to_events()` of a completion already read (its shape checked)."""
     envelope: dict[str, Any] = {"id": body.get("id"), "object": "chat.completion.chunk", "created": body.get("created")}
     envelope["model"] = body.get("model")
     for field in ("system_fingerprint", "service_tier"):
@@ -162,51 +184,111 @@ def to_events(completion: bytes, *, wants_usage: bool) -> bytes:
     return b"".join(out)
 
 
-def replay_events(events: bytes, *, wants_usage: bool) -> bytes:
-    """A stored stream as a new stream: as it came, without the usage-only chunk unless asked for."""
-    if wants_usage:
-        return events
-    kept = []
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    """A stored stream, read: the events to replay, every chunk as plain values, the last usage chunk."""
+
+    events: bytes
+    chunks: list[dict[str, Any]]
+    usage_chunk: ChunkView | None
+
+
+def _read_stream(events: bytes, *, wants_usage: bool) -> _Stream:
+    """Read every chunk of `events` once; the events to replay leave the usage-only chunk out unless asked for."""
+    kept, chunks, usage_chunk = [], [], None
     for event in split_events(events):
         data = event_data(event)
-        if data is not None and data.startswith(b"{") and b'"usage"' in data:
-            chunk = msgspec.json.decode(data)
-            if not chunk.get("choices") and chunk.get("usage"):
-                continue
+        if data and data != DONE:
+            chunk, view = read_answer(data, ChunkView)
+            chunks.append(chunk)
+            if view.usage is not None:
+                usage_chunk = view
+                if not view.choices and not wants_usage:
+                    continue
         kept.append(event + b"\n\n")
-    return b"".join(kept)
+    return _Stream(events=events if wants_usage else b"".join(kept), chunks=chunks, usage_chunk=usage_chunk)
+
+
+def replay_events(events: bytes, *, wants_usage: bool) -> bytes:
+    """A stored stream as a new stream: as it came, without the usage-only chunk unless asked for.
+
+    Raises:
+        UnreadableAnswerError: a chunk cannot be read.
+    """
+    return _read_stream(events, wants_usage=wants_usage).events
 
 
 def to_completion(stored: bytes) -> bytes:
-    """A stored entry as a `chat.completion` body."""
-    kind, body = stored[:1], stored[1:]
-    return assemble(body) if kind == STREAM else body
+    """A stored entry as a `chat.completion` body.
 
-
-class _Answered(msgspec.Struct):
-    model: str | None = None
-    usage: Usage | None = None
-
-
-_ANSWERED = msgspec.json.Decoder(_Answered)
+    Raises:
+        UnreadableAnswerError: the entry cannot be read.
+    """
+    return replay(stored, stream=False, wants_usage=False).body
 
 
 def answered_by(stored: bytes) -> tuple[str | None, Usage | None]:
-    """The model and usage of a stored answer, to price a hit: a completion's own, or a stream's usage chunk's."""
-    kind, body = stored[:1], stored[1:]
-    if kind != STREAM:
-        found = _ANSWERED.decode(body)
-        return found.model, found.usage
-    for event in reversed(split_events(body)):  # the usage chunk is the last before [DONE]
-        data = event_data(event)
-        if data is not None and data.startswith(b"{") and b'"usage"' in data:
-            found = _ANSWERED.decode(data)
-            if found.usage is not None:
-                return found.model, found.usage
-    return None, None
+    """The model and usage of a stored answer, to price a hit: a completion's own, or a stream's usage chunk's.
+
+    Raises:
+        UnreadableAnswerError: the entry cannot be read.
+    """
+    found = replay(stored, stream=False, wants_usage=False)
+    return found.model, found.usage
 
 
 def to_stream(stored: bytes, *, wants_usage: bool) -> bytes:
-    """A stored entry as SSE events."""
+    """A stored entry as SSE events.
+
+    Raises:
+        UnreadableAnswerError: the entry cannot be read.
+    """
+    return replay(stored, stream=True, wants_usage=wants_usage).body
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A stored answer in the form a new request asks for, with what prices it."""
+
+    body: bytes
+    """The `chat.completion` body, or the SSE events (`[DONE]` last)."""
+    model: str | None
+    """The model that answered: a completion's own, or the model its stream's usage chunk names."""
+    usage: Usage | None
+    """Its usage (a stream's from its usage chunk), when it reported one."""
+
+
+def replay(stored: bytes, *, stream: bool, wants_usage: bool) -> Replay:
+    """A stored entry as the answer to a new request: a stream (with the usage chunk, if `wants_usage`) or not.
+
+    The entry is read whole first, whatever part the new request needs: what an older version or a
+    changed Redis holds is read as an upstream's answer would be.
+
+    Raises:
+        UnreadableAnswerError: the entry is not one this version could replay (an unknown kind, an answer
+            that does not read).
+    """
     kind, body = stored[:1], stored[1:]
-    return replay_events(body, wants_usage=wants_usage) if kind == STREAM else to_events(body, wants_usage=wants_usage)
+    if kind == COMPLETION:
+        plain, view = read_answer(body, CompletionView)
+        replayed = _to_events(plain, wants_usage=wants_usage) if stream else body
+        return Replay(body=replayed, model=view.model, usage=view.usage)
+    if kind != STREAM:
+        raise UnreadableAnswerError("it is not an entry this version stores")
+    read = _read_stream(body, wants_usage=wants_usage)
+    found = read.usage_chunk
+    model, usage = (found.model, found.usage) if found is not None else (None, None)
+    return Replay(body=read.events if stream else _assemble(read.chunks), model=model, usage=usage)
+
+
+def replayable(stored: bytes) -> bool:
+    """Whether `stored` replays in both forms (checked before it is stored).
+
+    Turning a completion into a stream reads all of it, as assembling a stream reads all of its chunks;
+    the form an entry was stored in is that same whole, read.
+    """
+    try:
+        replay(stored, stream=not stored.startswith(STREAM), wants_usage=False)
+    except UnreadableAnswerError:
+        return False
+    return True

@@ -32,6 +32,7 @@ __all__ = [
     "ContentPart",
     "ResponseFormat",
     "StreamOptions",
+    "TokenCount",
     "Usage",
     "decode_chat_body",
 ]
@@ -84,12 +85,17 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class Usage(msgspec.Struct, frozen=True, kw_only=True):
-    """Token counts as the upstream reported them."""
+TokenCount = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
+"""A count of tokens as an upstream may report it: never negative (it would refund spend), and exact in a float
+(prices and metrics compute in floats and decimals; a JSON reader in JavaScript reads no larger integer exactly)."""
 
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """Token counts as the upstream reported them (decoding refuses counts out of `TokenCount`'s range)."""
+
+    prompt_tokens: TokenCount = 0
+    completion_tokens: TokenCount = 0
+    total_tokens: TokenCount = 0
 
 
 _FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])

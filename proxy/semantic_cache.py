@@ -144,7 +144,7 @@ def best_match(text: str, vector: Vectors, records: Sequence[bytes], threshold: 
     for blob in records:
         try:
             record = _RECORD.decode(blob)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # not one of ours (a changed Redis): skipping it recursed
             continue
         if record.signature != wanted or len(record.vector) != row.nbytes:
             continue

@@ -7,21 +7,14 @@ import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
-import msgspec
-
-from proxy.errors import ProxyError
+from proxy.answers import ChunkView, UnreadableAnswerError, read_answer
+from proxy.errors import ProxyError, UpstreamError
 from proxy.schemas import Usage
 from proxy.sse import DONE_EVENT, encode_event, event_data, split_events
 
 __all__ = ["EndHook", "Relay", "UsageHook", "open_relay", "replay_relay", "take_usage"]
 
 logger = logging.getLogger("turnout.streaming")
-
-
-class _ChunkView(msgspec.Struct):
-    choices: list[msgspec.Raw] = []
-    model: str | None = None
-    usage: Usage | None = None
 
 
 UsageHook = Callable[[Usage, str | None], None]
@@ -31,27 +24,35 @@ EndHook = Callable[[ProxyError | None], bytes]
 just before the final `data: [DONE]` (or before the error event): comments, say, or nothing."""
 
 
-_CHUNK = msgspec.json.Decoder(_ChunkView)
 # A usage object, not the `"usage": null` every chunk carries once usage is on; escaped text cannot match.
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
 def take_usage(events: bytes, on_usage: UsageHook) -> None:
-    """Hand the usage in a run of SSE events, if it holds any, to `on_usage` (for streams read to their end)."""
+    """Hand the usage in a run of SSE events, if it holds any, to `on_usage` (for streams read to their end).
+
+    Raises:
+        UpstreamError: a chunk with a usage object cannot be read (see `_take_usage`).
+    """
     if _USAGE_OBJECT.search(events):
         _take_usage(events, wants_usage=True, on_usage=on_usage)
 
 
 def _take_usage(events: bytes, *, wants_usage: bool, on_usage: UsageHook) -> bytes:
-    """Hand the usage in `events` to `on_usage`; drop the usage-only chunk unless the caller asked for it."""
+    """Hand the usage in `events` to `on_usage`; drop the usage-only chunk unless the caller asked for it.
+
+    A usage chunk that cannot be read (a count out of range, say) is the upstream's fault, as an unreadable
+    completion is: the stream ends with an `upstream_error` (routes check every chunk first; this holds
+    for any source).
+    """
     kept = []
     for event in split_events(events):
         data = event_data(event)
         if data is not None and _USAGE_OBJECT.search(data):
             try:
-                chunk = _CHUNK.decode(data)
-            except msgspec.DecodeError:
-                chunk = _ChunkView()
+                _, chunk = read_answer(data, ChunkView)
+            except UnreadableAnswerError as exc:
+                raise UpstreamError(f"The upstream sent a usage chunk that Turnout cannot read: {exc}.") from None
             if chunk.usage is not None:
                 on_usage(chunk.usage, chunk.model)
                 if not chunk.choices and not wants_usage:

@@ -15,6 +15,7 @@ import numpy as np
 
 from proxy.embeddings import Vectors, normalise
 from proxy.errors import UpstreamError
+from proxy.schemas import TokenCount
 from routes.upstream import Upstream, UpstreamPath
 
 __all__ = ["OpenAIEmbedder"]
@@ -30,8 +31,8 @@ class _Item(msgspec.Struct):
 
 
 class _Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    total_tokens: int = 0
+    prompt_tokens: TokenCount = 0
+    total_tokens: TokenCount = 0
 
 
 class _Response(msgspec.Struct):
@@ -92,10 +93,12 @@ class OpenAIEmbedder:
     async def _batch(self, texts: list[str]) -> Vectors:
         body = msgspec.json.encode({"model": self.model, "input": texts, "dimensions": self._dimension})
         content, _ = await self.upstream.post(_PATH, body, {}, self._timeout)
-        try:
+        try:  # typed: every number kept is checked; skipping the rest recurses as deep as it nests
             response = _DECODE.decode(content)
-        except msgspec.DecodeError as exc:
-            raise UpstreamError(f"The upstream '{self.upstream.name}' sent embeddings that are not JSON.") from exc
+        except (msgspec.DecodeError, RecursionError) as exc:
+            reason = "it nests too deeply" if isinstance(exc, RecursionError) else str(exc).replace(" - at ", " at ")
+            message = f"The upstream '{self.upstream.name}' sent embeddings that Turnout cannot read: {reason}."
+            raise UpstreamError(message) from None
         items = sorted(response.data, key=lambda item: item.index)
         vectors = np.array([item.embedding for item in items], dtype=np.float32)
         if vectors.shape != (len(texts), self._dimension):

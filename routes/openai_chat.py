@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 
-import msgspec
-
+from proxy.answers import ChunkView, CompletionView, UnreadableAnswerError, read_answer
 from proxy.errors import UpstreamError, upstream_stream_error
-from proxy.schemas import Usage
-from proxy.sse import DONE_EVENT, EventSplitter, event_data, find_done, split_events
+from proxy.sse import DONE, DONE_EVENT, EventSplitter, event_data, find_done, split_events
 from routes.base import ChatCall, Completion
 from routes.upstream import Upstream, UpstreamPath
 
@@ -18,12 +16,9 @@ __all__ = ["OpenAIChatRoute"]
 _PATH = UpstreamPath("chat", "completions")
 
 
-class _CompletionView(msgspec.Struct):
-    model: str | None = None
-    usage: Usage | None = None
-
-
-_COMPLETION = msgspec.json.Decoder(_CompletionView)
+def _unreadable(upstream: Upstream, what: str, exc: UnreadableAnswerError) -> UpstreamError:
+    """The 502 for an answer Turnout cannot read: the upstream's fault, said without quoting the answer."""
+    return UpstreamError(f"The upstream '{upstream.name}' sent {what} that Turnout cannot read: {exc}.")
 
 
 class OpenAIChatRoute:
@@ -41,12 +36,17 @@ class OpenAIChatRoute:
         return f"OpenAIChatRoute(name={self.name!r}, upstream={self.upstream.name!r}, model={self.model!r})"
 
     async def complete(self, call: ChatCall) -> Completion:
-        """Post the request and return the upstream's answer as it came."""
+        """Post the request and return the upstream's answer as it came.
+
+        Raises:
+            UpstreamError: also when the answer is not a completion Turnout can read (`proxy.answers`): it
+                would not be priced, cached or replayed, and the caller's own JSON reader may choke on it.
+        """
         body, _ = await self.upstream.post(_PATH, call.body.rewritten(model=self.model), call.headers, self._timeout)
         try:
-            view = _COMPLETION.decode(body)
-        except msgspec.DecodeError as exc:
-            raise UpstreamError(f"The upstream '{self.upstream.name}' sent a completion that is not JSON.") from exc
+            _, view = read_answer(body, CompletionView)
+        except UnreadableAnswerError as exc:
+            raise _unreadable(self.upstream, "a completion", exc) from None
         return Completion(body=body, model=view.model, usage=view.usage)
 
     async def stream(self, call: ChatCall) -> AsyncGenerator[bytes, None]:
@@ -56,7 +56,7 @@ class OpenAIChatRoute:
         async with contextlib.aclosing(self.upstream.post_stream(_PATH, body, call.headers, self._timeout)) as chunks:
             async for chunk in chunks:
                 # Whole events only, so no secret is cut in two between reads and missed.
-                events, error = _split_at_error(self.upstream.redactor.data(splitter.feed(chunk)), self.upstream)
+                events, error = _split_at_fault(self.upstream.redactor.data(splitter.feed(chunk)), self.upstream)
                 done = find_done(events)
                 if done >= 0:  # anything after [DONE] is dropped; [DONE] itself is normalised
                     yield events[:done] + DONE_EVENT
@@ -68,14 +68,26 @@ class OpenAIChatRoute:
         raise UpstreamError(f"The upstream '{self.upstream.name}' ended the stream before [DONE].")
 
 
-def _split_at_error(events: bytes, upstream: Upstream) -> tuple[bytes, UpstreamError | None]:
-    """The events before an upstream's error event, and that error (the whole run and None if it has none)."""
-    if b'"error"' not in events:  # content never carries the key: quotes inside strings are escaped
-        return events, None
+def _split_at_fault(events: bytes, upstream: Upstream) -> tuple[bytes, UpstreamError | None]:
+    """The events before the first that ends the stream with an error, and that error (None if none does).
+
+    An upstream's error event ends it, and so does an event Turnout cannot read as a chunk (`proxy.answers`):
+    the usage tee, the cache's replay and the caller's own reader read every chunk. Events after `[DONE]`
+    are not looked at (they are dropped).
+    """
     parts = split_events(events)
     for index, event in enumerate(parts):
         data = event_data(event)
-        error = upstream_stream_error(data, redactor=upstream.redactor) if data is not None else None
+        if not data:  # comments and `event:` lines carry no chunk
+            continue
+        if data == DONE:
+            break
+        try:
+            read_answer(data, ChunkView)
+        except UnreadableAnswerError as exc:
+            error: UpstreamError | None = _unreadable(upstream, "a stream chunk", exc)
+        else:
+            error = upstream_stream_error(data, redactor=upstream.redactor)
         if error is not None:
             return b"".join(part + b"\n\n" for part in parts[:index]), error
     return events, None

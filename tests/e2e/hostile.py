@@ -7,7 +7,10 @@ received without any protocol of its own. `POST /v1/chat/completions` behaves by
   sent (raw, percent-encoded and JSON-escaped with `\\/`), and, on 429, a `retry-after` that is the key;
 - `500`: a plain-text error body with the key straddling byte 500 (where a body is cut short);
 - `stream-error`: one content chunk, then an SSE error event that echoes the key;
-- `echo`, `stream-echo`: a normal answer (or stream) whose content is the key (with `/` as `\\/` in `echo`).
+- `echo`, `stream-echo`: a normal answer (or stream) whose content is the key (with `/` as `\\/` in `echo`);
+- a name of `ANSWERS`: that 200 body, which no reader should trust (nesting of 5,000 levels, `1e400`,
+  invalid UTF-8, `"choices": "abc"`, usage of 10^30 tokens, ...); a name of `STREAMS`: that 200 stream
+  when the request asks for one, else a sound completion (so that a cached stream is what would answer it).
 
 `GET /v1/models/{id}` answers a model object with the id as it decoded it; every other path answers
 `{"path": ..., "authorization": ...}`, as an admin endpoint that lists keys would hand them over.
@@ -33,6 +36,7 @@ class Received:
     target: str
     """The request target exactly as it arrived (path and query, still percent-encoded)."""
     authorization: str | None
+    body: bytes = b""
 
 
 @dataclass
@@ -92,6 +96,70 @@ def _chunk(content: str) -> bytes:
     return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
+def nested(levels: int) -> bytes:
+    """An array nested `levels` deep."""
+    return b"[" * levels + b"]" * levels
+
+
+def _sound(content: str = "Hello there.") -> bytes:
+    return json.dumps(_completion(content)).encode()
+
+
+def _with(member: bytes, body: bytes | None = None) -> bytes:
+    """`body` (a sound completion) with the raw JSON `member` added as its first member."""
+    return b"{" + member + b"," + (body or _sound())[1:]
+
+
+def _replaced(old: str, new: str) -> bytes:
+    return _sound().replace(old.encode(), new.encode(), 1)
+
+
+_USAGE = '"usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}'
+ANSWERS: dict[str, bytes] = {
+    "deep": _with(b'"x_hostile":' + nested(5_000)),
+    "deep-200": _with(b'"x_hostile":' + nested(200)),
+    "1e400": _with(b'"x_hostile":1e400'),
+    "long-integer": _with(b'"x_hostile":' + b"9" * 5_000),
+    "invalid-utf8": _sound().replace(b"Hello", b"caf\xe9", 1),
+    "choices-abc": _replaced('"choices": [', '"choices": "abc", "x_choices": ['),
+    "message-abc": _replaced('"message": {', '"message": "abc", "x_message": {'),
+    "content-number": _replaced('"content": "Hello there."', '"content": 5'),
+    "model-number": _replaced('"model": "gpt-4o-mini"', '"model": 5'),
+    "usage-abc": _replaced(_USAGE, '"usage": "abc"'),
+    "usage-huge": _replaced(_USAGE, '"usage": {"prompt_tokens": 1' + "0" * 30 + ', "completion_tokens": 1}'),
+    "usage-negative": _replaced(_USAGE, '"usage": {"prompt_tokens": -1000000000, "completion_tokens": 1}'),
+    "array": b"[1, 2, 3]",
+    "truncated": _sound()[:40],
+}
+"""200 completions Turnout must not pass on, price or cache: each is a 502 `upstream_error`."""
+
+
+def _event(data: bytes) -> bytes:
+    return b"data: " + data + b"\n\n"
+
+
+def _usage_chunk(usage: bytes) -> bytes:
+    head = b'{"id":"chatcmpl-hostile","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",'
+    return _event(head + b'"choices":[],"usage":' + usage + b"}")
+
+
+_GOOD_USAGE = _usage_chunk(b'{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}')
+_DONE = b"data: [DONE]\n\n"
+STREAMS: dict[str, tuple[bytes, bool]] = {
+    "stream-deep": (_chunk("Hello") + _event(b'{"x_hostile":' + nested(5_000) + b',"choices":[]}') + _DONE, True),
+    "stream-1e400": (_chunk("Hello") + _event(b'{"choices":[],"x_hostile":1e400,"usage":null}') + _DONE, True),
+    "stream-invalid-utf8": (_chunk("Hello") + _chunk("caf").replace(b"caf", b"caf\xe9") + _DONE, True),
+    "stream-choices-abc": (_chunk("Hello") + _event(b'{"choices":"abc","usage":null}') + _DONE, True),
+    "stream-delta-abc": (_chunk("Hello") + _event(b'{"choices":[{"index":0,"delta":"abc"}]}') + _DONE, True),
+    "stream-usage-huge": (_chunk("Hello") + _usage_chunk(b'{"prompt_tokens":1' + b"0" * 30 + b"}") + _DONE, True),
+    "stream-usage-negative": (_chunk("Hello") + _usage_chunk(b'{"prompt_tokens":-1000000000}') + _DONE, True),
+    "stream-usage-deep": (_chunk("Hello") + _usage_chunk(b'{"x":' + nested(5_000) + b"}") + _DONE, True),
+    "stream-first-deep": (_event(b'{"x_hostile":' + nested(5_000) + b"}") + _chunk("Hello") + _DONE, False),
+    "stream-ok": (_chunk("Hello") + _chunk(" there.") + _GOOD_USAGE + _DONE, True),
+}
+"""200 streams, and whether a first event reaches the client before the hostile one (False: it is first)."""
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
@@ -100,10 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self) -> str:
         authorization = self.headers.get("Authorization")
-        self.server.upstream.received.append(Received(self.command, self.path, authorization))
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if length else b""
+        self.server.upstream.received.append(Received(self.command, self.path, authorization, body))
         return _key(authorization)
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json", **headers: str) -> None:
@@ -129,7 +196,12 @@ class _Handler(BaseHTTPRequestHandler):
         key = self._record()
         mode = self.headers.get("x-hostile", "echo")
         forms = echoes(key)
-        if mode in ("400", "422", "429"):
+        if mode in ANSWERS:
+            self._send(200, ANSWERS[mode])
+        elif mode in STREAMS:
+            streamed = b'"stream":true' in self.server.upstream.received[-1].body.replace(b" ", b"")
+            self._send(200, *((STREAMS[mode][0], "text/event-stream") if streamed else (_sound(),)))
+        elif mode in ("400", "422", "429"):
             error = {
                 "message": f"Bad key {forms['raw']} (as {forms['percent']})",
                 "type": "invalid_request_error",

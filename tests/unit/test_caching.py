@@ -49,7 +49,9 @@ async def test_a_new_knowledge_index_version_is_a_miss() -> None:
     assert ticket.status == "miss"
     ticket.finish(entry(COMPLETION, b'{"id":"x"}'))
     await settle(tasks)
-    assert (await cache.begin(request, DECISION, v1)).hit == entry(COMPLETION, b'{"id":"x"}')
+    hit = (await cache.begin(request, DECISION, v1)).hit
+    assert hit is not None
+    assert hit.body == b'{"id":"x"}'
     second = await cache.begin(request, DECISION, v2)
     assert second.status == "miss"
     second.finish(None)
@@ -74,3 +76,28 @@ async def test_what_bypasses_the_cache() -> None:
     assert ticket.status == "miss"
     ticket.finish(None)
     await settle(tasks)
+
+
+async def test_an_entry_that_cannot_be_replayed_is_a_miss_and_goes_and_such_an_answer_is_never_stored() -> None:
+    tasks = BackgroundTasks()
+    backend = MemoryResponseCache(1 << 20)
+    cache = AnswerCache(backend, CacheSettings(), tasks)
+    route = FakeRagRoute("docs", "gpt-4", "idx-1")
+    request = call(temperature=0)
+    ticket = await cache.begin(request, DECISION, route)
+    ticket.finish(entry(COMPLETION, b'{"choices":"abc"}'))  # a route let it through: the store refuses it
+    await settle(tasks)
+    assert cache.counts == {"miss": 1, "unreadable": 1}
+    ticket = await cache.begin(request, DECISION, route, stream=True)
+    assert ticket.status == "miss"
+    ticket.finish(entry(COMPLETION, b'{"choices":[]}'))
+    await settle(tasks)
+    (key,) = [key for key in backend._entries if not key.startswith("lock:")]
+    await backend.set(key, entry(COMPLETION, b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}"), 60)  # another version's
+
+    ticket = await cache.begin(request, DECISION, route, stream=True)
+
+    assert ticket.status == "miss"
+    assert await backend.get(key) is None
+    assert cache.counts["unreadable"] == 2
+    ticket.finish(None)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,59 @@ def test_explain_shows_each_rule_and_why(tmp_path: Path, capsys: pytest.CaptureF
     assert "prompt_tokens" in out
     assert "reasoning: matched" in out
     assert "'compare'" in out
+
+
+BAD_REQUESTS = {
+    "1e400": (b'{"model":"gpt-4","messages":[{"role":"user","content":"hi"}],"x":1e400}', "'x' holds a number"),
+    "nesting of 5,000 levels": (
+        b'{"model":"gpt-4","messages":[{"role":"user","content":"hi"}],"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        "more than 128 levels",
+    ),
+    "invalid UTF-8": (b'{"model":"gpt-4","messages":[{"role":"user","content":"caf\xe9"}]}', "not valid UTF-8"),
+    "not JSON": (b"model: gpt-4", "not valid JSON"),
+    "an array": (b"[1, 2]", "Expected `object`, got `array`"),
+    "no messages": (b'{"model":"gpt-4"}', "messages"),
+    "n out of bounds": (b'{"model":"gpt-4","messages":[{"role":"user","content":"hi"}],"n":1e30}', "'n'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_explain_names_what_is_wrong_with_a_request_the_server_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    raw, says = BAD_REQUESTS[case]
+    request = tmp_path / "request.json"
+    request.write_bytes(raw)
+    assert main(["explain", DEFAULT, str(request)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"turnout explain: {request}: not a chat request Turnout would accept: ")
+    assert says in error
+
+
+def test_explain_reports_a_missing_request_file_and_a_header_without_a_colon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["explain", DEFAULT, str(tmp_path / "missing.json")]) == 1
+    assert "cannot read the request file" in capsys.readouterr().err
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}))
+    assert main(["explain", DEFAULT, str(request), "--header", "x-team"]) == 1
+    assert "--header 'x-team': expected NAME:VALUE" in capsys.readouterr().err
+
+
+def test_the_turnout_command_explains_a_bad_request_without_a_traceback(tmp_path: Path) -> None:
+    request = tmp_path / "request.json"
+    request.write_bytes(BAD_REQUESTS["nesting of 5,000 levels"][0])
+    env = {**os.environ, "OPENAI_API_KEY": "sk-placeholder"}
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "proxy", "explain", DEFAULT, str(request)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "more than 128 levels" in done.stderr

@@ -7,7 +7,19 @@ from typing import Any
 import msgspec
 import pytest
 
-from proxy.replay import COMPLETION, STREAM, assemble, entry, replay_events, to_completion, to_events, to_stream
+from proxy.answers import UnreadableAnswerError
+from proxy.replay import (
+    COMPLETION,
+    STREAM,
+    assemble,
+    entry,
+    replay,
+    replay_events,
+    replayable,
+    to_completion,
+    to_events,
+    to_stream,
+)
 from proxy.sse import DONE, SSEDecoder
 from routes.simulated_answers import Answer, render_completion, render_events
 from tests.openapi import validate
@@ -132,3 +144,33 @@ def test_logprobs_survive_both_ways() -> None:
     back = msgspec.json.decode(assemble(events))
     validate("CreateChatCompletionResponse", back)
     assert back["choices"][0]["logprobs"]["content"] == logprobs["content"]
+
+
+DEEP = b"[" * 5000 + b"]" * 5000
+UNREPLAYABLE = {
+    "completion nesting 5,000 levels": b'C{"choices":[],"x":' + DEEP + b"}",
+    "completion with 1e400": b'C{"choices":[],"x":1e400}',
+    "completion with invalid UTF-8": b'C{"choices":[],"x":"caf\xe9"}',
+    "completion whose choices are a string": b'C{"choices":"abc"}',
+    "completion whose content is a number": b'C{"choices":[{"message":{"content":5}}]}',
+    "completion whose tool call is a string": b'C{"choices":[{"message":{"tool_calls":["f"]}}]}',
+    "completion with negative usage": b'C{"choices":[],"usage":{"prompt_tokens":-1}}',
+    "completion with usage past 2^53": b'C{"choices":[],"usage":{"prompt_tokens":9007199254740992}}',
+    "stream chunk nesting 5,000 levels": b'Sdata: {"x":' + DEEP + b"}\n\ndata: [DONE]\n\n",
+    "stream whose delta is a string": b'Sdata: {"choices":[{"index":0,"delta":"abc"}]}\n\ndata: [DONE]\n\n',
+    "stream whose index is a string": b'Sdata: {"choices":[{"index":"a","delta":{}}]}\n\ndata: [DONE]\n\n',
+    "stream whose usage is a string": b'Sdata: {"choices":[],"usage":"abc"}\n\ndata: [DONE]\n\n',
+    "stream whose chunk is not JSON": b"Sdata: {\n\ndata: [DONE]\n\n",
+    "an unknown kind": b"Zjunk",
+    "nothing": b"",
+}
+
+
+@pytest.mark.parametrize("stored", UNREPLAYABLE.values(), ids=UNREPLAYABLE.keys())
+@pytest.mark.parametrize(("stream", "wants_usage"), [(False, False), (True, False), (True, True)])
+def test_an_entry_that_does_not_read_whole_is_refused_in_every_form(
+    stored: bytes, stream: bool, wants_usage: bool
+) -> None:
+    assert not replayable(stored)
+    with pytest.raises(UnreadableAnswerError):
+        replay(stored, stream=stream, wants_usage=wants_usage)

@@ -61,6 +61,10 @@ def test_best_match_takes_the_closest_that_agrees_above_the_threshold() -> None:
     assert match.key == "k-near"
     assert best_match("Is the API available?", unit(1, 0), records, 0.999) is None
     assert best_match("Is the API available?", unit(1, 0), [b"garbage", *records[1:]], 0.9) is None
+    deep = b"\x95\xa1k\xa1s\xc4\x01x\xa1w" + b"\x91" * 100_000 + b"\x90"  # a record nesting past the stack
+    match = best_match("Is the API available?", unit(1, 0), [deep, *records], 0.9)
+    assert match is not None
+    assert match.key == "k-near"
 
 
 def test_the_question_is_the_last_user_message() -> None:
