@@ -67,6 +67,8 @@ bench: install
 	$(BIN)/python -m tests.bench.cache_hit
 	$(BIN)/python -m tests.bench.semantic_cache
 	$(BIN)/python -m tests.bench.slow_clients
+	$(BIN)/python -m tests.bench.lock_outage
+	$(BIN)/python -m tests.bench.log_redaction
 
 clean:
 	rm -rf $(VENV) $(VENV_OPENAI2) *.egg-info .mypy_cache .ruff_cache .pytest_cache
