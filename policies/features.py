@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from proxy.schemas import ChatMessage, ChatRequest
+from proxy.wire.schemas import ChatMessage, ChatRequest
 
 __all__ = [
     "RequestFeatures",

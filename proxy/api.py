@@ -15,8 +15,13 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from litestar.types import HTTPScope, Receive, Scope, Send
 
+from proxy.accounting.metrics import CONTENT_TYPE, Metrics
 from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream
-from proxy.errors import (
+from proxy.headers import forwardable_headers
+from proxy.lifespan import Generation, Resources
+from proxy.middleware import request_id_of, tally_of
+from proxy.pipeline import CALLER_HEADER
+from proxy.wire.errors import (
     InvalidPathError,
     InvalidRequestError,
     MethodNotAllowedError,
@@ -26,12 +31,7 @@ from proxy.errors import (
     UnsupportedMediaTypeError,
     UpstreamError,
 )
-from proxy.headers import forwardable_headers
-from proxy.lifespan import Generation, Resources
-from proxy.metrics import CONTENT_TYPE, Metrics
-from proxy.middleware import request_id_of, tally_of
-from proxy.pipeline import CALLER_HEADER
-from proxy.schemas import decode_chat_body
+from proxy.wire.schemas import decode_chat_body
 from routes import ChatCall, UpstreamPath
 
 __all__ = ["HANDLERS", "handle_http_exception", "handle_proxy_error", "handle_unexpected_error"]

@@ -10,13 +10,13 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
-from proxy.accesslog import AccessLog
+from proxy.accounting.accesslog import AccessLog
+from proxy.accounting.metrics import Metrics
 from proxy.api import HANDLERS, handle_http_exception, handle_proxy_error, handle_unexpected_error
-from proxy.errors import ProxyError
+from proxy.config.settings import Settings, load_settings
 from proxy.lifespan import open_resources
-from proxy.metrics import Metrics
 from proxy.middleware import RequestIdMiddleware
-from proxy.settings import Settings, load_settings
+from proxy.wire.errors import ProxyError
 
 __all__ = ["create_app"]
 

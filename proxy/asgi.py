@@ -15,8 +15,8 @@ from typing import Protocol, cast
 
 from litestar.types import Receive, Send
 
-from proxy.errors import InvalidRequestError, RequestTooLargeError
-from proxy.sse import DONE_EVENT
+from proxy.wire.errors import InvalidRequestError, RequestTooLargeError
+from proxy.wire.sse import DONE_EVENT
 
 __all__ = ["ClientDisconnectedError", "ClosableChunks", "read_body", "send_json", "send_stream"]
 

@@ -17,20 +17,20 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from proxy.caching import SharedCache
-from proxy.cost import PriceTable
-from proxy.errors import ProxyError
+from proxy.accounting.cost import PriceTable
+from proxy.accounting.metrics import Metrics
+from proxy.accounting.tally import embedding_spender
+from proxy.cache.lookup import SharedCache
+from proxy.config.settings import Settings, SettingsError, UpstreamSettings
 from proxy.logs import redact_logs_with
-from proxy.metrics import Metrics
 from proxy.pipeline import ChatPipeline
-from proxy.redaction import Redactor
 from proxy.semantic import Knowledge, build_knowledge
-from proxy.settings import Settings, SettingsError, UpstreamSettings
-from proxy.tally import embedding_spender
 from proxy.tasks import BackgroundTasks
+from proxy.wire.errors import ProxyError
+from proxy.wire.redaction import Redactor
 from routes import OpenAIChatRoute, Route, Upstream, UpstreamTimeouts, new_session
-from routes.retrieval import one_blas_thread
-from routes.simulated import start_simulator
+from routes.knowledge.retrieval import one_blas_thread
+from routes.simulator.server import start_simulator
 
 __all__ = ["Generation", "Resources", "open_resources"]
 

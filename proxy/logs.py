@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from proxy.redaction import Redactor
+from proxy.wire.redaction import Redactor
 
 __all__ = ["LOG_FORMAT", "RedactingFormatter", "redact_logs_with", "stderr_handler"]
 

@@ -15,9 +15,9 @@ from typing import cast
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-from proxy.accesslog import AccessLog
-from proxy.metrics import Metrics
-from proxy.tally import COST_HEADER, Tally
+from proxy.accounting.accesslog import AccessLog
+from proxy.accounting.metrics import Metrics
+from proxy.accounting.tally import COST_HEADER, Tally
 
 __all__ = ["REQUEST_ID_HEADER", "RequestIdMiddleware", "request_id_of", "tally_of"]
 

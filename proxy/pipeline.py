@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from policies import Decision, PolicyEngine, SemanticFeatures, SemanticFeaturesNeeded, extract_features
+from proxy.accounting.cost import PriceTable
+from proxy.accounting.tally import Tally, bind
 from proxy.breaker import CircuitBreaker
-from proxy.caching import AnswerCache, CacheStatus, Ticket
-from proxy.cost import PriceTable
-from proxy.errors import ProxyError, RouteUnavailableError, UpstreamError, UpstreamRejectedError
-from proxy.policyfile import BreakerSettings, RetrySettings
-from proxy.replay import COMPLETION, entry
-from proxy.schemas import Usage
+from proxy.cache.lookup import AnswerCache, CacheStatus, Ticket
+from proxy.config.sections import BreakerSettings, RetrySettings
+from proxy.endpoints.chat_replay import COMPLETION, entry
 from proxy.semantic import SemanticScorer
 from proxy.streaming import Relay, open_relay, replay_relay, take_usage
-from proxy.tally import Tally, bind
 from proxy.tasks import BackgroundTasks
+from proxy.wire.errors import ProxyError, RouteUnavailableError, UpstreamError, UpstreamRejectedError
+from proxy.wire.schemas import Usage
 from routes import ChatCall, Completion, Route
 
 __all__ = ["CALLER_HEADER", "ChatPipeline", "Outcome", "decide", "decide_semantically"]

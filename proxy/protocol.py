@@ -38,7 +38,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCy
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Base
 from uvicorn.server import ServerState
 
-from proxy.errors import InvalidRequestError, ProxyError
+from proxy.wire.errors import InvalidRequestError, ProxyError
 
 __all__ = ["BODY_RATE", "LINGER", "ConnectionLimits", "TurnoutHttpProtocol"]
 

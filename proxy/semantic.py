@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies import SemanticFeatures, SemanticNeeds
-from proxy.embeddings import Embedder, LocalEmbedder, RememberingEmbedder, Vectors
-from proxy.policyfile import Deployment
-from proxy.settings import Settings, UpstreamSettings
+from proxy.config.policyfile import Deployment
+from proxy.config.settings import Settings, UpstreamSettings
 from routes import HybridRetriever, OpenAIEmbedder, RagRoute, Route, Upstream, UpstreamTimeouts, new_session
+from routes.knowledge.embedding import Embedder, LocalEmbedder, RememberingEmbedder, Vectors
 
 __all__ = [
     "Knowledge",

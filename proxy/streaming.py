@@ -7,10 +7,10 @@ import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
-from proxy.answers import ChunkView, UnreadableAnswerError, read_answer
-from proxy.errors import ProxyError, UpstreamError
-from proxy.schemas import Usage
-from proxy.sse import DONE_EVENT, encode_event, event_data, split_events
+from proxy.wire.answers import ChunkView, UnreadableAnswerError, read_answer
+from proxy.wire.errors import ProxyError, UpstreamError
+from proxy.wire.schemas import Usage
+from proxy.wire.sse import DONE_EVENT, encode_event, event_data, split_events
 
 __all__ = ["EndHook", "Relay", "UsageHook", "open_relay", "replay_relay", "take_usage"]
 

@@ -1,11 +1,11 @@
 """Destinations a request can be sent to: OpenAI-compatible upstreams, the RAG route, and the simulated upstream."""
 
 from routes.base import ChatCall, Completion, Route
-from routes.embedders import OpenAIEmbedder
-from routes.knowledge import KnowledgeIndex, KnowledgeIndexError
+from routes.knowledge.embedders import OpenAIEmbedder
+from routes.knowledge.index import KnowledgeIndex, KnowledgeIndexError
+from routes.knowledge.retrieval import HybridRetriever, Passage, Retriever
 from routes.openai_chat import OpenAIChatRoute
 from routes.rag import RagRoute
-from routes.retrieval import HybridRetriever, Passage, Retriever
 from routes.upstream import Upstream, UpstreamPath, UpstreamTimeouts, new_session
 
 __all__ = [

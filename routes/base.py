@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.schemas import ChatBody, ChatRequest, Usage
+from proxy.wire.schemas import ChatBody, ChatRequest, Usage
 
 __all__ = ["ChatCall", "Completion", "Route"]
 

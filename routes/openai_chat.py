@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 
-from proxy.answers import ChunkView, CompletionView, UnreadableAnswerError, read_answer
-from proxy.errors import UpstreamError, upstream_stream_error
-from proxy.sse import DONE, DONE_EVENT, EventSplitter, event_data, find_done, split_events
+from proxy.wire.answers import ChunkView, CompletionView, UnreadableAnswerError, read_answer
+from proxy.wire.errors import UpstreamError, upstream_stream_error
+from proxy.wire.sse import DONE, DONE_EVENT, EventSplitter, event_data, find_done, split_events
 from routes.base import ChatCall, Completion
 from routes.upstream import Upstream, UpstreamPath
 
@@ -39,7 +39,7 @@ class OpenAIChatRoute:
         """Post the request and return the upstream's answer as it came.
 
         Raises:
-            UpstreamError: also when the answer is not a completion Turnout can read (`proxy.answers`): it
+            UpstreamError: also when the answer is not a completion Turnout can read (`proxy.wire.answers`): it
                 would not be priced, cached or replayed, and the caller's own JSON reader may choke on it.
         """
         body, _ = await self.upstream.post(_PATH, call.body.rewritten(model=self.model), call.headers, self._timeout)
@@ -71,7 +71,7 @@ class OpenAIChatRoute:
 def _split_at_fault(events: bytes, upstream: Upstream) -> tuple[bytes, UpstreamError | None]:
     """The events before the first that ends the stream with an error, and that error (None if none does).
 
-    An upstream's error event ends it, and so does an event Turnout cannot read as a chunk (`proxy.answers`):
+    An upstream's error event ends it, and so does an event Turnout cannot read as a chunk (`proxy.wire.answers`):
     the usage tee, the cache's replay and the caller's own reader read every chunk. Events after `[DONE]`
     are not looked at (they are dropped).
     """

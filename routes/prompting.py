@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from routes.retrieval import Passage
+from routes.knowledge.retrieval import Passage
 
 __all__ = ["INSTRUCTION", "NO_PASSAGES", "build_rag_messages", "estimate_tokens", "fit_passages"]
 

@@ -25,14 +25,14 @@ from urllib.parse import quote
 
 import msgspec
 
-from proxy.embeddings import EmbedderMismatchError
-from proxy.errors import KnowledgeUnavailableError
-from proxy.schemas import ChatMessage
-from proxy.sse import event_data
+from proxy.wire.errors import KnowledgeUnavailableError
+from proxy.wire.schemas import ChatMessage
+from proxy.wire.sse import event_data
 from routes.base import ChatCall, Completion, Route
-from routes.knowledge import KnowledgeIndexError
+from routes.knowledge.embedding import EmbedderMismatchError
+from routes.knowledge.index import KnowledgeIndexError
+from routes.knowledge.retrieval import Passage, Retriever
 from routes.prompting import build_rag_messages
-from routes.retrieval import Passage, Retriever
 
 __all__ = ["SOURCES_FIELD", "SOURCES_HEADER", "RagRoute", "Source", "last_user_text"]
 

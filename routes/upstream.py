@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
-from proxy.errors import InvalidPathError, ProxyError, UpstreamError, UpstreamTimeoutError, upstream_status_error
-from proxy.redaction import Redactor
+from proxy.wire.errors import InvalidPathError, ProxyError, UpstreamError, UpstreamTimeoutError, upstream_status_error
+from proxy.wire.redaction import Redactor
 
 __all__ = ["Upstream", "UpstreamPath", "UpstreamTimeouts", "map_upstream_errors", "new_session"]
 

@@ -14,10 +14,11 @@ import msgspec
 import pytest
 import redis
 
-from proxy import create_app
-from proxy.policyfile import Deployment, RetrySettings, RouteSettings, TimeoutSettings
-from proxy.settings import Secret, ServerSettings, Settings, UpstreamSettings
-from routes.simulated import SimulatorConfig, SimulatorServer, start_simulator
+from proxy.app import create_app
+from proxy.config.policyfile import Deployment
+from proxy.config.sections import RetrySettings, RouteSettings, ServerSettings, TimeoutSettings
+from proxy.config.settings import Secret, Settings, UpstreamSettings
+from routes.simulator.server import SimulatorConfig, SimulatorServer, start_simulator
 from tests.redis_server import RedisServer, answers_ping
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"

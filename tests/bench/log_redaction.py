@@ -16,7 +16,7 @@ import timeit
 from collections.abc import Callable
 
 from proxy.logs import RedactingFormatter
-from proxy.redaction import Redactor, redact
+from proxy.wire.redaction import Redactor, redact
 
 SECRETS = ["abc123XYZ-secret-0f1e2d3c4b5a69788796", "Zx9/q+Lm2=Wp7-secret-8f7e6d5c", "redis-pw/9f8e7d6c5b4a"]
 ACCESS_LINE = json.dumps(

@@ -34,14 +34,14 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
-from proxy.accesslog import ACCESS_LOGGER, AccessLog
-from proxy.cost import PriceTable
-from proxy.errors import upstream_status_error
+from proxy.accounting.accesslog import ACCESS_LOGGER, AccessLog
+from proxy.accounting.cost import PriceTable
+from proxy.accounting.metrics import Metrics
+from proxy.accounting.tally import Tally
 from proxy.logs import RedactingFormatter
-from proxy.metrics import Metrics
 from proxy.middleware import RequestIdMiddleware, tally_of
-from proxy.schemas import Usage
-from proxy.tally import Tally
+from proxy.wire.errors import upstream_status_error
+from proxy.wire.schemas import Usage
 
 FT = "ft:gpt-3.5-turbo-0613:acme::8Xyz"
 PRICES = PriceTable(baseline_model="gpt-4", known_models=[FT, "gpt-4"])

@@ -25,7 +25,7 @@ import timeit
 import yaml
 
 from policies import PolicyEngine, extract_features, load_policy
-from proxy.schemas import ChatMessage, ChatRequest
+from proxy.wire.schemas import ChatMessage, ChatRequest
 
 ROUTES = ["gpt4", "support-ft", "support-ft-v2", "docs", "cheap"]
 

@@ -26,10 +26,10 @@ from typing import get_args
 import msgspec
 import numpy as np
 
-from proxy.embeddings import LocalEmbedder
-from routes.knowledge import ChunkRecord, KnowledgeIndex
-from routes.lexical import term_counts
-from routes.retrieval import Fusion, HybridRetriever, one_blas_thread
+from routes.knowledge.embedding import LocalEmbedder
+from routes.knowledge.index import ChunkRecord, KnowledgeIndex
+from routes.knowledge.lexical import term_counts
+from routes.knowledge.retrieval import Fusion, HybridRetriever, one_blas_thread
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 SETS = ("msmarco", "dbpedia")

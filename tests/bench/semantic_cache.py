@@ -6,7 +6,7 @@ SOURCE.md), embeds them with the embedded `LocalEmbedder`, and prints, for sever
 
 - the hit rate on paraphrase pairs (the same request worded another way: templates a chat user writes);
 - the false-hit rate on near-contradiction pairs (a negation added, a number changed, an antonym
-  swapped), with and without the guard of `proxy.semantic_cache` (`agree`);
+  swapped), with and without the guard of `proxy.cache.semantic` (`agree`);
 - the false-hit rate on pairs of two different queries of the same set.
 
 A hit is what `AnswerCache` does: similarity at or above the threshold and, with the guard, the two
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from proxy.embeddings import LocalEmbedder
-from proxy.semantic_cache import agree
+from proxy.cache.semantic import agree
+from routes.knowledge.embedding import LocalEmbedder
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 THRESHOLDS = (0.80, 0.85, 0.90, 0.92, 0.95, 0.97)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from policies.features import estimate_prompt_tokens
-from proxy.schemas import ChatMessage
+from proxy.wire.schemas import ChatMessage
 
 
 class Encoding(Protocol):

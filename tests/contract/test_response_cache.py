@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.cache import MemoryResponseCache, ResponseCache
-from proxy.cache_redis import RedisResponseCache
-from proxy.policyfile import CacheSettings
+from proxy.cache.memory import MemoryResponseCache
+from proxy.cache.redis import RedisResponseCache
+from proxy.cache.store import ResponseCache
+from proxy.config.sections import CacheSettings
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -7,8 +7,8 @@ from typing import Any
 
 import openai
 
-from proxy.cost import cost_usd
-from proxy.schemas import Usage
+from proxy.accounting.cost import cost_usd
+from proxy.wire.schemas import Usage
 
 MESSAGES: Any = [{"role": "user", "content": "What does it cost?"}]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from proxy.sse import DONE, SSEDecoder
+from proxy.wire.sse import DONE, SSEDecoder
 from tests.e2e.conftest import SERVER_KEY
 from tests.openapi import SchemaMismatchError, validate
 
@@ -74,7 +74,7 @@ def error_fields(reply: Reply) -> str:
 
 
 BEYOND_SCHEMA = ("max_tokens", "max_completion_tokens", "logit_bias.")
-"""Parameters whose bounds OpenAI's API enforces but its schema does not state (`proxy/parameters.py`):
+"""Parameters whose bounds OpenAI's API enforces but its schema does not state (`proxy/wire/parameters.py`):
 `max_tokens` / `max_completion_tokens` below 1, `logit_bias` values outside -100..100."""
 _BOUND_CODES = frozenset({"integer_below_min_value", "integer_above_max_value"})
 

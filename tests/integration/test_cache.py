@@ -16,8 +16,8 @@ import httpx
 import msgspec
 import pytest
 
-from proxy.settings import Settings, load_settings
-from routes.simulated import SimulatorServer
+from proxy.config.settings import Settings, load_settings
+from routes.simulator.server import SimulatorServer
 from tests.conftest import in_process
 from tests.openapi import validate
 

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from proxy.cache_redis import RedisResponseCache
-from proxy.policyfile import CacheSettings
+from proxy.cache.redis import RedisResponseCache
+from proxy.config.sections import CacheSettings
 from tests.lossy_link import LossyLink
 from tests.redis_server import RedisServer
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.cache_redis import RedisResponseCache
-from proxy.policyfile import CacheSettings
-from proxy.settings import load_settings
-from routes.simulated import SimulatorServer
+from proxy.cache.redis import RedisResponseCache
+from proxy.config.sections import CacheSettings
+from proxy.config.settings import load_settings
+from routes.simulator.server import SimulatorServer
 from tests.conftest import in_process
 from tests.integration.test_cache import ask, body, unique
 from tests.redis_server import RedisServer

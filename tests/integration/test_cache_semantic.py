@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.settings import load_settings
-from routes.simulated import SimulatorServer
+from proxy.config.settings import load_settings
+from routes.simulator.server import SimulatorServer
 from tests.conftest import in_process
 from tests.integration.test_cache import ask, body, cache_block
 

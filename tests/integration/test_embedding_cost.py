@@ -7,8 +7,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.settings import load_settings
-from routes.simulated import SimulatorServer
+from proxy.config.settings import load_settings
+from routes.simulator.server import SimulatorServer
 from tests.conftest import in_process
 
 POLICY = """

@@ -9,9 +9,9 @@ import httpx
 import msgspec
 import pytest
 
-from proxy.policyfile import TimeoutSettings
-from proxy.sse import DONE, SSEDecoder
-from routes.simulated import SimulatorServer
+from proxy.config.sections import TimeoutSettings
+from proxy.wire.sse import DONE, SSEDecoder
+from routes.simulator.server import SimulatorServer
 from tests.conftest import UPSTREAM_KEY, in_process, make_settings
 from tests.openapi import validate
 

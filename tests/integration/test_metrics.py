@@ -13,10 +13,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.cost import PriceTable
-from proxy.schemas import Usage
-from proxy.settings import Settings, load_settings
-from routes.simulated import SimulatorServer
+from proxy.accounting.cost import PriceTable
+from proxy.config.settings import Settings, load_settings
+from proxy.wire.schemas import Usage
+from routes.simulator.server import SimulatorServer
 from tests.conftest import in_process
 from tests.integration.test_policy_routing import CHAT, FT, POLICY, body, reload_now, write_policy
 

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from proxy.config.settings import Settings, load_settings
 from proxy.lifespan import open_resources
-from proxy.settings import Settings, load_settings
-from routes.simulated import SimulatorServer
+from routes.simulator.server import SimulatorServer
 from tests.conftest import in_process, upstream_call
 from tests.openapi import validate
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import msgspec
 
-from proxy.sse import DONE, SSEDecoder
-from routes.simulated import SimulatorServer
+from proxy.wire.sse import DONE, SSEDecoder
+from routes.simulator.server import SimulatorServer
 from tests.conftest import UPSTREAM_KEY, upstream_call
 from tests.openapi import validate
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from proxy.config.settings import load_settings
 from proxy.lifespan import open_resources
 from proxy.semantic import local_embedder
-from proxy.settings import load_settings
 from routes import KnowledgeIndex, RagRoute
-from routes.indexer import add_files
-from routes.simulated import SimulatorServer
+from routes.knowledge.indexer import add_files
+from routes.simulator.server import SimulatorServer
 
 POLICY = """
 upstreams:

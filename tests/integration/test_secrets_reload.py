@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from proxy.config.settings import load_settings
 from proxy.lifespan import open_resources
 from proxy.logs import RedactingFormatter
-from proxy.settings import load_settings
-from routes.simulated import SimulatorServer
+from routes.simulator.server import SimulatorServer
 
 POLICY = """
 upstreams:

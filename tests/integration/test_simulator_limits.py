@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from routes.simulated import SimulatorServer
-from routes.simulated_limits import (
+from routes.simulator.limits import (
     MAX_BODY_BYTES,
     MAX_CHOICE_CHUNKS,
     MAX_DIMENSIONS,
@@ -21,6 +20,7 @@ from routes.simulated_limits import (
     MAX_MESSAGES,
     RECORD_BYTES,
 )
+from routes.simulator.server import SimulatorServer
 from tests.openapi import validate
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}

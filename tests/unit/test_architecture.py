@@ -1,9 +1,9 @@
-"""The dependency direction and module rules of STYLE.md, checked on the source with `ast`.
+"""The layout's dependency rules (README, "Layout") and STYLE.md's module rules, checked on the source with `ast`.
 
-`routes` and `policies` never import each other and reach into `proxy` only through the leaf modules
-(`proxy.answers`, `proxy.errors`, `proxy.jsonbody`, `proxy.parameters`, `proxy.redaction`, `proxy.schemas`,
-`proxy.sse`, `proxy.yamlsource`), which import nothing from the project but each other.
-No bare `asyncio.create_task`, no module over 400 lines, a docstring on every module.
+Each part of the tree may import only the parts `ALLOWED` names for it (a module's own part always);
+`FORBIDDEN` adds the rules that hold across parts; and no module imports, at its top level, a module that
+imports it back, directly or through others. No bare `asyncio.create_task`, no module over 400 lines, a
+docstring on every module.
 """
 
 from __future__ import annotations
@@ -17,19 +17,46 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("proxy", "routes", "policies")
-LEAVES = frozenset(
-    {
-        "proxy.answers",
-        "proxy.embeddings",
-        "proxy.errors",
-        "proxy.jsonbody",
-        "proxy.parameters",
-        "proxy.redaction",
-        "proxy.schemas",
-        "proxy.sse",
-        "proxy.yamlsource",
-    }
+PARTS = (
+    "proxy.wire",
+    "proxy.config.sections",
+    "proxy.config",
+    "proxy.cache",
+    "proxy.accounting",
+    "proxy.endpoints",
+    "proxy.cli",
+    "proxy._version",
+    "proxy",
+    "routes.knowledge",
+    "routes.simulator",
+    "routes.upstream",
+    "routes",
+    "policies",
 )
+"""The parts of the tree, most specific first: a module belongs to the first whose prefix it has."""
+ALLOWED: dict[str, frozenset[str]] = {
+    "proxy.wire": frozenset(),
+    "proxy.config.sections": frozenset({"proxy.wire"}),
+    "policies": frozenset({"proxy.wire"}),
+    "routes.upstream": frozenset({"proxy.wire"}),
+    "routes.knowledge": frozenset({"proxy.wire", "routes.upstream"}),
+    "routes.simulator": frozenset({"proxy.wire"}),
+    "routes": frozenset({"proxy.wire", "routes.knowledge", "routes.upstream"}),
+    "proxy.endpoints": frozenset({"proxy.wire", "policies", "routes"}),
+    "proxy.accounting": frozenset({"proxy.wire", "proxy.config.sections", "proxy.config", "proxy._version"}),
+    "proxy.config": frozenset(
+        {"proxy.wire", "proxy.config.sections", "policies", "routes", "routes.knowledge", "routes.upstream"}
+    ),
+    "proxy.cache": frozenset(
+        {"proxy.wire", "proxy.config.sections", "proxy.config", "proxy.endpoints", "proxy.accounting", "policies"}
+        | {"routes", "routes.knowledge", "routes.upstream", "proxy"}
+    ),
+    "proxy._version": frozenset(),
+}
+"""What each part may import besides itself (a part not listed here, the flat request path, may import any
+part but `proxy.cli`)."""
+ROOT_INIT_IMPORTS = frozenset({"proxy._version"})
+"""`proxy/__init__.py` imports only the version: importing `proxy.wire` must not pull in the app."""
 MAX_LINES = 400
 
 
@@ -95,6 +122,53 @@ def imported_modules(name: str, tree: ast.AST) -> set[str]:
     return imported
 
 
+def part_of(name: str) -> str:
+    return next(part for part in PARTS if name == part or name.startswith(part + "."))
+
+
+def top_level_imports(name: str, tree: ast.Module) -> set[str]:
+    """The project modules `tree` imports when it is imported (not in functions, not under TYPE_CHECKING)."""
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found |= imported_modules(name, node)
+    return {i for i in found if i.split(".")[0] in PACKAGES and i != name}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
 def project_imports(module: Module) -> set[str]:
     return {
         imported
@@ -138,22 +212,22 @@ def test_the_scan_finds_the_known_modules():
     found = set(modules())
     assert {
         "proxy",
-        "proxy.errors",
-        "proxy.schemas",
-        "proxy.sse",
+        "proxy.wire.errors",
+        "proxy.wire.schemas",
+        "proxy.wire.sse",
         "proxy.streaming",
         "routes",
         "routes.openai_chat",
         "policies",
     } <= found
-    assert found >= LEAVES
+    assert {part_of(name) for name in found} == set(PARTS)
 
 
 def test_import_collection_resolves_absolute_relative_and_from_imports():
     tree = ast.parse(
         "import asyncio\n"
-        "from proxy.errors import ProxyError\n"
-        "from proxy import sse\n"
+        "from proxy.wire.errors import ProxyError\n"
+        "from proxy.wire import sse\n"
         "from . import base\n"
         "from .upstream import Upstream\n"
         "def f():\n"
@@ -161,22 +235,26 @@ def test_import_collection_resolves_absolute_relative_and_from_imports():
     )
     assert imported_modules("routes.openai_chat", tree) == {
         "asyncio",
-        "proxy.errors",
-        "proxy.sse",
+        "proxy.wire.errors",
+        "proxy.wire.sse",
         "routes.base",
         "routes.upstream",
         "policies",
     }
     assert imported_modules("routes", ast.parse("from .base import Route\n")) == {"routes.base"}
-    assert imported_modules("routes.base", ast.parse("from proxy import errors, sse\n")) == {
-        "proxy.errors",
-        "proxy.sse",
+    assert imported_modules("routes.base", ast.parse("from proxy.wire import errors, sse\n")) == {
+        "proxy.wire.errors",
+        "proxy.wire.sse",
     }
     assert imported_modules("proxy.api", ast.parse("from routes import Route, base\n")) == {"routes", "routes.base"}
 
 
 def test_import_collection_sees_a_real_module_imports():
-    assert project_imports(modules()["routes.openai_chat"]) >= {"proxy.answers", "proxy.errors", "proxy.sse"}
+    assert project_imports(modules()["routes.openai_chat"]) >= {
+        "proxy.wire.answers",
+        "proxy.wire.errors",
+        "proxy.wire.sse",
+    }
 
 
 @pytest.mark.parametrize(
@@ -193,29 +271,46 @@ def test_create_task_detection(source, lines):
     assert create_task_calls(ast.parse(source)) == lines
 
 
+def test_the_rules_catch_a_violation():
+    assert part_of("routes.knowledge.index") == "routes.knowledge"
+    assert part_of("proxy.config.sections") == "proxy.config.sections"
+    assert part_of("proxy.pipeline") == "proxy"
+    assert violations("routes.rag", {"proxy.pipeline", "proxy.wire.errors", "policies"}) == {"proxy", "policies"}
+    assert violations("proxy.accounting.metrics", {"proxy.cache.lookup"}) == {"proxy.cache"}
+    assert violations("proxy.api", {"proxy.cli.main", "routes"}) == {"proxy.cli"}
+    assert violations("proxy.cli.policy", {"proxy.pipeline", "proxy.cli.main"}) == set()
+
+
+def test_cycle_detection_finds_a_loop():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
 # --- the rules -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", names_in("routes"))
-def test_routes_never_import_policies(name):
-    assert {i for i in project_imports(modules()[name]) if i.split(".")[0] == "policies"} == set()
+def violations(name: str, imported: set[str]) -> set[str]:
+    """The parts of `imported` that module `name` may not import."""
+    own = part_of(name)
+    parts = {part_of(i) for i in imported} - {own}
+    if own in ALLOWED:
+        return parts - ALLOWED[own]
+    entry_point = own == "proxy.cli" or name == "proxy.__main__"  # `python -m proxy` runs the CLI
+    return set() if entry_point else parts & {"proxy.cli"}
 
 
-@pytest.mark.parametrize("name", names_in("policies"))
-def test_policies_never_import_routes(name):
-    assert {i for i in project_imports(modules()[name]) if i.split(".")[0] == "routes"} == set()
+@pytest.mark.parametrize("name", list(modules()))
+def test_each_part_imports_only_what_the_layout_allows(name):
+    assert violations(name, project_imports(modules()[name])) == set()
 
 
-@pytest.mark.parametrize("name", names_in("routes") + names_in("policies"))
-def test_routes_and_policies_use_only_the_leaf_proxy_modules(name):
-    from_proxy = {i for i in project_imports(modules()[name]) if i.split(".")[0] == "proxy"}
-    # `from proxy.errors import X` is recorded as proxy.errors; the bare package `proxy` is not a leaf.
-    assert from_proxy - LEAVES == set()
+def test_the_proxy_package_imports_only_its_version():
+    assert project_imports(modules()["proxy"]) == ROOT_INIT_IMPORTS
 
 
-@pytest.mark.parametrize("name", sorted(LEAVES))
-def test_leaf_modules_import_only_other_leaves(name):
-    assert project_imports(modules()[name]) - LEAVES == set()
+def test_no_import_cycles():
+    graph = {name: top_level_imports(name, module.tree) for name, module in modules().items()}
+    assert cycles(graph) == []
 
 
 @pytest.mark.parametrize("name", list(modules()))

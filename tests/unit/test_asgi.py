@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from proxy.asgi import ClientDisconnectedError, read_body
-from proxy.errors import InvalidRequestError, RequestTooLargeError
+from proxy.wire.errors import InvalidRequestError, RequestTooLargeError
 
 
 def receiver(*messages: dict[str, Any]) -> Any:

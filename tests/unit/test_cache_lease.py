@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from proxy.cache import HeldLock
-from proxy.cache_lease import FIRST_RETRY, Clock, Lease, keep_lock
+from proxy.cache.lease import FIRST_RETRY, Clock, Lease, keep_lock
+from proxy.cache.store import HeldLock
 
 LEASE = Lease(seconds=3.0, longest=30.0)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.cache import MemoryResponseCache
+from proxy.cache.memory import MemoryResponseCache
 
 
 class Clock:

@@ -10,8 +10,9 @@ import pytest
 
 from policies import CacheRule, PolicyError, load_policy
 from policies.cacherule import DEFAULT_SEMANTIC_THRESHOLD
-from proxy.policyfile import CacheSettings, redact_url
-from proxy.settings import SettingsError, load_settings
+from proxy.config.sections import CacheSettings
+from proxy.config.settings import SettingsError, load_settings
+from proxy.wire.redisurl import redact_url
 
 ROUTES = ["gpt4", "ft"]
 

@@ -7,12 +7,12 @@ import json
 from dataclasses import dataclass
 
 from policies import CacheRule, Decision
-from proxy.cache import MemoryResponseCache
-from proxy.caching import AnswerCache
-from proxy.policyfile import CacheSettings
-from proxy.replay import COMPLETION, entry
-from proxy.schemas import decode_chat_body
+from proxy.cache.lookup import AnswerCache
+from proxy.cache.memory import MemoryResponseCache
+from proxy.config.sections import CacheSettings
+from proxy.endpoints.chat_replay import COMPLETION, entry
 from proxy.tasks import BackgroundTasks
+from proxy.wire.schemas import decode_chat_body
 from routes import ChatCall
 
 

@@ -7,8 +7,8 @@ import resource
 
 import pytest
 
-from proxy import cli
-from proxy.settings import load_settings
+from proxy.cli import main as cli
+from proxy.config.settings import load_settings
 
 HARD = 1 << 20
 

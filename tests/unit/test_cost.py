@@ -1,4 +1,4 @@
-"""`proxy.cost`: the shipped prices, lookup by snapshot and fine-tune prefix, overrides, charges in Decimal."""
+"""`proxy.accounting.cost`: shipped prices, lookup by snapshot and fine-tune prefix, overrides, charges in Decimal."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from decimal import Decimal
 
 import pytest
 
-from proxy.cost import SHIPPED_PRICES, Charge, ModelPrice, PriceTable, cost_usd
-from proxy.policyfile import Price
-from proxy.schemas import Usage
-from proxy.tally import Tally, usd
+from proxy.accounting.cost import SHIPPED_PRICES, Charge, ModelPrice, PriceTable, cost_usd
+from proxy.accounting.tally import Tally, usd
+from proxy.config.sections import Price
+from proxy.wire.schemas import Usage
 
 FT = "ft:gpt-3.5-turbo-0613:acme::8Xyz"
 THOUSAND_EACH = Usage(prompt_tokens=1000, completion_tokens=1000, total_tokens=2000)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxy.settings import load_settings
+from proxy.config.settings import load_settings
 from tests.dockerfile import DOCKERFILE, ROOT, Instruction, environment, stages
 from tests.unit.helm_chart import render
 

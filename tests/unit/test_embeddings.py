@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from proxy.embeddings import EmbedderMismatchError, LocalEmbedder, RememberingEmbedder, check_compatible
+from routes.knowledge.embedding import EmbedderMismatchError, LocalEmbedder, RememberingEmbedder, check_compatible
 
 
 @pytest.fixture(scope="module")

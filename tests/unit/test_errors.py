@@ -1,4 +1,4 @@
-"""`proxy.errors`: the class tree, the OpenAI error body, key redaction and upstream status mapping."""
+"""`proxy.wire.errors`: the class tree, the OpenAI error body, key redaction and upstream status mapping."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from proxy.errors import (
+from proxy.wire.errors import (
     InvalidRequestError,
     MethodNotAllowedError,
     NotFoundError,
@@ -23,7 +23,7 @@ from proxy.errors import (
     upstream_status_error,
     upstream_stream_error,
 )
-from proxy.redaction import Redactor
+from proxy.wire.redaction import Redactor
 
 KEY = "sk-abc123def456ghi789jkl"
 PROJECT_KEY = "sk-proj-AbC123_dEf-456xyzQRS"

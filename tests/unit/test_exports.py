@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 EXPORTS = {
-    "proxy": ["__version__", "create_app"],
+    "proxy": ["__version__"],
     "routes": [
         "ChatCall",
         "Completion",
@@ -70,17 +70,3 @@ def test_version_is_the_distribution_version():
     assert proxy.__version__ == __version__
     assert isinstance(__version__, str)
     assert __version__.count(".") == 2
-
-
-def test_create_app_is_the_app_factory():
-    import proxy
-    from proxy.app import create_app
-
-    assert proxy.create_app is create_app
-
-
-def test_an_unknown_attribute_of_proxy_raises_attribute_error():
-    import proxy
-
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        _ = proxy.nope

@@ -15,7 +15,8 @@ import kubernetes_validate
 import pytest
 
 from proxy._version import __version__
-from proxy.settings import ENV_VARS, ServerSettings, load_settings
+from proxy.config.sections import ServerSettings
+from proxy.config.settings import ENV_VARS, load_settings
 from tests.unit.helm_chart import (
     CHART,
     EVERYTHING_ON,

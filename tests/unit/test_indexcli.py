@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from proxy.cli import main
+from proxy.cli.main import main
 from proxy.semantic import local_embedder
 from routes import KnowledgeIndex, OpenAIEmbedder, Upstream, UpstreamTimeouts, new_session
-from routes.indexer import add_files, expand_paths
-from routes.simulated import SimulatorServer
+from routes.knowledge.indexer import add_files, expand_paths
+from routes.simulator.server import SimulatorServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "policies" / "examples"
@@ -95,8 +95,8 @@ async def test_the_shipped_example_index_is_up_to_date(tmp_path: Path) -> None:
     "question", ["When is support open?", "What are your opening hours?", "How can I call support?"]
 )
 async def test_the_examples_contact_questions_get_the_hours_passage(question: str) -> None:
-    from proxy.settings import load_settings
-    from routes.retrieval import HybridRetriever
+    from proxy.config.settings import load_settings
+    from routes.knowledge.retrieval import HybridRetriever
 
     # The `contact` rule sends these to the docs route; its min_score must not cut the passage that answers.
     deployment = load_settings(

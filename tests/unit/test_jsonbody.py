@@ -1,4 +1,4 @@
-"""`proxy.jsonbody`: the two measures of nesting agree, large bodies are measured in C, the collector resumes."""
+"""`proxy.wire.jsonbody`: the two measures of nesting agree, large bodies are measured in C, the collector resumes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from proxy.errors import InvalidRequestError
-from proxy.jsonbody import _WALKED, MAX_DEPTH, _brackets_deeper, _walk_deeper, decode_json_object
+from proxy.wire.errors import InvalidRequestError
+from proxy.wire.jsonbody import _WALKED, MAX_DEPTH, _brackets_deeper, _walk_deeper, decode_json_object
 
 TRICKY_STRINGS = ['[[{"', "\\", '\\"]', "\\\\", "]}]}", "\\u005c", '"', "é[🚀{", ""]
 

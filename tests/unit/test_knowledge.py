@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from proxy.embeddings import EmbedderMismatchError, LocalEmbedder
 from proxy.semantic import local_embedder
-from routes.indexer import add_files, expand_paths, remove_files
-from routes.ingest import UnsupportedFileError, read_chunks, read_sections, split_words
-from routes.knowledge import KnowledgeIndex, KnowledgeIndexError
-from routes.lexical import LexicalIndex, terms
-from routes.retrieval import HybridRetriever
+from routes.knowledge.embedding import EmbedderMismatchError, LocalEmbedder
+from routes.knowledge.index import KnowledgeIndex, KnowledgeIndexError
+from routes.knowledge.indexer import add_files, expand_paths, remove_files
+from routes.knowledge.ingest import UnsupportedFileError, read_chunks, read_sections, split_words
+from routes.knowledge.lexical import LexicalIndex, terms
+from routes.knowledge.retrieval import HybridRetriever
 
 
 def make_pdf(pages: list[str]) -> bytes:
@@ -237,7 +237,7 @@ def test_bm25_prefers_rare_terms_and_shorter_chunks() -> None:
 def test_the_server_runs_blas_on_one_thread() -> None:
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from routes.retrieval import one_blas_thread
+    from routes.knowledge.retrieval import one_blas_thread
 
     with threadpool_limits(limits=None):  # restores the test process's own setting afterwards
         one_blas_thread()

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from proxy.cli import _log_config
+from proxy.cli.main import _log_config
 from proxy.logs import redact_logs_with
-from proxy.redaction import Redactor
+from proxy.wire.redaction import Redactor
 
 HELD = "abc123XYZ-secret-0f1e2d3c"
 """A key of no known format: only its value can be redacted."""

@@ -1,4 +1,4 @@
-"""`proxy.metrics.Metrics`: what one request records, the label vocabulary, and `promtool check metrics`."""
+"""`proxy.accounting.metrics.Metrics`: what one request records, the label vocabulary, and `promtool check metrics`."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from decimal import Decimal
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.cost import PriceTable
-from proxy.errors import UpstreamError, UpstreamTimeoutError, upstream_status_error
-from proxy.metrics import Metrics
-from proxy.schemas import Usage
-from proxy.tally import Tally
+from proxy.accounting.cost import PriceTable
+from proxy.accounting.metrics import Metrics
+from proxy.accounting.tally import Tally
+from proxy.wire.errors import UpstreamError, UpstreamTimeoutError, upstream_status_error
+from proxy.wire.schemas import Usage
 
 FT = "ft:gpt-3.5-turbo-0613:acme::8Xyz"
 PRICES = PriceTable(baseline_model="gpt-4", known_models=[FT, "gpt-4"])

@@ -1,4 +1,4 @@
-"""Batched metric values (`proxy.metrics_batch`): nothing lost, nothing counted twice, in one process or several.
+"""Batched metric values (`proxy.accounting.batch`): nothing lost, nothing counted twice, in one process or several.
 
 The multiprocess tests run each "worker" as a real child process writing prometheus_client's files in
 one shared directory (the mode is chosen when prometheus_client is imported, and a worker is a pid),
@@ -17,19 +17,19 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.metrics import LATENCY_BUCKETS, Metrics
-from proxy.metrics_batch import FLUSH_SECONDS
-from proxy.tally import Tally
+from proxy.accounting.batch import FLUSH_SECONDS
+from proxy.accounting.metrics import LATENCY_BUCKETS, Metrics
+from proxy.accounting.tally import Tally
 
 ROOT = Path(__file__).resolve().parents[2]
 # A worker: records `count` requests of `seconds` each, with `usage` prompt tokens, then does `then`.
 WORKER = """
 import asyncio, os, sys
-from proxy.cost import PriceTable
-from proxy.metrics import Metrics
-from proxy.metrics_batch import FLUSH_SECONDS
-from proxy.schemas import Usage
-from proxy.tally import Tally
+from proxy.accounting.cost import PriceTable
+from proxy.accounting.metrics import Metrics
+from proxy.accounting.batch import FLUSH_SECONDS
+from proxy.wire.schemas import Usage
+from proxy.accounting.tally import Tally
 
 PRICES = PriceTable(baseline_model="gpt-4", known_models=["gpt-4"])
 metrics = Metrics(multiprocess_dir=os.environ["PROMETHEUS_MULTIPROC_DIR"])

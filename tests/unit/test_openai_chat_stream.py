@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from proxy.errors import UpstreamError
-from proxy.redaction import Redactor
-from proxy.schemas import decode_chat_body
-from proxy.sse import DONE_EVENT
+from proxy.wire.errors import UpstreamError
+from proxy.wire.redaction import Redactor
+from proxy.wire.schemas import decode_chat_body
+from proxy.wire.sse import DONE_EVENT
 from routes import ChatCall, OpenAIChatRoute
 
 A = b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'

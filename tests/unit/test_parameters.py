@@ -1,4 +1,4 @@
-"""`proxy.parameters`: OpenAI's bounds on chat parameters, with OpenAI's messages and codes (issue 11, point 8)."""
+"""`proxy.wire.parameters`: OpenAI's bounds on chat parameters, with OpenAI's messages and codes (issue 11, point 8)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from proxy.errors import InvalidRequestError
-from proxy.schemas import ChatBody, decode_chat_body
+from proxy.wire.errors import InvalidRequestError
+from proxy.wire.schemas import ChatBody, decode_chat_body
 
 BASE = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}
 

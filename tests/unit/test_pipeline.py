@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 
 from policies import Decision
-from proxy.errors import (
+from proxy.config.sections import BreakerSettings, RetrySettings
+from proxy.pipeline import ChatPipeline, Outcome
+from proxy.tasks import BackgroundTasks
+from proxy.wire.errors import (
     ProxyError,
     UpstreamError,
     UpstreamRateLimitError,
@@ -20,11 +23,8 @@ from proxy.errors import (
     UpstreamTimeoutError,
     upstream_status_error,
 )
-from proxy.pipeline import ChatPipeline, Outcome
-from proxy.policyfile import BreakerSettings, RetrySettings
-from proxy.schemas import Usage, decode_chat_body
-from proxy.sse import DONE_EVENT
-from proxy.tasks import BackgroundTasks
+from proxy.wire.schemas import Usage, decode_chat_body
+from proxy.wire.sse import DONE_EVENT
 from routes import ChatCall, Completion
 
 RAW = b'{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}'

@@ -7,10 +7,10 @@ from decimal import Decimal
 import pytest
 
 from policies import Decision
-from proxy.cost import PriceTable
-from proxy.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
-from proxy.schemas import Usage
-from proxy.tally import Tally
+from proxy.accounting.cost import PriceTable
+from proxy.accounting.tally import Tally
+from proxy.wire.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
+from proxy.wire.schemas import Usage
 from tests.unit.test_pipeline import FakeRoute, FixedPolicy, call, pipeline, with_fallback
 
 USAGE = Usage(total_tokens=1)  # what FakeRoute answers with

@@ -10,7 +10,7 @@ from policies import PolicyError, RequestFeatures
 from policies import features as features_module
 from policies.conditions import OPERATORS, compile_condition, compile_when
 from policies.errors import where
-from proxy.schemas import ChatMessage
+from proxy.wire.schemas import ChatMessage
 
 
 def features(text: str = "hello", **fields) -> RequestFeatures:

@@ -14,7 +14,7 @@ from policies import features as features_module
 from policies.checks import Check
 from policies.conditions import compile_condition
 from policies.engine import Rule
-from proxy.schemas import ChatMessage
+from proxy.wire.schemas import ChatMessage
 
 ROUTES = ["gpt4", "support-ft", "support-ft-v2", "docs"]
 

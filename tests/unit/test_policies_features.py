@@ -11,7 +11,7 @@ import pytest
 from policies import RequestFeatures, extract_features
 from policies import features as features_module
 from policies.features import MESSAGE_OVERHEAD, REPLY_OVERHEAD, estimate_prompt_tokens, estimate_tokens, message_text
-from proxy.schemas import ChatMessage, ChatRequest, ContentPart, ResponseFormat
+from proxy.wire.schemas import ChatMessage, ChatRequest, ContentPart, ResponseFormat
 
 
 def chat(*messages: ChatMessage, **fields) -> ChatRequest:

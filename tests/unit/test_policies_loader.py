@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from policies import PolicyEngine, PolicyError, RequestFeatures, load_policy
-from proxy.schemas import ChatMessage
-from proxy.yamlsource import load_yaml
+from proxy.config.yamlsource import load_yaml
+from proxy.wire.schemas import ChatMessage
 
 ROUTES = ["gpt4", "support-ft", "support-ft-v2", "docs"]
 KNOWN = "(routes: docs, gpt4, support-ft, support-ft-v2)"

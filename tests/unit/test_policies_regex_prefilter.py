@@ -9,7 +9,7 @@ import pytest
 
 from policies import RequestFeatures, load_policy
 from policies.text import required_literals
-from proxy.schemas import ChatMessage
+from proxy.wire.schemas import ChatMessage
 
 
 @pytest.mark.parametrize(

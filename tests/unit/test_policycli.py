@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.cli import main
+from proxy.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = str(ROOT / "policies" / "default.yaml")

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 import msgspec
 import pytest
 
-from proxy.embeddings import EmbedderMismatchError
-from proxy.errors import KnowledgeUnavailableError, UpstreamError
-from proxy.schemas import decode_chat_body
+from proxy.wire.errors import KnowledgeUnavailableError, UpstreamError
+from proxy.wire.schemas import decode_chat_body
 from routes.base import ChatCall, Completion
-from routes.knowledge import KnowledgeIndexError
+from routes.knowledge.embedding import EmbedderMismatchError
+from routes.knowledge.index import KnowledgeIndexError
+from routes.knowledge.retrieval import Passage
 from routes.prompting import INSTRUCTION, NO_PASSAGES, build_rag_messages, estimate_tokens
 from routes.rag import SOURCES_FIELD, SOURCES_HEADER, RagRoute
-from routes.retrieval import Passage
 from tests.unit.test_pipeline import FakeRoute, pipeline, with_fallback
 
 REFUNDS = Passage("kb/billing.md", "Billing > Refunds", 3, "Refunds are paid back within 30 days.", 0.9, 0.61)

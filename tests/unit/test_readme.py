@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from proxy.settings import load_settings
+from proxy.config.settings import load_settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -1,4 +1,4 @@
-"""`proxy.redaction.Redactor`: secrets removed by value in every form they take, next to the key patterns."""
+"""`proxy.wire.redaction.Redactor`: secrets removed by value in every form they take, next to the key patterns."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import urllib.parse
 
 import pytest
 
-from proxy.redaction import MIN_SECRET_LENGTH, PLACEHOLDER, Redactor, redact
+from proxy.wire.redaction import MIN_SECRET_LENGTH, PLACEHOLDER, Redactor, redact
 
 PLAIN = "abc123XYZ-secret-0f1e2d3c4b5a"
 SLASHED = 'abc/def+ghi=jkl%-secret-"quoted\\'

@@ -1,4 +1,4 @@
-"""`proxy.redisurl`: Redis URLs checked as redis-py reads them, shown without their secrets, secrets listed."""
+"""`proxy.wire.redisurl`: Redis URLs checked as redis-py reads them, shown without their secrets, secrets listed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import urllib.parse
 import pytest
 from redis.asyncio.connection import parse_url
 
-from proxy.redisurl import redact_url, redis_url_problem, url_secrets
+from proxy.wire.redisurl import redact_url, redis_url_problem, url_secrets
 
 PASSWORD = "s3cr/et+pa=ss#wd@x?y"  # noqa: S105 - a test value
 ENC = urllib.parse.quote(PASSWORD, safe="")

@@ -7,8 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from proxy.answers import UnreadableAnswerError
-from proxy.replay import (
+from proxy.endpoints.chat_replay import (
     COMPLETION,
     STREAM,
     assemble,
@@ -20,8 +19,9 @@ from proxy.replay import (
     to_events,
     to_stream,
 )
-from proxy.sse import DONE, SSEDecoder
-from routes.simulated_answers import Answer, render_completion, render_events
+from proxy.wire.answers import UnreadableAnswerError
+from proxy.wire.sse import DONE, SSEDecoder
+from routes.simulator.answers import Answer, render_completion, render_events
 from tests.openapi import validate
 
 TOOL = {

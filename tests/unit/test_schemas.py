@@ -1,4 +1,4 @@
-"""`proxy.schemas`: decoding a chat request (with the offending `param`) and rewriting the forwarded body."""
+"""`proxy.wire.schemas`: decoding a chat request (with the offending `param`) and rewriting the forwarded body."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import random
 import msgspec
 import pytest
 
-from proxy.cache import fields_key
-from proxy.errors import InvalidRequestError
-from proxy.jsonbody import MAX_DEPTH
-from proxy.schemas import ChatBody, ChatMessage, ChatRequest, ContentPart, StreamOptions, decode_chat_body
+from proxy.cache.keys import fields_key
+from proxy.wire.errors import InvalidRequestError
+from proxy.wire.jsonbody import MAX_DEPTH
+from proxy.wire.schemas import ChatBody, ChatMessage, ChatRequest, ContentPart, StreamOptions, decode_chat_body
 
 
 def decode_chat_request(raw: bytes) -> ChatRequest:

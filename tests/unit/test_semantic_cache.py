@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from proxy.schemas import decode_chat_body
-from proxy.semantic_cache import agree, best_match, pack, question, signature
+from proxy.cache.semantic import agree, best_match, pack, question, signature
+from proxy.wire.schemas import decode_chat_body
 
 
 @pytest.mark.parametrize(

@@ -10,14 +10,14 @@ import msgspec
 import pytest
 
 from policies import PolicyError, SemanticFeatures, SemanticFeaturesNeeded, extract_features, load_policy
-from proxy.cli import main
-from proxy.embeddings import LocalEmbedder, Vectors
+from proxy.cli.main import main
+from proxy.config.settings import SettingsError, load_settings
 from proxy.pipeline import decide_semantically
-from proxy.schemas import decode_chat_body
 from proxy.semantic import SemanticScorer, local_embedder
-from proxy.settings import SettingsError, load_settings
+from proxy.wire.schemas import decode_chat_body
 from routes import ChatCall, HybridRetriever, KnowledgeIndex
-from routes.indexer import add_files
+from routes.knowledge.embedding import LocalEmbedder, Vectors
+from routes.knowledge.indexer import add_files
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies" / "examples" / "knowledge-base.yaml"

@@ -1,4 +1,4 @@
-"""`proxy.settings.load_settings`: defaults, the environment, the YAML config file, and secrets kept secret.
+"""`proxy.config.settings.load_settings`: defaults, the environment, the YAML config file, and secrets kept secret.
 
 Every test passes an explicit environment; none reads or changes `os.environ`.
 """
@@ -9,15 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.policyfile import DEFAULT_BASE_URL, TimeoutSettings
-from proxy.settings import (
-    Secret,
-    ServerSettings,
-    Settings,
-    SettingsError,
-    UpstreamSettings,
-    load_settings,
-)
+from proxy.config.sections import DEFAULT_BASE_URL, ServerSettings, TimeoutSettings
+from proxy.config.settings import Secret, Settings, SettingsError, UpstreamSettings, load_settings
 
 KEY = "sk-test-0123456789abcdefSECRET"
 FILE_KEY = "sk-file-9876543210fedcbaSECRET"

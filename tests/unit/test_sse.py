@@ -1,10 +1,10 @@
-"""`proxy.sse`: the incremental SSE decoder (any split, CRLF, multi-line data, ignored fields) and encoders."""
+"""`proxy.wire.sse`: the incremental SSE decoder (any split, CRLF, multi-line data, ignored fields) and encoders."""
 
 from __future__ import annotations
 
 import pytest
 
-from proxy.sse import DONE, DONE_EVENT, SSEDecoder, encode_event, find_done
+from proxy.wire.sse import DONE, DONE_EVENT, SSEDecoder, encode_event, find_done
 
 STREAM = (
     b": OPENROUTER PROCESSING\n\n"

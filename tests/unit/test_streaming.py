@@ -9,10 +9,10 @@ from typing import cast
 
 import pytest
 
-from proxy.errors import ProxyError, UpstreamError, UpstreamRateLimitError
-from proxy.schemas import Usage
-from proxy.sse import DONE, DONE_EVENT, encode_event
 from proxy.streaming import open_relay
+from proxy.wire.errors import ProxyError, UpstreamError, UpstreamRateLimitError
+from proxy.wire.schemas import Usage
+from proxy.wire.sse import DONE, DONE_EVENT, encode_event
 
 ROLE = b'{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant"}}]}'
 HELLO = b'{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hello"}}]}'

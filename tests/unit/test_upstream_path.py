@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.errors import InvalidPathError
+from proxy.wire.errors import InvalidPathError
 from routes import Upstream, UpstreamPath
 from routes.upstream import MAX_TARGET
 

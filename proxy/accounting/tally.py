@@ -1,0 +1,223 @@
+"""`Tally`: what one request used, cost and took, filled in along the way and recorded once when it ends.
+
+The middleware creates it and times the response; the chat handler and the pipeline fill in the
+decision, the attempts, the usage and the charge; at the end the middleware hands it to the metrics
+and the access log. It is the one mutable per-request value, and it never leaves its request.
+
+How the response cache and the embedders fill it in:
+- a cache lookup: `tally.cache = "hit"` or `"miss"` (it stays `"bypass"` when the cache was not asked);
+- a cache hit's saving: `tally.charge_for(prices, model, usage, cached=True)` (costs 0, saves the whole
+  baseline cost of the cached answer's tokens);
+- embeddings spent for the request (RAG retrieval, semantic conditions): `tally.embedded(prices, model, tokens)`.
+  An embedder is shared by every request, so it reports its usage to `embedding_spender()`, which charges
+  the tally that `bind()` made current in the request's task (a context variable, as asyncio copies it
+  into the tasks a request starts); usage with no request (a policy's examples, embedded at load) goes
+  to `unattributed`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Literal
+
+from proxy.wire.errors import (
+    ProxyError,
+    RouteUnavailableError,
+    UpstreamRateLimitError,
+    UpstreamRejectedError,
+    UpstreamTimeoutError,
+)
+from proxy.wire.schemas import ChatRequest, Usage
+
+if TYPE_CHECKING:
+    from proxy.accounting.cost import Charge, PriceTable
+
+__all__ = [
+    "COST_HEADER",
+    "SAVINGS_HEADER",
+    "CacheResult",
+    "Embedding",
+    "Tally",
+    "bind",
+    "embedding_spender",
+    "error_kind",
+    "usd",
+]
+
+CacheResult = Literal["hit", "miss", "bypass"]
+COST_HEADER = "x-turnout-cost-usd"
+SAVINGS_HEADER = "x-turnout-savings-usd"
+
+
+def usd(amount: Decimal) -> str:
+    """A plain decimal string without exponent or trailing zeros: `0.00246`, `0`, `-0.0012`."""
+    text = f"{amount.normalize():f}"
+    return "0" if text in ("-0", "0") else text
+
+
+@dataclass(frozen=True, slots=True)
+class Embedding:
+    """Embedding tokens spent for a request, and their cost (None: the model has no price)."""
+
+    model: str
+    tokens: int
+    cost: Decimal | None
+
+
+def error_kind(error: ProxyError) -> str:
+    """A fixed name for what went wrong upstream: `rate_limit`, `timeout`, `server_error`, `auth`, ...."""
+    status = error.upstream_status
+    if isinstance(error, RouteUnavailableError):
+        return "circuit_open"
+    if isinstance(error, UpstreamTimeoutError):
+        return "timeout"
+    if isinstance(error, UpstreamRateLimitError):
+        return "rate_limit"
+    if isinstance(error, UpstreamRejectedError):
+        return "rejected"
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status is not None:
+        return "server_error"
+    return "connection"
+
+
+@dataclass(slots=True)
+class Tally:
+    """One request's accounting record (see the module docstring for what fills which field)."""
+
+    request_id: str = ""
+    started: float = field(default_factory=time.perf_counter)
+    """`time.perf_counter()` when the request arrived."""
+    chat: bool = False
+    """A chat completion request (the others are only logged)."""
+    shadow: bool = False
+    """A shadow copy, sent in the background: its tokens and cost count, it is no request of its own."""
+    caller: str | None = None
+    stream: bool = False
+    request: ChatRequest | None = None
+    """The typed request, for the access log's optional content."""
+    answer: bytes | None = None
+    """A non-streamed answer's body, for the access log's optional content."""
+    route: str | None = None
+    rule: str | None = None
+    model: str | None = None
+    """The model that really answered, as the upstream reported it."""
+    model_label: str | None = None
+    """`model` as a metric label: a configured or priced model's name, else `other`."""
+    cache: CacheResult = "bypass"
+    usage: Usage | None = None
+    charge: Charge | None = None
+    embeddings: list[Embedding] | None = None
+    fallback_from: tuple[str, ...] = ()
+    retries: list[str] | None = None
+    """The route of each retry."""
+    upstream_errors: list[tuple[str, str]] | None = None
+    """(route, kind) of each failed upstream attempt."""
+    circuits: list[tuple[str, str]] | None = None
+    """(route, breaker state) each time a route's breaker may have changed, in order."""
+    upstream_seconds: float = 0.0
+    """Time spent waiting on upstreams; a stream's answering attempt counts until its first event."""
+    answered_at: float | None = None
+    """When the answering attempt returned (a stream's first event): its tail runs until `ended_at`."""
+    status: int = 0
+    first_byte_at: float | None = None
+    ended_at: float | None = None
+
+    def decided(self, route: str, rule: str) -> None:
+        """The policy's decision (before any fallback)."""
+        self.route, self.rule = route, rule
+
+    def charge_for(self, prices: PriceTable, model: str, usage: Usage, *, cached: bool = False) -> None:
+        """Price `usage` by `model`, which answered (or, `cached`, whose answer came from the cache)."""
+        self.model, self.model_label, self.usage = model, prices.label(model), usage
+        self.charge = prices.charge(model, usage, cached=cached)
+
+    def embedded(self, prices: PriceTable, model: str, tokens: int) -> None:
+        """Embedding tokens spent for this request (the RAG path's retrieval, semantic conditions)."""
+        embedding = Embedding(model=model, tokens=tokens, cost=prices.cost(model, Usage(prompt_tokens=tokens)))
+        if self.embeddings is None:
+            self.embeddings = []
+        self.embeddings.append(embedding)
+
+    def failed_attempt(self, route: str, error: ProxyError, *, retried: bool) -> None:
+        """An attempt on `route` failed with `error` (and is retried on the same route when `retried`)."""
+        self.upstream_error(route, error_kind(error))
+        if retried:
+            if self.retries is None:
+                self.retries = []
+            self.retries.append(route)
+
+    def circuit(self, route: str, state: str) -> None:
+        """`route`'s breaker is now in `state` (noted when it may have changed: a failure, a recovery)."""
+        if self.circuits is None:
+            self.circuits = []
+        self.circuits.append((route, state))
+
+    def upstream_error(self, route: str, kind: str) -> None:
+        """An upstream failure of a fixed `kind` on `route` (`midstream`: a stream broke off after its start)."""
+        if self.upstream_errors is None:
+            self.upstream_errors = []
+        self.upstream_errors.append((route, kind))
+
+    def cost_items(self) -> list[tuple[str, str]]:
+        """`x-turnout-cost-usd` and `x-turnout-savings-usd` with their values, once the cost is known."""
+        cost, savings = self.cost, self.savings
+        if cost is None or savings is None:
+            return []
+        return [(COST_HEADER, usd(cost)), (SAVINGS_HEADER, usd(savings))]
+
+    @property
+    def cost(self) -> Decimal | None:
+        """What the request cost in USD: its answer and its embeddings; None while unknown or unpriced."""
+        if self.charge is None:
+            return None
+        total = self.charge.cost
+        for embedding in self.embeddings or ():
+            total += embedding.cost or 0
+        return total
+
+    @property
+    def savings(self) -> Decimal | None:
+        """Baseline cost minus what the answer cost (embeddings are not compared); None while unknown."""
+        return None if self.charge is None else self.charge.savings
+
+    def seconds(self) -> float:
+        """Total time from arrival to the response's last byte (or to now, before the end)."""
+        return (self.ended_at if self.ended_at is not None else time.perf_counter()) - self.started
+
+    def upstream_total(self) -> float:
+        """Time spent on upstreams, a stream's tail after its first event included."""
+        total = self.upstream_seconds
+        if self.stream and self.answered_at is not None and self.ended_at is not None:
+            total += self.ended_at - self.answered_at
+        return total
+
+
+_CURRENT: ContextVar[Tally | None] = ContextVar("turnout_tally", default=None)
+
+
+def bind(tally: Tally) -> None:
+    """Charge the embeddings made from now on in this task (and the tasks it starts) to `tally`."""
+    _CURRENT.set(tally)
+
+
+def embedding_spender(
+    prices: PriceTable, unattributed: Callable[[Embedding], None] | None
+) -> Callable[[str, int], None]:
+    """The `on_usage(model, tokens)` hook of a shared embedder: the current request pays, else `unattributed`."""
+
+    def spend(model: str, tokens: int) -> None:
+        tally = _CURRENT.get()
+        if tally is not None:
+            tally.embedded(prices, model, tokens)
+        elif unattributed is not None:
+            unattributed(Embedding(model=model, tokens=tokens, cost=prices.cost(model, Usage(prompt_tokens=tokens))))
+
+    return spend

@@ -1,0 +1,1 @@
+"""The response cache: the store protocol and its backends, keys, locks, the semantic match, the lookup."""

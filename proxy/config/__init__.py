@@ -1,0 +1,1 @@
+"""The deployment's configuration: the policy file's sections, its loader, the settings, YAML with lines."""

@@ -1,0 +1,173 @@
+"""The policy file's sections as plain structs: what each block of the file may say, with its bounds.
+
+Leaf: imports nothing of the project but `proxy.wire`. The loader (`proxy.config.policyfile`) checks how
+the sections fit together; `proxy.config.settings` adds the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from proxy.wire.redisurl import redact_url
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "BreakerSettings",
+    "CacheSettings",
+    "EmbedderSettings",
+    "Price",
+    "RagSettings",
+    "RetrySettings",
+    "RouteSettings",
+    "ServerSettings",
+    "TimeoutSettings",
+    "UpstreamFile",
+]
+
+AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class TimeoutSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Upstream timeouts in seconds."""
+
+    connect: Seconds = 10.0
+    read: Seconds = 120.0
+    total: Seconds = 600.0
+
+
+class UpstreamFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An upstream as the file (or the `OPENAI_*` variables) describe it; the key is wrapped later."""
+
+    # No query or fragment: every upstream path is appended to it (`routes.upstream.UpstreamPath`).
+    base_url: Annotated[str, msgspec.Meta(pattern="^https?://[^?#]*$")] = DEFAULT_BASE_URL
+    api_key: str | None = None
+    timeout: TimeoutSettings = TimeoutSettings()
+    max_connections: AtLeastOne = 1000
+
+
+class RouteSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A destination: an upstream and the model to ask it for (None: the caller's own `model`)."""
+
+    upstream: str
+    model: str | None = None
+    timeout: Seconds | None = None
+    """Seconds for a whole request on this route (the upstream's `total` when unset)."""
+
+
+class RetrySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Retries on one route before its fallbacks: on 429, 5xx, timeouts and connection failures.
+
+    None by default: the OpenAI SDKs retry on their own (twice), and retries here multiply theirs.
+    """
+
+    attempts: Annotated[int, msgspec.Meta(ge=0, le=10)] = 0
+    backoff: Seconds = 0.25
+    """First wait in seconds; doubled on each retry, with full jitter."""
+    max_backoff: Seconds = 8.0
+    """No wait is longer, `retry-after` included."""
+
+
+class BreakerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-route circuit breaker: open after `failures` failures in a row, probe again after `cooldown` s."""
+
+    failures: AtLeastOne = 5
+    cooldown: Seconds = 30.0
+
+
+class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The response cache: in-process by default, Redis (shared by every replica) when `url` names one."""
+
+    enabled: bool = True
+    backend: Literal["memory", "redis"] | None = None
+    """None: `redis` when `url` is given, else `memory`."""
+    url: Annotated[str, msgspec.Meta(pattern="^(redis|rediss|unix)://")] | None = None
+    """The Redis URL, as redis-py reads it (checked at load); it may carry a password, so it is never shown whole."""
+    max_bytes: AtLeastOne = 64 * 1024 * 1024
+    """The in-process cache's size limit (keys and answers); the least recently used go first."""
+    ttl: Seconds = 3600.0
+    """Seconds an answer stays, unless its rule says otherwise."""
+    timeout: Seconds = 0.05
+    """Seconds one Redis command may take; slower is a miss."""
+    connect_timeout: Seconds = 0.25
+    """Seconds to connect to Redis."""
+    retry_after: Seconds = 1.0
+    """After a Redis failure, seconds during which the cache answers misses without asking Redis."""
+    lock_ttl: Seconds = 30.0
+    """Single flight: the longest the first of identical requests holds the lock, and the others wait for it."""
+    lock_lease: Seconds = 3.0
+    """Single flight: the lock's lease, renewed while its holder's upstream call runs; a lock whose holder
+    finished, died or lost Redis is gone within this many seconds, and a waiter then asks the upstream."""
+    key_prefix: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_.:-]{1,64}$")] = "turnout"
+    """Every Redis key starts with it (several deployments can share one Redis)."""
+    max_connections: AtLeastOne = 64
+    """Redis connections in the pool."""
+
+    @property
+    def uses_redis(self) -> bool:
+        """Whether the backend is Redis."""
+        return self.backend == "redis" or (self.backend is None and self.url is not None)
+
+    def __repr__(self) -> str:
+        return f"CacheSettings(backend={'redis' if self.uses_redis else 'memory'}, url={redact_url(self.url)!r})"
+
+
+class Price(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """USD per 1,000 tokens."""
+
+    input: Annotated[float, msgspec.Meta(ge=0)]
+    output: Annotated[float, msgspec.Meta(ge=0)]
+
+
+class EmbedderSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which model embeds: the local one (no `upstream`), or `model` on an OpenAI-compatible upstream."""
+
+    upstream: str | None = None
+    model: str | None = None
+    dimension: Annotated[int, msgspec.Meta(ge=1, le=8192)] = 256
+
+
+class RagSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A RAG route: its knowledge index, the chat route that answers, and how much to retrieve."""
+
+    kind: Literal["rag"]
+    index: str
+    """The index directory (`turnout index add ... --index DIR`), relative to the policy file."""
+    answer_with: str
+    """The chat route that answers with the passages."""
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] = 4
+    min_score: Annotated[float, msgspec.Meta(ge=-1, le=1)] = 0.0
+    """Passages less similar to the question (cosine) are left out."""
+    context_tokens: Annotated[int, msgspec.Meta(ge=50)] = 1500
+    """Token budget for the passages."""
+
+
+class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How Turnout's own HTTP server runs."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    workers: AtLeastOne = 1
+    max_body_bytes: AtLeastOne = 16 * 1024 * 1024
+    drain_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    max_connections: AtLeastOne = 10_000
+    """Client connections one worker keeps open at once; one more is answered 503 and closed."""
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
+    idle_timeout: Seconds = 75.0
+    """A connection with no request under way (new, or kept alive after a response) is closed after this."""
+    header_timeout: Seconds = 10.0
+    """From a request's first byte (a new connection's: from its opening) to the end of its headers; else 408."""
+    body_timeout: Seconds = 30.0
+    """From the end of a request's headers to the end of its body, plus a second per 64 KiB; else 408."""
+    log_level: LogLevel = "info"
+    access_log: bool = True
+    """One JSON line per request on the `turnout.access` logger."""
+    log_content: bool = False
+    """Put the request's messages and the answer in the access log line (off: no message content)."""

@@ -1,0 +1,297 @@
+"""Settings as frozen msgspec Structs; `load_settings()` reads the environment and the config file once.
+
+Precedence, highest first: `TURNOUT_*` environment variables (the CLI's flags are written there, so
+every worker process sees them), the config file (`--config` / `TURNOUT_CONFIG`), then `OPENAI_BASE_URL`
+and `OPENAI_API_KEY`, then the defaults. With none of a config file, `OPENAI_API_KEY` and `OPENAI_BASE_URL`,
+Turnout answers from its built-in simulated upstream. This is the only module that reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import msgspec
+
+from proxy.config.policyfile import Deployment, PolicyFileError, parse_deployment
+from proxy.config.sections import (
+    DEFAULT_BASE_URL,
+    EmbedderSettings,
+    RouteSettings,
+    ServerSettings,
+    TimeoutSettings,
+    UpstreamFile,
+)
+from proxy.config.yamlsource import YamlDocument, YamlError, load_yaml
+from proxy.wire.redisurl import url_secrets
+
+__all__ = [
+    "ENV_VARS",
+    "Secret",
+    "Settings",
+    "SettingsError",
+    "UpstreamSettings",
+    "load_embedder_settings",
+    "load_settings",
+]
+
+ENV_VARS: Mapping[str, str] = {
+    "TURNOUT_CONFIG": "path of the config file",
+    "TURNOUT_HOST": "address to listen on (default 127.0.0.1)",
+    "TURNOUT_PORT": "port to listen on (default 8000)",
+    "TURNOUT_WORKERS": "worker processes (default 1)",
+    "TURNOUT_MAX_BODY_BYTES": "largest request body accepted, in bytes (default 16777216); larger → 413",
+    "TURNOUT_DRAIN_TIMEOUT": "seconds in-flight requests get to finish on SIGTERM (default 30)",
+    "TURNOUT_MAX_CONNECTIONS": "client connections open at once, per worker (default 10000); more → 503",
+    "TURNOUT_MAX_HEADER_BYTES": "largest request line and headers, in bytes (default 65536); larger → 431",
+    "TURNOUT_IDLE_TIMEOUT": "seconds a connection may wait with no request under way (default 75)",
+    "TURNOUT_HEADER_TIMEOUT": "seconds for a request's line and headers to arrive (default 10); else 408",
+    "TURNOUT_BODY_TIMEOUT": "seconds for a request body to arrive, +1 per 64 KiB (default 30); else 408",
+    "TURNOUT_LOG_LEVEL": "debug, info, warning or error (default info)",
+    "TURNOUT_UPSTREAM_CONNECT_TIMEOUT": "seconds to connect to the upstream (default 10)",
+    "TURNOUT_UPSTREAM_READ_TIMEOUT": "seconds between two reads from the upstream (default 120)",
+    "TURNOUT_UPSTREAM_TIMEOUT": "seconds for a whole upstream request, streams included (default 600)",
+    "TURNOUT_UPSTREAM_MAX_CONNECTIONS": "connections kept open to the upstream (default 1000)",
+    "TURNOUT_ACCESS_LOG": "one JSON line per request on stderr: true or false (default true)",
+    "TURNOUT_LOG_CONTENT": "put the messages and the answer in the access log: true or false (default false)",
+    "PROMETHEUS_MULTIPROC_DIR": "where worker processes keep their metrics (`serve --workers N` sets one)",
+}
+
+
+class SettingsError(Exception):
+    """The configuration is invalid; the message says where and why."""
+
+
+class Secret:
+    """A credential: its value is only reachable through `reveal()`, never through `repr` or `str`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value, for the one place that sends it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class UpstreamSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """An OpenAI-compatible upstream, its key wrapped."""
+
+    name: str = "openai"
+    base_url: str = DEFAULT_BASE_URL
+    api_key: Secret | None = None
+    timeout: TimeoutSettings = TimeoutSettings()
+    max_connections: int = 1000
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything Turnout is configured with, validated once at startup."""
+
+    server: ServerSettings = ServerSettings()
+    upstreams: dict[str, UpstreamSettings] = msgspec.field(default_factory=lambda: {"openai": UpstreamSettings()})
+    deployment: Deployment = Deployment(routes={"openai": RouteSettings(upstream="openai")})
+    """Routes, aliases, prices, baseline, retry and breaker settings, and the compiled rules."""
+    simulated: bool = False
+    """True when no config file, key or base URL was given: answer from the built-in simulated upstream."""
+    config_path: str | None = None
+    metrics_dir: str | None = None
+    """Where worker processes keep their metric values (prometheus_client's multiprocess mode); None: one process."""
+
+    @property
+    def upstream(self) -> UpstreamSettings:
+        """The first upstream: without rules, the only one."""
+        return next(iter(self.upstreams.values()))
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value these settings hold, for redaction by value (`proxy.wire.redaction.Redactor`).
+
+        The upstreams' keys and any password in their base URLs, the Redis password of the cache URL
+        (in every form it can take there). A new kind of secret in the settings is added here.
+        """
+        found = [upstream.api_key.reveal() for upstream in self.upstreams.values() if upstream.api_key]
+        for upstream in self.upstreams.values():
+            found.extend(url_secrets(upstream.base_url))
+        found.extend(url_secrets(self.deployment.cache.url))
+        return tuple(dict.fromkeys(found))
+
+
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def _explain(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """The path a msgspec validation error names, and what it says is wrong there."""
+    message = str(exc)
+    match = _AT_PATH.search(message)
+    return (match.group(1) if match else ""), _AT_PATH.sub("", message)
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(value: Any, environ: Mapping[str, str], document: YamlDocument, where: tuple[str | int, ...] = ()) -> Any:
+    """Replace `${VAR}` in every string of a loaded YAML document; a missing variable is an error."""
+    if isinstance(value, dict):
+        return {key: _expand(item, environ, document, (*where, str(key))) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand(item, environ, document, (*where, i)) for i, item in enumerate(value)]
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                dotted = ".".join(str(key) for key in where)
+                raise SettingsError(f"{document.locate(where)}: environment variable {name} is not set ({dotted})")
+            return environ[name]
+
+        return _ENV_REF.sub(substitute, value)
+    return value
+
+
+def _read_config(path: str, environ: Mapping[str, str]) -> tuple[YamlDocument, dict[str, Any]]:
+    try:
+        document = load_yaml(path)
+    except YamlError as exc:
+        raise SettingsError(str(exc)) from exc
+    data = _expand(document.data, environ, document) if document.data is not None else {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}:1: the policy file must be a mapping of sections (upstreams, routes, rules, ...)")
+    return document, data
+
+
+def _server(document: YamlDocument, section: Any) -> ServerSettings:
+    try:
+        return msgspec.convert(section, ServerSettings)
+    except msgspec.ValidationError as exc:
+        where, what = _explain(exc)
+        keys = ("server", *[part for part in where.split(".") if part])
+        raise SettingsError(
+            f"{document.locate(keys)}: server.{where}: {what}" if where else f"{document.path}: {what}"
+        ) from exc
+
+
+_SERVER_ENV = {
+    "TURNOUT_HOST": "host",
+    "TURNOUT_PORT": "port",
+    "TURNOUT_WORKERS": "workers",
+    "TURNOUT_MAX_BODY_BYTES": "max_body_bytes",
+    "TURNOUT_DRAIN_TIMEOUT": "drain_timeout",
+    "TURNOUT_MAX_CONNECTIONS": "max_connections",
+    "TURNOUT_MAX_HEADER_BYTES": "max_header_bytes",
+    "TURNOUT_IDLE_TIMEOUT": "idle_timeout",
+    "TURNOUT_HEADER_TIMEOUT": "header_timeout",
+    "TURNOUT_BODY_TIMEOUT": "body_timeout",
+    "TURNOUT_LOG_LEVEL": "log_level",
+    "TURNOUT_ACCESS_LOG": "access_log",
+    "TURNOUT_LOG_CONTENT": "log_content",
+}
+_UPSTREAM_ENV = {"TURNOUT_UPSTREAM_MAX_CONNECTIONS": "max_connections"}
+_TIMEOUT_ENV = {
+    "TURNOUT_UPSTREAM_CONNECT_TIMEOUT": "connect",
+    "TURNOUT_UPSTREAM_READ_TIMEOUT": "read",
+    "TURNOUT_UPSTREAM_TIMEOUT": "total",
+}
+
+StructT = TypeVar("StructT", bound=msgspec.Struct)
+
+
+def _overridden(struct: StructT, names: Mapping[str, str], environ: Mapping[str, str]) -> StructT:
+    """`struct` with the fields whose environment variables are set replaced by their (validated) values."""
+    changes = {field: environ[var] for var, field in names.items() if environ.get(var)}
+    if not changes:
+        return struct
+    if "log_level" in changes:
+        changes["log_level"] = changes["log_level"].lower()
+    try:
+        return msgspec.convert({**msgspec.to_builtins(struct), **changes}, type(struct), strict=False)
+    except msgspec.ValidationError as exc:
+        field, what = _explain(exc)
+        variable = next((var for var, name in names.items() if name == field), ", ".join(names))
+        raise SettingsError(f"{variable}={environ.get(variable, '')!r} ({field}): {what}") from exc
+
+
+def _env_upstream(env: Mapping[str, str]) -> UpstreamFile:
+    try:
+        return msgspec.convert(
+            {"base_url": env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL, "api_key": env.get("OPENAI_API_KEY") or None},
+            UpstreamFile,
+        )
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"OPENAI_BASE_URL must be an http:// or https:// URL without a query: {exc}") from exc
+
+
+def _upstream(name: str, upstream: UpstreamFile, env: Mapping[str, str]) -> UpstreamSettings:
+    """The file's upstream with its key wrapped and the `TURNOUT_UPSTREAM_*` overrides applied."""
+    upstream = _overridden(upstream, _UPSTREAM_ENV, env)
+    return UpstreamSettings(
+        name=name,
+        base_url=upstream.base_url,
+        api_key=Secret(upstream.api_key) if upstream.api_key else None,
+        timeout=_overridden(upstream.timeout, _TIMEOUT_ENV, env),
+        max_connections=upstream.max_connections,
+    )
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the environment (by default `os.environ`) and the policy file it names.
+
+    Raises:
+        SettingsError: a value is missing or invalid; the message names the variable, or the file and line.
+    """
+    env = os.environ if environ is None else environ
+    config_path = env.get("TURNOUT_CONFIG") or None
+    if config_path:
+        document, data = _read_config(config_path, env)
+    else:
+        document, data = YamlDocument(path="<defaults>", data={}, lines={}), {}
+    server = _server(document, data.get("server", {}))
+    default_upstream = _env_upstream(env)
+    try:
+        upstream_files, deployment = parse_deployment(document, data, default_upstream)
+    except PolicyFileError as exc:
+        raise SettingsError(str(exc)) from exc
+    upstreams = {name: _upstream(name, upstream, env) for name, upstream in upstream_files.items()}
+    return Settings(
+        server=_overridden(server, _SERVER_ENV, env),
+        upstreams=upstreams,
+        deployment=deployment,
+        simulated=not config_path and default_upstream.api_key is None and not env.get("OPENAI_BASE_URL"),
+        config_path=config_path,
+        metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+    )
+
+
+def load_embedder_settings(
+    path: str | None, environ: Mapping[str, str] | None = None
+) -> tuple[EmbedderSettings, UpstreamSettings | None]:
+    """Only the `embedder` of a policy file and the upstream it names (for `turnout index`, before any index exists).
+
+    Without a file: the local model. Raises:
+        SettingsError: the file, its `embedder` or that upstream is invalid.
+    """
+    env = os.environ if environ is None else environ
+    if path is None:
+        return EmbedderSettings(), None
+    document, data = _read_config(path, env)
+    try:
+        embedder = msgspec.convert(data.get("embedder", {}), EmbedderSettings)
+        if embedder.upstream is None:
+            return embedder, None
+        upstream = msgspec.convert(data.get("upstreams", {}).get(embedder.upstream), UpstreamFile)
+    except msgspec.ValidationError as exc:
+        where, what = _explain(exc)
+        raise SettingsError(f"{document.locate(('embedder',))}: embedder {where}: {what}") from exc
+    return embedder, _upstream(embedder.upstream, upstream, env)

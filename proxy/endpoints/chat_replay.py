@@ -1,0 +1,294 @@
+"""Cached answers in either form: a stream assembled into a completion, a completion replayed as a stream.
+
+An entry is stored in the form it was produced in: `C` + the `chat.completion` body, or `S` + the
+stream's SSE events as the route sent them (usage chunk and `[DONE]` included). A hit is turned into
+the form the new request asks for: a stream replays as it came (its usage chunk dropped unless asked
+for), a completion replays as the chunks a live stream of it would have had (role, content by word,
+tool calls, finish reason, the usage chunk when asked for, `[DONE]`); either assembles into a completion.
+
+Every entry is read whole as an upstream's answer is (`proxy.wire.answers`) before any of it is replayed: an
+entry stored by another version, or changed in a shared Redis, is never trusted. One that does not read
+raises `UnreadableAnswerError`, which the cache answers as a miss (`replay()`, `replayable()`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from proxy.wire.answers import ChunkView, CompletionView, UnreadableAnswerError, read_answer
+from proxy.wire.schemas import Usage
+from proxy.wire.sse import DONE, DONE_EVENT, encode_event, event_data, split_events
+
+__all__ = [
+    "COMPLETION",
+    "STREAM",
+    "Replay",
+    "answered_by",
+    "assemble",
+    "entry",
+    "replay",
+    "replay_events",
+    "replayable",
+    "to_completion",
+    "to_events",
+    "to_stream",
+]
+
+COMPLETION = b"C"
+STREAM = b"S"
+_WORD = re.compile(r"\S+\s*|\s+")
+_ENVELOPE = ("id", "created", "model", "system_fingerprint", "service_tier")
+
+
+def entry(kind: bytes, body: bytes) -> bytes:
+    """The stored form of an answer: its kind, then its bytes."""
+    return kind + body
+
+
+def _merge_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
+    call = calls.setdefault(int(delta.get("index", 0)), {"function": {"name": "", "arguments": ""}})
+    for field in ("id", "type"):
+        if delta.get(field):
+            call[field] = delta[field]
+    function = delta.get("function") or {}
+    call["function"]["name"] += function.get("name") or ""
+    call["function"]["arguments"] += function.get("arguments") or ""
+
+
+class _Choice:
+    """One choice being assembled from its deltas."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.role = "assistant"
+        self.content: list[str] = []
+        self.refusal: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.function_call: dict[str, Any] | None = None
+        self.finish_reason: str | None = None
+        self.logprobs: dict[str, list[Any]] | None = None
+
+    def add(self, choice: dict[str, Any]) -> None:
+        delta = choice.get("delta") or {}
+        self.role = delta.get("role") or self.role
+        self.content.append(delta.get("content") or "")
+        self.refusal.append(delta.get("refusal") or "")
+        for call in delta.get("tool_calls") or ():
+            _merge_call(self.calls, call)
+        if delta.get("function_call"):
+            if self.function_call is None:
+                self.function_call = {"name": "", "arguments": ""}
+            self.function_call["name"] += delta["function_call"].get("name") or ""
+            self.function_call["arguments"] += delta["function_call"].get("arguments") or ""
+        self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        if choice.get("logprobs"):
+            logprobs = self.logprobs = self.logprobs or {"content": [], "refusal": []}
+            for field in ("content", "refusal"):
+                logprobs[field].extend(choice["logprobs"].get(field) or [])
+
+    def render(self) -> dict[str, Any]:
+        content, refusal = "".join(self.content), "".join(self.refusal)
+        message: dict[str, Any] = {"role": self.role, "content": content or None, "refusal": refusal or None}
+        if self.calls:
+            message["tool_calls"] = [self.calls[index] for index in sorted(self.calls)]
+        if self.function_call is not None:
+            message["function_call"] = self.function_call
+        logprobs = None
+        if self.logprobs is not None:
+            logprobs = {field: values or None for field, values in self.logprobs.items()}
+        return {"index": self.index, "message": message, "logprobs": logprobs, "finish_reason": self.finish_reason}
+
+
+def assemble(events: bytes) -> bytes:
+    """The `chat.completion` body a completed stream adds up to.
+
+    Raises:
+        UnreadableAnswerError: a chunk cannot be read.
+    """
+    return _assemble(_read_stream(events, wants_usage=True).chunks)
+
+
+def _assemble(chunks: list[dict[str, Any]]) -> bytes:
+    """`assemble()` of chunks already read (their shape checked: every `.get` below finds what it expects)."""
+    body: dict[str, Any] = {"object": "chat.completion"}
+    choices: dict[int, _Choice] = {}
+    usage = None
+    for chunk in chunks:
+        for field in _ENVELOPE:
+            if chunk.get(field) is not None:
+                body.setdefault(field, chunk[field])
+        for choice in chunk.get("choices") or ():
+            index = int(choice.get("index", 0))
+            choices.setdefault(index, _Choice(index)).add(choice)
+        usage = chunk.get("usage") or usage
+    body["choices"] = [choices[index].render() for index in sorted(choices)]
+    if usage is not None:  # optional, but not nullable, in a completion
+        body["usage"] = usage
+    return msgspec.json.encode(body)
+
+
+def _choice_deltas(choice: dict[str, Any]) -> list[tuple[dict[str, Any], Any, str | None]]:
+    """(delta, logprobs, finish_reason) for each chunk of one choice, in a live stream's order."""
+    message = choice.get("message") or {}
+    content = message.get("content")
+    calls = message.get("tool_calls")
+    first: dict[str, Any] = {"role": message.get("role", "assistant"), "content": "" if content else None}
+    first["refusal"] = None
+    deltas: list[tuple[dict[str, Any], Any, str | None]] = [(first, None, None)]
+    logprobs = choice.get("logprobs")
+    if content and logprobs:
+        deltas.append(({"content": content}, logprobs, None))  # logprobs cannot be split by word
+    elif content:
+        deltas.extend(({"content": word}, None, None) for word in _WORD.findall(content))
+    if message.get("refusal"):
+        deltas.append(({"refusal": message["refusal"]}, None, None))
+    if calls:
+        deltas.append(({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]}, None, None))
+    if message.get("function_call"):
+        deltas.append(({"function_call": message["function_call"]}, None, None))
+    deltas.append(({}, None, choice.get("finish_reason") or "stop"))
+    return deltas
+
+
+def to_events(completion: bytes, *, wants_usage: bool) -> bytes:
+    """The SSE events of a live stream of `completion`, `[DONE]` last.
+
+    Raises:
+        UnreadableAnswerError: `completion` cannot be read.
+    """
+    body, _ = read_answer(completion, CompletionView)
+    return _to_events(body, wants_usage=wants_usage)
+
+
+def _to_events(body: dict[str, Any], *, wants_usage: bool) -> bytes:
+    """`to_events()` of a completion already read (its shape checked)."""
+    envelope: dict[str, Any] = {"id": body.get("id"), "object": "chat.completion.chunk", "created": body.get("created")}
+    envelope["model"] = body.get("model")
+    for field in ("system_fingerprint", "service_tier"):
+        if body.get(field) is not None:
+            envelope[field] = body[field]
+    if wants_usage:
+        envelope["usage"] = None
+    out = []
+    for choice in body.get("choices") or ():
+        for delta, logprobs, finish in _choice_deltas(choice):
+            chunk = {"index": choice.get("index", 0), "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+            out.append(encode_event(msgspec.json.encode({**envelope, "choices": [chunk]})))
+    if wants_usage and body.get("usage") is not None:
+        out.append(encode_event(msgspec.json.encode({**envelope, "choices": [], "usage": body["usage"]})))
+    out.append(DONE_EVENT)
+    return b"".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    """A stored stream, read: the events to replay, every chunk as plain values, the last usage chunk."""
+
+    events: bytes
+    chunks: list[dict[str, Any]]
+    usage_chunk: ChunkView | None
+
+
+def _read_stream(events: bytes, *, wants_usage: bool) -> _Stream:
+    """Read every chunk of `events` once; the events to replay leave the usage-only chunk out unless asked for."""
+    kept, chunks, usage_chunk = [], [], None
+    for event in split_events(events):
+        data = event_data(event)
+        if data and data != DONE:
+            chunk, view = read_answer(data, ChunkView)
+            chunks.append(chunk)
+            if view.usage is not None:
+                usage_chunk = view
+                if not view.choices and not wants_usage:
+                    continue
+        kept.append(event + b"\n\n")
+    return _Stream(events=events if wants_usage else b"".join(kept), chunks=chunks, usage_chunk=usage_chunk)
+
+
+def replay_events(events: bytes, *, wants_usage: bool) -> bytes:
+    """A stored stream as a new stream: as it came, without the usage-only chunk unless asked for.
+
+    Raises:
+        UnreadableAnswerError: a chunk cannot be read.
+    """
+    return _read_stream(events, wants_usage=wants_usage).events
+
+
+def to_completion(stored: bytes) -> bytes:
+    """A stored entry as a `chat.completion` body.
+
+    Raises:
+        UnreadableAnswerError: the entry cannot be read.
+    """
+    return replay(stored, stream=False, wants_usage=False).body
+
+
+def answered_by(stored: bytes) -> tuple[str | None, Usage | None]:
+    """The model and usage of a stored answer, to price a hit: a completion's own, or a stream's usage chunk's.
+
+    Raises:
+        UnreadableAnswerError: the entry cannot be read.
+    """
+    found = replay(stored, stream=False, wants_usage=False)
+    return found.model, found.usage
+
+
+def to_stream(stored: bytes, *, wants_usage: bool) -> bytes:
+    """A stored entry as SSE events.
+
+    Raises:
+        UnreadableAnswerError: the entry cannot be read.
+    """
+    return replay(stored, stream=True, wants_usage=wants_usage).body
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A stored answer in the form a new request asks for, with what prices it."""
+
+    body: bytes
+    """The `chat.completion` body, or the SSE events (`[DONE]` last)."""
+    model: str | None
+    """The model that answered: a completion's own, or the model its stream's usage chunk names."""
+    usage: Usage | None
+    """Its usage (a stream's from its usage chunk), when it reported one."""
+
+
+def replay(stored: bytes, *, stream: bool, wants_usage: bool) -> Replay:
+    """A stored entry as the answer to a new request: a stream (with the usage chunk, if `wants_usage`) or not.
+
+    The entry is read whole first, whatever part the new request needs: what an older version or a
+    changed Redis holds is read as an upstream's answer would be.
+
+    Raises:
+        UnreadableAnswerError: the entry is not one this version could replay (an unknown kind, an answer
+            that does not read).
+    """
+    kind, body = stored[:1], stored[1:]
+    if kind == COMPLETION:
+        plain, view = read_answer(body, CompletionView)
+        replayed = _to_events(plain, wants_usage=wants_usage) if stream else body
+        return Replay(body=replayed, model=view.model, usage=view.usage)
+    if kind != STREAM:
+        raise UnreadableAnswerError("it is not an entry this version stores")
+    read = _read_stream(body, wants_usage=wants_usage)
+    found = read.usage_chunk
+    model, usage = (found.model, found.usage) if found is not None else (None, None)
+    return Replay(body=read.events if stream else _assemble(read.chunks), model=model, usage=usage)
+
+
+def replayable(stored: bytes) -> bool:
+    """Whether `stored` replays in both forms (checked before it is stored).
+
+    Turning a completion into a stream reads all of it, as assembling a stream reads all of its chunks;
+    the form an entry was stored in is that same whole, read.
+    """
+    try:
+        replay(stored, stream=not stored.startswith(STREAM), wants_usage=False)
+    except UnreadableAnswerError:
+        return False
+    return True

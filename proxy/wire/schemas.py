@@ -1,0 +1,181 @@
+"""OpenAI wire types (msgspec): a chat request decoded once (typed view + raw members), usage, the body rewrite.
+
+Turnout decides on the typed view and forwards what the client sent. `decode_chat_body()` reads the body
+once, as plain JSON values, and accepts it only when any later reader (a rewrite, the cache key, the RAG
+route, the upstream) can read it too (`proxy.wire.jsonbody`: UTF-8, numbers, nesting), within OpenAI's bounds
+on the parameters (`proxy.wire.parameters`), and with the few fields the proxy relies on of the right type. A
+body that fails is a 400 naming the problem and, where there is one, the `param`.
+
+What the typed view does not keep (unknown fields, nulls, tools, ...) is left to the upstream and
+forwarded byte for byte. A route that must change `model` or `stream_options` (or the RAG route,
+`messages`) splices that one top-level member between the others, which are copied as they came
+(`ChatBody.rewritten`, `ChatBody.replaced`): nothing nested is parsed or encoded again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
+
+from proxy.wire.errors import InvalidRequestError
+from proxy.wire.jsonbody import NOT_JSON, decode_json_object
+from proxy.wire.parameters import check_parameters
+
+__all__ = [
+    "ChatBody",
+    "ChatMessage",
+    "ChatRequest",
+    "ContentPart",
+    "ResponseFormat",
+    "StreamOptions",
+    "TokenCount",
+    "Usage",
+    "decode_chat_body",
+]
+
+
+class ContentPart(msgspec.Struct, frozen=True, kw_only=True):
+    """One part of a multi-part message content (`{"type": "text", "text": ...}`, images, ...)."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A conversation message; only the fields routing decisions read."""
+
+    role: str
+    content: str | list[ContentPart] | None = None
+
+
+class ResponseFormat(msgspec.Struct, frozen=True, kw_only=True):
+    """`response_format`: `text`, `json_object` or `json_schema`."""
+
+    type: str
+
+
+class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """`stream_options`: whether the caller wants the final usage chunk."""
+
+    include_usage: bool | None = None
+
+
+class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """The typed view of `POST /v1/chat/completions` that Turnout decides on."""
+
+    model: str
+    messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1)]
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    tools: list[object] | None = None
+    functions: list[object] | None = None
+    response_format: ResponseFormat | None = None
+    n: int | None = None
+    temperature: float | None = None
+
+    @property
+    def wants_usage_chunk(self) -> bool:
+        """Whether the caller asked for the final usage chunk of a stream."""
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+TokenCount = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
+"""A count of tokens as an upstream may report it: never negative (it would refund spend), and exact in a float
+(prices and metrics compute in floats and decimals; a JSON reader in JavaScript reads no larger integer exactly)."""
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """Token counts as the upstream reported them (decoding refuses counts out of `TokenCount`'s range)."""
+
+    prompt_tokens: TokenCount = 0
+    completion_tokens: TokenCount = 0
+    total_tokens: TokenCount = 0
+
+
+_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ENCODE = msgspec.json.encode
+_USAGE_ONLY = msgspec.Raw(b'{"include_usage":true}')
+_TRUE = msgspec.Raw(b"true")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatBody:
+    """A chat request body, decoded once: its bytes, its typed view, and its top-level members as sent."""
+
+    raw: bytes
+    """The body exactly as the client sent it."""
+    request: ChatRequest
+    """The typed view, for decisions."""
+    fields: Mapping[str, msgspec.Raw]
+    """Each top-level member's value as the raw JSON it was sent as (for cache keys and rewrites)."""
+
+    def replaced(self, members: Mapping[str, msgspec.Raw]) -> ChatBody:
+        """This body with `members` (raw JSON values) put in place of, or after, its own; the typed view kept."""
+        fields = {**self.fields, **members}
+        return ChatBody(raw=_ENCODE(fields), request=self.request, fields=fields)
+
+    def rewritten(self, *, model: str | None = None, include_usage: bool = False) -> bytes:
+        """The body to send upstream: `raw` unchanged, except `model` and `stream_options.include_usage`.
+
+        Returns `raw` itself when nothing needs to change, so the common case costs no re-encoding; when
+        something does, only that top-level member is new and every other one is copied as it came.
+        """
+        members: dict[str, msgspec.Raw] = {}
+        if model is not None and self.request.model != model:
+            members["model"] = msgspec.Raw(_ENCODE(model))
+        if include_usage and not self.request.wants_usage_chunk:
+            options = self.fields.get("stream_options")
+            if options is None or self.request.stream_options is None:  # absent, or null
+                members["stream_options"] = _USAGE_ONLY
+            else:  # keep the caller's other options (an accepted body's members always decode again)
+                members["stream_options"] = msgspec.Raw(_ENCODE({**_FIELDS.decode(options), "include_usage": _TRUE}))
+        return self.replaced(members).raw if members else self.raw
+
+
+# msgspec reports "<what went wrong> - at `$.messages[0].role`"; missing fields are named in the message.
+_AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_MISSING_FIELD = re.compile(r"missing required field `(?P<field>[^`]+)`")
+
+
+def _param(message: str) -> str | None:
+    path_match = _AT_PATH.search(message)
+    path = path_match.group("path") if path_match else ""
+    missing = _MISSING_FIELD.search(message)
+    if missing:
+        path = f"{path}.{missing.group('field')}" if path else missing.group("field")
+    return path or None
+
+
+def _typed(body: object) -> ChatRequest:
+    try:
+        return msgspec.convert(body, ChatRequest)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        param = _param(message)
+        clean = _AT_PATH.sub("", message)
+        where = f" (at '{param}')" if param else ""
+        raise InvalidRequestError(f"Invalid request body: {clean}{where}.", param=param) from exc
+
+
+def decode_chat_body(raw: bytes) -> ChatBody:
+    """Decode and check a chat request body, once.
+
+    Raises:
+        InvalidRequestError: the body is not JSON (or not UTF-8), not an object, holds a number out of
+            range or nests too deeply, breaks one of OpenAI's bounds, or `model`/`messages` (or another
+            field Turnout reads) is missing or of the wrong type; `param` names the field.
+    """
+    body = decode_json_object(raw)
+    check_parameters(body)
+    request = _typed(body)
+    try:
+        fields = _FIELDS.decode(raw)
+    except msgspec.DecodeError as exc:  # never seen: skipping accepts whatever decoding does (tests say so)
+        raise InvalidRequestError(NOT_JSON.format(reason=str(exc))) from exc
+    return ChatBody(raw=raw, request=request, fields=fields)

@@ -1,0 +1,188 @@
+"""`Retriever` Protocol, `Passage`; `HybridRetriever`: lexical (BM25) and dense (cosine) search fused into one ranking.
+
+Both searches run over the whole in-memory index: BM25 adds up precomputed per-term arrays
+(`routes.knowledge.lexical`), the dense side is one matrix-vector product of the unit rows with the query's unit
+vector. The best `CANDIDATES` of each list are fused:
+
+- `rrf` (reciprocal rank fusion, k = 60): a passage scores the sum of 1 / (60 + its rank) in each
+  list. It needs no calibration between the two kinds of score.
+- `convex`: each list's scores are scaled to [0, 1] over the candidates (min-max), then mixed
+  `LEXICAL_WEIGHT` lexical to the rest dense.
+
+`tests/bench/retrieval.py` measures both against lexical and dense alone (README, "Knowledge and the
+RAG route"); the default is the one that won there.
+
+A passage's `score` orders the results and means nothing across queries; its `similarity` (the cosine
+between the query and the passage) is absolute, so `min_score` thresholds and the policies'
+`retrieval_score` condition use that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from threadpoolctl import threadpool_limits
+
+from routes.knowledge.embedding import Embedder, Vectors, check_compatible
+from routes.knowledge.index import KnowledgeIndex
+from routes.knowledge.lexical import LexicalIndex
+
+__all__ = ["CANDIDATES", "Fusion", "HybridRetriever", "Passage", "Retriever", "one_blas_thread"]
+
+Fusion = Literal["rrf", "convex", "lexical", "dense"]
+CANDIDATES = 100
+"""How many of each list's best go into the fusion."""
+RRF_K = 60
+LEXICAL_WEIGHT = 0.3
+
+
+def one_blas_thread() -> None:
+    """Run this process's BLAS (the dense search's matrix-vector product) on one thread.
+
+    A server runs requests side by side, not one product on every core. Spread over two threads, the
+    product for 10,000 chunks waited for a busy core: 6.6 ms instead of 0.55 ms on this 2-core machine
+    with the other core loaded (`tests/bench/retrieval.py` runs the same way).
+    """
+    threadpool_limits(limits=1, user_api="blas")
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A retrieved chunk and where it comes from."""
+
+    source: str
+    """The file, as the index names it."""
+    heading: str
+    """Its heading path ("Billing > Refunds"), or ""."""
+    position: int
+    """The chunk's number within its file."""
+    text: str
+    score: float
+    """The fused ranking score (only comparable within one query)."""
+    similarity: float
+    """Cosine similarity between the query and the passage, in [-1, 1]."""
+
+
+class Retriever(Protocol):
+    """Finds the passages of a knowledge index that answer a query."""
+
+    @property
+    def version(self) -> str:
+        """The index's version: changes whenever what it can return changes."""
+        ...
+
+    async def search(self, query: str, *, top_k: int, min_score: float = -1.0) -> list[Passage]:
+        """The `top_k` best passages for `query` whose similarity is at least `min_score`, best first."""
+        ...
+
+
+def _top(scores: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.intp]:
+    """Indices of the `count` highest scores, highest first."""
+    if count >= len(scores):
+        return np.argsort(-scores, kind="stable")
+    part = np.argpartition(-scores, count)[:count]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+def _scaled(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    low, high = float(values.min()), float(values.max())
+    if high - low < 1e-9:
+        return np.ones_like(values) if high > 0 else np.zeros_like(values)
+    result: npt.NDArray[np.float32] = (values - low) / (high - low)
+    return result
+
+
+class HybridRetriever:
+    """Hybrid search over one `KnowledgeIndex`, with the embedder that made its vectors."""
+
+    __slots__ = ("_embedder", "_lexical", "fusion", "index")
+
+    def __init__(self, index: KnowledgeIndex, embedder: Embedder, fusion: Fusion = "convex") -> None:
+        """Build the in-memory search structures.
+
+        Raises:
+            EmbedderMismatchError: the index was made by another embedder than `embedder`.
+        """
+        check_compatible(index.embedder, index.dimension, embedder)
+        self.index = index
+        self.fusion: Fusion = fusion
+        self._embedder = embedder
+        self._lexical = LexicalIndex([chunk.terms for chunk in index.chunks])
+
+    @property
+    def version(self) -> str:
+        """The index's version."""
+        return self.index.version
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder queries must be embedded with (the index's)."""
+        return self._embedder
+
+    async def embed_query(self, query: str) -> Vectors:
+        """The query's unit vector, as a `(dimension,)` row."""
+        vectors = await self._embedder.embed([query])
+        row: Vectors = vectors[0]
+        return row
+
+    async def search(self, query: str, *, top_k: int, min_score: float = -1.0) -> list[Passage]:
+        """Embed `query`, then `search_with` it."""
+        if not self.index.chunks or not query.strip():
+            return []
+        return self.search_with(query, await self.embed_query(query), top_k=top_k, min_score=min_score)
+
+    def best_similarity(self, vector: Vectors) -> float | None:
+        """The highest cosine similarity of any passage to the query's `vector` (None for an empty index)."""
+        if not self.index.chunks:
+            return None
+        best: float = (self.index.vectors @ vector).max().item()
+        return best
+
+    def search_with(self, query: str, vector: Vectors, *, top_k: int, min_score: float = -1.0) -> list[Passage]:
+        """The `top_k` best passages for `query` (and its embedding `vector`), with similarity >= `min_score`."""
+        if not self.index.chunks:
+            return []
+        similarity = self.index.vectors @ vector
+        ranked, scores = self._rank(query, similarity)
+        passages = []
+        for number, score in zip(ranked.tolist(), scores.tolist(), strict=True):
+            if similarity[number] < min_score:
+                continue
+            chunk = self.index.chunks[number]
+            passages.append(
+                Passage(chunk.source, chunk.heading, chunk.position, chunk.text, score, float(similarity[number]))
+            )
+            if len(passages) == top_k:
+                break
+        return passages
+
+    def _rank(
+        self, query: str, similarity: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+        """Chunk numbers, best first, with their fused scores."""
+        if self.fusion == "dense":
+            order = _top(similarity, CANDIDATES)
+            return order, similarity[order]
+        lexical = self._lexical.scores(query)
+        if self.fusion == "lexical":
+            order = _top(lexical, CANDIDATES)
+            return order, lexical[order]
+        by_dense = _top(similarity, CANDIDATES)
+        by_lexical = _top(lexical, CANDIDATES)
+        by_lexical = by_lexical[lexical[by_lexical] > 0]  # a chunk without a query term is no lexical hit
+        candidates = np.union1d(by_dense, by_lexical)
+        if self.fusion == "rrf":
+            fused = np.zeros(len(similarity), dtype=np.float32)
+            for ranking in (by_dense, by_lexical):
+                fused[ranking] += 1.0 / (RRF_K + 1 + np.arange(len(ranking), dtype=np.float32))
+            mixed = fused[candidates]
+        else:
+            mixed = LEXICAL_WEIGHT * _scaled(lexical[candidates]) + (1 - LEXICAL_WEIGHT) * _scaled(
+                similarity[candidates]
+            )
+        order = np.argsort(-mixed, kind="stable")
+        ranked: npt.NDArray[np.float32] = mixed[order].astype(np.float32)
+        return candidates[order], ranked

@@ -1,0 +1,217 @@
+"""What the simulated upstream accepts: OpenAI's checks, and bounds on everything a request makes it allocate.
+
+The simulator answers in tests, demos and `turnout serve` without a key (in Turnout's own process), so
+nothing a client sends may make it allocate without bound or fail with a 500. It reads a chat body with
+the same checks as Turnout (`proxy.wire.schemas.decode_chat_body`: JSON, UTF-8, numbers, nesting, OpenAI's
+bounds on `n`, `temperature`, ...), and then bounds what only it uses:
+
+| what | bound |
+|---|---|
+| request body | `MAX_BODY_BYTES` (answered 413) |
+| `messages` | `MAX_MESSAGES` |
+| `x-simulated-chunks` | `MAX_CHUNKS`, and `n` x chunks at most `MAX_CHOICE_CHUNKS` |
+| `x-simulated-latency-ms`, `x-simulated-chunk-interval-ms` | 0 to `MAX_WAIT_MS` |
+| `x-simulated-fault` | a status of 400-599 (or `text-` one), `timeout`, `midstream`, `disconnect` |
+| `tools[0].function` | an object with a string `name` and JSON-schema `parameters` |
+| embeddings `input` | at most `MAX_EMBEDDING_INPUTS` strings |
+| embeddings `dimensions` | 1 to `MAX_DIMENSIONS`, and inputs x dimensions at most `MAX_EMBEDDING_VALUES` |
+| a call's record | its raw body kept up to `RECORD_BYTES` |
+
+Whatever is out of bounds is a `SimulatorRejectedError`, which the handlers answer as an OpenAI-format error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from proxy.wire.errors import InvalidRequestError
+from proxy.wire.jsonbody import decode_json_object
+from proxy.wire.schemas import ChatBody, decode_chat_body
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_CHOICE_CHUNKS",
+    "MAX_CHUNKS",
+    "MAX_DIMENSIONS",
+    "MAX_EMBEDDING_INPUTS",
+    "MAX_EMBEDDING_VALUES",
+    "MAX_MESSAGES",
+    "MAX_WAIT_MS",
+    "RECORD_BYTES",
+    "EmbeddingsAsk",
+    "SimulatorRejectedError",
+    "chat_body",
+    "chunk_count",
+    "embeddings_ask",
+    "fault_of",
+    "wait_ms",
+]
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""Twice Turnout's default `max_body_bytes`: whatever Turnout forwards, the simulator reads."""
+MAX_MESSAGES = 10_000
+MAX_CHUNKS = 4_096
+MAX_CHOICE_CHUNKS = 65_536
+"""Content chunks times choices (`n`): about 10 MB of stream at most."""
+MAX_WAIT_MS = 600_000.0
+MAX_EMBEDDING_INPUTS = 2_048
+"""OpenAI's own limit on `input` (`CreateEmbeddingRequest`)."""
+MAX_DIMENSIONS = 3_072
+"""The largest OpenAI embedding model's (`text-embedding-3-large`)."""
+MAX_EMBEDDING_VALUES = 512 * 3_072
+"""Floats in one answer: a batch of Turnout's embedder (512 texts) at the largest dimension."""
+RECORD_BYTES = 64 * 1024
+_FAULTS = frozenset({"", "timeout", "midstream", "disconnect"})
+
+
+class SimulatorRejectedError(Exception):
+    """A request the simulator refuses, with the OpenAI error it answers."""
+
+    def __init__(self, message: str, *, status: int = 400, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.param = param
+        self.code = code
+
+    @classmethod
+    def of(cls, error: InvalidRequestError) -> SimulatorRejectedError:
+        """The rejection that says what `error` (Turnout's own check) says."""
+        return cls(error.message, status=error.status, param=error.param, code=error.instance_code)
+
+
+class _Parameters(msgspec.Struct):
+    properties: dict[str, dict[str, object]] | None = None
+    required: list[str] | None = None
+
+
+class _Function(msgspec.Struct):
+    name: str = "f"
+    parameters: _Parameters | None = None
+
+
+class _Tool(msgspec.Struct):
+    function: _Function | None = None
+
+
+def _too_many(param: str, limit: int, count: int) -> SimulatorRejectedError:
+    message = (
+        f"Invalid '{param}': array too long. Expected an array with maximum length {limit}, "
+        f"but got an array with length {count} instead."
+    )
+    return SimulatorRejectedError(message, param=param, code="array_above_max_length")
+
+
+def chat_body(raw: bytes) -> tuple[ChatBody, dict[str, Any]]:
+    """A chat request checked as Turnout checks it, bounded, with its plain JSON values (for the answer).
+
+    Raises:
+        SimulatorRejectedError: the body is not a valid chat request, or asks for more than the bounds allow.
+    """
+    try:
+        body = decode_chat_body(raw)
+    except InvalidRequestError as exc:
+        raise SimulatorRejectedError.of(exc) from exc
+    if len(body.request.messages) > MAX_MESSAGES:
+        raise _too_many("messages", MAX_MESSAGES, len(body.request.messages))
+    values: dict[str, Any] = msgspec.json.decode(raw)  # an accepted body always decodes again
+    tools = values.get("tools")
+    if tools:  # the answer calls the first tool's function: its name and parameters must be usable
+        try:
+            msgspec.convert(tools[:1], list[_Tool])
+        except msgspec.ValidationError as exc:
+            message = f"Invalid 'tools': {str(exc).replace('$', 'tools')}."
+            raise SimulatorRejectedError(message, param="tools", code="invalid_value") from exc
+    return body, values
+
+
+def _header(headers: Mapping[str, str], name: str, default: float, high: float) -> float:
+    value = headers.get(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not 0 <= number <= high:  # NaN fails this too
+        raise SimulatorRejectedError(f"Invalid '{name}': expected a number from 0 to {high:g}, got {value[:40]!r}.")
+    return number
+
+
+def wait_ms(headers: Mapping[str, str], name: str, default: float) -> float:
+    """A wait header (`x-simulated-latency-ms`, `x-simulated-chunk-interval-ms`) in ms, or `default`."""
+    return _header(headers, name, default, MAX_WAIT_MS)
+
+
+def chunk_count(headers: Mapping[str, str], default: int, choices: int) -> int:
+    """`x-simulated-chunks` (or `default`), within `MAX_CHUNKS` and `MAX_CHOICE_CHUNKS` for `choices` choices."""
+    chunks = int(_header(headers, "x-simulated-chunks", default, MAX_CHUNKS))
+    if chunks * choices > MAX_CHOICE_CHUNKS:
+        message = (
+            f"The simulator streams at most {MAX_CHOICE_CHUNKS} chunks over all choices: "
+            f"{chunks} chunks x n={choices} is too many."
+        )
+        raise SimulatorRejectedError(message, param="n")
+    return chunks
+
+
+def fault_of(headers: Mapping[str, str], model: object) -> str:
+    """The `x-simulated-fault` that applies to a request for `model` ("" for none).
+
+    Raises:
+        SimulatorRejectedError: the header names no fault the simulator knows.
+    """
+    fault = headers.get("x-simulated-fault", "")
+    status = fault.removeprefix("text-")
+    if fault not in _FAULTS and not (status.isdigit() and len(status) == 3 and 400 <= int(status) <= 599):
+        raise SimulatorRejectedError(
+            f"Unknown x-simulated-fault {fault[:40]!r}: a status of 400-599, or a fault's name."
+        )
+    only_for = headers.get("x-simulated-fault-for")
+    return "" if only_for is not None and only_for != model else fault
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingsAsk:
+    """What an embeddings request asks for, checked and bounded."""
+
+    texts: list[str]
+    dimension: int
+    model: object
+    values: dict[str, Any]
+    """The body's plain JSON values (for the call's record)."""
+
+
+def embeddings_ask(raw: bytes) -> EmbeddingsAsk:
+    """An embeddings request: strings only, at most `MAX_EMBEDDING_INPUTS`, a bounded answer size.
+
+    Raises:
+        SimulatorRejectedError: the body is not JSON, not strings, or asks for too large an answer.
+    """
+    try:
+        values = decode_json_object(raw)
+    except InvalidRequestError as exc:
+        raise SimulatorRejectedError.of(exc) from exc
+    texts = values.get("input")
+    texts = [texts] if isinstance(texts, str) else texts
+    if not isinstance(texts, list) or not texts or not all(isinstance(text, str) for text in texts):
+        raise SimulatorRejectedError("Invalid 'input': expected a string or an array of strings.", param="input")
+    if len(texts) > MAX_EMBEDDING_INPUTS:
+        raise _too_many("input", MAX_EMBEDDING_INPUTS, len(texts))
+    dimension = values.get("dimensions")
+    if dimension is None:
+        dimension = 1536
+    elif isinstance(dimension, float) and dimension.is_integer():  # JSON Schema's integer, as OpenAI reads it
+        dimension = int(dimension)
+    if type(dimension) is not int or not 1 <= dimension <= MAX_DIMENSIONS:
+        message = f"Invalid 'dimensions': expected an integer from 1 to {MAX_DIMENSIONS}, got {str(dimension)[:40]}."
+        raise SimulatorRejectedError(message, param="dimensions")
+    if len(texts) * dimension > MAX_EMBEDDING_VALUES:
+        message = f"The simulator answers at most {MAX_EMBEDDING_VALUES} values: {len(texts)} x {dimension} is more."
+        raise SimulatorRejectedError(message, param="input")
+    return EmbeddingsAsk(texts=texts, dimension=dimension, model=values.get("model"), values=values)

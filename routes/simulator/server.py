@@ -1,0 +1,333 @@
+"""A simulated OpenAI upstream (latency, chunking, tool calls, errors) for demos, load tests and CI.
+
+A real HTTP server (aiohttp) that answers `POST /v1/chat/completions` and `GET /v1/models[/{id}]` the
+way OpenAI does: `chatcmpl-` ids, usage, role/content/finish chunks, the usage chunk when asked for,
+tool calls when the request offers tools. Behaviour is set per server (`SimulatorConfig`) and per
+request by headers, which Turnout forwards like any other end-to-end header:
+
+- `x-simulated-latency-ms`: wait before answering (before the first chunk of a stream).
+- `x-simulated-chunk-interval-ms`: wait between stream chunks (with none, the whole stream goes out in
+  one write, as a burst: the same events, without a syscall each).
+- `x-simulated-chunks`: how many content chunks (one word each) the answer has.
+- `x-simulated-fault`: `<status>` (an OpenAI-format error, e.g. 429 with `retry-after`, 500),
+  `text-<status>` (a plain-text error body), `timeout` (never answer), `midstream` (an SSE error
+  event after two chunks), `disconnect` (drop the connection after two chunks).
+- `x-simulated-fault-for`: apply the fault only to requests for this model (to fail one route of several).
+
+`POST /v1/embeddings` answers deterministic vectors: each word of an input is hashed to a few
+dimensions, so texts that share words point the same way (a crude but stable stand-in for meaning),
+with `usage` counting about 1.3 tokens a word. `dimensions` is honoured (default 1536).
+
+Every call is recorded by its `x-request-id` and can be read back at `GET /_simulator/calls/{id}`:
+what arrived last (headers, body), how it ended (`completed`, `cancelled`, `fault`), and `models`, the
+model of every request that carried that id (retries and fallbacks included).
+
+It is no weak point of the tests and demos it serves: a request is checked as Turnout checks it, and
+everything it could make the simulator allocate or wait for is bounded (`routes.simulator.limits`);
+anything else is an OpenAI-format 400 (a body over `MAX_BODY_BYTES` a 413).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+from aiohttp import web
+
+from proxy.wire.sse import DONE_EVENT, encode_event
+from routes.simulator.answers import ID_PLACEHOLDER, Answer, render_completion, render_events
+from routes.simulator.limits import (
+    MAX_BODY_BYTES,
+    RECORD_BYTES,
+    SimulatorRejectedError,
+    chat_body,
+    chunk_count,
+    embeddings_ask,
+    fault_of,
+    wait_ms,
+)
+
+__all__ = ["SimulatorConfig", "SimulatorServer", "build_simulator", "run_simulator", "start_simulator"]
+
+_MODELS = ("gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo", "ft:gpt-3.5-turbo-0613:acme::8Xyz")
+_KEEP_CALLS = 1000
+_CALLS = web.AppKey[OrderedDict[str, dict[str, Any]]]("calls")
+_CONFIG = web.AppKey["SimulatorConfig"]("config")
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorConfig:
+    """Server-wide defaults; each can be overridden per request by its `x-simulated-*` header."""
+
+    latency_ms: float = 0.0
+    chunk_interval_ms: float = 0.0
+    chunks: int = 12
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=msgspec.json.encode(body), status=status, headers=headers, content_type="application/json")
+
+
+def _error(status: int, fault: str) -> web.Response:
+    if fault.startswith("text-"):
+        return web.Response(status=status, text="upstream exploded", content_type="text/plain")
+    kinds = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error", 429: "requests"}
+    codes = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
+    messages = {401: "Incorrect API key provided: sk-simu*********************1234.", 429: "Rate limit reached."}
+    detail = {
+        "message": messages.get(status, f"Simulated error {status}."),
+        "type": kinds.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+        "param": "messages" if status in (400, 422) else None,
+        "code": codes.get(status),
+    }
+    return _json({"error": detail}, status, {"retry-after": "1"} if status == 429 else None)
+
+
+def _rejected(rejection: SimulatorRejectedError) -> web.Response:
+    """The OpenAI-format error for a request the simulator refuses."""
+    detail = {"message": rejection.message, "type": "invalid_request_error", "param": rejection.param}
+    return _json({"error": {**detail, "code": rejection.code}}, rejection.status)
+
+
+async def _read(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        message = f"The request body is larger than the simulator's limit of {MAX_BODY_BYTES} bytes."
+        raise SimulatorRejectedError(message, status=413, code="request_too_large") from exc
+
+
+@web.middleware
+async def _rejections(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every `SimulatorRejectedError` a handler raises, answered as OpenAI answers a bad request."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except SimulatorRejectedError as rejection:
+        return _rejected(rejection)
+    return response
+
+
+class _Simulator:
+    """The request handlers; per-call records live in the app under `_CALLS`."""
+
+    def __init__(self) -> None:
+        # Rendered completions by what shapes them, with a placeholder id: a load test's requests are
+        # alike, and the simulator must not be what limits a benchmark.
+        self._rendered: dict[tuple[Any, ...], bytes] = {}
+
+    def _completion_body(self, answer: Answer) -> bytes:
+        tool = answer.tool()
+        key = (
+            answer.model,
+            answer.chunks,
+            answer.body.get("n"),
+            answer.created,
+            repr(tool),
+            answer.usage()["prompt_tokens"],
+        )
+        rendered = self._rendered.get(key)
+        if rendered is None:
+            if len(self._rendered) > 256:
+                self._rendered.clear()
+            placeholder = Answer(body=answer.body, latency=0, interval=0, chunks=answer.chunks, fault="")
+            placeholder.id, placeholder.created = ID_PLACEHOLDER.decode(), answer.created
+            rendered = self._rendered[key] = msgspec.json.encode(render_completion(placeholder))
+        return rendered.replace(ID_PLACEHOLDER, answer.id.encode(), 1)
+
+    @staticmethod
+    def _record(request: web.Request, raw: bytes, body: dict[str, Any]) -> dict[str, Any]:
+        calls = request.app[_CALLS]
+        kept = len(raw) <= RECORD_BYTES  # a thousand records of a large body each would not be a bound
+        record: dict[str, Any] = {
+            "path": request.path,
+            "headers": dict(request.headers),
+            "raw": raw.decode("utf-8", "replace") if kept else None,
+            "raw_bytes": len(raw),
+            "body": body if kept else None,
+            "outcome": "started",
+        }
+        request_id = request.headers.get("x-request-id") or secrets.token_hex(8)
+        earlier = calls.get(request_id)
+        record["models"] = [*(earlier["models"] if earlier else []), str(body.get("model"))]  # retries, fallbacks
+        calls[request_id] = record
+        while len(calls) > _KEEP_CALLS:
+            calls.popitem(last=False)
+        return record
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        raw = await _read(request)
+        checked, body = chat_body(raw)
+        config, headers = request.app[_CONFIG], request.headers
+        answer = Answer(
+            body=body,
+            latency=wait_ms(headers, "x-simulated-latency-ms", config.latency_ms) / 1000,
+            interval=wait_ms(headers, "x-simulated-chunk-interval-ms", config.chunk_interval_ms) / 1000,
+            chunks=chunk_count(headers, config.chunks, checked.request.n or 1),
+            fault=fault_of(headers, checked.request.model),
+        )
+        record = self._record(request, raw, body)
+        try:
+            if answer.fault == "timeout":
+                await asyncio.sleep(3600)
+            if answer.latency:
+                await asyncio.sleep(answer.latency)
+            status = answer.fault.removeprefix("text-")
+            if status.isdigit():
+                record["outcome"] = "fault"
+                return _error(int(status), answer.fault)
+            if body.get("stream"):
+                return await self._stream(request, answer, record)
+            record["outcome"] = "completed"
+            return web.Response(body=self._completion_body(answer), content_type="application/json")
+        except asyncio.CancelledError:
+            record["outcome"] = "cancelled"
+            record["cancelled_at"] = time.time()
+            raise
+
+    async def _stream(self, request: web.Request, answer: Answer, record: dict[str, Any]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        events = render_events(answer)
+        if answer.fault in ("midstream", "disconnect"):
+            record["outcome"] = "fault"
+            await response.write(b"".join(events[:2]))
+            if answer.fault == "disconnect" and request.transport is not None:
+                request.transport.close()
+                return response
+            error = {"message": "Simulated mid-stream failure.", "type": "server_error", "param": None, "code": None}
+            await response.write(encode_event(msgspec.json.encode({"error": error})))
+            return response
+        if answer.interval:
+            for sent, event in enumerate(events):
+                if sent and event != DONE_EVENT:
+                    await asyncio.sleep(answer.interval)
+                await response.write(event)
+        else:  # nothing to wait for: the whole stream in one write, the same events as a burst of packets
+            await response.write(b"".join(events))
+        await response.write_eof()
+        record["outcome"] = "completed"
+        return response
+
+    @staticmethod
+    def _model(model_id: str) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": 1686935002, "owned_by": "openai"}
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        raw = await _read(request)
+        ask = embeddings_ask(raw)
+        self._record(request, raw, ask.values)
+        fault = fault_of(request.headers, ask.model)
+        if fault.removeprefix("text-").isdigit():
+            return _error(int(fault.removeprefix("text-")), fault)
+        data = [
+            {"object": "embedding", "index": index, "embedding": _hashed_vector(text, ask.dimension)}
+            for index, text in enumerate(ask.texts)
+        ]
+        tokens = sum(max(1, round(len(text.split()) * 1.3)) for text in ask.texts)
+        answer = {
+            "object": "list",
+            "data": data,
+            "model": ask.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return _json(answer)
+
+    async def models(self, request: web.Request) -> web.Response:
+        return _json({"object": "list", "data": [self._model(m) for m in _MODELS]})
+
+    async def model(self, request: web.Request) -> web.Response:
+        model_id = request.match_info["model_id"]
+        if model_id not in _MODELS:
+            return _error(404, "")
+        return _json(self._model(model_id))
+
+    async def call(self, request: web.Request) -> web.Response:
+        record = request.app[_CALLS].get(request.match_info["request_id"])
+        if record is None:
+            return _json({"error": "no such call"}, 404)
+        return _json(record)
+
+
+_WORDS = re.compile(r"\w+")
+
+
+def _hashed_vector(text: str, dimension: int) -> list[float]:
+    """A unit vector made from `text`'s words: each word adds +-1 at three hashed positions."""
+    vector = np.zeros(dimension, dtype=np.float64)
+    for word in _WORDS.findall(text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=12).digest()
+        for at in range(0, 12, 4):
+            slot = int.from_bytes(digest[at : at + 4], "big")
+            vector[slot % dimension] += 1.0 if slot & 1 else -1.0
+    norm = float(np.linalg.norm(vector))
+    values: list[float] = (vector / norm if norm else vector).round(6).tolist()
+    return values
+
+
+def build_simulator(config: SimulatorConfig | None = None) -> web.Application:
+    """The simulated upstream as an aiohttp application (serve it with `start_simulator` or `run_simulator`)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_rejections])
+    app[_CONFIG] = config or SimulatorConfig()
+    app[_CALLS] = OrderedDict()
+    handlers = _Simulator()
+    for prefix in ("/v1", ""):
+        app.router.add_post(prefix + "/chat/completions", handlers.chat)
+        app.router.add_post(prefix + "/embeddings", handlers.embeddings)
+        app.router.add_get(prefix + "/models", handlers.models)
+        app.router.add_get(prefix + "/models/{model_id:.+}", handlers.model)
+    app.router.add_get("/_simulator/calls/{request_id}", handlers.call)
+    return app
+
+
+@dataclass(slots=True)
+class SimulatorServer:
+    """A simulated upstream running in the current event loop."""
+
+    runner: web.AppRunner
+    base_url: str
+    """Its OpenAI base URL, e.g. `http://127.0.0.1:43121/v1`."""
+
+    async def aclose(self) -> None:
+        """Stop serving and close every connection."""
+        await self.runner.cleanup()
+
+
+async def start_simulator(
+    config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+) -> SimulatorServer:
+    """Serve the simulated upstream in this event loop (port 0 picks a free port)."""
+    runner = web.AppRunner(build_simulator(config), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port = runner.addresses[0][1]
+    return SimulatorServer(runner=runner, base_url=f"http://{host}:{bound_port}/v1")
+
+
+def run_simulator(config: SimulatorConfig, host: str, port: int) -> None:
+    """Serve the simulated upstream until interrupted (`turnout simulate`)."""
+    web.run_app(
+        build_simulator(config),
+        host=host,
+        port=port,
+        handler_cancellation=True,
+        access_log=None,
+        print=None,
+        loop=_new_loop(),
+    )
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
