@@ -15,12 +15,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from policies import Decision, PolicyEngine, SemanticFeatures, SemanticFeaturesNeeded, extract_features
+from policies import Decision, PolicyEngine
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.tally import Tally, bind
 from proxy.breaker import CircuitBreaker
 from proxy.cache.lookup import AnswerCache, CacheStatus, Ticket
 from proxy.config.sections import BreakerSettings, RetrySettings
+from proxy.decide import decide_semantically
 from proxy.endpoints.chat_replay import COMPLETION, entry
 from proxy.semantic import SemanticScorer
 from proxy.streaming import Relay, open_relay, replay_relay, take_usage
@@ -29,7 +30,7 @@ from proxy.wire.errors import ProxyError, RouteUnavailableError, UpstreamError, 
 from proxy.wire.schemas import Usage
 from routes import ChatCall, Completion, Route
 
-__all__ = ["CALLER_HEADER", "ChatPipeline", "Outcome", "decide", "decide_semantically"]
+__all__ = ["CALLER_HEADER", "ChatPipeline", "Outcome"]
 
 logger = logging.getLogger("turnout.pipeline")
 
@@ -71,57 +72,6 @@ def _is_route_failure(error: ProxyError) -> bool:
 def _retryable(error: ProxyError) -> bool:
     """Worth another try on the same route (a wrong key or model on it is not: fall back instead)."""
     return _is_route_failure(error) and error.upstream_status not in (401, 403, 404)
-
-
-def decide(
-    call: ChatCall,
-    *,
-    policy: PolicyEngine | None,
-    named: Mapping[str, str],
-    default_route: str,
-    semantic: SemanticFeatures | None = None,
-) -> Decision:
-    """Where `call` goes: the route its `model` names (route or alias), else the policy's first matching rule.
-
-    Without a policy every call takes `default_route`, the one upstream, with the caller's own model.
-    `turnout test` and `turnout explain` decide through this same function.
-
-    Raises:
-        SemanticFeaturesNeeded: a meaning-based condition was reached and `semantic` is None.
-    """
-    target = named.get(call.request.model)
-    if target is not None:
-        reason = f"the client asked for '{call.request.model}'"
-        return Decision(route=target, rule="model", reason=reason, fallbacks=(), shadow=None)
-    if policy is None:
-        reason = "no rules: the one upstream, with the caller's model"
-        return Decision(route=default_route, rule="default", reason=reason, fallbacks=(), shadow=None)
-    features = extract_features(call.request, call.headers, call.caller)
-    return policy.decide(features if semantic is None else features.with_semantic(semantic))
-
-
-async def decide_semantically(
-    call: ChatCall,
-    *,
-    policy: PolicyEngine | None,
-    named: Mapping[str, str],
-    default_route: str,
-    scorer: SemanticScorer | None,
-) -> Decision:
-    """`decide`, computing the meaning-based features once, only when a rule reaches one (`policies.semantic`).
-
-    The request's features are extracted once: the second pass over the rules reuses them.
-    """
-    if policy is None or call.request.model in named:
-        return decide(call, policy=policy, named=named, default_route=default_route)
-    features = extract_features(call.request, call.headers, call.caller)
-    try:
-        return policy.decide(features)
-    except SemanticFeaturesNeeded:
-        if scorer is None:
-            raise
-        semantic = await scorer.features(features.last_user_text)
-    return policy.decide(features.with_semantic(semantic))
 
 
 def _unfinished(ticket: Ticket, error: BaseException) -> None:

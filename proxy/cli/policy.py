@@ -15,7 +15,7 @@ import yaml
 
 from policies import Decision, extract_features
 from proxy.config.settings import Settings, SettingsError, load_settings
-from proxy.pipeline import decide_semantically
+from proxy.decide import decide_semantically
 from proxy.semantic import open_knowledge
 from proxy.wire.errors import InvalidRequestError, ProxyError
 from proxy.wire.schemas import decode_chat_body

@@ -12,7 +12,7 @@ import pytest
 from policies import PolicyError, SemanticFeatures, SemanticFeaturesNeeded, extract_features, load_policy
 from proxy.cli.main import main
 from proxy.config.settings import SettingsError, load_settings
-from proxy.pipeline import decide_semantically
+from proxy.decide import decide_semantically
 from proxy.semantic import SemanticScorer, local_embedder
 from proxy.wire.schemas import decode_chat_body
 from routes import ChatCall, HybridRetriever, KnowledgeIndex
