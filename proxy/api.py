@@ -17,9 +17,11 @@ from litestar.types import HTTPScope, Receive, Scope, Send
 
 from proxy.accounting.metrics import CONTENT_TYPE, Metrics
 from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream
+from proxy.endpoints.chat import CHAT
 from proxy.headers import forwardable_headers
 from proxy.lifespan import Generation, Resources
 from proxy.middleware import request_id_of, tally_of
+from proxy.outcome import OutcomeError
 from proxy.pipeline import CALLER_HEADER
 from proxy.wire.errors import (
     InvalidPathError,
@@ -31,10 +33,15 @@ from proxy.wire.errors import (
     UnsupportedMediaTypeError,
     UpstreamError,
 )
-from proxy.wire.schemas import decode_chat_body
-from routes import ChatCall, UpstreamPath
+from routes import Call, UpstreamPath
 
-__all__ = ["HANDLERS", "handle_http_exception", "handle_proxy_error", "handle_unexpected_error"]
+__all__ = [
+    "HANDLERS",
+    "handle_http_exception",
+    "handle_outcome_error",
+    "handle_proxy_error",
+    "handle_unexpected_error",
+]
 
 logger = logging.getLogger("turnout.api")
 
@@ -71,23 +78,24 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
         raw = await read_body(headers, receive, generation.settings.server.max_body_bytes)
     except ClientDisconnectedError:
         return
-    body = decode_chat_body(raw)
-    chat = body.request
+    body = CHAT.decode(raw)
     caller = headers.get(_CALLER, b"").decode("latin-1") or None
-    call = ChatCall(
+    call = Call(
+        endpoint=CHAT,
         body=body,
         headers=forwardable_headers(scope["headers"], request_id_of(scope)),
         caller=caller,
         credential=_credential(headers),
     )
-    tally.caller, tally.stream, tally.request = caller and caller[:_MAX_CALLER], bool(chat.stream), chat
-    if chat.stream:
-        relay, outcome = await generation.pipeline.stream(call, tally)
+    stream = CHAT.streams(body)
+    tally.caller, tally.stream, tally.request = caller and caller[:_MAX_CALLER], stream, body.view
+    if stream:
+        relay, outcome = await generation.pipeline.stream(CHAT, call, tally)
         await send_stream(send, receive, relay, [*outcome.headers(), _server_timing(started)])
     else:
-        completion, outcome = await generation.pipeline.complete(call, tally)
-        tally.answer = completion.body
-        await send_json(send, completion.body, [*outcome.headers(), _server_timing(started)])
+        answer, outcome = await generation.pipeline.complete(CHAT, call, tally)
+        tally.answer = answer.body
+        await send_json(send, answer.body, [*outcome.headers(), _server_timing(started)])
 
 
 def _credential(headers: Mapping[bytes, bytes]) -> str:
@@ -186,8 +194,9 @@ def metrics(state: State) -> Response[bytes]:
 HANDLERS = (chat_completions, list_models, retrieve_model, healthz, readyz, metrics)
 
 
-def _json_error(error: ProxyError) -> Response[bytes]:
-    return Response(error.body(), status_code=error.status, media_type=_JSON, headers=dict(error.headers))
+def _json_error(error: ProxyError, headers: Mapping[str, str] | None = None) -> Response[bytes]:
+    headers = error.headers if headers is None else headers
+    return Response(error.body(), status_code=error.status, media_type=_JSON, headers=dict(headers))
 
 
 def handle_proxy_error(_: Request[object, object, State], exc: ProxyError) -> Response[bytes]:
@@ -195,6 +204,14 @@ def handle_proxy_error(_: Request[object, object, State], exc: ProxyError) -> Re
     if exc.status >= 500:
         logger.warning("%s %s: %s", exc.status, type(exc).__name__, exc.message)
     return _json_error(exc)
+
+
+def handle_outcome_error(_: Request[object, object, State], exc: OutcomeError) -> Response[bytes]:
+    """A request no route could answer: its error, with the `x-turnout-*` headers of its outcome."""
+    error = exc.error
+    if error.status >= 500:
+        logger.warning("%s %s: %s", error.status, type(error).__name__, error.message)
+    return _json_error(error, exc.headers())
 
 
 _BY_STATUS: dict[int, type[ProxyError]] = {

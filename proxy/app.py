@@ -12,10 +12,17 @@ from litestar.exceptions import HTTPException
 
 from proxy.accounting.accesslog import AccessLog
 from proxy.accounting.metrics import Metrics
-from proxy.api import HANDLERS, handle_http_exception, handle_proxy_error, handle_unexpected_error
+from proxy.api import (
+    HANDLERS,
+    handle_http_exception,
+    handle_outcome_error,
+    handle_proxy_error,
+    handle_unexpected_error,
+)
 from proxy.config.settings import Settings, load_settings
 from proxy.lifespan import open_resources
 from proxy.middleware import RequestIdMiddleware
+from proxy.outcome import OutcomeError
 from proxy.wire.errors import ProxyError
 
 __all__ = ["create_app"]
@@ -49,6 +56,7 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
         route_handlers=HANDLERS,
         exception_handlers={
             ProxyError: handle_proxy_error,
+            OutcomeError: handle_outcome_error,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected_error,
         },

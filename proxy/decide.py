@@ -6,16 +6,19 @@ The pipeline, `turnout test` and `turnout explain` all decide through these func
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from policies import Decision, PolicyEngine, SemanticFeatures, SemanticFeaturesNeeded, extract_features
+from policies import Decision, PolicyEngine, SemanticFeatures, SemanticFeaturesNeeded
+from proxy.endpoints.base import Codec
 from proxy.semantic import SemanticScorer
-from routes import ChatCall
+from routes import Call
 
 __all__ = ["decide", "decide_semantically"]
 
 
 def decide(
-    call: ChatCall,
+    codec: Codec[Any],
+    call: Call[Any],
     *,
     policy: PolicyEngine | None,
     named: Mapping[str, str],
@@ -30,19 +33,21 @@ def decide(
     Raises:
         SemanticFeaturesNeeded: a meaning-based condition was reached and `semantic` is None.
     """
-    target = named.get(call.request.model)
+    asked = codec.requested_model(call.body)
+    target = named.get(asked)
     if target is not None:
-        reason = f"the client asked for '{call.request.model}'"
+        reason = f"the client asked for '{asked}'"
         return Decision(route=target, rule="model", reason=reason, fallbacks=(), shadow=None)
     if policy is None:
         reason = "no rules: the one upstream, with the caller's model"
         return Decision(route=default_route, rule="default", reason=reason, fallbacks=(), shadow=None)
-    features = extract_features(call.request, call.headers, call.caller)
+    features = codec.features(call)
     return policy.decide(features if semantic is None else features.with_semantic(semantic))
 
 
 async def decide_semantically(
-    call: ChatCall,
+    codec: Codec[Any],
+    call: Call[Any],
     *,
     policy: PolicyEngine | None,
     named: Mapping[str, str],
@@ -53,13 +58,13 @@ async def decide_semantically(
 
     The request's features are extracted once: the second pass over the rules reuses them.
     """
-    if policy is None or call.request.model in named:
-        return decide(call, policy=policy, named=named, default_route=default_route)
-    features = extract_features(call.request, call.headers, call.caller)
+    if policy is None or codec.requested_model(call.body) in named:
+        return decide(codec, call, policy=policy, named=named, default_route=default_route)
+    features = codec.features(call)
     try:
         return policy.decide(features)
     except SemanticFeaturesNeeded:
         if scorer is None:
             raise
-        semantic = await scorer.features(features.last_user_text)
+        semantic = await scorer.features(call.question)
     return policy.decide(features.with_semantic(semantic))

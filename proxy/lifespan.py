@@ -19,11 +19,11 @@ import aiohttp
 
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.metrics import Metrics
-from proxy.accounting.tally import embedding_spender
+from proxy.accounting.tally import priced
 from proxy.cache.lookup import SharedCache
 from proxy.config.settings import Settings, SettingsError, UpstreamSettings
 from proxy.logs import redact_logs_with
-from proxy.pipeline import ChatPipeline
+from proxy.pipeline import Pipeline
 from proxy.semantic import Knowledge, build_knowledge
 from proxy.tasks import BackgroundTasks
 from proxy.wire.errors import ProxyError
@@ -43,7 +43,7 @@ class Generation:
 
     settings: Settings
     upstreams: Mapping[str, Upstream]
-    pipeline: ChatPipeline
+    pipeline: Pipeline
     knowledge: Knowledge
     """The embedder, RAG routes and semantic scorer (all empty when nothing embeds)."""
 
@@ -125,12 +125,11 @@ def _build(
         name: OpenAIChatRoute(name, upstreams[route.upstream], route.model, route.timeout)
         for name, route in deployment.routes.items()
     }
-    spend = embedding_spender(prices, metrics.embedded if metrics is not None else None)
-    knowledge = build_knowledge(deployment, routes, upstreams, on_embedding_usage=spend)
+    knowledge = build_knowledge(deployment, routes, upstreams)
     routes.update(knowledge.routes)
     if metrics is not None:
         metrics.routes_known(routes)
-    pipeline = ChatPipeline(
+    pipeline = Pipeline(
         routes=routes,
         semantic=knowledge.scorer,
         policy=deployment.policy,
@@ -145,6 +144,16 @@ def _build(
         ),
     )
     return Generation(settings=settings, upstreams=upstreams, pipeline=pipeline, knowledge=knowledge)
+
+
+async def _embed_examples(generation: Generation, metrics: Metrics | None) -> None:
+    """Embed the policy's example utterances before a request needs them; what that cost is counted."""
+    scorer = generation.knowledge.scorer
+    if scorer is None:
+        return
+    spent = await scorer.prepare()
+    if spent is not None and metrics is not None:
+        metrics.embedded(priced(generation.pipeline.prices, spent.model, spent.tokens))
 
 
 def _file_stamp(path: str) -> tuple[float, int] | None:
@@ -198,11 +207,10 @@ async def open_resources(
         redactor = Redactor(settings.secrets())
         redact_logs_with(redactor)
         resources = Resources(_build(settings, sessions, tasks, base_url, caches, metrics, redactor), tasks)
-        if resources.current.knowledge.scorer is not None:
-            try:  # the examples, embedded before the first request (or, failing that, by the first that needs them)
-                await resources.current.knowledge.scorer.prepare()
-            except ProxyError as exc:
-                logger.warning("could not embed the policy's examples yet: %s", exc.message)
+        try:  # the examples, embedded before the first request (or, failing that, by the first that needs them)
+            await _embed_examples(resources.current, metrics)
+        except ProxyError as exc:
+            logger.warning("could not embed the policy's examples yet: %s", exc.message)
 
         def reload() -> None:
             nonlocal redactor
@@ -218,7 +226,7 @@ async def open_resources(
                     metrics.reloaded(ok=False)
                 return
             if new.knowledge.scorer is not None:
-                tasks.spawn(new.knowledge.scorer.prepare(), name="embed-policy-examples")
+                tasks.spawn(_embed_examples(new, metrics), name="embed-policy-examples")
             if metrics is not None:
                 metrics.reloaded(ok=True)
             redactor = with_new

@@ -1,6 +1,9 @@
-"""`ChatPipeline`: the explicit path of a chat request: decide → cache → dispatch (retries, fallbacks) → account.
+"""`Pipeline`: the explicit path of every request: decide → cache → dispatch (retries, fallbacks) → account.
 
-No framework types: the handlers give it a `ChatCall` and write out what it returns.
+Endpoint-agnostic: the handlers give it a `Call` and the codec of its endpoint kind (`proxy.endpoints`),
+and write out what it returns. What differs between endpoint kinds (features, cache keys, usage, stream
+framing, replay) is asked of the codec; what a route adds to the response comes back in its result;
+a request that fails raises `OutcomeError`, its error with the outcome it belongs to.
 """
 
 from __future__ import annotations
@@ -12,25 +15,25 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from policies import Decision, PolicyEngine
 from proxy.accounting.cost import PriceTable
-from proxy.accounting.tally import Tally, bind
+from proxy.accounting.tally import Tally
 from proxy.breaker import CircuitBreaker
 from proxy.cache.lookup import AnswerCache, CacheStatus, Ticket
 from proxy.config.sections import BreakerSettings, RetrySettings
 from proxy.decide import decide_semantically
-from proxy.endpoints.chat_replay import COMPLETION, entry
+from proxy.endpoints.base import Codec
+from proxy.outcome import Outcome, OutcomeError
 from proxy.semantic import SemanticScorer
-from proxy.streaming import Relay, open_relay, replay_relay, take_usage
+from proxy.streaming import Relay, open_relay, replay_relay
 from proxy.tasks import BackgroundTasks
 from proxy.wire.errors import ProxyError, RouteUnavailableError, UpstreamError, UpstreamRejectedError
 from proxy.wire.schemas import Usage
-from routes import ChatCall, Completion, Route
+from routes import Answer, AnswerStream, Call, Route
 
-__all__ = ["CALLER_HEADER", "ChatPipeline", "Outcome"]
+__all__ = ["CALLER_HEADER", "Pipeline"]
 
 logger = logging.getLogger("turnout.pipeline")
 
@@ -38,30 +41,6 @@ CALLER_HEADER = "x-turnout-caller"
 """Who is calling, for `caller` conditions and sticky splits (API keys with names come later)."""
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How a request was answered: the route that answered, the rule that sent it, the routes that failed."""
-
-    route: str
-    rule: str
-    fallback_from: tuple[str, ...] = ()
-    cache: CacheStatus = "bypass"
-    route_headers: tuple[tuple[str, str], ...] = ()
-    """Headers the answering route added (the RAG route's `x-turnout-sources`)."""
-
-    def header_items(self) -> list[tuple[str, str]]:
-        """The `x-turnout-*` response headers that show the decision."""
-        items = [("x-turnout-route", self.route), ("x-turnout-rule", self.rule), ("x-turnout-cache", self.cache)]
-        if self.fallback_from:
-            items.append(("x-turnout-fallback-from", ",".join(self.fallback_from)))
-        items.extend(self.route_headers)
-        return items
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """`header_items()` as raw ASGI headers."""
-        return [(name.encode(), value.encode("latin-1")) for name, value in self.header_items()]
 
 
 def _is_route_failure(error: ProxyError) -> bool:
@@ -74,15 +53,8 @@ def _retryable(error: ProxyError) -> bool:
     return _is_route_failure(error) and error.upstream_status not in (401, 403, 404)
 
 
-def _unfinished(ticket: Ticket, error: BaseException) -> None:
-    """No answer to store; an error response says what the cache did too."""
-    ticket.finish(None)
-    if isinstance(error, ProxyError):
-        error.headers = {**error.headers, "x-turnout-cache": ticket.status}
-
-
-class ChatPipeline:
-    """Decides where each chat call goes and gets it answered there, or on its fallbacks."""
+class Pipeline:
+    """Decides where each call goes and gets it answered there, or on its fallbacks."""
 
     def __init__(
         self,
@@ -119,73 +91,81 @@ class ChatPipeline:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._sleep = sleep
 
-    async def decide(self, call: ChatCall) -> Decision:
-        """Where `call` goes (see `decide`); meaning-based features are computed once, when a rule reaches them."""
+    async def decide(self, codec: Codec[Any], call: Call[Any]) -> Decision:
+        """Where `call` goes (see `proxy.decide`); meaning-based features are computed once, when a rule needs them."""
         default_route = next(iter(self.routes))
         return await decide_semantically(
-            call, policy=self.policy, named=self.named, default_route=default_route, scorer=self.semantic
+            codec, call, policy=self.policy, named=self.named, default_route=default_route, scorer=self.semantic
         )
 
-    async def _look_up(self, call: ChatCall, decision: Decision, tally: Tally, *, stream: bool) -> Ticket:
-        """The cache's answer for `call` in the form asked, if any; a hit is priced (costs 0, saves its baseline)."""
-        ticket = (
-            Ticket(status="bypass")
-            if self.cache is None
-            else await self.cache.begin(call, decision, self.routes[decision.route], stream=stream)
-        )
+    async def _begin(
+        self, codec: Codec[Any], call: Call[Any], tally: Tally, *, stream: bool
+    ) -> tuple[Decision, Ticket]:
+        """Decide, then look the answer up in the form asked; a hit is priced (costs 0, saves its baseline)."""
+        try:
+            decision = await self.decide(codec, call)
+        finally:
+            self._spent(call, tally)
+        tally.decided(decision.route, decision.rule)
+        if self.cache is None:
+            ticket = Ticket(status="bypass")
+        else:
+            try:
+                ticket = await self.cache.begin(codec, call, decision, self.routes[decision.route], stream=stream)
+            finally:
+                self._spent(call, tally)
         tally.cache = ticket.status
         hit = ticket.hit
         if hit is not None and hit.model is not None and hit.usage is not None:
             tally.charge_for(self.prices, hit.model, hit.usage, cached=True)
-        return ticket
+        return decision, ticket
 
-    async def complete(self, call: ChatCall, tally: Tally | None = None) -> tuple[Completion, Outcome]:
+    async def complete(self, codec: Codec[Any], call: Call[Any], tally: Tally | None = None) -> tuple[Answer, Outcome]:
         """Answer `call` in one response: from the cache, or from the decided route (or its fallbacks).
 
         `tally` gets the decision, the cache result, the attempts and the charge.
+
+        Raises:
+            OutcomeError: no route could answer; the error to send, with the outcome it belongs to.
         """
         tally = Tally() if tally is None else tally
-        bind(tally)  # embeddings spent deciding or retrieving are this request's
-        decision = await self.decide(call)
-        tally.decided(decision.route, decision.rule)
-        ticket = await self._look_up(call, decision, tally, stream=False)
+        decision, ticket = await self._begin(codec, call, tally, stream=False)
         if ticket.hit is not None:
-            completion = Completion(body=ticket.hit.body, model=tally.model, usage=tally.usage)
-            return completion, Outcome(decision.route, decision.rule, cache="hit")
-        self._shadow(call, decision)
+            answer = Answer(body=ticket.hit.body, model=tally.model, usage=tally.usage)
+            return answer, Outcome(decision.route, decision.rule, cache="hit")
+        self._shadow(codec, call, decision)
 
-        def complete_on(route: Route) -> Awaitable[Completion]:
-            call.reply_headers.clear()  # only the headers of the route that answers
+        def complete_on(route: Route) -> Awaitable[Answer]:
             return route.complete(call)
 
         try:
-            name, completion, failed = await self._dispatch(decision, complete_on, tally)
-        except BaseException as exc:
-            _unfinished(ticket, exc)
+            name, answer, failed = await self._dispatch(decision, complete_on, tally, ticket.status)
+        except BaseException:
+            ticket.finish(None)
             raise
-        ticket.finish(entry(COMPLETION, completion.body) if name == decision.route else None)
-        if completion.usage is not None:
-            self._account(call, tally, name, completion.model, completion.usage)
-        return completion, Outcome(name, decision.rule, failed, ticket.status, tuple(call.reply_headers.items()))
+        finally:
+            self._spent(call, tally)
+        ticket.finish(codec.stored(answer.body) if name == decision.route else None)
+        if answer.usage is not None:
+            self._account(codec, call, tally, name, answer.model, answer.usage)
+        return answer, Outcome(name, decision.rule, failed, ticket.status, answer.headers)
 
-    async def stream(self, call: ChatCall, tally: Tally | None = None) -> tuple[Relay, Outcome]:
-        """Answer `call` as SSE bytes; an error before the first event (on every route tried) raises here."""
+    async def stream(self, codec: Codec[Any], call: Call[Any], tally: Tally | None = None) -> tuple[Relay, Outcome]:
+        """Answer `call` as SSE bytes; an error before the first event (on every route tried) raises here.
+
+        Raises:
+            OutcomeError: no route could open a stream; the error to send, with the outcome it belongs to.
+        """
         tally = Tally() if tally is None else tally
-        bind(tally)  # embeddings spent deciding or retrieving are this request's
-        decision = await self.decide(call)
-        tally.decided(decision.route, decision.rule)
-        ticket = await self._look_up(call, decision, tally, stream=True)
-        wants_usage = call.request.wants_usage_chunk
+        decision, ticket = await self._begin(codec, call, tally, stream=True)
         if ticket.hit is not None:
-            relay = replay_relay(ticket.hit.body)
-            return relay, Outcome(decision.route, decision.rule, cache="hit")
-        self._shadow(call, decision)
+            return replay_relay(ticket.hit.body), Outcome(decision.route, decision.rule, cache="hit")
+        self._shadow(codec, call, decision)
+        wants_usage = codec.wants_usage(call.body)
 
-        def open_on(route: Route) -> Awaitable[Relay]:
-            call.reply_headers.clear()
-
+        async def open_on(route: Route) -> tuple[Relay, AnswerStream]:
             def on_usage(usage: Usage, model: str | None) -> None:
-                self._account(call, tally, route.name, model, usage)
+                self._account(codec, call, tally, route.name, model, usage)
 
             def on_end(error: ProxyError | None) -> bytes:
                 # Headers left before the usage came: the cost ends the stream as SSE comments instead.
@@ -194,24 +174,33 @@ class ChatPipeline:
                 comments = "".join(f": {name}: {value}\n" for name, value in tally.cost_items())
                 return f"{comments}\n".encode() if comments else b""
 
-            source = route.stream(call)
+            opened = await route.stream(call)
+            events = opened.events
             if route.name == decision.route:  # a fallback's answer is not the decided route's to cache
-                source = ticket.recording(source)
-            return open_relay(source, wants_usage=wants_usage, on_usage=on_usage, on_end=on_end)
+                events = ticket.recording(events, codec)
+            relay = await open_relay(events, codec, wants_usage=wants_usage, on_usage=on_usage, on_end=on_end)
+            return relay, opened
 
         try:
-            name, relay, failed = await self._dispatch(decision, open_on, tally)
-        except BaseException as exc:
-            _unfinished(ticket, exc)
+            name, (relay, opened), failed = await self._dispatch(decision, open_on, tally, ticket.status)
+        except BaseException:
+            ticket.finish(None)
             raise
+        finally:
+            self._spent(call, tally)
         if name != decision.route:
             ticket.finish(None)
-        return relay, Outcome(name, decision.rule, failed, ticket.status, tuple(call.reply_headers.items()))
+        return relay, Outcome(name, decision.rule, failed, ticket.status, opened.headers)
 
     async def _dispatch(
-        self, decision: Decision, once: Callable[[Route], Awaitable[T]], tally: Tally
+        self, decision: Decision, once: Callable[[Route], Awaitable[T]], tally: Tally, cache: CacheStatus
     ) -> tuple[str, T, tuple[str, ...]]:
-        """Run `once` on the decided route, then on each fallback while the failure is the route's."""
+        """Run `once` on the decided route, then on each fallback while the failure is the route's.
+
+        Raises:
+            OutcomeError: the last error, with the outcome that shows the decision (which route failed, sent by
+                which rule, what the cache did).
+        """
         failed: list[str] = []
         candidates = (decision.route, *decision.fallbacks)
         for index, name in enumerate(candidates):
@@ -221,9 +210,7 @@ class ChatPipeline:
                 return name, await self._on_route(name, once, tally, skip_when_open=not last), tuple(failed)
             except ProxyError as exc:
                 if not _is_route_failure(exc) or last:
-                    # The error response shows the decision too: which route failed, sent by which rule.
-                    exc.headers = {**exc.headers, **dict(Outcome(name, decision.rule, tuple(failed)).header_items())}
-                    raise
+                    raise OutcomeError(exc, Outcome(name, decision.rule, tuple(failed), cache)) from exc
                 logger.warning("route %s failed (%s %s); falling back", name, exc.status, exc.message)
                 failed.append(name)
         raise AssertionError("unreachable: the last route's error is raised")  # pragma: no cover
@@ -273,40 +260,59 @@ class ChatPipeline:
             return min(float(error.headers["retry-after"]), cap)
         return self._rng.uniform(0, min(cap, self._retry.backoff * 2**attempt))
 
-    def _shadow(self, call: ChatCall, decision: Decision) -> None:
+    def _shadow(self, codec: Codec[Any], call: Call[Any], decision: Decision) -> None:
         if decision.shadow is not None and decision.shadow in self.routes:
             headers = {**call.headers, "x-request-id": f"{call.headers.get('x-request-id', 'req')}-shadow"}
-            shadow_call = ChatCall(body=call.body, headers=headers, caller=call.caller)
-            self._tasks.spawn(self._run_shadow(shadow_call, decision.shadow), name=f"shadow:{decision.shadow}")
+            shadow_call = Call(endpoint=call.endpoint, body=call.body, headers=headers, caller=call.caller)
+            task = self._run_shadow(codec, shadow_call, decision.shadow)
+            self._tasks.spawn(task, name=f"shadow:{decision.shadow}")
 
-    async def _run_shadow(self, call: ChatCall, name: str) -> None:
+    async def _run_shadow(self, codec: Codec[Any], call: Call[Any], name: str) -> None:
         """Send the copy; its answer is dropped, its outcome logged, its cost recorded."""
         route, started = self.routes[name], time.perf_counter()
-        tally = Tally(shadow=True, stream=bool(call.request.stream))
-        bind(tally)  # this task's own (it started with a copy of the request's context)
+        streams = codec.streams(call.body)
+        tally = Tally(shadow=True, stream=streams)
         tally.decided(name, "shadow")
+
+        def account(usage: Usage, model: str | None) -> None:
+            self._account(codec, call, tally, name, model, usage)
+
         try:
-            if call.request.stream:
-                async with contextlib.aclosing(route.stream(call)) as events:
+            if streams:
+                opened = await route.stream(call)
+                async with contextlib.aclosing(opened.events) as events:
                     async for events_run in events:
-                        take_usage(events_run, lambda usage, model: self._account(call, tally, name, model, usage))
+                        found = codec.take_usage(events_run, keep=True)
+                        if found.usage is not None:
+                            account(found.usage, found.model)
             else:
-                completion = await route.complete(call)
-                if completion.usage is not None:
-                    self._account(call, tally, name, completion.model, completion.usage)
+                answer = await route.complete(call)
+                if answer.usage is not None:
+                    account(answer.usage, answer.model)
         except ProxyError as exc:
             outcome = f"failed with {exc.status} ({exc.message})"
             tally.failed_attempt(name, exc, retried=False)
         else:
             outcome = "answered"
+        finally:
+            self._spent(call, tally)
         if self._record_shadow is not None:
             self._record_shadow(tally)
         elapsed = (time.perf_counter() - started) * 1000
         logger.info("shadow %s to route %s %s in %.0f ms", call.headers.get("x-request-id"), name, outcome, elapsed)
 
-    def _account(self, call: ChatCall, tally: Tally, route: str, model: str | None, usage: Usage) -> None:
+    def _spent(self, call: Call[Any], tally: Tally) -> None:
+        """Charge `tally` with the embeddings the call's question was billed since the last look (then forgotten)."""
+        spent = call.question.spent
+        for embedding in spent:
+            tally.embedded(self.prices, embedding.model, embedding.tokens)
+        spent.clear()
+
+    def _account(
+        self, codec: Codec[Any], call: Call[Any], tally: Tally, route: str, model: str | None, usage: Usage
+    ) -> None:
         """Price the usage `route` reported: by the model that answered, else the route's, else the caller's."""
-        answered_by = model or getattr(self.routes.get(route), "model", None) or call.request.model
+        answered_by = model or self.routes[route].model or codec.requested_model(call.body)
         tally.charge_for(self.prices, answered_by, usage)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(

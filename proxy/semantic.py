@@ -7,10 +7,11 @@ a `RagRoute` per `kind: rag` route over its `HybridRetriever`, and, when the rul
 then per request embeds the last user message once and derives every similarity and retrieval score from
 that one vector (`policies.semantic` says why this happens outside the engine).
 
-Embedding tokens: `build_knowledge(on_embedding_usage=...)` is called with `(model, tokens)` after each
-embeddings request an upstream embedder makes, the RAG route's and the conditions' alike, for cost
-accounting. Every embedder is a `RememberingEmbedder`, so a request's question is embedded (and billed)
-once, however many of the rules, the RAG route and the semantic cache need it.
+Embedding tokens: what an upstream embedder bills comes back with its vectors (`Spent`). `features`
+embeds the request's `Question`, which keeps that bill for the request (the RAG route's retrieval adds to
+it), and `prepare` returns what embedding the examples cost. Every embedder is a `RememberingEmbedder`,
+so a request's question is embedded (and billed) once, however many of the rules, the RAG route and the
+semantic cache need it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,7 @@ from policies import SemanticFeatures, SemanticNeeds
 from proxy.config.policyfile import Deployment
 from proxy.config.settings import Settings, UpstreamSettings
 from routes import HybridRetriever, OpenAIEmbedder, RagRoute, Route, Upstream, UpstreamTimeouts, new_session
-from routes.knowledge.embedding import Embedder, LocalEmbedder, RememberingEmbedder, Vectors
+from routes.knowledge.embedding import Embedder, LocalEmbedder, Question, RememberingEmbedder, Spent, Vectors
 
 __all__ = [
     "Knowledge",
@@ -62,23 +63,27 @@ class SemanticScorer:
         self._examples: dict[tuple[str, ...], Vectors] = {}
         self._lock = asyncio.Lock()
 
-    async def prepare(self) -> None:
-        """Embed every example list (once; later calls return at once)."""
+    async def prepare(self) -> Spent | None:
+        """Embed every example list (once; later calls return at once); what that was billed."""
         async with self._lock:
             missing = [examples for examples in self.needs.examples if examples not in self._examples]
             if not missing:
-                return
+                return None
             texts = [text for examples in missing for text in examples]
-            vectors = await self.embedder.embed(texts)
+            vectors, spent = await self.embedder.embed(texts)
             start = 0
             for examples in missing:
                 self._examples[examples] = vectors[start : start + len(examples)]
                 start += len(examples)
+            return spent
 
-    async def features(self, text: str) -> SemanticFeatures:
-        """The meaning-based features of a request whose last user message is `text`."""
-        await self.prepare()
-        vector = (await self.embedder.embed([text]))[0]
+    async def features(self, question: Question) -> SemanticFeatures:
+        """The meaning-based features of a request that asks `question` (its vector embedded once).
+
+        The examples are embedded first if neither the load nor an earlier request could: this request pays.
+        """
+        question.charge(await self.prepare())
+        vector = await question.vector(self.embedder)
         similarity = {}
         for examples, matrix in self._examples.items():
             scores = matrix @ vector
@@ -96,24 +101,18 @@ class Knowledge:
     scorer: SemanticScorer | None
 
 
-def _embedder(
-    deployment: Deployment, upstreams: Mapping[str, Upstream], on_usage: Callable[[str, int], None] | None
-) -> Embedder:
+def _embedder(deployment: Deployment, upstreams: Mapping[str, Upstream]) -> Embedder:
     settings = deployment.embedder
     if settings.upstream is None:
         return shared_local_embedder(settings.dimension)
     model = settings.model or ""  # checked at load: an upstream embedder has a model
-    return RememberingEmbedder(
-        OpenAIEmbedder(upstreams[settings.upstream], model, settings.dimension, on_usage=on_usage)
-    )
+    return RememberingEmbedder(OpenAIEmbedder(upstreams[settings.upstream], model, settings.dimension))
 
 
 def build_knowledge(
     deployment: Deployment,
     chat_routes: Mapping[str, Route] | None,
     upstreams: Mapping[str, Upstream],
-    *,
-    on_embedding_usage: Callable[[str, int], None] | None = None,
 ) -> Knowledge:
     """The embedder, RAG routes and scorer of `deployment` (nothing is built when nothing embeds).
 
@@ -121,7 +120,7 @@ def build_knowledge(
     """
     if not deployment.uses_embedder:
         return Knowledge(routes={}, scorer=None)
-    embedder = _embedder(deployment, upstreams, on_embedding_usage)
+    embedder = _embedder(deployment, upstreams)
     retrievers = {name: HybridRetriever(deployment.indexes[name], embedder) for name in deployment.rag}
     routes = {
         name: RagRoute(

@@ -1,6 +1,6 @@
 """Destinations a request can be sent to: OpenAI-compatible upstreams, the RAG route, and the simulated upstream."""
 
-from routes.base import ChatCall, Completion, Route
+from routes.base import Answer, AnswerStream, Call, ChatCall, Route
 from routes.knowledge.embedders import OpenAIEmbedder
 from routes.knowledge.index import KnowledgeIndex, KnowledgeIndexError
 from routes.knowledge.retrieval import HybridRetriever, Passage, Retriever
@@ -9,8 +9,10 @@ from routes.rag import RagRoute
 from routes.upstream import Upstream, UpstreamPath, UpstreamTimeouts, new_session
 
 __all__ = [
+    "Answer",
+    "AnswerStream",
+    "Call",
     "ChatCall",
-    "Completion",
     "HybridRetriever",
     "KnowledgeIndex",
     "KnowledgeIndexError",

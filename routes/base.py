@@ -1,39 +1,51 @@
-"""The `Route` Protocol every destination implements, and the values that cross it."""
+"""The `Route` Protocol every destination implements, and the values that cross it.
+
+A route gets a `Call` of any endpoint kind it serves (`Route.endpoints`) and answers it with an `Answer`
+or an `AnswerStream`. Everything a route adds to the client's response travels in that result (extra
+headers: the RAG route's `x-turnout-sources`); nothing is written back into the call. What embedding the
+request's question cost is kept by the call's own `Question`, which the pipeline reads at its end.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Generic, Protocol
 
-from proxy.wire.schemas import ChatBody, ChatRequest, Usage
+from proxy.wire.endpoint import Body, Endpoint, ViewT
+from proxy.wire.schemas import ChatRequest, Usage
+from routes.knowledge.embedding import Question
 
-__all__ = ["ChatCall", "Completion", "Route"]
+__all__ = ["Answer", "AnswerStream", "Call", "ChatCall", "Route"]
+
+Headers = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
-class ChatCall:
-    """One chat request as a route receives it."""
+class Call(Generic[ViewT]):
+    """One request as a route receives it."""
 
-    body: ChatBody
+    endpoint: Endpoint[ViewT]
+    """Its endpoint kind: the upstream path, how to rewrite the body and read the answer."""
+    body: Body[ViewT]
     """The body, decoded once: its typed view for decisions, its bytes and raw members for forwarding."""
     headers: Mapping[str, str]
     """End-to-end headers to send upstream (the client's, minus credentials and hop-by-hop, plus the request id)."""
     caller: str | None = None
     """Who is calling (from `x-turnout-caller` until API keys with names arrive); never sent upstream."""
-    reply_headers: dict[str, str] = field(default_factory=dict)
-    """Headers the route that answers adds to the client's response (the RAG route's `x-turnout-sources`).
-
-    Filled while a route runs (before a stream's first event); the pipeline empties it before each try.
-    """
     credential: str = ""
     """A digest of the client's own key (`Authorization`, `api-key`), so that the response cache never gives
     one key's answers to another; "" without one. Never sent upstream."""
+    question: Question = field(init=False, repr=False, compare=False)
+    """The request's question, embedded when something needs its meaning (and what that cost): its own."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "question", Question(self.endpoint.question(self.body)))
 
     @property
-    def request(self) -> ChatRequest:
+    def request(self) -> ViewT:
         """The typed view of the body, for decisions."""
-        return self.body.request
+        return self.body.view
 
     @property
     def raw(self) -> bytes:
@@ -41,24 +53,64 @@ class ChatCall:
         return self.body.raw
 
 
+ChatCall = Call[ChatRequest]
+"""A chat completions call (what the RAG route answers)."""
+
+
 @dataclass(frozen=True, slots=True)
-class Completion:
+class Answer:
     """A finished, successful non-streaming answer."""
 
     body: bytes
-    """The response body as the upstream sent it (OpenAI `chat.completion` JSON)."""
+    """The response body as the upstream sent it (plus what the route adds, such as the RAG sources)."""
     model: str | None
     """The model that really answered, as the upstream reported it."""
     usage: Usage | None
     """Token counts, when the upstream reported them."""
+    headers: Headers = ()
+    """Headers the route adds to the client's response."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerStream:
+    """A streamed answer, opened: what the route added, and its events to come."""
+
+    events: AsyncGenerator[bytes, None]
+    """Whole SSE events as they arrive; the last item ends with the endpoint's end event.
+
+    Each item holds the events that arrived together (never empty, each event ending in a blank line),
+    so that the relay can write them to the client at once without parsing them. The usage is included
+    when the upstream can send it. Errors raise `ProxyError` instead of ending the stream: before the
+    first item they become a JSON error response, after it an SSE error event.
+    """
+    headers: Headers = ()
+    """Headers the route adds to the client's response (known before the first event)."""
 
 
 class Route(Protocol):
-    """A destination for chat requests: an OpenAI-compatible upstream, or a composition of routes."""
+    """A destination: an OpenAI-compatible upstream, or a composition of routes."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The route's name in the policy file."""
+        ...
 
-    async def complete(self, call: ChatCall) -> Completion:
+    @property
+    def model(self) -> str | None:
+        """The model its upstream answers with (None: the caller's own); what a cache key and a price use."""
+        ...
+
+    @property
+    def cache_scope(self) -> str:
+        """What besides the request its answers depend on, for cache keys ("": nothing, a plain upstream)."""
+        ...
+
+    @property
+    def endpoints(self) -> frozenset[str]:
+        """The endpoint kinds it serves (`chat`)."""
+        ...
+
+    async def complete(self, call: Call[Any]) -> Answer:
         """Answer `call` in one response.
 
         Raises:
@@ -66,13 +118,10 @@ class Route(Protocol):
         """
         ...
 
-    def stream(self, call: ChatCall) -> AsyncGenerator[bytes, None]:
-        """Answer `call` as a stream of whole SSE events; the last item ends with `data: [DONE]`.
+    async def stream(self, call: Call[Any]) -> AnswerStream:
+        """Open a streamed answer to `call` (work before its first event, a retrieval say, happens here).
 
-        Each item holds the events that arrived together (never empty, each event ending in a blank
-        line), so that the relay can write them to the client at once without parsing them. The final
-        usage chunk is included when the upstream can send it. Errors raise `ProxyError` instead of
-        ending with `[DONE]`: before the first item they become a JSON error response, after it an SSE
-        error event.
+        Raises:
+            ProxyError: a failure before the stream could open.
         """
         ...

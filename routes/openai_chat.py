@@ -1,28 +1,33 @@
-"""`OpenAIChatRoute`: one OpenAI-compatible upstream and model (ft:gpt-3.5-turbo..., gpt-4, ...); SSE passthrough."""
+"""`OpenAIChatRoute`: one OpenAI-compatible upstream and model (ft:gpt-3.5-turbo..., gpt-4, ...); SSE passthrough.
+
+Endpoint-agnostic: a call's `Endpoint` names the upstream path, rewrites the body (the route's `model`,
+the usage a stream must report) and says whether an answer or a stream's events read.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
+from typing import Any
 
-from proxy.wire.answers import ChunkView, CompletionView, UnreadableAnswerError, read_answer
+from proxy.wire.answers import UnreadableAnswerError
 from proxy.wire.errors import UpstreamError, upstream_stream_error
-from proxy.wire.sse import DONE, DONE_EVENT, EventSplitter, event_data, find_done, split_events
-from routes.base import ChatCall, Completion
+from proxy.wire.sse import EventSplitter
+from routes.base import Answer, AnswerStream, Call
 from routes.upstream import Upstream, UpstreamPath
 
 __all__ = ["OpenAIChatRoute"]
 
-_PATH = UpstreamPath("chat", "completions")
+_ENDPOINTS = frozenset({"chat"})
 
 
-def _unreadable(upstream: Upstream, what: str, exc: UnreadableAnswerError) -> UpstreamError:
+def _unreadable(upstream: Upstream, what: str, reason: str) -> UpstreamError:
     """The 502 for an answer Turnout cannot read: the upstream's fault, said without quoting the answer."""
-    return UpstreamError(f"The upstream '{upstream.name}' sent {what} that Turnout cannot read: {exc}.")
+    return UpstreamError(f"The upstream '{upstream.name}' sent {what} that Turnout cannot read: {reason}.")
 
 
 class OpenAIChatRoute:
-    """Send chat requests to one upstream, with this route's model (or the caller's, when `model` is None)."""
+    """Send requests to one upstream, with this route's model (or the caller's, when `model` is None)."""
 
     __slots__ = ("_timeout", "model", "name", "upstream")
 
@@ -35,59 +40,52 @@ class OpenAIChatRoute:
     def __repr__(self) -> str:
         return f"OpenAIChatRoute(name={self.name!r}, upstream={self.upstream.name!r}, model={self.model!r})"
 
-    async def complete(self, call: ChatCall) -> Completion:
+    @property
+    def cache_scope(self) -> str:
+        """Nothing but the request: ""."""
+        return ""
+
+    @property
+    def endpoints(self) -> frozenset[str]:
+        """Chat completions."""
+        return _ENDPOINTS
+
+    async def complete(self, call: Call[Any]) -> Answer:
         """Post the request and return the upstream's answer as it came.
 
         Raises:
-            UpstreamError: also when the answer is not a completion Turnout can read (`proxy.wire.answers`): it
+            UpstreamError: also when the answer is not one Turnout can read (`proxy.wire.answers`): it
                 would not be priced, cached or replayed, and the caller's own JSON reader may choke on it.
         """
-        body, _ = await self.upstream.post(_PATH, call.body.rewritten(model=self.model), call.headers, self._timeout)
+        endpoint = call.endpoint
+        body = endpoint.upstream_body(call.body, model=self.model, stream=False)
+        content, _ = await self.upstream.post(UpstreamPath(*endpoint.path), body, call.headers, self._timeout)
         try:
-            _, view = read_answer(body, CompletionView)
+            model, usage = endpoint.read_answer(content)
         except UnreadableAnswerError as exc:
-            raise _unreadable(self.upstream, "a completion", exc) from None
-        return Completion(body=body, model=view.model, usage=view.usage)
+            raise _unreadable(self.upstream, "an answer", str(exc)) from None
+        return Answer(body=content, model=model, usage=usage)
 
-    async def stream(self, call: ChatCall) -> AsyncGenerator[bytes, None]:
-        """Post the request with `include_usage` on and yield the whole events of each read, `[DONE]` last."""
-        body = call.body.rewritten(model=self.model, include_usage=True)
+    async def stream(self, call: Call[Any]) -> AnswerStream:
+        """The upstream's stream (asked to report its usage): the whole events of each read, its end last."""
+        return AnswerStream(events=self._events(call))
+
+    async def _events(self, call: Call[Any]) -> AsyncGenerator[bytes, None]:
+        endpoint, upstream = call.endpoint, self.upstream
+        body = endpoint.upstream_body(call.body, model=self.model, stream=True)
         splitter = EventSplitter()
-        async with contextlib.aclosing(self.upstream.post_stream(_PATH, body, call.headers, self._timeout)) as chunks:
+        path = UpstreamPath(*endpoint.path)
+        async with contextlib.aclosing(upstream.post_stream(path, body, call.headers, self._timeout)) as chunks:
             async for chunk in chunks:
                 # Whole events only, so no secret is cut in two between reads and missed.
-                events, error = _split_at_fault(self.upstream.redactor.data(splitter.feed(chunk)), self.upstream)
-                done = find_done(events)
-                if done >= 0:  # anything after [DONE] is dropped; [DONE] itself is normalised
-                    yield events[:done] + DONE_EVENT
+                cut = endpoint.cut(upstream.redactor.data(splitter.feed(chunk)))
+                if cut.events:
+                    yield cut.events
+                if cut.ended:  # anything after the end is dropped
                     return
-                if events:
-                    yield events
-                if error is not None:
-                    raise error
-        raise UpstreamError(f"The upstream '{self.upstream.name}' ended the stream before [DONE].")
-
-
-def _split_at_fault(events: bytes, upstream: Upstream) -> tuple[bytes, UpstreamError | None]:
-    """The events before the first that ends the stream with an error, and that error (None if none does).
-
-    An upstream's error event ends it, and so does an event Turnout cannot read as a chunk (`proxy.wire.answers`):
-    the usage tee, the cache's replay and the caller's own reader read every chunk. Events after `[DONE]`
-    are not looked at (they are dropped).
-    """
-    parts = split_events(events)
-    for index, event in enumerate(parts):
-        data = event_data(event)
-        if not data:  # comments and `event:` lines carry no chunk
-            continue
-        if data == DONE:
-            break
-        try:
-            read_answer(data, ChunkView)
-        except UnreadableAnswerError as exc:
-            error: UpstreamError | None = _unreadable(upstream, "a stream chunk", exc)
-        else:
-            error = upstream_stream_error(data, redactor=upstream.redactor)
-        if error is not None:
-            return b"".join(part + b"\n\n" for part in parts[:index]), error
-    return events, None
+                if cut.unreadable is not None:
+                    raise _unreadable(upstream, "a stream chunk", cut.unreadable)
+                if cut.error is not None:
+                    error = upstream_stream_error(cut.error, redactor=upstream.redactor)
+                    raise error if error is not None else UpstreamError("The upstream failed mid-stream.")
+        raise UpstreamError(f"The upstream '{upstream.name}' ended the stream before [DONE].")

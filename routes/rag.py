@@ -12,32 +12,32 @@ The sources reach the client twice, without breaking strict OpenAI parsing:
   `{index, source, heading, position, similarity}`. The OpenAI SDKs keep unknown fields, even with
   strict response validation (`tests/e2e/test_rag.py`).
 
-`index_version` and `model` are what a cache keys on besides the request: a cached answer is only valid
-for the index it was retrieved from, the retrieval settings that chose its passages, and the model that
-answered from them.
+`cache_scope` (the `index_version`) and `model` are what a cache keys on besides the request: a cached
+answer is only valid for the index it was retrieved from, the retrieval settings that chose its passages,
+and the model that answered from them.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from urllib.parse import quote
 
 import msgspec
 
 from proxy.wire.errors import KnowledgeUnavailableError
-from proxy.wire.schemas import ChatMessage
 from proxy.wire.sse import event_data
-from routes.base import ChatCall, Completion, Route
+from routes.base import Answer, AnswerStream, Call, ChatCall, Route
 from routes.knowledge.embedding import EmbedderMismatchError
 from routes.knowledge.index import KnowledgeIndexError
 from routes.knowledge.retrieval import Passage, Retriever
 from routes.prompting import build_rag_messages
 
-__all__ = ["SOURCES_FIELD", "SOURCES_HEADER", "RagRoute", "Source", "last_user_text"]
+__all__ = ["SOURCES_FIELD", "SOURCES_HEADER", "RagRoute", "Source"]
 
 SOURCES_HEADER = "x-turnout-sources"
 SOURCES_FIELD = "turnout_sources"
+_ENDPOINTS = frozenset({"chat"})
 
 
 class Source(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,17 +52,6 @@ class Source(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _MESSAGES = msgspec.json.Decoder(list[msgspec.Raw])
-
-
-def last_user_text(messages: Sequence[ChatMessage]) -> str:
-    """The text of the last `user` message (its text parts joined), or ""."""
-    for message in reversed(messages):
-        if message.role == "user":
-            content = message.content
-            if isinstance(content, str):
-                return content
-            return "\n".join(part.text for part in content or () if part.text is not None)
-    return ""
 
 
 def _with_field(body: bytes, value: bytes) -> bytes:
@@ -120,23 +109,34 @@ class RagRoute:
     @property
     def model(self) -> str | None:
         """The model that answers from the passages: the `answer_with` route's (None: the caller's own)."""
-        model: str | None = getattr(self.answer_with, "model", None)
-        return model
+        return self.answer_with.model
+
+    @property
+    def cache_scope(self) -> str:
+        """The index version and retrieval settings (`index_version`): what the passages given depend on."""
+        return self.index_version
+
+    @property
+    def endpoints(self) -> frozenset[str]:
+        """Chat completions: the passages go into the conversation's messages."""
+        return _ENDPOINTS
 
     async def retrieve(self, call: ChatCall) -> list[Passage]:
-        """The passages for the conversation's latest question.
+        """The passages for the conversation's latest question (what embedding it cost goes on the call's bill).
 
         Raises:
             KnowledgeUnavailableError: the index cannot be searched (missing, or made by another embedder).
         """
-        question = last_user_text(call.request.messages)
+        question = call.question
         try:
-            return await self.retriever.search(question, top_k=self._top_k, min_score=self._min_score)
+            found = await self.retriever.search(question.text, top_k=self._top_k, min_score=self._min_score)
         except (KnowledgeIndexError, EmbedderMismatchError) as exc:
             raise KnowledgeUnavailableError(f"The knowledge index of route '{self.name}' is unusable: {exc}") from exc
+        question.charge(found.spent)
+        return found.passages
 
-    async def _augment(self, call: ChatCall) -> tuple[ChatCall, bytes]:
-        """The call to hand to the answering route, and the encoded sources it carries (set as the header too)."""
+    async def _augment(self, call: ChatCall) -> tuple[ChatCall, tuple[tuple[str, str], ...], bytes]:
+        """The call to hand to the answering route, the headers it adds, and the encoded sources it carries."""
         passages = await self.retrieve(call)
         # The conversation's messages as they came: only the `messages` member is rebuilt, the rest is copied.
         conversation = _MESSAGES.decode(call.body.fields["messages"])
@@ -147,27 +147,28 @@ class RagRoute:
             for number, p in enumerate(used, start=1)
         ]
         header = ", ".join(quote(f"{s.source}#{s.heading}" if s.heading else s.source, safe="/#") for s in sources)
-        call.reply_headers[SOURCES_HEADER] = header
-        inner = ChatCall(
-            body=body,
-            headers=call.headers,
-            caller=call.caller,
-            reply_headers=call.reply_headers,
-        )
-        return inner, msgspec.json.encode(sources)
+        inner = Call(endpoint=call.endpoint, body=body, headers=call.headers, caller=call.caller)
+        return inner, ((SOURCES_HEADER, header),), msgspec.json.encode(sources)
 
-    async def complete(self, call: ChatCall) -> Completion:
-        """Retrieve, then answer with `answer_with`; the body carries the sources."""
-        inner, sources = await self._augment(call)
-        completion = await self.answer_with.complete(inner)
-        return Completion(body=_with_field(completion.body, sources), model=completion.model, usage=completion.usage)
+    async def complete(self, call: ChatCall) -> Answer:
+        """Retrieve, then answer with `answer_with`; the body carries the sources, the headers name them."""
+        inner, headers, sources = await self._augment(call)
+        answer = await self.answer_with.complete(inner)
+        body = _with_field(answer.body, sources)
+        return Answer(body=body, model=answer.model, usage=answer.usage, headers=(*answer.headers, *headers))
 
-    async def stream(self, call: ChatCall) -> AsyncGenerator[bytes, None]:
+    async def stream(self, call: ChatCall) -> AnswerStream:
         """Retrieve, then relay `answer_with`'s stream; its first chunk carries the sources."""
-        inner, sources = await self._augment(call)
-        first = True
-        async with contextlib.aclosing(self.answer_with.stream(inner)) as events:
-            async for item in events:
-                if first:
-                    item, first = _with_field_in_first_event(item, sources), False
-                yield item
+        inner, headers, sources = await self._augment(call)
+        opened = await self.answer_with.stream(inner)
+        return AnswerStream(events=_sourced(opened.events, sources), headers=(*opened.headers, *headers))
+
+
+async def _sourced(events: AsyncGenerator[bytes, None], sources: bytes) -> AsyncGenerator[bytes, None]:
+    """`events` with the sources field added to the first chunk."""
+    first = True
+    async with contextlib.aclosing(events):
+        async for item in events:
+            if first:
+                item, first = _with_field_in_first_event(item, sources), False
+            yield item

@@ -8,18 +8,14 @@ How the response cache and the embedders fill it in:
 - a cache lookup: `tally.cache = "hit"` or `"miss"` (it stays `"bypass"` when the cache was not asked);
 - a cache hit's saving: `tally.charge_for(prices, model, usage, cached=True)` (costs 0, saves the whole
   baseline cost of the cached answer's tokens);
-- embeddings spent for the request (RAG retrieval, semantic conditions): `tally.embedded(prices, model, tokens)`.
-  An embedder is shared by every request, so it reports its usage to `embedding_spender()`, which charges
-  the tally that `bind()` made current in the request's task (a context variable, as asyncio copies it
-  into the tasks a request starts); usage with no request (a policy's examples, embedded at load) goes
-  to `unattributed`.
+- embeddings spent for the request (RAG retrieval, semantic conditions): `tally.embedded(prices, model, tokens)`,
+  by the pipeline, from what the request's own `Question` was billed (`routes.knowledge.embedding`); usage
+  with no request (a policy's examples, embedded at load) is `priced()` and counted on its own.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
@@ -42,9 +38,8 @@ __all__ = [
     "CacheResult",
     "Embedding",
     "Tally",
-    "bind",
-    "embedding_spender",
     "error_kind",
+    "priced",
     "usd",
 ]
 
@@ -141,7 +136,7 @@ class Tally:
 
     def embedded(self, prices: PriceTable, model: str, tokens: int) -> None:
         """Embedding tokens spent for this request (the RAG path's retrieval, semantic conditions)."""
-        embedding = Embedding(model=model, tokens=tokens, cost=prices.cost(model, Usage(prompt_tokens=tokens)))
+        embedding = priced(prices, model, tokens)
         if self.embeddings is None:
             self.embeddings = []
         self.embeddings.append(embedding)
@@ -200,24 +195,6 @@ class Tally:
         return total
 
 
-_CURRENT: ContextVar[Tally | None] = ContextVar("turnout_tally", default=None)
-
-
-def bind(tally: Tally) -> None:
-    """Charge the embeddings made from now on in this task (and the tasks it starts) to `tally`."""
-    _CURRENT.set(tally)
-
-
-def embedding_spender(
-    prices: PriceTable, unattributed: Callable[[Embedding], None] | None
-) -> Callable[[str, int], None]:
-    """The `on_usage(model, tokens)` hook of a shared embedder: the current request pays, else `unattributed`."""
-
-    def spend(model: str, tokens: int) -> None:
-        tally = _CURRENT.get()
-        if tally is not None:
-            tally.embedded(prices, model, tokens)
-        elif unattributed is not None:
-            unattributed(Embedding(model=model, tokens=tokens, cost=prices.cost(model, Usage(prompt_tokens=tokens))))
-
-    return spend
+def priced(prices: PriceTable, model: str, tokens: int) -> Embedding:
+    """Embedding tokens `model` was billed, with their cost (None when the model has no price)."""
+    return Embedding(model=model, tokens=tokens, cost=prices.cost(model, Usage(prompt_tokens=tokens)))

@@ -26,26 +26,25 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from policies import CacheRule, Decision
-from proxy.cache.keys import fields_key, is_deterministic
+from proxy.cache.keys import fields_key
 from proxy.cache.lease import Lease, keep_lock
 from proxy.cache.memory import MemoryResponseCache
 from proxy.cache.redis import RedisResponseCache
-from proxy.cache.semantic import best_match, pack, question
+from proxy.cache.semantic import best_match, pack
 from proxy.cache.store import ResponseCache
 from proxy.config.sections import CacheSettings
-from proxy.endpoints.chat_replay import STREAM, Replay, entry, replay, replayable
+from proxy.endpoints.base import Codec, Replay
 from proxy.semantic import shared_local_embedder
 from proxy.tasks import BackgroundTasks
 from proxy.wire.answers import UnreadableAnswerError
 from proxy.wire.redisurl import redact_url
-from proxy.wire.sse import DONE_EVENT
-from routes import ChatCall
-from routes.knowledge.embedding import Embedder
+from routes import Call, Route
+from routes.knowledge.embedding import Embedder, Question
 
 __all__ = ["AnswerCache", "CacheStatus", "SharedCache", "Ticket", "open_backend"]
 
@@ -55,7 +54,6 @@ CacheStatus = Literal["hit", "miss", "bypass"]
 SEMANTIC_KEEP = 256
 """Questions remembered per namespace (tenant, route, parameters) for semantic matching."""
 _POLL = 0.02
-_MESSAGES = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def open_backend(settings: CacheSettings, on_error: Callable[[], None] | None = None) -> ResponseCache:
@@ -65,7 +63,7 @@ def open_backend(settings: CacheSettings, on_error: Callable[[], None] | None = 
     return MemoryResponseCache(settings.max_bytes)
 
 
-def _cache_control(call: ChatCall) -> tuple[bool, bool]:
+def _cache_control(call: Call[Any]) -> tuple[bool, bool]:
     """(no-cache, no-store) from the request's `cache-control` header."""
     value = call.headers.get("cache-control")
     if not value:
@@ -80,27 +78,27 @@ class Ticket:
 
     status: CacheStatus
     hit: Replay | None = None
-    """On a hit, the stored entry as the request asks for it (see `proxy.endpoints.chat_replay`)."""
+    """On a hit, the stored entry as the request asks for it (`Codec.replay`)."""
     _finish: Callable[[bytes | None], None] | None = None
 
     def finish(self, stored: bytes | None) -> None:
-        """Store `stored` (a `chat_replay.entry`) when the rule writes, and release any waiters."""
+        """Store `stored` (an entry from `Codec.stored`) when the rule writes, and release any waiters."""
         finish, self._finish = self._finish, None
         if finish is not None:
             finish(stored)
 
-    async def recording(self, source: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
-        """Pass `source` through; when it ends with `[DONE]` (not cut off, no error), finish with it."""
+    async def recording(self, source: AsyncGenerator[bytes, None], codec: Codec[Any]) -> AsyncGenerator[bytes, None]:
+        """Pass `source` through; when it ends as a finished stream does (not cut off, no error), finish with it."""
         parts: list[bytes] = []
-        complete = False
+        stored = None
         try:
             async with contextlib.aclosing(source):
                 async for events in source:
                     parts.append(events)
                     yield events
-            complete = bool(parts) and parts[-1].endswith(DONE_EVENT)
+            stored = codec.stored_stream(b"".join(parts)) if parts else None
         finally:
-            self.finish(entry(STREAM, b"".join(parts)) if complete else None)
+            self.finish(stored)
 
 
 _BYPASS = Ticket(status="bypass")
@@ -122,8 +120,10 @@ class _Plan:
     ttl: float
     rule: CacheRule
     namespace: str | None
-    """The semantic namespace (the key of the request without its last message), when the rule is semantic."""
-    text: str | None
+    """The semantic namespace (the key of the request without its question), when the rule is semantic."""
+    question: Question | None
+    """The request's question, when a semantic match is planned."""
+    codec: Codec[Any]
     stream: bool
     """Whether a hit replays as a stream (else as a completion)."""
     wants_usage: bool
@@ -158,47 +158,48 @@ class AnswerCache:
         if self.on_count is not None:
             self.on_count(name)
 
-    def _plan(self, call: ChatCall, decision: Decision, route: object, *, stream: bool) -> _Plan | None:
+    def _plan(
+        self, codec: Codec[Any], call: Call[Any], decision: Decision, route: Route, *, stream: bool
+    ) -> _Plan | None:
         rule = decision.cache
         if not self.settings.enabled or not rule.enabled:
             return None
-        fields = call.body.fields
-        seed = fields.get("seed")
-        if rule.deterministic_only and not is_deterministic(
-            call.request.temperature, seed is not None and bytes(seed) != b"null"
-        ):
+        if rule.deterministic_only and not codec.deterministic(call.body):
             return None
         no_cache, no_store = _cache_control(call)
         read, write = rule.read and not no_cache, rule.write and not no_store
         if not (read or write):
             return None
-        model: str | None = getattr(route, "model", None)
-        index_version: str | None = getattr(route, "index_version", None)
+        tenant = f"{call.caller or ''}\x1f{call.credential}"  # the caller's name, and its key's digest
 
         def key_of(fields: Mapping[str, msgspec.Raw]) -> str:
-            tenant = f"{call.caller or ''}\x1f{call.credential}"  # the caller's name, and its key's digest
             return fields_key(
-                tenant=tenant, route=decision.route, model=model, index_version=index_version, fields=fields
+                tenant=tenant,
+                route=decision.route,
+                model=route.model,
+                scope=route.cache_scope,
+                fields=fields,
+                ignored=codec.ignored_fields,
             )
 
-        key = key_of(fields)
-        namespace = text = None
-        if rule.semantic_threshold is not None and self._embedder is not None:
-            text = question(call.request)
-            if text is not None:
-                messages = _MESSAGES.decode(fields["messages"])
-                earlier = msgspec.Raw(b"[" + b",".join(messages[:-1]) + b"]")
-                namespace = "sem:" + key_of({**fields, "messages": earlier})
+        key = key_of(call.body.fields)
+        namespace = question = None
+        if rule.semantic_threshold is not None and self._embedder is not None and call.question.text:
+            context = codec.cache_context(call.body)
+            if context is not None:
+                namespace, question = "sem:" + key_of(context), call.question
         ttl = rule.ttl if rule.ttl is not None else self.settings.ttl
-        wants_usage = call.request.wants_usage_chunk
-        return _Plan(key, read, write, ttl, rule, namespace, text, stream=stream, wants_usage=wants_usage)
+        wants_usage = codec.wants_usage(call.body)
+        return _Plan(key, read, write, ttl, rule, namespace, question, codec, stream=stream, wants_usage=wants_usage)
 
-    async def begin(self, call: ChatCall, decision: Decision, route: object, *, stream: bool = False) -> Ticket:
-        """Look `call` up: a hit (replayed as a stream when `stream`, else a completion), a miss to finish, a bypass.
+    async def begin(
+        self, codec: Codec[Any], call: Call[Any], decision: Decision, route: Route, *, stream: bool = False
+    ) -> Ticket:
+        """Look `call` up: a hit (replayed as a stream when `stream`, else whole), a miss to finish, a bypass.
 
-        `route` is the decided route; its `model` and (for a RAG route) `index_version` are keyed.
+        `route` is the decided route; its `model` and `cache_scope` (a RAG route's index version) are keyed.
         """
-        plan = self._plan(call, decision, route, stream=stream)
+        plan = self._plan(codec, call, decision, route, stream=stream)
         if plan is None:
             self._count("bypass")
             return _BYPASS
@@ -222,7 +223,7 @@ class AnswerCache:
         if stored is None:
             return None
         try:
-            return replay(stored, stream=plan.stream, wants_usage=plan.wants_usage)
+            return plan.codec.replay(stored, stream=plan.stream, wants_usage=plan.wants_usage)
         except UnreadableAnswerError as exc:
             logger.warning("cache: a stored entry cannot be replayed (%s): deleted, answered as a miss", exc)
             self._count("unreadable")
@@ -233,12 +234,12 @@ class AnswerCache:
         stored = await self._get(plan.key, plan)
         if stored is not None:
             return stored
-        if plan.namespace is None or plan.text is None or plan.rule.semantic_threshold is None:
+        if plan.namespace is None or plan.question is None or plan.rule.semantic_threshold is None:
             return None
         assert self._embedder is not None  # noqa: S101 - a namespace is only planned with an embedder
-        vector = (await self._embedder().embed([plan.text]))[0]
+        vector = await plan.question.vector(self._embedder())
         records = await self.backend.items(plan.namespace)
-        match = best_match(plan.text, vector, records, plan.rule.semantic_threshold)
+        match = best_match(plan.question.text, vector, records, plan.rule.semantic_threshold)
         if match is None:
             return None
         stored = await self._get(match.key, plan)
@@ -299,14 +300,14 @@ class AnswerCache:
 
     async def _store(self, plan: _Plan, stored: bytes, flight: _Flight | None) -> None:
         try:
-            if not replayable(stored):  # routes refuse what does not read; this holds for any route
+            if not plan.codec.replayable(stored):  # routes refuse what does not read; this holds for any route
                 logger.warning("cache: an answer that would not replay was not stored")
                 self._count("unreadable")
                 return
             await self.backend.set(plan.key, stored, plan.ttl)
-            if plan.namespace is not None and plan.text is not None and self._embedder is not None:
-                vector = (await self._embedder().embed([plan.text]))[0]
-                record = pack(plan.key, plan.text, vector)
+            if plan.namespace is not None and plan.question is not None and self._embedder is not None:
+                vector = await plan.question.vector(self._embedder())
+                record = pack(plan.key, plan.question.text, vector)
                 await self.backend.push(plan.namespace, record, keep=SEMANTIC_KEEP, ttl=plan.ttl)
             self._count("stored")
         finally:

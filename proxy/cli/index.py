@@ -95,7 +95,8 @@ async def _search(args: argparse.Namespace) -> int:
     index = _open(Path(args.index))
     async with _embedder(args.config) as embedder:
         check_compatible(index.embedder, index.dimension, embedder)
-        passages = await HybridRetriever(index, embedder).search(args.query, top_k=args.top_k, min_score=args.min_score)
+        retriever = HybridRetriever(index, embedder)
+        passages = (await retriever.search(args.query, top_k=args.top_k, min_score=args.min_score)).passages
     if not passages:
         _print("no passage found")
     for rank, passage in enumerate(passages, start=1):

@@ -13,13 +13,13 @@ from typing import Any
 import msgspec
 import yaml
 
-from policies import Decision, extract_features
+from policies import Decision
 from proxy.config.settings import Settings, SettingsError, load_settings
 from proxy.decide import decide_semantically
+from proxy.endpoints.chat import CHAT
 from proxy.semantic import open_knowledge
 from proxy.wire.errors import InvalidRequestError, ProxyError
-from proxy.wire.schemas import decode_chat_body
-from routes import ChatCall
+from routes import Call
 
 __all__ = ["add_policy_commands", "run_policy_command"]
 
@@ -34,10 +34,10 @@ def _load(path: str) -> Settings:
     return load_settings({**os.environ, "TURNOUT_CONFIG": path})
 
 
-def _call(body: Mapping[str, Any], headers: Mapping[str, str], caller: str | None) -> ChatCall:
+def _call(body: Mapping[str, Any], headers: Mapping[str, str], caller: str | None) -> Call[Any]:
     raw = msgspec.json.encode(body)
     lowered = {name.lower(): value for name, value in headers.items()}
-    return ChatCall(body=decode_chat_body(raw), headers=lowered, caller=caller)
+    return Call(endpoint=CHAT, body=CHAT.decode(raw), headers=lowered, caller=caller)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -49,12 +49,13 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _explain_decision(settings: Settings, call: ChatCall) -> tuple[Decision, str | None]:
+async def _explain_decision(settings: Settings, call: Call[Any]) -> tuple[Decision, str | None]:
     """The decision, and (when rules decided) the explanation, meaning-based scores computed first."""
     deployment = settings.deployment
     async with open_knowledge(settings) as knowledge:
         scorer = knowledge.scorer
         decision = await decide_semantically(
+            CHAT,
             call,
             policy=deployment.policy,
             named=deployment.model_names(),
@@ -63,13 +64,13 @@ async def _explain_decision(settings: Settings, call: ChatCall) -> tuple[Decisio
         )
         if deployment.policy is None or decision.rule == "model":
             return decision, None
-        features = extract_features(call.request, call.headers, call.caller)
+        features = CHAT.features(call)
         if scorer is not None:
-            features = features.with_semantic(await scorer.features(features.last_user_text))
+            features = features.with_semantic(await scorer.features(call.question))
         return decision, deployment.policy.explain(features).render()
 
 
-def _request(path: str, header_args: list[str], caller: str | None) -> ChatCall:
+def _request(path: str, header_args: list[str], caller: str | None) -> Call[Any]:
     """The call `turnout explain` decides on: the request file as the server would read it, and the headers.
 
     Raises:
@@ -87,10 +88,10 @@ def _request(path: str, header_args: list[str], caller: str | None) -> ChatCall:
             raise SettingsError(f"--header {header!r}: expected NAME:VALUE")
         headers[name.strip().lower()] = value.strip()
     try:
-        body = decode_chat_body(raw)
+        body = CHAT.decode(raw)
     except InvalidRequestError as exc:
         raise SettingsError(f"{path}: not a chat request Turnout would accept: {exc.message}") from None
-    return ChatCall(body=body, headers=headers, caller=caller)
+    return Call(endpoint=CHAT, body=body, headers=headers, caller=caller)
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -141,6 +142,7 @@ async def _run_cases(settings: Settings, cases: _Cases) -> int:
                 call = _call(case.request, case.headers, case.caller)
                 outcomes.append(
                     await decide_semantically(
+                        CHAT,
                         call,
                         policy=deployment.policy,
                         named=named,

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from proxy.endpoints.base import Replay
 from proxy.wire.answers import ChunkView, CompletionView, UnreadableAnswerError, read_answer
 from proxy.wire.schemas import Usage
 from proxy.wire.sse import DONE, DONE_EVENT, encode_event, event_data, split_events
@@ -26,7 +27,6 @@ from proxy.wire.sse import DONE, DONE_EVENT, encode_event, event_data, split_eve
 __all__ = [
     "COMPLETION",
     "STREAM",
-    "Replay",
     "answered_by",
     "assemble",
     "entry",
@@ -244,18 +244,6 @@ def to_stream(stored: bytes, *, wants_usage: bool) -> bytes:
         UnreadableAnswerError: the entry cannot be read.
     """
     return replay(stored, stream=True, wants_usage=wants_usage).body
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """A stored answer in the form a new request asks for, with what prices it."""
-
-    body: bytes
-    """The `chat.completion` body, or the SSE events (`[DONE]` last)."""
-    model: str | None
-    """The model that answered: a completion's own, or the model its stream's usage chunk names."""
-    usage: Usage | None
-    """Its usage (a stream's from its usage chunk), when it reported one."""
 
 
 def replay(stored: bytes, *, stream: bool, wants_usage: bool) -> Replay:

@@ -9,18 +9,18 @@ body that fails is a 400 naming the problem and, where there is one, the `param`
 What the typed view does not keep (unknown fields, nulls, tools, ...) is left to the upstream and
 forwarded byte for byte. A route that must change `model` or `stream_options` (or the RAG route,
 `messages`) splices that one top-level member between the others, which are copied as they came
-(`ChatBody.rewritten`, `ChatBody.replaced`): nothing nested is parsed or encoded again.
+(`Body.replaced`, `proxy.endpoints.chat`): nothing nested is parsed or encoded again.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Annotated
 
 import msgspec
 
+from proxy.wire.endpoint import Body
 from proxy.wire.errors import InvalidRequestError
 from proxy.wire.jsonbody import NOT_JSON, decode_json_object
 from proxy.wire.parameters import check_parameters
@@ -35,6 +35,8 @@ __all__ = [
     "TokenCount",
     "Usage",
     "decode_chat_body",
+    "last_user_text",
+    "message_text",
 ]
 
 
@@ -99,43 +101,10 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_ENCODE = msgspec.json.encode
-_USAGE_ONLY = msgspec.Raw(b'{"include_usage":true}')
-_TRUE = msgspec.Raw(b"true")
 
 
-@dataclass(frozen=True, slots=True)
-class ChatBody:
-    """A chat request body, decoded once: its bytes, its typed view, and its top-level members as sent."""
-
-    raw: bytes
-    """The body exactly as the client sent it."""
-    request: ChatRequest
-    """The typed view, for decisions."""
-    fields: Mapping[str, msgspec.Raw]
-    """Each top-level member's value as the raw JSON it was sent as (for cache keys and rewrites)."""
-
-    def replaced(self, members: Mapping[str, msgspec.Raw]) -> ChatBody:
-        """This body with `members` (raw JSON values) put in place of, or after, its own; the typed view kept."""
-        fields = {**self.fields, **members}
-        return ChatBody(raw=_ENCODE(fields), request=self.request, fields=fields)
-
-    def rewritten(self, *, model: str | None = None, include_usage: bool = False) -> bytes:
-        """The body to send upstream: `raw` unchanged, except `model` and `stream_options.include_usage`.
-
-        Returns `raw` itself when nothing needs to change, so the common case costs no re-encoding; when
-        something does, only that top-level member is new and every other one is copied as it came.
-        """
-        members: dict[str, msgspec.Raw] = {}
-        if model is not None and self.request.model != model:
-            members["model"] = msgspec.Raw(_ENCODE(model))
-        if include_usage and not self.request.wants_usage_chunk:
-            options = self.fields.get("stream_options")
-            if options is None or self.request.stream_options is None:  # absent, or null
-                members["stream_options"] = _USAGE_ONLY
-            else:  # keep the caller's other options (an accepted body's members always decode again)
-                members["stream_options"] = msgspec.Raw(_ENCODE({**_FIELDS.decode(options), "include_usage": _TRUE}))
-        return self.replaced(members).raw if members else self.raw
+ChatBody = Body[ChatRequest]
+"""A chat request body: its bytes, its typed `ChatRequest` view, its raw top-level members."""
 
 
 # msgspec reports "<what went wrong> - at `$.messages[0].role`"; missing fields are named in the message.
@@ -178,4 +147,19 @@ def decode_chat_body(raw: bytes) -> ChatBody:
         fields = _FIELDS.decode(raw)
     except msgspec.DecodeError as exc:  # never seen: skipping accepts whatever decoding does (tests say so)
         raise InvalidRequestError(NOT_JSON.format(reason=str(exc))) from exc
-    return ChatBody(raw=raw, request=request, fields=fields)
+    return Body(raw=raw, view=request, fields=fields)
+
+
+def message_text(message: ChatMessage) -> str:
+    """The text of a message: its string content, or its text parts joined by newlines (images are skipped)."""
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(part.text for part in content if part.text is not None)
+
+
+def last_user_text(messages: Sequence[ChatMessage]) -> str:
+    """The text of the last `user` message ("" when there is none): what a request asks, for every reader."""
+    return next((message_text(message) for message in reversed(messages) if message.role == "user"), "")

@@ -1,21 +1,21 @@
 """`OpenAIEmbedder`: an `Embedder` on an OpenAI-compatible upstream's `POST /embeddings` (text-embedding-3-small…).
 
 It posts through the upstream's shared, pooled session (the same `Upstream` chat routes use), so its
-errors are mapped like theirs. The rows it gets back are normalised to unit length. Every call's token
-usage is added to `tokens_used` and handed to `on_usage`, so that cost accounting can count what the
-RAG route and the meaning-based policy conditions spend on embeddings.
+errors are mapped like theirs. The rows it gets back are normalised to unit length. Every call returns the
+tokens the upstream billed with its vectors, so that cost accounting can count what the RAG route and the
+meaning-based policy conditions spend on embeddings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import msgspec
 import numpy as np
 
 from proxy.wire.errors import UpstreamError
 from proxy.wire.schemas import TokenCount
-from routes.knowledge.embedding import Vectors, normalise
+from routes.knowledge.embedding import Embedded, Spent, Vectors, normalise
 from routes.upstream import Upstream, UpstreamPath
 
 __all__ = ["OpenAIEmbedder"]
@@ -46,25 +46,13 @@ _DECODE = msgspec.json.Decoder(_Response)
 class OpenAIEmbedder:
     """Embeddings from an OpenAI-compatible upstream's `/embeddings`, with a fixed model and dimension."""
 
-    __slots__ = ("_dimension", "_timeout", "model", "on_usage", "tokens_used", "upstream")
+    __slots__ = ("_dimension", "_timeout", "model", "upstream")
 
-    def __init__(
-        self,
-        upstream: Upstream,
-        model: str,
-        dimension: int,
-        *,
-        on_usage: Callable[[str, int], None] | None = None,
-        timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, upstream: Upstream, model: str, dimension: int, *, timeout: float = 30.0) -> None:
         self.upstream = upstream
         self.model = model
         self._dimension = dimension
         self._timeout = upstream.timeout(timeout)
-        self.on_usage = on_usage
-        """Called as `on_usage(model, tokens)` after every request (for cost accounting)."""
-        self.tokens_used = 0
-        """Tokens billed for embeddings since this embedder was built."""
 
     def __repr__(self) -> str:
         return f"OpenAIEmbedder(upstream={self.upstream.name!r}, model={self.model!r}, dimension={self._dimension})"
@@ -79,18 +67,19 @@ class OpenAIEmbedder:
         """The configured dimension (asked of the upstream with `dimensions`)."""
         return self._dimension
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        """One unit row per text, in order (in batches of 512).
+    async def embed(self, texts: Sequence[str]) -> Embedded:
+        """One unit row per text, in order (in batches of 512), and the tokens the upstream billed.
 
         Raises:
             ProxyError: the upstream failed, or sent vectors of another dimension.
         """
-        rows = [await self._batch(list(texts[at : at + _BATCH])) for at in range(0, len(texts), _BATCH)]
-        if not rows:
-            return np.zeros((0, self._dimension), dtype=np.float32)
-        return normalise(np.concatenate(rows))
+        batches = [await self._batch(list(texts[at : at + _BATCH])) for at in range(0, len(texts), _BATCH)]
+        if not batches:
+            return Embedded(np.zeros((0, self._dimension), dtype=np.float32))
+        tokens = sum(tokens for _, tokens in batches)
+        return Embedded(normalise(np.concatenate([rows for rows, _ in batches])), Spent(self.model, tokens))
 
-    async def _batch(self, texts: list[str]) -> Vectors:
+    async def _batch(self, texts: list[str]) -> tuple[Vectors, int]:
         body = msgspec.json.encode({"model": self.model, "input": texts, "dimensions": self._dimension})
         content, _ = await self.upstream.post(_PATH, body, {}, self._timeout)
         try:  # typed: every number kept is checked; skipping the rest recurses as deep as it nests
@@ -106,8 +95,4 @@ class OpenAIEmbedder:
                 f"The upstream '{self.upstream.name}' sent embeddings of shape {vectors.shape} "
                 f"for {len(texts)} texts of {self._dimension} dimensions."
             )
-        tokens = response.usage.total_tokens if response.usage is not None else 0
-        self.tokens_used += tokens
-        if self.on_usage is not None:
-            self.on_usage(self.model, tokens)
-        return vectors
+        return vectors, response.usage.total_tokens if response.usage is not None else 0

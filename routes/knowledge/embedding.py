@@ -16,17 +16,21 @@ import asyncio
 import functools
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "Embedded",
     "Embedder",
     "EmbedderMismatchError",
     "LocalEmbedder",
+    "Question",
     "RememberingEmbedder",
+    "Spent",
     "Vectors",
     "check_compatible",
     "normalise",
@@ -34,6 +38,22 @@ __all__ = [
 
 Vectors = npt.NDArray[np.float32]
 """A `(n, dimension)` array of float32 rows, each of unit length (so a dot product is the cosine)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """Embedding tokens an upstream billed: what cost accounting prices by `model`."""
+
+    model: str
+    tokens: int
+
+
+class Embedded(NamedTuple):
+    """What one `embed` call returns: the vectors, and what they were billed (None: nothing, as the local model)."""
+
+    vectors: Vectors
+    spent: Spent | None = None
+
 
 _BATCH_INLINE = 64
 """Up to this many texts are embedded on the event loop (well under a millisecond); more go to a thread."""
@@ -56,8 +76,8 @@ class Embedder(Protocol):
         """The length of every vector."""
         ...
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        """One unit row per text, in order."""
+    async def embed(self, texts: Sequence[str]) -> Embedded:
+        """One unit row per text, in order, and what embedding them was billed."""
         ...
 
 
@@ -122,11 +142,11 @@ class LocalEmbedder:
             return np.zeros((0, self._dimension), dtype=np.float32)
         return normalise(self._model.embed(list(texts)))
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        """Small batches inline (cheaper than a thread hop), large ones in a worker thread."""
+    async def embed(self, texts: Sequence[str]) -> Embedded:
+        """Small batches inline (cheaper than a thread hop), large ones in a worker thread; never billed."""
         if len(texts) <= _BATCH_INLINE:
-            return self.embed_sync(texts)
-        return await asyncio.to_thread(functools.partial(self.embed_sync, texts))
+            return Embedded(self.embed_sync(texts))
+        return Embedded(await asyncio.to_thread(functools.partial(self.embed_sync, texts)))
 
 
 class RememberingEmbedder:
@@ -153,10 +173,14 @@ class RememberingEmbedder:
         """The wrapped embedder's dimension."""
         return self.embedder.dimension
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        """The remembered rows, and the others embedded in one batch by the wrapped embedder."""
+    async def embed(self, texts: Sequence[str]) -> Embedded:
+        """The remembered rows, and the others embedded in one batch by the wrapped embedder (and billed)."""
         missing = list(dict.fromkeys(text for text in texts if text not in self._rows))
-        fresh = dict(zip(missing, await self.embedder.embed(missing), strict=True)) if missing else {}
+        spent = None
+        fresh: dict[str, Vectors] = {}
+        if missing:
+            embedded = await self.embedder.embed(missing)
+            fresh, spent = dict(zip(missing, embedded.vectors, strict=True)), embedded.spent
         rows = np.empty((len(texts), self.dimension), dtype=np.float32)
         for index, text in enumerate(texts):
             row = fresh.get(text)
@@ -168,4 +192,41 @@ class RememberingEmbedder:
             self._rows[text] = row
         while len(self._rows) > self._size:
             self._rows.popitem(last=False)
-        return rows
+        return Embedded(rows, spent)
+
+
+class Question:
+    """One request's question (its last user message), embedded lazily, once per embedder, and what that cost.
+
+    The policy's meaning-based conditions, the RAG route's retrieval and the semantic cache all need the
+    question's vector; each asks this object, so the request is embedded (and billed) once per embedder,
+    and only when something needs it. `spent` is the request's embedding bill, read by the pipeline when
+    the request ends, whichever route answered or failed.
+    """
+
+    __slots__ = ("_rows", "spent", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.spent: list[Spent] = []
+        """What embedding for this request was billed, in order."""
+        self._rows: dict[int, tuple[Embedder, Vectors]] = {}
+
+    def __repr__(self) -> str:
+        return f"Question({self.text[:40]!r}, spent={self.spent!r})"
+
+    async def vector(self, embedder: Embedder) -> Vectors:
+        """The question's unit vector by `embedder`, as a `(dimension,)` row (embedded on first use)."""
+        known = self._rows.get(id(embedder))
+        if known is not None:
+            return known[1]
+        embedded = await embedder.embed([self.text])
+        row: Vectors = embedded.vectors[0]
+        self._rows[id(embedder)] = (embedder, row)  # the embedder is kept: its id stays its own
+        self.charge(embedded.spent)
+        return row
+
+    def charge(self, spent: Spent | None) -> None:
+        """Add embedding tokens spent for this request (the question's, or examples embedded late)."""
+        if spent is not None:
+            self.spent.append(spent)

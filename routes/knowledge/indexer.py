@@ -92,7 +92,9 @@ async def add_files(
             for chunk in chunks
         ]
         texts = [chunk.indexed_text for chunk in chunks]
-        batches = [await embedder.embed(texts[at : at + _EMBED_BATCH]) for at in range(0, len(texts), _EMBED_BATCH)]
+        batches = [
+            (await embedder.embed(texts[at : at + _EMBED_BATCH])).vectors for at in range(0, len(texts), _EMBED_BATCH)
+        ]
         vectors = np.concatenate(batches) if batches else np.zeros((0, index.dimension), dtype=np.float32)
         index = index.replacing(source, digest, records, vectors)
         (report.replaced if known is not None else report.added).append(source)

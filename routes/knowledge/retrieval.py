@@ -20,17 +20,17 @@ between the query and the passage) is absolute, so `min_score` thresholds and th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
-from routes.knowledge.embedding import Embedder, Vectors, check_compatible
+from routes.knowledge.embedding import Embedder, Spent, Vectors, check_compatible
 from routes.knowledge.index import KnowledgeIndex
 from routes.knowledge.lexical import LexicalIndex
 
-__all__ = ["CANDIDATES", "Fusion", "HybridRetriever", "Passage", "Retriever", "one_blas_thread"]
+__all__ = ["CANDIDATES", "Fusion", "HybridRetriever", "Passage", "Retrieved", "Retriever", "one_blas_thread"]
 
 Fusion = Literal["rrf", "convex", "lexical", "dense"]
 CANDIDATES = 100
@@ -66,6 +66,13 @@ class Passage:
     """Cosine similarity between the query and the passage, in [-1, 1]."""
 
 
+class Retrieved(NamedTuple):
+    """What a search found, and what embedding its query was billed (None: nothing)."""
+
+    passages: list[Passage]
+    spent: Spent | None = None
+
+
 class Retriever(Protocol):
     """Finds the passages of a knowledge index that answer a query."""
 
@@ -74,7 +81,7 @@ class Retriever(Protocol):
         """The index's version: changes whenever what it can return changes."""
         ...
 
-    async def search(self, query: str, *, top_k: int, min_score: float = -1.0) -> list[Passage]:
+    async def search(self, query: str, *, top_k: int, min_score: float = -1.0) -> Retrieved:
         """The `top_k` best passages for `query` whose similarity is at least `min_score`, best first."""
         ...
 
@@ -122,17 +129,13 @@ class HybridRetriever:
         """The embedder queries must be embedded with (the index's)."""
         return self._embedder
 
-    async def embed_query(self, query: str) -> Vectors:
-        """The query's unit vector, as a `(dimension,)` row."""
-        vectors = await self._embedder.embed([query])
-        row: Vectors = vectors[0]
-        return row
-
-    async def search(self, query: str, *, top_k: int, min_score: float = -1.0) -> list[Passage]:
-        """Embed `query`, then `search_with` it."""
+    async def search(self, query: str, *, top_k: int, min_score: float = -1.0) -> Retrieved:
+        """Embed `query`, then `search_with` it; with what embedding it was billed."""
         if not self.index.chunks or not query.strip():
-            return []
-        return self.search_with(query, await self.embed_query(query), top_k=top_k, min_score=min_score)
+            return Retrieved([])
+        embedded = await self._embedder.embed([query])
+        passages = self.search_with(query, embedded.vectors[0], top_k=top_k, min_score=min_score)
+        return Retrieved(passages, embedded.spent)
 
     def best_similarity(self, vector: Vectors) -> float | None:
         """The highest cosine similarity of any passage to the query's `vector` (None for an empty index)."""

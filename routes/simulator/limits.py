@@ -117,8 +117,8 @@ def chat_body(raw: bytes) -> tuple[ChatBody, dict[str, Any]]:
         body = decode_chat_body(raw)
     except InvalidRequestError as exc:
         raise SimulatorRejectedError.of(exc) from exc
-    if len(body.request.messages) > MAX_MESSAGES:
-        raise _too_many("messages", MAX_MESSAGES, len(body.request.messages))
+    if len(body.view.messages) > MAX_MESSAGES:
+        raise _too_many("messages", MAX_MESSAGES, len(body.view.messages))
     values: dict[str, Any] = msgspec.json.decode(raw)  # an accepted body always decodes again
     tools = values.get("tools")
     if tools:  # the answer calls the first tool's function: its name and parameters must be usable

@@ -170,8 +170,8 @@ class _Simulator:
             body=body,
             latency=wait_ms(headers, "x-simulated-latency-ms", config.latency_ms) / 1000,
             interval=wait_ms(headers, "x-simulated-chunk-interval-ms", config.chunk_interval_ms) / 1000,
-            chunks=chunk_count(headers, config.chunks, checked.request.n or 1),
-            fault=fault_of(headers, checked.request.model),
+            chunks=chunk_count(headers, config.chunks, checked.view.n or 1),
+            fault=fault_of(headers, checked.view.model),
         )
         record = self._record(request, raw, body)
         try:

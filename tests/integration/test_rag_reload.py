@@ -58,7 +58,7 @@ async def test_reload_serves_the_rebuilt_index_and_keeps_it_when_the_index_is_go
     async with open_resources(load_settings(env), reload_settings=lambda: load_settings(env)) as resources:
         first = resources.current.pipeline.routes["docs"]
         assert isinstance(first, RagRoute)
-        passages = await first.retriever.search("when is support open", top_k=1)
+        passages = (await first.retriever.search("when is support open", top_k=1)).passages
         assert passages[0].text == "Support is open from 8 to 18 on weekdays."
 
         await build(tmp_path, "Support is open around the clock, every day.")
@@ -67,7 +67,7 @@ async def test_reload_serves_the_rebuilt_index_and_keeps_it_when_the_index_is_go
         second = resources.current.pipeline.routes["docs"]
         assert isinstance(second, RagRoute)
         assert second.index_version != first.index_version
-        passages = await second.retriever.search("when is support open", top_k=1)
+        passages = (await second.retriever.search("when is support open", top_k=1)).passages
         assert passages[0].text == "Support is open around the clock, every day."
 
         shutil.rmtree(tmp_path / "index")

@@ -1,23 +1,25 @@
-"""`cache_key()`: what it covers, what it ignores, and that every request field has been classified."""
+"""`fields_key()` of a chat request: what it covers, what it ignores, and that every request field is classified."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import msgspec
 import pytest
 
-from proxy.cache.keys import ANSWER_FIELDS, IGNORED_FIELDS, cache_key, is_deterministic
+from proxy.cache.keys import fields_key
+from proxy.endpoints.chat import ANSWER_FIELDS, CHAT, IGNORED_FIELDS
 from proxy.wire.schemas import ChatRequest
 from tests.openapi import schema
 
 BASE: dict[str, Any] = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0}
 
 
-def key(body: dict[str, Any] | None = None, **parts: Any) -> str:
+def key(body: dict[str, Any] | None = None, *, raw: bytes | None = None, **parts: Any) -> str:
+    """The key of a chat request `body` (or `raw` bytes) as the response cache makes it."""
     parts = {"tenant": "acme", "route": "gpt4", "model": "gpt-4-0613", **parts}
-    return cache_key(body=json.dumps(body if body is not None else BASE).encode(), **parts)
+    decoded = CHAT.decode(raw if raw is not None else json.dumps(body if body is not None else BASE).encode())
+    return fields_key(fields=decoded.fields, ignored=CHAT.ignored_fields, **parts)
 
 
 def request_properties() -> set[str]:
@@ -56,14 +58,14 @@ def test_the_same_request_has_the_same_key_whatever_the_json_layout() -> None:
     reordered = {"temperature": 0, "messages": [{"content": "Hi", "role": "user"}], "model": "gpt-4"}
     assert key(reordered) == key(BASE)
     spaced = json.dumps(BASE, indent=2).encode()
-    assert cache_key(body=spaced, tenant="acme", route="gpt4", model="gpt-4-0613") == key(BASE)
+    assert key(raw=spaced) == key(BASE)
 
 
 @pytest.mark.parametrize(
     "parts",
-    [{"tenant": "globex"}, {"tenant": None}, {"route": "support-ft"}, {"model": "gpt-4o"}, {"index_version": "idx-2"}],
+    [{"tenant": "globex"}, {"tenant": None}, {"route": "support-ft"}, {"model": "gpt-4o"}, {"scope": "idx-2"}],
 )
-def test_tenant_route_model_and_index_version_change_the_key(parts: dict[str, Any]) -> None:
+def test_tenant_route_model_and_cache_scope_change_the_key(parts: dict[str, Any]) -> None:
     assert key(**parts) != key()
 
 
@@ -123,21 +125,18 @@ def test_keys_are_short_and_versioned() -> None:
     assert len(value) == 3 + 40
 
 
-def test_a_non_object_body_is_refused() -> None:
-    with pytest.raises(msgspec.ValidationError):
-        cache_key(body=b"[1]", tenant=None, route="r", model=None)
-
-
 @pytest.mark.parametrize(
-    ("temperature", "seed", "expected"),
+    ("change", "expected"),
     [
-        (0, False, True),
-        (0.0, False, True),
-        (None, True, True),
-        (0.7, True, True),
-        (None, False, False),
-        (1, False, False),
+        ({"temperature": 0}, True),
+        ({"temperature": 0.0}, True),
+        ({"seed": 7}, True),
+        ({"temperature": 0.7, "seed": 7}, True),
+        ({}, False),
+        ({"temperature": 1}, False),
+        ({"seed": None}, False),
     ],
 )
-def test_deterministic_means_temperature_zero_or_a_seed(temperature, seed, expected) -> None:
-    assert is_deterministic(temperature, seed) is expected
+def test_deterministic_means_temperature_zero_or_a_seed(change: dict[str, Any], expected: bool) -> None:
+    body = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}], **change}
+    assert CHAT.deterministic(CHAT.decode(json.dumps(body).encode())) is expected

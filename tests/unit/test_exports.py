@@ -9,8 +9,10 @@ import pytest
 EXPORTS = {
     "proxy": ["__version__"],
     "routes": [
+        "Answer",
+        "AnswerStream",
+        "Call",
         "ChatCall",
-        "Completion",
         "HybridRetriever",
         "KnowledgeIndex",
         "KnowledgeIndexError",

@@ -11,6 +11,7 @@ import pytest
 from proxy.cli.main import main
 from proxy.semantic import local_embedder
 from routes import KnowledgeIndex, OpenAIEmbedder, Upstream, UpstreamTimeouts, new_session
+from routes.knowledge.embedding import Spent
 from routes.knowledge.indexer import add_files, expand_paths
 from routes.simulator.server import SimulatorServer
 
@@ -59,20 +60,18 @@ def test_index_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 async def test_the_openai_embedder_asks_the_upstream_and_counts_tokens(simulator: SimulatorServer) -> None:
     session = new_session(UpstreamTimeouts())
-    seen: list[tuple[str, int]] = []
     try:
         upstream = Upstream("sim", simulator.base_url, "sk-test", session)
-        embedder = OpenAIEmbedder(upstream, "text-embedding-3-small", 64, on_usage=lambda m, t: seen.append((m, t)))
-        vectors = await embedder.embed(["refunds are paid back", "refunds are paid back", "opening hours"])
-        again = await embedder.embed(["refunds are paid back"])
+        embedder = OpenAIEmbedder(upstream, "text-embedding-3-small", 64)
+        vectors, first = await embedder.embed(["refunds are paid back", "refunds are paid back", "opening hours"])
+        again, second = await embedder.embed(["refunds are paid back"])
     finally:
         await session.close()
     assert vectors.shape == (3, 64)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(vectors[0], again[0], rtol=1e-5)  # deterministic
     assert float(vectors[0] @ vectors[2]) < 0.99
-    assert seen == [("text-embedding-3-small", 13), ("text-embedding-3-small", 5)]
-    assert embedder.tokens_used == 18
+    assert (first, second) == (Spent("text-embedding-3-small", 13), Spent("text-embedding-3-small", 5))
     assert (embedder.name, embedder.dimension) == ("text-embedding-3-small", 64)
 
 
@@ -104,5 +103,5 @@ async def test_the_examples_contact_questions_get_the_hours_passage(question: st
     ).deployment
     retriever = HybridRetriever(deployment.indexes["docs"], local_embedder(256))
     rag = deployment.rag["docs"]
-    passages = await retriever.search(question, top_k=rag.top_k, min_score=rag.min_score)
+    passages = (await retriever.search(question, top_k=rag.top_k, min_score=rag.min_score)).passages
     assert "knowledge/support-hours.txt" in [passage.source for passage in passages]

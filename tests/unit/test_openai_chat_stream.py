@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from proxy.endpoints.chat import CHAT
 from proxy.wire.errors import UpstreamError
 from proxy.wire.redaction import Redactor
-from proxy.wire.schemas import decode_chat_body
 from proxy.wire.sse import DONE_EVENT
-from routes import ChatCall, OpenAIChatRoute
+from routes import Call, OpenAIChatRoute
 
 A = b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
 B = b'data: {"choices":[{"delta":{"content":"say \\"error\\": no"}}]}\n\n'
@@ -47,8 +47,8 @@ class FakeUpstream:
 async def collect(reads: list[bytes], secrets: tuple[str, ...] = ()) -> tuple[list[bytes], FakeUpstream]:
     upstream = FakeUpstream(reads, secrets)
     route = OpenAIChatRoute("r", upstream)  # type: ignore[arg-type]  # duck-typed stand-in
-    call = ChatCall(body=decode_chat_body(RAW), headers={})
-    out: list[Any] = [events async for events in route.stream(call)]
+    call = Call(endpoint=CHAT, body=CHAT.decode(RAW), headers={})
+    out: list[Any] = [events async for events in (await route.stream(call)).events]
     return out, upstream
 
 
@@ -73,7 +73,7 @@ async def test_crlf_streams_are_normalised() -> None:
 async def test_an_upstream_error_event_raises_after_the_events_before_it() -> None:
     upstream = FakeUpstream([A + ERROR + B])
     route = OpenAIChatRoute("r", upstream)  # type: ignore[arg-type]
-    stream = route.stream(ChatCall(body=decode_chat_body(RAW), headers={}))
+    stream = (await route.stream(Call(endpoint=CHAT, body=CHAT.decode(RAW), headers={}))).events
     assert await anext(stream) == A
     with pytest.raises(UpstreamError, match="overloaded"):
         await anext(stream)
@@ -105,7 +105,7 @@ async def test_an_upstream_error_event_echoing_a_secret_raises_without_it() -> N
     error = b'data: {"error":{"message":"bad key ' + SECRET.encode() + b'","code":"' + SECRET.encode() + b'"}}\n\n'
     upstream = FakeUpstream([A + error], (SECRET,))
     route = OpenAIChatRoute("r", upstream)  # type: ignore[arg-type]
-    stream = route.stream(ChatCall(body=decode_chat_body(RAW), headers={}))
+    stream = (await route.stream(Call(endpoint=CHAT, body=CHAT.decode(RAW), headers={}))).events
     assert await anext(stream) == A
     with pytest.raises(UpstreamError) as caught:
         await anext(stream)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from proxy.endpoints.chat import CHAT
 from proxy.wire.errors import InvalidRequestError
 from proxy.wire.schemas import ChatBody, decode_chat_body
 
@@ -161,16 +162,16 @@ def test_out_of_range_is_openais_400(fields, param, code, message):
 def test_within_range_is_accepted_and_forwarded_as_sent(fields):
     raw = json.dumps({**BASE, **fields}).encode()
     body = decode_chat_body(raw)
-    assert body.rewritten() is raw
-    assert json.loads(body.rewritten(model="other")) == {**BASE, **fields, "model": "other"}
+    assert CHAT.upstream_body(body, model=None, stream=False) is raw
+    assert json.loads(CHAT.upstream_body(body, model="other", stream=False)) == {**BASE, **fields, "model": "other"}
 
 
 def test_an_integer_valued_float_reaches_the_typed_view_as_an_integer_and_the_upstream_as_sent():
     raw = b'{"model":"m","messages":[{"role":"user"}],"n":2.0}'
     body = decode_chat_body(raw)
-    assert body.request.n == 2
-    assert type(body.request.n) is int
-    assert b'"n":2.0' in body.rewritten(model="other")
+    assert body.view.n == 2
+    assert type(body.view.n) is int
+    assert b'"n":2.0' in CHAT.upstream_body(body, model="other", stream=False)
 
 
 def test_the_first_bounded_parameter_in_the_body_is_named():

@@ -1,4 +1,4 @@
-"""`ChatPipeline` dispatch: retries with backoff, fallbacks, circuit breakers, shadows, headers.
+"""`Pipeline` dispatch: retries with backoff, fallbacks, circuit breakers, shadows, headers.
 
 The routes are fakes at the `Route` boundary; sleeping and the clock are injected.
 """
@@ -13,7 +13,9 @@ import pytest
 
 from policies import Decision
 from proxy.config.sections import BreakerSettings, RetrySettings
-from proxy.pipeline import ChatPipeline, Outcome
+from proxy.endpoints.chat import CHAT
+from proxy.outcome import Outcome, OutcomeError
+from proxy.pipeline import Pipeline
 from proxy.tasks import BackgroundTasks
 from proxy.wire.errors import (
     ProxyError,
@@ -23,9 +25,9 @@ from proxy.wire.errors import (
     UpstreamTimeoutError,
     upstream_status_error,
 )
-from proxy.wire.schemas import Usage, decode_chat_body
+from proxy.wire.schemas import Usage
 from proxy.wire.sse import DONE_EVENT
-from routes import ChatCall, Completion
+from routes import Answer, AnswerStream, Call, ChatCall
 
 RAW = b'{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}'
 
@@ -33,8 +35,12 @@ RAW = b'{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}'
 class FakeRoute:
     """Answers with the given outcomes in turn: a ProxyError to raise, or "ok"."""
 
+    cache_scope = ""
+    endpoints = frozenset({"chat"})
+
     def __init__(self, name: str, *outcomes: Any) -> None:
         self.name = name
+        self.model: str | None = None
         self.outcomes = list(outcomes)
         self.calls = 0
 
@@ -45,11 +51,14 @@ class FakeRoute:
             raise outcome
         return outcome
 
-    async def complete(self, call: ChatCall) -> Completion:
+    async def complete(self, call: ChatCall) -> Answer:
         self._next()
-        return Completion(body=f'{{"route":"{self.name}"}}'.encode(), model=self.name, usage=Usage(total_tokens=1))
+        return Answer(body=f'{{"route":"{self.name}"}}'.encode(), model=self.name, usage=Usage(total_tokens=1))
 
-    async def stream(self, call: ChatCall) -> AsyncGenerator[bytes, None]:
+    async def stream(self, call: ChatCall) -> AnswerStream:
+        return AnswerStream(events=self._events())
+
+    async def _events(self) -> AsyncGenerator[bytes, None]:
         self._next()
         yield b'data: {"choices":[{"delta":{"content":"' + self.name.encode() + b'"}}]}\n\n' + DONE_EVENT
 
@@ -62,8 +71,8 @@ class Sleeps:
         self.waits.append(seconds)
 
 
-def pipeline(*routes: FakeRoute, attempts: int = 2, failures: int = 5, sleep: Sleeps | None = None) -> ChatPipeline:
-    return ChatPipeline(
+def pipeline(*routes: FakeRoute, attempts: int = 2, failures: int = 5, sleep: Sleeps | None = None) -> Pipeline:
+    return Pipeline(
         routes={route.name: route for route in routes},
         policy=None,
         retry=RetrySettings(attempts=attempts, backoff=0.5, max_backoff=4),
@@ -75,7 +84,7 @@ def pipeline(*routes: FakeRoute, attempts: int = 2, failures: int = 5, sleep: Sl
 
 
 def call(raw: bytes = RAW) -> ChatCall:
-    return ChatCall(body=decode_chat_body(raw), headers={"x-request-id": "req-1"})
+    return Call(endpoint=CHAT, body=CHAT.decode(raw), headers={"x-request-id": "req-1"})
 
 
 class FixedPolicy:
@@ -88,7 +97,7 @@ class FixedPolicy:
         return self.decision
 
 
-def with_fallback(chat: ChatPipeline, route: str, *fallbacks: str) -> ChatPipeline:
+def with_fallback(chat: Pipeline, route: str, *fallbacks: str) -> Pipeline:
     """Make every decision `route` with `fallbacks`."""
     decision = Decision(route=route, rule="r", reason="test", fallbacks=fallbacks, shadow=None)
     chat.policy = FixedPolicy(decision)  # type: ignore[assignment]  # duck-typed stand-in
@@ -98,7 +107,7 @@ def with_fallback(chat: ChatPipeline, route: str, *fallbacks: str) -> ChatPipeli
 async def test_retries_a_failing_route_with_growing_jittered_waits() -> None:
     sleeps = Sleeps()
     primary = FakeRoute("a", UpstreamError("boom"), UpstreamTimeoutError("slow"))
-    _, outcome = await pipeline(primary, sleep=sleeps).complete(call())
+    _, outcome = await pipeline(primary, sleep=sleeps).complete(CHAT, call())
     assert primary.calls == 3
     assert outcome == Outcome(route="a", rule="default")
     assert len(sleeps.waits) == 2
@@ -110,14 +119,14 @@ async def test_honours_retry_after_up_to_the_cap() -> None:
     sleeps = Sleeps()
     limited = UpstreamRateLimitError("slow down", headers={"retry-after": "2"})
     too_long = UpstreamRateLimitError("slow down", headers={"retry-after": "60"})
-    await pipeline(FakeRoute("a", limited, too_long), sleep=sleeps).complete(call())
+    await pipeline(FakeRoute("a", limited, too_long), sleep=sleeps).complete(CHAT, call())
     assert sleeps.waits == [2.0, 4.0]
 
 
 async def test_falls_back_after_the_retries_and_says_so() -> None:
     primary, backup = FakeRoute("a", *[UpstreamError("x")] * 3), FakeRoute("b")
     chat = with_fallback(pipeline(primary, backup), "a", "b")
-    completion, outcome = await chat.complete(call())
+    completion, outcome = await chat.complete(CHAT, call())
     assert (primary.calls, backup.calls) == (3, 1)
     assert completion.model == "b"
     assert outcome.fallback_from == ("a",)
@@ -126,29 +135,29 @@ async def test_falls_back_after_the_retries_and_says_so() -> None:
 
 async def test_a_wrong_key_or_model_falls_back_without_retrying() -> None:
     primary, backup = FakeRoute("a", upstream_status_error(401, b"{}")), FakeRoute("b")
-    await with_fallback(pipeline(primary, backup), "a", "b").complete(call())
+    await with_fallback(pipeline(primary, backup), "a", "b").complete(CHAT, call())
     assert (primary.calls, backup.calls) == (1, 1)
 
 
 async def test_never_retries_or_falls_back_on_the_callers_400() -> None:
     primary, backup = FakeRoute("a", UpstreamRejectedError("bad", status_code=400)), FakeRoute("b")
-    with pytest.raises(UpstreamRejectedError):
-        await with_fallback(pipeline(primary, backup), "a", "b").complete(call())
+    with pytest.raises(OutcomeError, check=lambda failed: isinstance(failed.error, UpstreamRejectedError)):
+        await with_fallback(pipeline(primary, backup), "a", "b").complete(CHAT, call())
     assert (primary.calls, backup.calls) == (1, 0)
 
 
 async def test_the_last_routes_error_reaches_the_caller() -> None:
     primary, backup = FakeRoute("a", *[UpstreamError("x")] * 3), FakeRoute("b", *[UpstreamTimeoutError("t")] * 3)
-    with pytest.raises(UpstreamTimeoutError):
-        await with_fallback(pipeline(primary, backup), "a", "b").complete(call())
+    with pytest.raises(OutcomeError, check=lambda failed: isinstance(failed.error, UpstreamTimeoutError)):
+        await with_fallback(pipeline(primary, backup), "a", "b").complete(CHAT, call())
 
 
 async def test_an_open_circuit_sends_requests_straight_to_the_fallback() -> None:
     primary, backup = FakeRoute("a", *[UpstreamError("x")] * 2), FakeRoute("b")
     chat = with_fallback(pipeline(primary, backup, attempts=1, failures=2), "a", "b")
-    await chat.complete(call())
+    await chat.complete(CHAT, call())
     assert chat.breakers["a"].state == "open"
-    _, outcome = await chat.complete(call())
+    _, outcome = await chat.complete(CHAT, call())
     assert primary.calls == 2  # not tried again while open
     assert outcome.fallback_from == ("a",)
 
@@ -156,23 +165,23 @@ async def test_an_open_circuit_sends_requests_straight_to_the_fallback() -> None
 async def test_the_last_route_is_tried_even_with_its_circuit_open() -> None:
     route = FakeRoute("a", *[UpstreamError("x")] * 2)
     chat = pipeline(route, attempts=1, failures=2)
-    with pytest.raises(UpstreamError):
-        await chat.complete(call())
+    with pytest.raises(OutcomeError, check=lambda failed: isinstance(failed.error, UpstreamError)):
+        await chat.complete(CHAT, call())
     assert state(chat, "a") == "open"
-    _, outcome = await chat.complete(call())  # nothing to fall back to: tried anyway, and it recovered
+    _, outcome = await chat.complete(CHAT, call())  # nothing to fall back to: tried anyway, and it recovered
     assert route.calls == 3
     assert outcome.route == "a"
     assert state(chat, "a") == "closed"
 
 
-def state(chat: ChatPipeline, route: str) -> str:
+def state(chat: Pipeline, route: str) -> str:
     return chat.breakers[route].state
 
 
 async def test_a_stream_falls_back_before_its_first_byte() -> None:
     primary, backup = FakeRoute("a", *[UpstreamError("x")] * 3), FakeRoute("b")
     chat = with_fallback(pipeline(primary, backup), "a", "b")
-    relay, outcome = await chat.stream(call(RAW.replace(b'"messages"', b'"stream":true,"messages"')))
+    relay, outcome = await chat.stream(CHAT, call(RAW.replace(b'"messages"', b'"stream":true,"messages"')))
     body = b"".join([chunk async for chunk in relay])
     assert b'"content":"b"' in body
     assert body.endswith(DONE_EVENT)
@@ -185,7 +194,7 @@ async def test_a_shadow_copy_runs_in_the_background_and_never_reaches_the_caller
     chat = pipeline(primary, shadow)
     decision = Decision(route="a", rule="r", reason="test", shadow="b")
     chat.policy = FixedPolicy(decision)  # type: ignore[assignment]  # duck-typed stand-in
-    completion, outcome = await chat.complete(call())
+    completion, outcome = await chat.complete(CHAT, call())
     assert completion.model == "a"
     await chat._tasks.drain(1)
     assert shadow.calls == 1

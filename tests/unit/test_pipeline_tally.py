@@ -1,4 +1,4 @@
-"""What `ChatPipeline` writes in a request's `Tally`: decision, attempts, errors, breakers, timing and charge."""
+"""What `Pipeline` writes in a request's `Tally`: decision, attempts, errors, breakers, timing and charge."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import pytest
 from policies import Decision
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.tally import Tally
+from proxy.endpoints.chat import CHAT
+from proxy.outcome import OutcomeError
 from proxy.wire.errors import UpstreamError, UpstreamRejectedError, UpstreamTimeoutError
 from proxy.wire.schemas import Usage
 from tests.unit.test_pipeline import FakeRoute, FixedPolicy, call, pipeline, with_fallback
@@ -20,7 +22,7 @@ async def test_a_plain_answer_is_decided_timed_and_priced() -> None:
     chat = pipeline(FakeRoute("gpt-4"))
     chat.prices = PriceTable(baseline_model="gpt-4")
     tally = Tally()
-    await chat.complete(call(), tally)
+    await chat.complete(CHAT, call(), tally)
     assert (tally.route, tally.rule, tally.fallback_from) == ("gpt-4", "default", ())
     assert tally.model == "gpt-4"  # FakeRoute reports its name as the model that answered
     assert tally.usage == USAGE
@@ -35,7 +37,7 @@ async def test_retries_fallbacks_errors_and_breakers_are_noted() -> None:
     primary = FakeRoute("a", UpstreamError("boom"), UpstreamTimeoutError("slow"), UpstreamError("again"))
     chat = with_fallback(pipeline(primary, FakeRoute("b")), "a", "b")
     tally = Tally()
-    await chat.complete(call(), tally)
+    await chat.complete(CHAT, call(), tally)
     assert (tally.route, tally.rule, tally.fallback_from) == ("b", "r", ("a",))
     assert tally.retries == ["a", "a"]
     assert tally.upstream_errors == [("a", "connection"), ("a", "timeout"), ("a", "connection")]
@@ -46,30 +48,30 @@ async def test_an_open_circuit_is_noted_and_its_recovery_too() -> None:
     primary = FakeRoute("a", *[UpstreamError("down")] * 2)
     chat = with_fallback(pipeline(primary, FakeRoute("b"), attempts=0, failures=2), "a", "b")
     first, second, third = Tally(), Tally(), Tally()
-    await chat.complete(call(), first)
-    await chat.complete(call(), second)
+    await chat.complete(CHAT, call(), first)
+    await chat.complete(CHAT, call(), second)
     assert second.circuits == [("a", "open")]
-    await chat.complete(call(), third)  # skipped: the circuit is open
+    await chat.complete(CHAT, call(), third)  # skipped: the circuit is open
     assert third.upstream_errors == [("a", "circuit_open")]
     assert third.route == "b"
     chat.breakers["a"]._opened_at = -1e9  # the cooldown is over: a probe goes through and succeeds
     recovered = Tally()
-    await chat.complete(call(), recovered)
+    await chat.complete(CHAT, call(), recovered)
     assert (recovered.route, recovered.circuits) == ("a", [("a", "closed")])
 
 
 async def test_a_failed_request_names_the_route_that_failed_last() -> None:
     chat = with_fallback(pipeline(FakeRoute("a", UpstreamRejectedError("bad")), FakeRoute("b")), "a", "b")
     tally = Tally()
-    with pytest.raises(UpstreamRejectedError):
-        await chat.complete(call(), tally)
+    with pytest.raises(OutcomeError, check=lambda failed: isinstance(failed.error, UpstreamRejectedError)):
+        await chat.complete(CHAT, call(), tally)
     assert (tally.route, tally.fallback_from, tally.charge) == ("a", (), None)
 
 
 async def test_a_stream_is_priced_when_its_usage_arrives_and_ends_with_its_cost() -> None:
     chat = pipeline(FakeRoute("gpt-4"))
     tally = Tally(stream=True)
-    relay, _ = await chat.stream(call(), tally)
+    relay, _ = await chat.stream(CHAT, call(), tally)
     assert tally.answered_at is not None
     chunks = [chunk async for chunk in relay]
     assert tally.charge is None  # FakeRoute's stream reports no usage: nothing to price, no comment
@@ -82,7 +84,7 @@ async def test_each_shadow_copy_is_handed_over_with_its_outcome() -> None:
     chat._record_shadow = recorded.append
     for shadow in ("b", "c"):
         chat.policy = FixedPolicy(Decision(route="a", rule="r", reason="test", shadow=shadow))  # type: ignore[assignment]
-        await chat.complete(call())
+        await chat.complete(CHAT, call())
     await chat._tasks.drain(1)
     ok, failed = sorted(recorded, key=lambda tally: tally.route or "")
     assert (ok.shadow, ok.route, ok.rule, ok.usage, ok.upstream_errors) == (True, "b", "shadow", USAGE, None)

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 import msgspec
 import pytest
 
+from proxy.endpoints.chat import CHAT
 from proxy.wire.errors import KnowledgeUnavailableError, UpstreamError
-from proxy.wire.schemas import decode_chat_body
-from routes.base import ChatCall, Completion
-from routes.knowledge.embedding import EmbedderMismatchError
+from routes.base import Answer, AnswerStream, Call, ChatCall
+from routes.knowledge.embedding import EmbedderMismatchError, Spent
 from routes.knowledge.index import KnowledgeIndexError
-from routes.knowledge.retrieval import Passage
+from routes.knowledge.retrieval import Passage, Retrieved
 from routes.prompting import INSTRUCTION, NO_PASSAGES, build_rag_messages, estimate_tokens
 from routes.rag import SOURCES_FIELD, SOURCES_HEADER, RagRoute
 from tests.unit.test_pipeline import FakeRoute, pipeline, with_fallback
@@ -32,11 +32,11 @@ class StaticRetriever:
     error: Exception | None = None
     queries: list[tuple[str, int, float]] = field(default_factory=list)
 
-    async def search(self, query: str, *, top_k: int, min_score: float = -1.0) -> list[Passage]:
+    async def search(self, query: str, *, top_k: int, min_score: float = -1.0) -> Retrieved:
         self.queries.append((query, top_k, min_score))
         if self.error is not None:
             raise self.error
-        return self.passages[:top_k]
+        return Retrieved(self.passages[:top_k], Spent("text-embedding-3-small", 7))
 
 
 @dataclass
@@ -44,15 +44,21 @@ class RecordingRoute:
     """A chat route that records what it was handed and answers like an upstream."""
 
     name: str = "support-ft"
+    model: str | None = None
     calls: list[ChatCall] = field(default_factory=list)
+    cache_scope = ""
+    endpoints = frozenset({"chat"})
 
-    async def complete(self, call: ChatCall) -> Completion:
+    async def complete(self, call: ChatCall) -> Answer:
         self.calls.append(call)
         body = b'{"id":"chatcmpl-1","object":"chat.completion","model":"ft","choices":[]}\n'
-        return Completion(body=body, model="ft", usage=None)
+        return Answer(body=body, model="ft", usage=None)
 
-    async def stream(self, call: ChatCall) -> AsyncGenerator[bytes, None]:
+    async def stream(self, call: ChatCall) -> AnswerStream:
         self.calls.append(call)
+        return AnswerStream(events=self._events())
+
+    async def _events(self) -> AsyncGenerator[bytes, None]:
         first = b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n'
         yield first + b'data: {"id":"c","choices":[]}\n\n'
         yield b'data: {"id":"c","choices":[]}\n\ndata: [DONE]\n\n'
@@ -71,7 +77,7 @@ def chat_call(question: str = "How do refunds work?", **extra: object) -> ChatCa
         **extra,
     }
     raw = msgspec.json.encode(body)
-    return ChatCall(body=decode_chat_body(raw), headers={"x-request-id": "req_1"})
+    return Call(endpoint=CHAT, body=CHAT.decode(raw), headers={"x-request-id": "req_1"})
 
 
 def test_the_messages_are_the_instruction_the_numbered_passages_then_the_conversation() -> None:
@@ -119,20 +125,22 @@ async def test_complete_retrieves_for_the_last_question_and_adds_the_sources() -
         {"index": 1, "source": "kb/billing.md", "heading": "Billing > Refunds", "position": 3, "similarity": 0.61},
         {"index": 2, "source": "kb/hours.txt", "heading": "", "position": 0, "similarity": 0.32},
     ]
-    assert call.reply_headers == {SOURCES_HEADER: "kb/billing.md#Billing%20%3E%20Refunds, kb/hours.txt"}
-    assert route.index_version.startswith("v1/")  # the index's version, then the retrieval settings
+    assert completion.headers == ((SOURCES_HEADER, "kb/billing.md#Billing%20%3E%20Refunds, kb/hours.txt"),)
+    assert route.cache_scope.startswith("v1/")  # the index's version, then the retrieval settings
+    assert call.question.spent == [Spent("text-embedding-3-small", 7)]  # the retrieval's, on the call's bill
 
 
 async def test_a_stream_carries_the_sources_in_its_first_chunk_only() -> None:
     route = RagRoute("docs", StaticRetriever([REFUNDS]), RecordingRoute())
     call = chat_call(stream=True)
-    items = [item async for item in route.stream(call)]
+    opened = await route.stream(call)
+    items = [item async for item in opened.events]
     first_event = items[0].split(b"\n\n")[0]
     assert json.loads(first_event.removeprefix(b"data: "))[SOURCES_FIELD][0]["source"] == "kb/billing.md"
     assert SOURCES_FIELD.encode() not in items[0].split(b"\n\n", 1)[1]
     assert SOURCES_FIELD.encode() not in items[1]
     assert items[1].endswith(b"data: [DONE]\n\n")
-    assert SOURCES_HEADER in call.reply_headers
+    assert dict(opened.headers)[SOURCES_HEADER] == "kb/billing.md#Billing%20%3E%20Refunds"
 
 
 async def test_no_passage_still_answers_and_says_so() -> None:
@@ -141,7 +149,7 @@ async def test_no_passage_still_answers_and_says_so() -> None:
     completion = await RagRoute("docs", StaticRetriever([]), inner).complete(call)
     assert NO_PASSAGES in json.loads(inner.calls[0].raw)["messages"][0]["content"]
     assert json.loads(completion.body)[SOURCES_FIELD] == []
-    assert call.reply_headers[SOURCES_HEADER] == ""
+    assert completion.headers == ((SOURCES_HEADER, ""),)
 
 
 @pytest.mark.parametrize(
@@ -164,20 +172,20 @@ async def test_an_unusable_index_is_a_clear_openai_error(error: Exception) -> No
 
 async def test_the_sources_header_comes_only_from_the_route_that_answered() -> None:
     class FailingChat(RecordingRoute):
-        async def complete(self, call: ChatCall) -> Completion:
+        async def complete(self, call: ChatCall) -> Answer:
             raise UpstreamError("the fine-tuned model is down")
 
     rag = RagRoute("docs", StaticRetriever([REFUNDS]), FailingChat())
     chat = with_fallback(pipeline(rag, FakeRoute("gpt4"), attempts=0), "docs", "gpt4")  # type: ignore[arg-type]  # pipeline() types its fakes
-    _, outcome = await chat.complete(chat_call())
+    _, outcome = await chat.complete(CHAT, chat_call())
     assert outcome.route == "gpt4"
     assert SOURCES_HEADER not in dict(outcome.header_items())
 
     only_rag = RagRoute("docs", StaticRetriever([REFUNDS]), RecordingRoute())
     answered = with_fallback(pipeline(only_rag), "docs")  # type: ignore[arg-type]  # pipeline() types its fakes
-    _, outcome = await answered.complete(chat_call())
+    _, outcome = await answered.complete(CHAT, chat_call())
     assert dict(outcome.header_items())[SOURCES_HEADER] == "kb/billing.md#Billing%20%3E%20Refunds"
-    relay, outcome = await answered.stream(chat_call(stream=True))
+    relay, outcome = await answered.stream(CHAT, chat_call(stream=True))
     await relay.aclose()
     assert SOURCES_HEADER in dict(outcome.header_items())
 
@@ -186,13 +194,13 @@ def test_what_a_cache_keys_on_changes_with_the_index_the_settings_and_the_answer
     retriever, inner = StaticRetriever([REFUNDS]), RecordingRoute()
     route = RagRoute("docs", retriever, inner, top_k=2, min_score=0.1, context_tokens=500)
     versions = {
-        route.index_version,
-        RagRoute("docs", retriever, inner, top_k=3, min_score=0.1, context_tokens=500).index_version,
-        RagRoute("docs", retriever, inner, top_k=2, min_score=0.2, context_tokens=500).index_version,
-        RagRoute("docs", retriever, inner, top_k=2, min_score=0.1, context_tokens=900).index_version,
-        RagRoute("docs", StaticRetriever([REFUNDS], version="v2"), inner, top_k=2, min_score=0.1).index_version,
+        route.cache_scope,
+        RagRoute("docs", retriever, inner, top_k=3, min_score=0.1, context_tokens=500).cache_scope,
+        RagRoute("docs", retriever, inner, top_k=2, min_score=0.2, context_tokens=500).cache_scope,
+        RagRoute("docs", retriever, inner, top_k=2, min_score=0.1, context_tokens=900).cache_scope,
+        RagRoute("docs", StaticRetriever([REFUNDS], version="v2"), inner, top_k=2, min_score=0.1).cache_scope,
     }
     assert len(versions) == 5
     assert route.model is None  # this inner route answers with the caller's model
-    inner.model = "ft:gpt-3.5-turbo-0613:acme::8Xyz"  # type: ignore[attr-defined]  # a chat route's model
+    inner.model = "ft:gpt-3.5-turbo-0613:acme::8Xyz"  # a chat route's model
     assert route.model == "ft:gpt-3.5-turbo-0613:acme::8Xyz"

@@ -9,17 +9,18 @@ import msgspec
 import pytest
 
 from proxy.cache.keys import fields_key
+from proxy.endpoints.chat import CHAT
 from proxy.wire.errors import InvalidRequestError
 from proxy.wire.jsonbody import MAX_DEPTH
 from proxy.wire.schemas import ChatBody, ChatMessage, ChatRequest, ContentPart, StreamOptions, decode_chat_body
 
 
 def decode_chat_request(raw: bytes) -> ChatRequest:
-    return decode_chat_body(raw).request
+    return decode_chat_body(raw).view
 
 
-def rewrite_body(raw: bytes, **changes) -> bytes:
-    return decode_chat_body(raw).rewritten(**changes)
+def rewrite_body(raw: bytes, *, model: str | None = None, include_usage: bool = False) -> bytes:
+    return CHAT.upstream_body(decode_chat_body(raw), model=model, stream=include_usage)
 
 
 MINIMAL = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}]}'
@@ -317,8 +318,8 @@ def test_the_edges_of_what_is_accepted_are_forwarded_byte_for_byte(value):
     raw = with_member(value)
     body = decode_chat_body(raw)
     assert bytes(body.fields["x_unknown"]) == value
-    assert body.rewritten() is raw
-    assert value in body.rewritten(model="gpt-4", include_usage=True)
+    assert CHAT.upstream_body(body, model=None, stream=False) is raw
+    assert value in CHAT.upstream_body(body, model="gpt-4", stream=True)
 
 
 def test_a_rewrite_splices_one_member_and_copies_the_others_as_they_came():
@@ -327,7 +328,7 @@ def test_a_rewrite_splices_one_member_and_copies_the_others_as_they_came():
         b'"temperature" : 1.0, "x":{"b": 1.0e+2, "a": [1, 2 ]}, "stream":true,'
         b'"stream_options": {"include_obfuscation": false} }'
     )
-    out = decode_chat_body(raw).rewritten(model="ft:gpt-3.5-turbo:acme::1", include_usage=True)
+    out = CHAT.upstream_body(decode_chat_body(raw), model="ft:gpt-3.5-turbo:acme::1", stream=True)
     assert out == (
         b'{"model":"ft:gpt-3.5-turbo:acme::1","messages":[{"role":"user","content":"caf\\u00e9", "name":"x"}],'
         b'"temperature":1.0,"x":{"b": 1.0e+2, "a": [1, 2 ]},"stream":true,'
@@ -338,7 +339,7 @@ def test_a_rewrite_splices_one_member_and_copies_the_others_as_they_came():
 def test_replaced_keeps_the_typed_view_and_updates_the_members():
     body = decode_chat_body(MINIMAL)
     inner = body.replaced({"messages": msgspec.Raw(b'[{"role":"system","content":"ctx"}]')})
-    assert inner.request is body.request
+    assert inner.view is body.view
     assert json.loads(inner.raw)["messages"] == [{"role": "system", "content": "ctx"}]
     assert bytes(inner.fields["messages"]) == b'[{"role":"system","content":"ctx"}]'
 
@@ -352,12 +353,13 @@ _AT_DEPTH = 700
 def read_again(body: ChatBody) -> None:
     """What the pipeline, the cache, the RAG route and the routes read of an accepted body, once more."""
     for name, value in body.fields.items():  # the cache key canonicalises every member
-        fields_key(tenant="t", route="r", model=None, fields={name: value})
+        fields_key(tenant="t", route="r", model=None, fields={name: value}, ignored=CHAT.ignored_fields)
     msgspec.json.decode(body.raw)
     msgspec.json.decode(body.fields["messages"], type=list[msgspec.Raw])  # RAG, semantic cache
     msgspec.json.decode(body.raw, type=ChatRequest)  # the typed view, skipping what it does not keep
-    for rewritten in (body.rewritten(model="other"), body.rewritten(include_usage=True)):
-        assert decode_chat_body(rewritten).request.messages == body.request.messages
+    for stream in (False, True):
+        rewritten = CHAT.upstream_body(body, model="other", stream=stream)
+        assert decode_chat_body(rewritten).view.messages == body.view.messages
     body.replaced({"messages": msgspec.Raw(b'[{"role":"user"}]')})
 
 

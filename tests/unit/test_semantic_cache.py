@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from proxy.cache.semantic import agree, best_match, pack, question, signature
-from proxy.wire.schemas import decode_chat_body
+from proxy.cache.semantic import agree, best_match, pack, signature
+from proxy.endpoints.chat import CHAT
 
 
 @pytest.mark.parametrize(
@@ -67,10 +67,13 @@ def test_best_match_takes_the_closest_that_agrees_above_the_threshold() -> None:
     assert match.key == "k-near"
 
 
-def test_the_question_is_the_last_user_message() -> None:
-    request = decode_chat_body(
+def test_the_question_is_the_last_user_message_and_its_context_what_came_before() -> None:
+    body = CHAT.decode(
         b'{"model":"m","messages":[{"role":"system","content":"x"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}'
-    ).request
-    assert question(request) == "a b"
-    assistant_last = decode_chat_body(b'{"model":"m","messages":[{"role":"assistant","content":"x"}]}').request
-    assert question(assistant_last) is None
+    )
+    assert CHAT.question(body) == "a\nb"
+    context = CHAT.cache_context(body)
+    assert context is not None
+    assert bytes(context["messages"]) == b'[{"role":"system","content":"x"}]'
+    assistant_last = CHAT.decode(b'{"model":"m","messages":[{"role":"assistant","content":"x"}]}')
+    assert CHAT.cache_context(assistant_last) is None

@@ -13,10 +13,10 @@ from policies import PolicyError, SemanticFeatures, SemanticFeaturesNeeded, extr
 from proxy.cli.main import main
 from proxy.config.settings import SettingsError, load_settings
 from proxy.decide import decide_semantically
+from proxy.endpoints.chat import CHAT
 from proxy.semantic import SemanticScorer, local_embedder
-from proxy.wire.schemas import decode_chat_body
-from routes import ChatCall, HybridRetriever, KnowledgeIndex
-from routes.knowledge.embedding import LocalEmbedder, Vectors
+from routes import Call, ChatCall, HybridRetriever, KnowledgeIndex
+from routes.knowledge.embedding import Embedded, LocalEmbedder, Question
 from routes.knowledge.indexer import add_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ class CountingEmbedder:
         self.calls: list[int] = []
         self.name, self.dimension = inner.name, inner.dimension
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
+    async def embed(self, texts: Sequence[str]) -> Embedded:
         self.calls.append(len(texts))
         return await self.inner.embed(texts)
 
@@ -62,7 +62,7 @@ def locate(path: Sequence[str | int]) -> str:
 
 def call_of(content: str, **extra: object) -> ChatCall:
     raw = msgspec.json.encode({"model": "gpt-4o", "messages": [{"role": "user", "content": content}], **extra})
-    return ChatCall(body=decode_chat_body(raw), headers={})
+    return Call(endpoint=CHAT, body=CHAT.decode(raw), headers={})
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ async def test_one_embedding_per_request_and_none_before_a_meaning_based_rule(sc
     policy = load_policy(RULES, ["gpt4", "docs", "support-ft"], locate=locate)
 
     async def decide(call: ChatCall) -> str:
-        decision = await decide_semantically(call, policy=policy, named={}, default_route="gpt4", scorer=semantic)
+        decision = await decide_semantically(CHAT, call, policy=policy, named={}, default_route="gpt4", scorer=semantic)
         return decision.rule
 
     await semantic.prepare()
@@ -136,7 +136,7 @@ async def test_one_embedding_per_request_and_none_before_a_meaning_based_rule(sc
 
 async def test_scores_are_cosine_similarities(scorer) -> None:
     semantic, _ = scorer
-    features = await semantic.features("My card was billed two times")
+    features = await semantic.features(Question("My card was billed two times"))
     score, closest = features.similarity[("Why was I charged twice?", "My card was billed two times")]
     assert closest == "My card was billed two times"
     assert score == pytest.approx(1.0, abs=1e-5)

@@ -9,6 +9,7 @@ from typing import cast
 
 import pytest
 
+from proxy.endpoints.chat import CHAT
 from proxy.streaming import open_relay
 from proxy.wire.errors import ProxyError, UpstreamError, UpstreamRateLimitError
 from proxy.wire.schemas import Usage
@@ -65,7 +66,7 @@ class UsageLog:
 
 
 async def relay_all(source: Source, *, wants_usage: bool, usage_log: UsageLog | None = None) -> list[bytes]:
-    relay = await open_relay(source.generator, wants_usage=wants_usage, on_usage=usage_log or UsageLog())
+    relay = await open_relay(source.generator, CHAT, wants_usage=wants_usage, on_usage=usage_log or UsageLog())
     return [chunk async for chunk in relay]
 
 
@@ -136,7 +137,7 @@ async def test_an_error_before_the_first_batch_raises_from_open_relay():
     error = UpstreamRateLimitError("Rate limit reached", headers={"retry-after": "3"})
     source = Source([], error=error)
     with pytest.raises(UpstreamRateLimitError) as excinfo:
-        await open_relay(source.generator, wants_usage=False, on_usage=UsageLog())
+        await open_relay(source.generator, CHAT, wants_usage=False, on_usage=UsageLog())
     assert excinfo.value is error
     assert source.is_closed() is True
     assert cast("AsyncGeneratorType[list[bytes], None]", source.generator).ag_frame is None
@@ -145,7 +146,7 @@ async def test_an_error_before_the_first_batch_raises_from_open_relay():
 async def test_an_error_after_the_first_batch_becomes_a_final_error_event():
     error = UpstreamError("The upstream failed with status 500: boom")
     source = Source([[ROLE], [HELLO]], error=error)
-    relay = await open_relay(source.generator, wants_usage=False, on_usage=UsageLog())
+    relay = await open_relay(source.generator, CHAT, wants_usage=False, on_usage=UsageLog())
     out = [chunk async for chunk in relay]
     assert out == [encode_event(ROLE), encode_event(HELLO), b"data: " + error.body() + b"\n\n" + DONE_EVENT]
     assert json.loads(out[2].removesuffix(DONE_EVENT).removeprefix(b"data: ")) == {
@@ -171,7 +172,7 @@ async def test_the_error_event_never_contains_a_key():
 
 async def test_closing_the_relay_early_closes_the_source():
     source = Source([[ROLE], [HELLO], [STOP]])
-    relay = await open_relay(source.generator, wants_usage=False, on_usage=UsageLog())
+    relay = await open_relay(source.generator, CHAT, wants_usage=False, on_usage=UsageLog())
     assert await anext(aiter(relay)) == encode_event(ROLE)
     assert source.is_closed() is False
     await relay.aclose()
@@ -182,7 +183,7 @@ async def test_closing_the_relay_early_closes_the_source():
 async def test_closing_the_relay_before_reading_it_closes_the_source():
     # The client can go away between open_relay() and the first write: the upstream must be released.
     source = Source([[ROLE], [HELLO]])
-    relay = await open_relay(source.generator, wants_usage=False, on_usage=UsageLog())
+    relay = await open_relay(source.generator, CHAT, wants_usage=False, on_usage=UsageLog())
     try:
         await relay.aclose()
         assert source.is_closed() is True
