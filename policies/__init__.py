@@ -9,7 +9,7 @@ from policies.cacherule import CacheRule
 from policies.checks import Check, SemanticNeeds
 from policies.engine import Decision, Explanation, PolicyEngine, RuleTrace
 from policies.errors import PolicyError
-from policies.features import RequestFeatures, SemanticFeatures, SemanticFeaturesNeeded, extract_features
+from policies.features import RequestFeatures, SemanticFeatures, extract_features
 from policies.loader import load_policy
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "RequestFeatures",
     "RuleTrace",
     "SemanticFeatures",
-    "SemanticFeaturesNeeded",
     "SemanticNeeds",
     "extract_features",
     "load_policy",

@@ -30,7 +30,6 @@ from proxy.wire.schemas import ChatMessage, ChatRequest
 __all__ = [
     "RequestFeatures",
     "SemanticFeatures",
-    "SemanticFeaturesNeeded",
     "estimate_prompt_tokens",
     "estimate_tokens",
     "extract_features",
@@ -148,10 +147,6 @@ def estimate_prompt_tokens(messages: Sequence[ChatMessage]) -> int:
     return REPLY_OVERHEAD + MESSAGE_OVERHEAD * len(messages) + content
 
 
-class SemanticFeaturesNeeded(Exception):  # noqa: N818 - a signal to compute them, not an error
-    """A meaning-based condition was reached and the request's semantic features are not computed yet."""
-
-
 @dataclass(frozen=True, slots=True)
 class SemanticFeatures:
     """What meaning-based conditions look at, computed outside the engine (it needs an embedding model)."""
@@ -204,12 +199,17 @@ class RequestFeatures:
         """The meaning-based features, once `with_semantic` attached them.
 
         Raises:
-            SemanticFeaturesNeeded: they are not attached yet (the caller computes them and decides again).
+            LookupError: they are not attached (`PolicyEngine.decisions` asks for them when a rule needs them).
         """
         semantic = self._semantic
         if semantic is None:
-            raise SemanticFeaturesNeeded
+            raise LookupError("the meaning-based features are not attached: decide with PolicyEngine.decisions")
         return semantic
+
+    @property
+    def has_semantic(self) -> bool:
+        """Whether the meaning-based features are attached."""
+        return self._semantic is not None
 
     def with_semantic(self, semantic: SemanticFeatures) -> RequestFeatures:
         """These features, with the meaning-based ones attached (the cached text fields are kept)."""

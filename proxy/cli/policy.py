@@ -13,9 +13,9 @@ from typing import Any
 import msgspec
 import yaml
 
-from policies import Decision, extract_features
+from policies import Decision
 from proxy.config.settings import Settings, SettingsError, load_settings
-from proxy.decide import decide_semantically
+from proxy.decide import decide_semantically, explain_semantically
 from proxy.semantic import open_knowledge
 from proxy.wire.errors import InvalidRequestError, ProxyError
 from proxy.wire.schemas import decode_chat_body
@@ -50,23 +50,17 @@ def _check(args: argparse.Namespace) -> int:
 
 
 async def _explain_decision(settings: Settings, call: ChatCall) -> tuple[Decision, str | None]:
-    """The decision, and (when rules decided) the explanation, meaning-based scores computed first."""
+    """The decision, and (when rules decided) the explanation, with the meaning-based scores of the rules tried."""
     deployment = settings.deployment
     async with open_knowledge(settings) as knowledge:
-        scorer = knowledge.scorer
-        decision = await decide_semantically(
+        decision, explanation = await explain_semantically(
             call,
             policy=deployment.policy,
             named=deployment.model_names(),
             default_route=next(iter(deployment.routes)),
-            scorer=scorer,
+            scorer=knowledge.scorer,
         )
-        if deployment.policy is None or decision.rule == "model":
-            return decision, None
-        features = extract_features(call.request, call.headers, call.caller)
-        if scorer is not None:
-            features = features.with_semantic(await scorer.features(features.last_user_text))
-        return decision, deployment.policy.explain(features).render()
+    return decision, None if explanation is None else explanation.render()
 
 
 def _request(path: str, header_args: list[str], caller: str | None) -> ChatCall:

@@ -35,7 +35,6 @@ EXPORTS = {
         "RequestFeatures",
         "RuleTrace",
         "SemanticFeatures",
-        "SemanticFeaturesNeeded",
         "SemanticNeeds",
         "extract_features",
         "load_policy",
