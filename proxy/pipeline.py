@@ -26,7 +26,7 @@ from proxy.endpoints.chat_replay import COMPLETION, entry
 from proxy.semantic import SemanticScorer
 from proxy.streaming import Relay, open_relay, replay_relay, take_usage
 from proxy.tasks import BackgroundTasks
-from proxy.wire.errors import ProxyError, RouteUnavailableError, UpstreamError, UpstreamRejectedError
+from proxy.wire.errors import ProxyError, RouteUnavailableError
 from proxy.wire.schemas import Usage
 from routes import ChatCall, Completion, Route
 
@@ -62,16 +62,6 @@ class Outcome:
     def headers(self) -> list[tuple[bytes, bytes]]:
         """`header_items()` as raw ASGI headers."""
         return [(name.encode(), value.encode("latin-1")) for name, value in self.header_items()]
-
-
-def _is_route_failure(error: ProxyError) -> bool:
-    """429, 5xx, timeouts, connection failures: the route's trouble, not a 400 the caller caused."""
-    return isinstance(error, UpstreamError) and not isinstance(error, UpstreamRejectedError)
-
-
-def _retryable(error: ProxyError) -> bool:
-    """Worth another try on the same route (a wrong key or model on it is not: fall back instead)."""
-    return _is_route_failure(error) and error.upstream_status not in (401, 403, 404)
 
 
 def _unfinished(ticket: Ticket, error: BaseException) -> None:
@@ -220,7 +210,7 @@ class ChatPipeline:
             try:
                 return name, await self._on_route(name, once, tally, skip_when_open=not last), tuple(failed)
             except ProxyError as exc:
-                if not _is_route_failure(exc) or last:
+                if not exc.route_failure or last:
                     # The error response shows the decision too: which route failed, sent by which rule.
                     exc.headers = {**exc.headers, **dict(Outcome(name, decision.rule, tuple(failed)).header_items())}
                     raise
@@ -248,11 +238,11 @@ class ChatPipeline:
                 result = await once(self.routes[name])
             except ProxyError as exc:
                 tally.upstream_seconds += time.perf_counter() - started
-                if not _is_route_failure(exc):
+                if not exc.route_failure:
                     raise
                 breaker.record_failure()
                 tally.circuit(name, breaker.state)
-                retry = attempt < self._retry.attempts and _retryable(exc)
+                retry = attempt < self._retry.attempts and exc.retryable
                 tally.failed_attempt(name, exc, retried=retry)
                 if not retry:
                     raise
