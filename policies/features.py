@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from proxy.wire.schemas import ChatMessage, ChatRequest
+from proxy.wire.schemas import ChatMessage, ChatRequest, last_user_text, message_text
 
 __all__ = [
     "RequestFeatures",
@@ -33,7 +33,6 @@ __all__ = [
     "estimate_prompt_tokens",
     "estimate_tokens",
     "extract_features",
-    "message_text",
 ]
 
 MESSAGE_OVERHEAD = 4
@@ -124,16 +123,6 @@ def _weighted_count(text: str) -> float:
     return tokens
 
 
-def message_text(message: ChatMessage) -> str:
-    """The text of a message: its string content, or its text parts joined by newlines (images are skipped)."""
-    content = message.content
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(part.text for part in content if part.text is not None)
-
-
 def estimate_prompt_tokens(messages: Sequence[ChatMessage]) -> int:
     """Estimate the prompt tokens OpenAI will bill for `messages`: their text plus the per-message overhead.
 
@@ -218,10 +207,10 @@ class RequestFeatures:
 
     @property
     def last_user_text(self) -> str:
-        """The text of the last `user` message ("" when there is none)."""
+        """The text of the last `user` message ("" when there is none; `proxy.wire.schemas.last_user_text`)."""
         text = self._last_user_text
         if text is None:
-            text = next((message_text(m) for m in reversed(self.messages) if m.role == "user"), "")
+            text = last_user_text(self.messages)
             object.__setattr__(self, "_last_user_text", text)
         return text
 

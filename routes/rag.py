@@ -20,13 +20,13 @@ answered from them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from urllib.parse import quote
 
 import msgspec
 
 from proxy.wire.errors import KnowledgeUnavailableError
-from proxy.wire.schemas import ChatMessage
+from proxy.wire.schemas import last_user_text
 from proxy.wire.sse import event_data
 from routes.base import ChatCall, Completion, Route
 from routes.knowledge.embedding import EmbedderMismatchError
@@ -34,7 +34,7 @@ from routes.knowledge.index import KnowledgeIndexError
 from routes.knowledge.retrieval import Passage, Retriever
 from routes.prompting import build_rag_messages
 
-__all__ = ["SOURCES_FIELD", "SOURCES_HEADER", "RagRoute", "Source", "last_user_text"]
+__all__ = ["SOURCES_FIELD", "SOURCES_HEADER", "RagRoute", "Source"]
 
 SOURCES_HEADER = "x-turnout-sources"
 SOURCES_FIELD = "turnout_sources"
@@ -52,17 +52,6 @@ class Source(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _MESSAGES = msgspec.json.Decoder(list[msgspec.Raw])
-
-
-def last_user_text(messages: Sequence[ChatMessage]) -> str:
-    """The text of the last `user` message (its text parts joined), or ""."""
-    for message in reversed(messages):
-        if message.role == "user":
-            content = message.content
-            if isinstance(content, str):
-                return content
-            return "\n".join(part.text for part in content or () if part.text is not None)
-    return ""
 
 
 def _with_field(body: bytes, value: bytes) -> bytes:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
-from proxy.wire.schemas import ChatRequest
+from proxy.wire.schemas import ChatRequest, last_user_text
 from routes.knowledge.embedding import Vectors
 
 __all__ = ["Candidate", "agree", "best_match", "contradicts", "pack", "question", "signature", "words"]
@@ -58,15 +58,13 @@ _CONTRASTS = frozenset(
 
 
 def question(request: ChatRequest) -> str | None:
-    """The last message's text when it is the user's (what a semantic hit compares); else None."""
-    last = request.messages[-1]
-    if last.role != "user":
+    """The last user message's text (`last_user_text`) when the last message is the user's and has text; else None.
+
+    That is what a semantic hit compares: an answer given after later turns is not the answer to the question.
+    """
+    if request.messages[-1].role != "user":
         return None
-    if isinstance(last.content, str):
-        return last.content
-    if last.content is None:
-        return None
-    return " ".join(part.text for part in last.content if part.type == "text" and part.text) or None
+    return last_user_text(request.messages) or None
 
 
 def signature(text: str) -> str:

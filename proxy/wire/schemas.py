@@ -15,7 +15,7 @@ forwarded byte for byte. A route that must change `model` or `stream_options` (o
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -35,6 +35,8 @@ __all__ = [
     "TokenCount",
     "Usage",
     "decode_chat_body",
+    "last_user_text",
+    "message_text",
 ]
 
 
@@ -50,6 +52,28 @@ class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
 
     role: str
     content: str | list[ContentPart] | None = None
+
+
+def message_text(message: ChatMessage) -> str:
+    """The text of a message: its string content, or its text parts joined by newlines (images are skipped)."""
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(part.text for part in content if part.text is not None)
+
+
+def last_user_text(messages: Sequence[ChatMessage]) -> str:
+    """The text of the last `user` message (`message_text`), or "" when there is none.
+
+    The question of a request, as the policy's text and meaning-based conditions, the RAG route's search
+    and the semantic cache all read it: one text, so one embedding serves them all.
+    """
+    for message in reversed(messages):
+        if message.role == "user":
+            return message_text(message)
+    return ""
 
 
 class ResponseFormat(msgspec.Struct, frozen=True, kw_only=True):

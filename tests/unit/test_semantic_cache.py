@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from policies import extract_features
 from proxy.cache.semantic import agree, best_match, pack, question, signature
 from proxy.wire.schemas import decode_chat_body
 
@@ -71,6 +72,6 @@ def test_the_question_is_the_last_user_message() -> None:
     request = decode_chat_body(
         b'{"model":"m","messages":[{"role":"system","content":"x"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}'
     ).request
-    assert question(request) == "a b"
+    assert question(request) == "a\nb" == extract_features(request, {}, None).last_user_text  # one reading
     assistant_last = decode_chat_body(b'{"model":"m","messages":[{"role":"assistant","content":"x"}]}').request
     assert question(assistant_last) is None
