@@ -2,7 +2,8 @@
 
 `extract_features()` turns a request into `RequestFeatures`; `PolicyEngine.decide()` turns those into a
 `Decision` (route, fallbacks, rule, reason, shadow copy), and `PolicyEngine.explain()` says why, rule
-by rule and condition by condition.
+by rule and condition by condition. `PolicyEngine.decisions()` and `explanations()` do the same in one
+pass that asks for the meaning-based features (`SemanticFeatures`) only when a rule needs them.
 """
 
 from policies.cacherule import CacheRule
