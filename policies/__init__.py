@@ -2,14 +2,15 @@
 
 `extract_features()` turns a request into `RequestFeatures`; `PolicyEngine.decide()` turns those into a
 `Decision` (route, fallbacks, rule, reason, shadow copy), and `PolicyEngine.explain()` says why, rule
-by rule and condition by condition.
+by rule and condition by condition. `PolicyEngine.decisions()` and `explanations()` do the same in one
+pass that asks for the meaning-based features (`SemanticFeatures`) only when a rule needs them.
 """
 
 from policies.cacherule import CacheRule
 from policies.checks import Check, SemanticNeeds
 from policies.engine import Decision, Explanation, PolicyEngine, RuleTrace
 from policies.errors import PolicyError
-from policies.features import RequestFeatures, SemanticFeatures, SemanticFeaturesNeeded, extract_features
+from policies.features import RequestFeatures, SemanticFeatures, extract_features
 from policies.loader import load_policy
 
 __all__ = [
@@ -22,7 +23,6 @@ __all__ = [
     "RequestFeatures",
     "RuleTrace",
     "SemanticFeatures",
-    "SemanticFeaturesNeeded",
     "SemanticNeeds",
     "extract_features",
     "load_policy",

@@ -7,8 +7,10 @@ comes from the injected `random.Random`: for a split when the request names neit
 caller, and for sampling shadow copies.
 
 Meaning-based conditions (`policies.semantic`) read numbers an embedding model produced outside the
-engine; `decide` raises `SemanticFeaturesNeeded` when it reaches one before they are attached, and the
-caller computes them (once) and decides again. `semantic_needs` says what they are.
+engine. `decisions` (and `explanations`) decide in one pass that asks for them: a generator that yields
+`semantic_needs` when a rule first needs them, takes the `SemanticFeatures` sent back and goes on from
+that rule. `decide` is the plain loop, for a policy without such conditions (or features that carry
+them), and the hot path stays as short as before.
 """
 
 from __future__ import annotations
@@ -16,19 +18,22 @@ from __future__ import annotations
 import hashlib
 import random
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from itertools import accumulate
-from typing import Literal
+from typing import Literal, TypeVar
 
 from policies.cacherule import DEFAULT_CACHE_RULE, CacheRule
-from policies.checks import NO_NEEDS, Check, Condition, SemanticNeeds, all_of
-from policies.features import RequestFeatures
+from policies.checks import NO_NEEDS, Check, Condition, SemanticNeeds, Settle, Test, all_of
+from policies.features import RequestFeatures, SemanticFeatures
 
 __all__ = ["Decision", "Explanation", "PolicyEngine", "Rule", "RuleTrace", "Shadow"]
 
 Sticky = Literal["user", "caller"]
 Choose = Callable[[RequestFeatures], "Decision"]
+T = TypeVar("T")
+Lazily = Generator[SemanticNeeds, SemanticFeatures, T]
+"""A one-pass decision or explanation: yields `SemanticNeeds` at most once, is sent the `SemanticFeatures`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +197,34 @@ def _chooser(rule: Rule, rng: random.Random) -> Choose:
     return _sampled(*_variants(rule, route, rule.label), sample, rng)
 
 
-def _test(rule: Rule) -> Callable[[RequestFeatures], bool]:
-    return all_of(rule.conditions, rule.label).test
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """A rule with meaning-based conditions, as `decisions` tries it before the features are computed."""
+
+    settle: Settle
+    """The rule's verdict without them (the conditions that need no meaning tested first); None: it depends on them."""
+    rest: Test
+    """The rule's meaning-based conditions, tested once the features are attached (the others held)."""
+
+
+def _deferred(rule: Rule) -> _Deferred | None:
+    meaning = [condition for condition in rule.conditions if condition.needs]
+    if not meaning:
+        return None
+    return _Deferred(all_of(rule.conditions, rule.label).verdict, all_of(meaning, rule.label).test)
+
+
+def _without_meaning(steps: Lazily[T]) -> T:
+    """What `steps` returns, when it does not ask for the meaning-based features.
+
+    Raises:
+        LookupError: it asked for them.
+    """
+    try:
+        next(steps)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return] # StopIteration.value is untyped; `steps` returns T
+    raise LookupError("the meaning-based features are not attached: explain with PolicyEngine.explanations")
 
 
 # --- the engine --------------------------------------------------------------------------------------------
@@ -215,8 +246,15 @@ class PolicyEngine:
             raise ValueError("a policy needs rules, the last one without conditions (the default)")
         self._rules = tuple(rules)
         self._choosers = tuple(_chooser(rule, rng) for rule in self._rules)
-        self._plan = tuple(zip(map(_test, self._rules[:-1]), self._choosers, strict=False))
+        tests = [all_of(rule.conditions, rule.label).test for rule in self._rules[:-1]]
+        self._deferred = tuple(map(_deferred, self._rules))
+        self._plan = tuple(zip(tests, self._choosers, strict=False))
+        self._steps = tuple(zip(tests, self._choosers, self._deferred, strict=False))
         self._default = self._choosers[-1]
+        self._needs = NO_NEEDS
+        for rule in self._rules:
+            for condition in rule.conditions:
+                self._needs = self._needs | condition.needs
         self._routes = frozenset(
             name
             for rule in self._rules
@@ -230,11 +268,7 @@ class PolicyEngine:
     @property
     def semantic_needs(self) -> SemanticNeeds:
         """What the meaning-based conditions of every rule need computed (empty: none are used)."""
-        needs = NO_NEEDS
-        for rule in self._rules:
-            for condition in rule.conditions:
-                needs = needs | condition.needs
-        return needs
+        return self._needs
 
     @property
     def rules(self) -> tuple[str, ...]:
@@ -254,18 +288,56 @@ class PolicyEngine:
     def decide(self, features: RequestFeatures) -> Decision:
         """The decision of the first rule that matches `features` (the default rule when no other does).
 
+        For a policy with meaning-based conditions, `features` must carry them (`with_semantic`); else
+        decide with `decisions`, which asks for them only when a rule needs them.
+
         Raises:
-            SemanticFeaturesNeeded: a meaning-based condition was reached before `features.with_semantic`.
+            LookupError: a meaning-based condition was reached and `features` do not carry them.
         """
         for test, choose in self._plan:
             if test(features):
                 return choose(features)
         return self._default(features)
 
+    def decisions(self, features: RequestFeatures) -> Lazily[Decision]:
+        """`decide` in one pass that asks for the meaning-based features when a rule first needs them.
+
+        A rule's conditions that need no meaning are tested first. When they hold and the verdict depends
+        on the meaning, the generator yields `semantic_needs` (at most once), expects the request's
+        `SemanticFeatures` sent back, attaches them to `features`, and tests that rule's meaning-based
+        conditions; then it goes on with the rules after it. A request an earlier rule settles never
+        yields, and no rule is tried twice. It returns the `Decision`.
+        """
+        for test, choose, deferred in self._steps:
+            if deferred is None or features.has_semantic:
+                matched: bool | None = test(features)
+            else:
+                matched = deferred.settle(features)
+                if matched is None:
+                    features.with_semantic((yield self._needs))
+                    matched = deferred.rest(features)
+            if matched:
+                return choose(features)
+        return self._default(features)
+
     def explain(self, features: RequestFeatures) -> Explanation:
-        """Decide as `decide` does, with every rule tried and every one of its conditions explained."""
+        """Decide as `decide` does, with every rule tried and every one of its conditions explained.
+
+        Raises:
+            LookupError: a rule with meaning-based conditions was reached and `features` do not carry them.
+        """
+        return _without_meaning(self.explanations(features))
+
+    def explanations(self, features: RequestFeatures) -> Lazily[Explanation]:
+        """`explain` in one pass that asks for the meaning-based features (as `decisions` does).
+
+        Every condition of a rule tried is explained, so the generator asks for them on reaching the
+        first rule with a meaning-based condition, whatever its other conditions say.
+        """
         traces = []
-        for rule, choose in zip(self._rules, self._choosers, strict=True):
+        for rule, choose, deferred in zip(self._rules, self._choosers, self._deferred, strict=True):
+            if deferred is not None and not features.has_semantic:
+                features.with_semantic((yield self._needs))
             checks = tuple(condition.explain(features) for condition in rule.conditions)
             matched = all(check.matched for check in checks)
             traces.append(RuleTrace(rule=rule.name, matched=matched, checks=checks))

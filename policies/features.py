@@ -25,16 +25,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from proxy.wire.schemas import ChatMessage, ChatRequest
+from proxy.wire.schemas import ChatMessage, ChatRequest, last_user_text, message_text
 
 __all__ = [
     "RequestFeatures",
     "SemanticFeatures",
-    "SemanticFeaturesNeeded",
     "estimate_prompt_tokens",
     "estimate_tokens",
     "extract_features",
-    "message_text",
 ]
 
 MESSAGE_OVERHEAD = 4
@@ -125,16 +123,6 @@ def _weighted_count(text: str) -> float:
     return tokens
 
 
-def message_text(message: ChatMessage) -> str:
-    """The text of a message: its string content, or its text parts joined by newlines (images are skipped)."""
-    content = message.content
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(part.text for part in content if part.text is not None)
-
-
 def estimate_prompt_tokens(messages: Sequence[ChatMessage]) -> int:
     """Estimate the prompt tokens OpenAI will bill for `messages`: their text plus the per-message overhead.
 
@@ -146,10 +134,6 @@ def estimate_prompt_tokens(messages: Sequence[ChatMessage]) -> int:
     text = "\n".join(message_text(message) for message in messages)
     content = max(0, round(_weighted_count(text) - separators))
     return REPLY_OVERHEAD + MESSAGE_OVERHEAD * len(messages) + content
-
-
-class SemanticFeaturesNeeded(Exception):  # noqa: N818 - a signal to compute them, not an error
-    """A meaning-based condition was reached and the request's semantic features are not computed yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,12 +188,17 @@ class RequestFeatures:
         """The meaning-based features, once `with_semantic` attached them.
 
         Raises:
-            SemanticFeaturesNeeded: they are not attached yet (the caller computes them and decides again).
+            LookupError: they are not attached (`PolicyEngine.decisions` asks for them when a rule needs them).
         """
         semantic = self._semantic
         if semantic is None:
-            raise SemanticFeaturesNeeded
+            raise LookupError("the meaning-based features are not attached: decide with PolicyEngine.decisions")
         return semantic
+
+    @property
+    def has_semantic(self) -> bool:
+        """Whether the meaning-based features are attached."""
+        return self._semantic is not None
 
     def with_semantic(self, semantic: SemanticFeatures) -> RequestFeatures:
         """These features, with the meaning-based ones attached (the cached text fields are kept)."""
@@ -218,10 +207,10 @@ class RequestFeatures:
 
     @property
     def last_user_text(self) -> str:
-        """The text of the last `user` message ("" when there is none)."""
+        """The text of the last `user` message ("" when there is none; `proxy.wire.schemas.last_user_text`)."""
         text = self._last_user_text
         if text is None:
-            text = next((message_text(m) for m in reversed(self.messages) if m.role == "user"), "")
+            text = last_user_text(self.messages)
             object.__setattr__(self, "_last_user_text", text)
         return text
 

@@ -5,16 +5,17 @@ declare what they need (`SemanticNeeds`: the example lists, the RAG routes) and 
 outside the engine (`SemanticFeatures`):
 
 - the proxy embeds every example list once, when the policy is loaded;
-- `decide` runs as usual; the first time a rule's test reaches a meaning-based condition on a request
-  without semantic features, that condition raises `SemanticFeaturesNeeded`. The pipeline then embeds
-  the last user message once, computes every similarity and retrieval score the policy needs from
-  that one vector, attaches them (`RequestFeatures.with_semantic`) and decides again.
+- `PolicyEngine.decisions` decides in one pass, testing a rule's conditions that need no meaning first
+  (a meaning-based condition's verdict is unknown until then: `Condition.settle`). The first time a
+  rule's verdict depends on the meaning, the generator yields what the policy needs; the proxy embeds
+  the last user message once, computes every similarity and retrieval score the policy needs from that
+  one vector and sends them back, and the engine goes on with that rule.
 
 So a request that an earlier rule settles (tools, a model name, a header) never pays for an embedding,
-one that reaches a meaning-based rule pays for exactly one, and the engine stays pure: the same
-features always give the same decision. Random draws (splits, shadows) happen only after a rule matched,
-so a decision started again has drawn nothing. `turnout explain` computes the features first and
-shows each score beside its threshold.
+one that reaches a meaning-based rule pays for exactly one, no rule is tried twice, and the engine stays
+pure and synchronous: the same features always give the same decision. `turnout explain` asks for the
+features on reaching the first rule with a meaning-based condition and shows each score beside its
+threshold.
 
 - `similar_to: {examples: [...], threshold: 0.6}`: the best cosine similarity between the last user
   message and any example is at least `threshold` (-1 to 1).
@@ -32,6 +33,10 @@ from policies.features import RequestFeatures
 __all__ = ["retrieval_score", "similar_to"]
 
 _SIMILAR_KEYS = ("examples", "threshold")
+
+
+def _unsettled(features: RequestFeatures) -> None:
+    """The verdict of a meaning-based condition before the meaning-based features are computed: unknown."""
 
 
 def _examples(raw: object, path: Path) -> tuple[str, ...]:
@@ -67,7 +72,7 @@ def similar_to(raw: object, path: Path) -> Condition:
         held = score >= limit
         return Check(held, f"similar_to: {score:.3f} {'>=' if held else '<'} {limit} (closest example: {closest!r})")
 
-    return Condition(test, explain, label, SemanticNeeds(examples=frozenset({examples})))
+    return Condition(test, explain, label, SemanticNeeds(examples=frozenset({examples})), _unsettled)
 
 
 def retrieval_score(raw: object, path: Path) -> Condition:
@@ -97,4 +102,4 @@ def retrieval_score(raw: object, path: Path) -> Condition:
         return Check(held, f"retrieval_score of '{route}': {score:.3f} {'is' if held else 'is not'} {shown}")
 
     label = f"retrieval_score of '{route}' {shown}"
-    return Condition(test, explain, label, SemanticNeeds(retrieval_routes=frozenset({route})))
+    return Condition(test, explain, label, SemanticNeeds(retrieval_routes=frozenset({route})), _unsettled)

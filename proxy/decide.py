@@ -1,48 +1,46 @@
-"""`decide`: where a call goes: the route its `model` names, else the policy's first matching rule.
+"""`decide_semantically`: where a call goes: the route its `model` names, else the policy's first matching rule.
 
-The pipeline, `turnout test` and `turnout explain` all decide through these functions.
+The pipeline, `turnout test` and `turnout explain` all decide through this module. The rules are tried in
+one pass (`PolicyEngine.decisions`, `PolicyEngine.explanations`); when a rule first needs the meaning-based
+features, the pass stops there, the last user message is embedded once (`SemanticScorer.features`), and
+the pass goes on from that rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Generator, Mapping
+from typing import Any, TypeVar
 
-from policies import Decision, PolicyEngine, SemanticFeatures, SemanticFeaturesNeeded
+from policies import Decision, Explanation, PolicyEngine, SemanticFeatures, SemanticNeeds
 from proxy.endpoints.base import Codec
 from proxy.semantic import SemanticScorer
 from routes import Call
 
-__all__ = ["decide", "decide_semantically"]
+__all__ = ["decide_semantically", "explain_semantically"]
+
+T = TypeVar("T")
 
 
-def decide(
-    codec: Codec[Any],
-    call: Call[Any],
-    *,
-    policy: PolicyEngine | None,
-    named: Mapping[str, str],
-    default_route: str,
-    semantic: SemanticFeatures | None = None,
-) -> Decision:
-    """Where `call` goes: the route its `model` names (route or alias), else the policy's first matching rule.
-
-    Without a policy every call takes `default_route`, the one upstream, with the caller's own model.
-    `turnout test` and `turnout explain` decide through this same function.
-
-    Raises:
-        SemanticFeaturesNeeded: a meaning-based condition was reached and `semantic` is None.
-    """
-    asked = codec.requested_model(call.body)
+def _unruled(asked: str, named: Mapping[str, str], default_route: str) -> Decision:
+    """The decision when no rule is consulted: the route (or alias) the `model` asked names, else the one upstream."""
     target = named.get(asked)
     if target is not None:
         reason = f"the client asked for '{asked}'"
         return Decision(route=target, rule="model", reason=reason, fallbacks=(), shadow=None)
-    if policy is None:
-        reason = "no rules: the one upstream, with the caller's model"
-        return Decision(route=default_route, rule="default", reason=reason, fallbacks=(), shadow=None)
-    features = codec.features(call)
-    return policy.decide(features if semantic is None else features.with_semantic(semantic))
+    reason = "no rules: the one upstream, with the caller's model"
+    return Decision(route=default_route, rule="default", reason=reason, fallbacks=(), shadow=None)
+
+
+async def _in_one_pass(
+    steps: Generator[SemanticNeeds, SemanticFeatures, T], call: Call[Any], scorer: SemanticScorer
+) -> T:
+    """What `steps` returns, given the meaning-based features of `call`'s question (computed once) when it asks."""
+    try:
+        next(steps)  # what it needs: the scorer computes all the policy's needs from one embedding
+        steps.send(await scorer.features(call.question))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return] # StopIteration.value is untyped; `steps` returns T
+    raise RuntimeError("the policy asked for the meaning-based features twice")  # pragma: no cover
 
 
 async def decide_semantically(
@@ -54,17 +52,36 @@ async def decide_semantically(
     default_route: str,
     scorer: SemanticScorer | None,
 ) -> Decision:
-    """`decide`, computing the meaning-based features once, only when a rule reaches one (`policies.semantic`).
+    """Where `call` goes: the route its `model` names (route or alias), else the policy's first matching rule.
 
-    The request's features are extracted once: the second pass over the rules reuses them.
+    Without a policy every call takes `default_route`, the one upstream, with the caller's own model.
+    `scorer` is None when the policy has no meaning-based condition: then the rules are a plain loop.
     """
-    if policy is None or codec.requested_model(call.body) in named:
-        return decide(codec, call, policy=policy, named=named, default_route=default_route)
+    asked = codec.requested_model(call.body)
+    if policy is None or asked in named:
+        return _unruled(asked, named, default_route)
     features = codec.features(call)
-    try:
+    if scorer is None:
         return policy.decide(features)
-    except SemanticFeaturesNeeded:
-        if scorer is None:
-            raise
-        semantic = await scorer.features(call.question)
-    return policy.decide(features.with_semantic(semantic))
+    return await _in_one_pass(policy.decisions(features), call, scorer)
+
+
+async def explain_semantically(
+    codec: Codec[Any],
+    call: Call[Any],
+    *,
+    policy: PolicyEngine | None,
+    named: Mapping[str, str],
+    default_route: str,
+    scorer: SemanticScorer | None,
+) -> tuple[Decision, Explanation | None]:
+    """`decide_semantically`, with the rules' explanation (None when no rule was consulted)."""
+    asked = codec.requested_model(call.body)
+    if policy is None or asked in named:
+        return _unruled(asked, named, default_route), None
+    features = codec.features(call)
+    if scorer is None:
+        explanation = policy.explain(features)
+    else:
+        explanation = await _in_one_pass(policy.explanations(features), call, scorer)
+    return explanation.decision, explanation

@@ -29,7 +29,7 @@ from proxy.outcome import Outcome, OutcomeError
 from proxy.semantic import SemanticScorer
 from proxy.streaming import Relay, open_relay, replay_relay
 from proxy.tasks import BackgroundTasks
-from proxy.wire.errors import ProxyError, RouteUnavailableError, UpstreamError, UpstreamRejectedError
+from proxy.wire.errors import ProxyError, RouteUnavailableError
 from proxy.wire.schemas import Usage
 from routes import Answer, AnswerStream, Call, Route
 
@@ -41,16 +41,6 @@ CALLER_HEADER = "x-turnout-caller"
 """Who is calling, for `caller` conditions and sticky splits (API keys with names come later)."""
 
 T = TypeVar("T")
-
-
-def _is_route_failure(error: ProxyError) -> bool:
-    """429, 5xx, timeouts, connection failures: the route's trouble, not a 400 the caller caused."""
-    return isinstance(error, UpstreamError) and not isinstance(error, UpstreamRejectedError)
-
-
-def _retryable(error: ProxyError) -> bool:
-    """Worth another try on the same route (a wrong key or model on it is not: fall back instead)."""
-    return _is_route_failure(error) and error.upstream_status not in (401, 403, 404)
 
 
 class Pipeline:
@@ -209,7 +199,7 @@ class Pipeline:
             try:
                 return name, await self._on_route(name, once, tally, skip_when_open=not last), tuple(failed)
             except ProxyError as exc:
-                if not _is_route_failure(exc) or last:
+                if not exc.route_failure or last:
                     raise OutcomeError(exc, Outcome(name, decision.rule, tuple(failed), cache)) from exc
                 logger.warning("route %s failed (%s %s); falling back", name, exc.status, exc.message)
                 failed.append(name)
@@ -235,11 +225,11 @@ class Pipeline:
                 result = await once(self.routes[name])
             except ProxyError as exc:
                 tally.upstream_seconds += time.perf_counter() - started
-                if not _is_route_failure(exc):
+                if not exc.route_failure:
                     raise
                 breaker.record_failure()
                 tally.circuit(name, breaker.state)
-                retry = attempt < self._retry.attempts and _retryable(exc)
+                retry = attempt < self._retry.attempts and exc.retryable
                 tally.failed_attempt(name, exc, retried=retry)
                 if not retry:
                     raise

@@ -20,13 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
-from proxy.wire.errors import (
-    ProxyError,
-    RouteUnavailableError,
-    UpstreamRateLimitError,
-    UpstreamRejectedError,
-    UpstreamTimeoutError,
-)
+from proxy.wire.errors import ProxyError
 from proxy.wire.schemas import ChatRequest, Usage
 
 if TYPE_CHECKING:
@@ -38,7 +32,6 @@ __all__ = [
     "CacheResult",
     "Embedding",
     "Tally",
-    "error_kind",
     "priced",
     "usd",
 ]
@@ -61,26 +54,6 @@ class Embedding:
     model: str
     tokens: int
     cost: Decimal | None
-
-
-def error_kind(error: ProxyError) -> str:
-    """A fixed name for what went wrong upstream: `rate_limit`, `timeout`, `server_error`, `auth`, ...."""
-    status = error.upstream_status
-    if isinstance(error, RouteUnavailableError):
-        return "circuit_open"
-    if isinstance(error, UpstreamTimeoutError):
-        return "timeout"
-    if isinstance(error, UpstreamRateLimitError):
-        return "rate_limit"
-    if isinstance(error, UpstreamRejectedError):
-        return "rejected"
-    if status in (401, 403):
-        return "auth"
-    if status == 404:
-        return "not_found"
-    if status is not None:
-        return "server_error"
-    return "connection"
 
 
 @dataclass(slots=True)
@@ -143,7 +116,7 @@ class Tally:
 
     def failed_attempt(self, route: str, error: ProxyError, *, retried: bool) -> None:
         """An attempt on `route` failed with `error` (and is retried on the same route when `retried`)."""
-        self.upstream_error(route, error_kind(error))
+        self.upstream_error(route, error.kind)
         if retried:
             if self.retries is None:
                 self.retries = []

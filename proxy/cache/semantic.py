@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
-from proxy.wire.schemas import ChatRequest
 from routes.knowledge.embedding import Vectors
 
-__all__ = ["Candidate", "agree", "best_match", "contradicts", "pack", "question", "signature", "words"]
+__all__ = ["Candidate", "agree", "best_match", "contradicts", "pack", "signature", "words"]
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
@@ -55,18 +54,6 @@ _CONTRASTS = frozenset(
         *("decrease", "max", "min", "maximum", "minimum", "higher", "lower", "largest", "smallest", "best", "worst"),
     )
 )
-
-
-def question(request: ChatRequest) -> str | None:
-    """The last message's text when it is the user's (what a semantic hit compares); else None."""
-    last = request.messages[-1]
-    if last.role != "user":
-        return None
-    if isinstance(last.content, str):
-        return last.content
-    if last.content is None:
-        return None
-    return " ".join(part.text for part in last.content if part.type == "text" and part.text) or None
 
 
 def signature(text: str) -> str:

@@ -15,7 +15,7 @@ import yaml
 
 from policies import Decision
 from proxy.config.settings import Settings, SettingsError, load_settings
-from proxy.decide import decide_semantically
+from proxy.decide import decide_semantically, explain_semantically
 from proxy.endpoints.chat import CHAT
 from proxy.semantic import open_knowledge
 from proxy.wire.errors import InvalidRequestError, ProxyError
@@ -50,24 +50,18 @@ def _check(args: argparse.Namespace) -> int:
 
 
 async def _explain_decision(settings: Settings, call: Call[Any]) -> tuple[Decision, str | None]:
-    """The decision, and (when rules decided) the explanation, meaning-based scores computed first."""
+    """The decision, and (when rules decided) the explanation, with the meaning-based scores of the rules tried."""
     deployment = settings.deployment
     async with open_knowledge(settings) as knowledge:
-        scorer = knowledge.scorer
-        decision = await decide_semantically(
+        decision, explanation = await explain_semantically(
             CHAT,
             call,
             policy=deployment.policy,
             named=deployment.model_names(),
             default_route=next(iter(deployment.routes)),
-            scorer=scorer,
+            scorer=knowledge.scorer,
         )
-        if deployment.policy is None or decision.rule == "model":
-            return decision, None
-        features = CHAT.features(call)
-        if scorer is not None:
-            features = features.with_semantic(await scorer.features(call.question))
-        return decision, deployment.policy.explain(features).render()
+    return decision, None if explanation is None else explanation.render()
 
 
 def _request(path: str, header_args: list[str], caller: str | None) -> Call[Any]:

@@ -8,17 +8,20 @@
     + MethodNotAllowedError       405
     + RequestTooLargeError        413
     + UnsupportedMediaTypeError   415
-  x UpstreamError                 502 upstream_error          (the upstream failed, not the caller)
-    + UpstreamRejectedError       400/422 as the upstream said, its message kept
-    + UpstreamRateLimitError      429 with retry-after
-    + UpstreamTimeoutError        504
-    + RouteUnavailableError       503 (a route's circuit is open: its fallbacks answer instead)
+  x UpstreamError                 502 upstream_error          (the upstream failed, not the caller)  route failure
+    + UpstreamRejectedError       400/422 as the upstream said, its message kept            not a route failure
+    + UpstreamRateLimitError      429 with retry-after                                      route failure
+    + UpstreamTimeoutError        504                                                       route failure
+    + RouteUnavailableError       503 (a route's circuit is open: its fallbacks answer instead)  route failure
   x KnowledgeUnavailableError     503 (a RAG route's index is missing or made by another embedder)
 ```
 
-Each class only sets `status_code`, `type` and `code`; an instance carries the message, the `param`
-and, where it has them, the headers to send. This module imports nothing from the project and no
-web framework, so routes and policies may raise these errors too.
+Each class sets `status_code`, `type` and `code` (what the client sees), and how the pipeline and the
+metrics classify it: `route_failure` (the route's trouble, not the caller's: fall back to another
+route) and, where it does not depend on the upstream's status, `kind` (the metrics' name for it).
+`retryable` and the other kinds are computed from the instance's `upstream_status`. An instance carries
+the message, the `param` and, where it has them, the headers to send. This module imports nothing from
+the project and no web framework, so routes and policies may raise these errors too.
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ class ProxyError(Exception):
     status_code: ClassVar[int] = 500
     type: ClassVar[str] = "api_error"
     code: ClassVar[str | None] = None
+    route_failure: ClassVar[bool] = False
+    """The route's trouble (429, 5xx, timeouts, no answer), not a 400 the caller caused: it moves the breaker,
+    and the request falls back to the next route."""
 
     def __init__(
         self,
@@ -89,6 +95,28 @@ class ProxyError(Exception):
         self.headers: Mapping[str, str] = headers or {}
         self.upstream_status: int | None = None
         """The upstream's own status, when this error maps an upstream's answer."""
+
+    @property
+    def retryable(self) -> bool:
+        """Worth another try on the same route: a route failure, unless it refused Turnout's key or model.
+
+        On a 401, 403 or 404 from the upstream only a fallback can get around it.
+        """
+        return self.route_failure and self.upstream_status not in (401, 403, 404)
+
+    @property
+    def kind(self) -> str:
+        """A fixed name for what went wrong upstream, a metric label: `rate_limit`, `timeout`, `auth`, ....
+
+        By the upstream's status where the class does not fix it: `auth` (401, 403), `not_found` (404),
+        `server_error` (any other), `connection` (no answer at all).
+        """
+        status = self.upstream_status
+        if status in (401, 403):
+            return "auth"
+        if status == 404:
+            return "not_found"
+        return "connection" if status is None else "server_error"
 
     def body(self) -> bytes:
         """The OpenAI error body for this error, encoded as JSON."""
@@ -146,6 +174,7 @@ class UpstreamError(ProxyError):
     status_code = 502
     type = "upstream_error"
     code: ClassVar[str | None] = "upstream_error"
+    route_failure = True
 
 
 class UpstreamRejectedError(UpstreamError):
@@ -154,6 +183,8 @@ class UpstreamRejectedError(UpstreamError):
     status_code = 400
     type = "invalid_request_error"
     code = None
+    route_failure = False
+    kind = "rejected"
 
 
 class UpstreamRateLimitError(UpstreamError):
@@ -162,6 +193,7 @@ class UpstreamRateLimitError(UpstreamError):
     status_code = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+    kind = "rate_limit"
 
 
 class UpstreamTimeoutError(UpstreamError):
@@ -169,6 +201,7 @@ class UpstreamTimeoutError(UpstreamError):
 
     status_code = 504
     code = "upstream_timeout"
+    kind = "timeout"
 
 
 class RouteUnavailableError(UpstreamError):
@@ -179,6 +212,7 @@ class RouteUnavailableError(UpstreamError):
 
     status_code = 503
     code = "route_unavailable"
+    kind = "circuit_open"
 
 
 class KnowledgeUnavailableError(ProxyError):

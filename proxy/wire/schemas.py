@@ -54,6 +54,28 @@ class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
     content: str | list[ContentPart] | None = None
 
 
+def message_text(message: ChatMessage) -> str:
+    """The text of a message: its string content, or its text parts joined by newlines (images are skipped)."""
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(part.text for part in content if part.text is not None)
+
+
+def last_user_text(messages: Sequence[ChatMessage]) -> str:
+    """The text of the last `user` message (`message_text`), or "" when there is none.
+
+    The question of a request, as the policy's text and meaning-based conditions, the RAG route's search
+    and the semantic cache all read it: one text, so one embedding serves them all.
+    """
+    for message in reversed(messages):
+        if message.role == "user":
+            return message_text(message)
+    return ""
+
+
 class ResponseFormat(msgspec.Struct, frozen=True, kw_only=True):
     """`response_format`: `text`, `json_object` or `json_schema`."""
 
@@ -148,18 +170,3 @@ def decode_chat_body(raw: bytes) -> ChatBody:
     except msgspec.DecodeError as exc:  # never seen: skipping accepts whatever decoding does (tests say so)
         raise InvalidRequestError(NOT_JSON.format(reason=str(exc))) from exc
     return Body(raw=raw, view=request, fields=fields)
-
-
-def message_text(message: ChatMessage) -> str:
-    """The text of a message: its string content, or its text parts joined by newlines (images are skipped)."""
-    content = message.content
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(part.text for part in content if part.text is not None)
-
-
-def last_user_text(messages: Sequence[ChatMessage]) -> str:
-    """The text of the last `user` message ("" when there is none): what a request asks, for every reader."""
-    return next((message_text(message) for message in reversed(messages) if message.role == "user"), "")

@@ -9,10 +9,12 @@ import pytest
 
 from proxy.wire.errors import (
     InvalidRequestError,
+    KnowledgeUnavailableError,
     MethodNotAllowedError,
     NotFoundError,
     ProxyError,
     RequestTooLargeError,
+    RouteUnavailableError,
     UnsupportedMediaTypeError,
     UpstreamError,
     UpstreamRateLimitError,
@@ -65,6 +67,36 @@ def test_class_tree(cls, parent, status, type_, code):
     assert decoded(error.body()) == {
         "error": {"message": "something went wrong", "type": type_, "param": None, "code": code}
     }
+
+
+@pytest.mark.parametrize(
+    ("error", "route_failure", "retryable", "kind"),
+    [
+        (upstream_status_error(429, b""), True, True, "rate_limit"),
+        (upstream_status_error(500, b""), True, True, "server_error"),
+        (upstream_status_error(503, b""), True, True, "server_error"),
+        (upstream_status_error(418, b""), True, True, "server_error"),
+        (upstream_status_error(401, b""), True, False, "auth"),
+        (upstream_status_error(403, b""), True, False, "auth"),
+        (upstream_status_error(404, b""), True, False, "not_found"),
+        (upstream_status_error(400, b""), False, False, "rejected"),
+        (upstream_status_error(422, b""), False, False, "rejected"),
+        (UpstreamError("refused"), True, True, "connection"),
+        (UpstreamTimeoutError("slow"), True, True, "timeout"),
+        (RouteUnavailableError("open"), True, True, "circuit_open"),
+        (upstream_stream_error(b'{"error": "gone"}'), True, True, "connection"),
+    ],
+)
+def test_an_upstream_error_says_whether_to_fall_back_or_retry_and_its_kind(error, route_failure, retryable, kind):
+    assert (error.route_failure, error.retryable, error.kind) == (route_failure, retryable, kind)
+
+
+@pytest.mark.parametrize(
+    "error", [ProxyError("x"), InvalidRequestError("x"), NotFoundError("x"), KnowledgeUnavailableError("x")]
+)
+def test_errors_of_the_caller_or_of_turnout_are_no_route_failure(error):
+    assert not error.route_failure
+    assert not error.retryable
 
 
 def test_body_has_exactly_the_four_keys_all_present_even_when_null():

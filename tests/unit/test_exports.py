@@ -37,7 +37,6 @@ EXPORTS = {
         "RequestFeatures",
         "RuleTrace",
         "SemanticFeatures",
-        "SemanticFeaturesNeeded",
         "SemanticNeeds",
         "extract_features",
         "load_policy",

@@ -10,8 +10,8 @@ import pytest
 
 from policies import RequestFeatures, extract_features
 from policies import features as features_module
-from policies.features import MESSAGE_OVERHEAD, REPLY_OVERHEAD, estimate_prompt_tokens, estimate_tokens, message_text
-from proxy.wire.schemas import ChatMessage, ChatRequest, ContentPart, ResponseFormat
+from policies.features import MESSAGE_OVERHEAD, REPLY_OVERHEAD, estimate_prompt_tokens, estimate_tokens
+from proxy.wire.schemas import ChatMessage, ChatRequest, ContentPart, ResponseFormat, message_text
 
 
 def chat(*messages: ChatMessage, **fields) -> ChatRequest:

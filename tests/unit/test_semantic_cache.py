@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from policies import extract_features
 from proxy.cache.semantic import agree, best_match, pack, signature
 from proxy.endpoints.chat import CHAT
 
@@ -71,7 +72,7 @@ def test_the_question_is_the_last_user_message_and_its_context_what_came_before(
     body = CHAT.decode(
         b'{"model":"m","messages":[{"role":"system","content":"x"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}'
     )
-    assert CHAT.question(body) == "a\nb"
+    assert CHAT.question(body) == "a\nb" == extract_features(body.view, {}, None).last_user_text  # one reading
     context = CHAT.cache_context(body)
     assert context is not None
     assert bytes(context["messages"]) == b'[{"role":"system","content":"x"}]'

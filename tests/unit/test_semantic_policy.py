@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from policies import PolicyError, SemanticFeatures, SemanticFeaturesNeeded, extract_features, load_policy
+from policies import PolicyEngine, PolicyError, RequestFeatures, SemanticFeatures, extract_features, load_policy
 from proxy.cli.main import main
 from proxy.config.settings import SettingsError, load_settings
 from proxy.decide import decide_semantically
@@ -98,6 +98,27 @@ def test_bad_meaning_based_conditions_are_refused(when: object, message: str) ->
         load_policy(rules, ["docs"], locate=locate)
 
 
+def one_pass(policy: PolicyEngine, features: RequestFeatures, semantic: SemanticFeatures) -> tuple[str, int]:
+    """Drive `policy.decisions` as the proxy does: the rule it returns, and how many times it asked (0 or 1)."""
+    steps = policy.decisions(features)
+    try:
+        assert next(steps) == policy.semantic_needs
+    except StopIteration as settled:
+        return settled.value.rule, 0
+    with pytest.raises(StopIteration) as done:  # it never asks twice
+        steps.send(semantic)
+    return done.value.value.rule, 1
+
+
+def scores(policy: PolicyEngine, similarity: float, retrieval: float | None) -> SemanticFeatures:
+    """The numbers an embedding would give: the engine only compares them."""
+    needs = policy.semantic_needs
+    return SemanticFeatures(
+        similarity={examples: (similarity, examples[0]) for examples in needs.examples},
+        retrieval=dict.fromkeys(needs.retrieval_routes, retrieval),
+    )
+
+
 def test_the_engine_asks_for_semantic_features_only_when_a_rule_reaches_them() -> None:
     policy = load_policy(RULES, ["gpt4", "docs", "support-ft"], locate=locate)
     needs = policy.semantic_needs
@@ -105,13 +126,56 @@ def test_the_engine_asks_for_semantic_features_only_when_a_rule_reaches_them() -
     assert needs.retrieval_routes == {"docs"}
     with_tools = call_of("refund please", tools=[{"type": "function", "function": {"name": "f"}}])
     assert policy.decide(extract_features(with_tools.request, {}, None)).rule == "tools"
+    assert one_pass(policy, extract_features(with_tools.request, {}, None), scores(policy, 0.9, 0.9)) == ("tools", 0)
     plain = extract_features(call_of("refund please").request, {}, None)
-    with pytest.raises(SemanticFeaturesNeeded):
+    with pytest.raises(LookupError, match=r"PolicyEngine\.decisions"):
         policy.decide(plain)
-    features = SemanticFeatures(
-        similarity={ex: (0.1, ex[0]) for ex in needs.examples}, retrieval={"docs": 0.45}
-    )  # numbers from outside: the engine only compares them
-    assert policy.decide(plain.with_semantic(features)).rule == "documented"
+    with pytest.raises(LookupError, match=r"PolicyEngine\.explanations"):
+        policy.explain(plain)
+    assert one_pass(policy, plain, scores(policy, 0.1, 0.45)) == ("documented", 1)
+    assert plain.has_semantic  # attached by the pass: `decide` and `explain` now read them
+    assert policy.decide(plain).rule == "documented"
+    assert policy.explain(plain).decision.rule == "documented"
+
+
+SIMILAR = {"similar_to": {"examples": ["Why was I charged twice?"], "threshold": 0.6}}
+
+
+@pytest.mark.parametrize(
+    ("when", "tools", "similarity", "expected"),
+    [
+        # the conditions that need no meaning are tested first, whatever the order they are written in
+        ({**SIMILAR, "has_tools": True}, False, 0.9, ("default", 0)),
+        ({**SIMILAR, "has_tools": True}, True, 0.9, ("r", 1)),
+        ({**SIMILAR, "has_tools": True}, True, 0.1, ("default", 1)),
+        # inside any / all / not, the verdict is settled without the meaning where it can be
+        ({"any": [SIMILAR, {"has_tools": True}]}, True, 0.1, ("r", 0)),
+        ({"any": [SIMILAR, {"has_tools": True}]}, False, 0.9, ("r", 1)),
+        ({"all": [SIMILAR, {"has_tools": True}]}, False, 0.9, ("default", 0)),
+        ({"not": {"any": [{"has_tools": True}, SIMILAR]}}, True, 0.1, ("default", 0)),
+        ({"not": {"any": [{"has_tools": True}, SIMILAR]}}, False, 0.1, ("r", 1)),
+        ({"not": SIMILAR, "stream": False}, False, 0.9, ("default", 1)),
+    ],
+)
+def test_a_rule_pays_for_the_meaning_only_when_its_verdict_depends_on_it(when, tools, similarity, expected) -> None:
+    rules = [{"name": "r", "when": when, "route": "docs"}, {"name": "default", "route": "gpt4"}]
+    policy = load_policy(rules, ["gpt4", "docs"], locate=locate)
+    extra = {"tools": [{"type": "function", "function": {"name": "f"}}]} if tools else {}
+    features = extract_features(call_of("charged twice", **extra).request, {}, None)
+    assert one_pass(policy, features, scores(policy, similarity, None)) == expected
+    assert policy.explain(features.with_semantic(scores(policy, similarity, None))).decision.rule == expected[0]
+
+
+def test_later_rules_read_the_features_the_first_meaning_based_rule_asked_for() -> None:
+    rules = [
+        {"name": "similar", "when": SIMILAR, "route": "docs"},
+        {"name": "tools", "when": {"has_tools": True}, "route": "gpt4"},
+        {"name": "documented", "when": {"retrieval_score": {"route": "docs", "gt": 0.5}}, "route": "docs"},
+        {"name": "default", "route": "gpt4"},
+    ]
+    policy = load_policy(rules, ["gpt4", "docs"], locate=locate)
+    features = extract_features(call_of("where are the docs?").request, {}, None)
+    assert one_pass(policy, features, scores(policy, 0.1, 0.8)) == ("documented", 1)
 
 
 async def test_one_embedding_per_request_and_none_before_a_meaning_based_rule(scorer) -> None:
