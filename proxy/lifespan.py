@@ -3,6 +3,10 @@
 One loaded policy file makes a `Generation`. Handlers take `Resources.current` once per request, so a
 reload swaps the whole generation atomically while requests in flight finish on the one they started
 with. A broken file is logged and the running generation stays.
+
+What outlives a generation is opened here once: the upstream sessions, the response cache's backend,
+and the process's local embedding model (`LocalEmbedders`, loaded when something first embeds), which
+every generation's rules, RAG routes and semantic cache share.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from proxy.cache.lookup import SharedCache
 from proxy.config.settings import Settings, SettingsError, UpstreamSettings
 from proxy.logs import redact_logs_with
 from proxy.pipeline import ChatPipeline
-from proxy.semantic import Knowledge, build_knowledge
+from proxy.semantic import Knowledge, LocalEmbedders, build_knowledge
 from proxy.tasks import BackgroundTasks
 from proxy.wire.errors import ProxyError
 from proxy.wire.redaction import Redactor
@@ -104,6 +108,7 @@ def _build(
     tasks: BackgroundTasks,
     base_url: str | None,
     caches: SharedCache,
+    local: LocalEmbedders,
     metrics: Metrics | None,
     redactor: Redactor,
 ) -> Generation:
@@ -126,7 +131,7 @@ def _build(
         for name, route in deployment.routes.items()
     }
     spend = embedding_spender(prices, metrics.embedded if metrics is not None else None)
-    knowledge = build_knowledge(deployment, routes, upstreams, on_embedding_usage=spend)
+    knowledge = build_knowledge(deployment, routes, upstreams, local=local, on_embedding_usage=spend)
     routes.update(knowledge.routes)
     if metrics is not None:
         metrics.routes_known(routes)
@@ -189,15 +194,16 @@ async def open_resources(
             stack.push_async_callback(simulator.aclose)
             base_url = simulator.base_url
             logger.info("simulated upstream listening at %s", base_url)
-        sessions, tasks = _Sessions(), BackgroundTasks()
-        caches = SharedCache(on_error=metrics.cache_failed if metrics is not None else None)
+        sessions, tasks, local = _Sessions(), BackgroundTasks(), LocalEmbedders()
+        cache_failed = metrics.cache_failed if metrics is not None else None
+        caches = SharedCache(lambda: local.get(256), cache_failed)  # the semantic cache compares all 256 dimensions
         stack.push_async_callback(sessions.close)
         stack.push_async_callback(caches.aclose)
         stack.push_async_callback(tasks.drain, settings.server.drain_timeout)
         # The secrets of every policy loaded so far: requests on an earlier one may still be running.
         redactor = Redactor(settings.secrets())
         redact_logs_with(redactor)
-        resources = Resources(_build(settings, sessions, tasks, base_url, caches, metrics, redactor), tasks)
+        resources = Resources(_build(settings, sessions, tasks, base_url, caches, local, metrics, redactor), tasks)
         if resources.current.knowledge.scorer is not None:
             try:  # the examples, embedded before the first request (or, failing that, by the first that needs them)
                 await resources.current.knowledge.scorer.prepare()
@@ -211,7 +217,7 @@ async def open_resources(
             try:
                 reloaded = reload_settings()
                 with_new = redactor | Redactor(reloaded.secrets())
-                new = _build(reloaded, sessions, tasks, base_url, caches, metrics, with_new)
+                new = _build(reloaded, sessions, tasks, base_url, caches, local, metrics, with_new)
             except SettingsError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
                 if metrics is not None:

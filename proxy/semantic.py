@@ -1,11 +1,12 @@
 """Knowledge wiring: the embedder, the RAG routes, and `SemanticScorer`, which computes meaning-based policy features.
 
 `build_knowledge()` turns a checked deployment into what requests use: one embedder for the whole file
-(the local model, built once per process and shared, or an `OpenAIEmbedder` on a configured upstream),
-a `RagRoute` per `kind: rag` route over its `HybridRetriever`, and, when the rules use `similar_to` or
-`retrieval_score`, a `SemanticScorer`. The scorer embeds every example list once (`prepare`, at load),
-then per request embeds the last user message once and derives every similarity and retrieval score from
-that one vector (`policies.semantic` says why this happens outside the engine).
+(the local model, which `LocalEmbedders` loads once for the server's resources or the command line, or
+an `OpenAIEmbedder` on a configured upstream), a `RagRoute` per `kind: rag` route over its
+`HybridRetriever`, and, when the rules use `similar_to` or `retrieval_score`, a `SemanticScorer`. The
+scorer embeds every example list once (`prepare`, at load), then per request embeds the last user
+message once and derives every similarity and retrieval score from that one vector (`policies.semantic`
+says why this happens outside the engine).
 
 Embedding tokens: `build_knowledge(on_embedding_usage=...)` is called with `(model, tokens)` after each
 embeddings request an upstream embedder makes, the RAG route's and the conditions' alike, for cost
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
@@ -29,27 +29,26 @@ from proxy.config.settings import Settings, UpstreamSettings
 from routes import HybridRetriever, OpenAIEmbedder, RagRoute, Route, Upstream, UpstreamTimeouts, new_session
 from routes.knowledge.embedding import Embedder, LocalEmbedder, RememberingEmbedder, Vectors
 
-__all__ = [
-    "Knowledge",
-    "SemanticScorer",
-    "build_knowledge",
-    "local_embedder",
-    "open_knowledge",
-    "open_upstream",
-    "shared_local_embedder",
-]
+__all__ = ["Knowledge", "LocalEmbedders", "SemanticScorer", "build_knowledge", "open_knowledge", "open_upstream"]
 
 
-@functools.cache
-def local_embedder(dimension: int) -> LocalEmbedder:
-    """The local model, loaded once per process (about 1.5 s)."""
-    return LocalEmbedder(dimension)
+class LocalEmbedders:
+    """The local model, loaded on first use (a fraction of a second) and then shared by all that embed locally.
 
+    One per dimension asked for (a shorter prefix is another model), each with one memory: the rules,
+    the RAG routes and the semantic cache embed a question once between them, across reloads too. The
+    server's belong to its resources (`proxy.lifespan.open_resources`); the command line makes its own.
+    """
 
-@functools.cache
-def shared_local_embedder(dimension: int) -> RememberingEmbedder:
-    """The local model as every part of the server uses it (each reload, the semantic cache): one memory."""
-    return RememberingEmbedder(local_embedder(dimension))
+    def __init__(self) -> None:
+        self._loaded: dict[int, RememberingEmbedder] = {}
+
+    def get(self, dimension: int) -> RememberingEmbedder:
+        """The model with `dimension` dimensions, loaded now when this is its first use."""
+        embedder = self._loaded.get(dimension)
+        if embedder is None:
+            embedder = self._loaded[dimension] = RememberingEmbedder(LocalEmbedder(dimension))
+        return embedder
 
 
 class SemanticScorer:
@@ -97,11 +96,14 @@ class Knowledge:
 
 
 def _embedder(
-    deployment: Deployment, upstreams: Mapping[str, Upstream], on_usage: Callable[[str, int], None] | None
+    deployment: Deployment,
+    upstreams: Mapping[str, Upstream],
+    on_usage: Callable[[str, int], None] | None,
+    local: LocalEmbedders,
 ) -> Embedder:
     settings = deployment.embedder
     if settings.upstream is None:
-        return shared_local_embedder(settings.dimension)
+        return local.get(settings.dimension)
     model = settings.model or ""  # checked at load: an upstream embedder has a model
     return RememberingEmbedder(
         OpenAIEmbedder(upstreams[settings.upstream], model, settings.dimension, on_usage=on_usage)
@@ -113,15 +115,17 @@ def build_knowledge(
     chat_routes: Mapping[str, Route] | None,
     upstreams: Mapping[str, Upstream],
     *,
+    local: LocalEmbedders,
     on_embedding_usage: Callable[[str, int], None] | None = None,
 ) -> Knowledge:
     """The embedder, RAG routes and scorer of `deployment` (nothing is built when nothing embeds).
 
     Without `chat_routes` (for the CLI), the RAG routes are not built, only their retrievers and the scorer.
+    `local` holds the local model, for a deployment without an upstream embedder.
     """
     if not deployment.uses_embedder:
         return Knowledge(routes={}, scorer=None)
-    embedder = _embedder(deployment, upstreams, on_embedding_usage)
+    embedder = _embedder(deployment, upstreams, on_embedding_usage, local)
     retrievers = {name: HybridRetriever(deployment.indexes[name], embedder) for name in deployment.rag}
     routes = {
         name: RagRoute(
@@ -149,7 +153,7 @@ async def open_knowledge(settings: Settings) -> AsyncIterator[Knowledge]:
         name = deployment.embedder.upstream
         if deployment.uses_embedder and name is not None:
             upstreams[name] = await stack.enter_async_context(open_upstream(settings.upstreams[name]))
-        yield build_knowledge(deployment, None, upstreams)
+        yield build_knowledge(deployment, None, upstreams, local=LocalEmbedders())
 
 
 @contextlib.asynccontextmanager

@@ -39,7 +39,6 @@ from proxy.cache.semantic import best_match, pack, question
 from proxy.cache.store import ResponseCache
 from proxy.config.sections import CacheSettings
 from proxy.endpoints.chat_replay import STREAM, Replay, entry, replay, replayable
-from proxy.semantic import shared_local_embedder
 from proxy.tasks import BackgroundTasks
 from proxy.wire.answers import UnreadableAnswerError
 from proxy.wire.redisurl import redact_url
@@ -324,15 +323,14 @@ class AnswerCache:
 class SharedCache:
     """The backend and the embedder, built once and kept across policy reloads while the cache block is unchanged."""
 
-    def __init__(
-        self, embedder_factory: Callable[[], Embedder] | None = None, on_error: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, local_embedder: Callable[[], Embedder], on_error: Callable[[], None] | None = None) -> None:
         self._on_error = on_error
         """Called on each failed Redis command (for metrics)."""
         self._settings: CacheSettings | None = None
         self._backend: ResponseCache | None = None
         self._embedder: Embedder | None = None
-        self._embedder_factory = embedder_factory
+        self._local_embedder = local_embedder
+        """The local model, owned by the app's resources (the RAG path and `similar_to` rules share it)."""
         self._retired: list[ResponseCache] = []
 
     def answer_cache(self, settings: CacheSettings, tasks: BackgroundTasks, *, semantic: bool) -> AnswerCache:
@@ -344,8 +342,7 @@ class SharedCache:
             where = f"redis at {redact_url(settings.url)}" if settings.uses_redis else f"memory, {settings.max_bytes} B"
             logger.info("response cache: %s", where)
         if semantic and self._embedder is None:
-            # The process's one local model (the RAG path and `similar_to` rules share it): loaded once.
-            self._embedder = self._embedder_factory() if self._embedder_factory else shared_local_embedder(256)
+            self._embedder = self._local_embedder()
         embedder = self._embedder
         return AnswerCache(self._backend, settings, tasks, embedder=(lambda: embedder) if embedder else None)
 

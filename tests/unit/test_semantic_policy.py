@@ -13,7 +13,7 @@ from policies import PolicyError, SemanticFeatures, SemanticFeaturesNeeded, extr
 from proxy.cli.main import main
 from proxy.config.settings import SettingsError, load_settings
 from proxy.decide import decide_semantically
-from proxy.semantic import SemanticScorer, local_embedder
+from proxy.semantic import SemanticScorer
 from proxy.wire.schemas import decode_chat_body
 from routes import ChatCall, HybridRetriever, KnowledgeIndex
 from routes.knowledge.embedding import LocalEmbedder, Vectors
@@ -67,7 +67,7 @@ def call_of(content: str, **extra: object) -> ChatCall:
 
 @pytest.fixture(scope="module")
 def embedder() -> LocalEmbedder:
-    return local_embedder(256)
+    return LocalEmbedder(256)
 
 
 @pytest.fixture
