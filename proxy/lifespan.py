@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from proxy.accounting.cost import PriceTable
-from proxy.accounting.metrics import Metrics
+from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import embedding_spender
 from proxy.cache.lookup import SharedCache
 from proxy.config.settings import Settings, SettingsError, UpstreamSettings
@@ -109,7 +109,7 @@ def _build(
     base_url: str | None,
     caches: SharedCache,
     local: LocalEmbedders,
-    metrics: Metrics | None,
+    recorder: Recorder | None,
     redactor: Redactor,
 ) -> Generation:
     upstreams = {
@@ -130,11 +130,11 @@ def _build(
         name: OpenAIChatRoute(name, upstreams[route.upstream], route.model, route.timeout)
         for name, route in deployment.routes.items()
     }
-    spend = embedding_spender(prices, metrics.embedded if metrics is not None else None)
+    spend = embedding_spender(prices, recorder.embedded if recorder is not None else None)
     knowledge = build_knowledge(deployment, routes, upstreams, local=local, on_embedding_usage=spend)
     routes.update(knowledge.routes)
-    if metrics is not None:
-        metrics.routes_known(routes)
+    if recorder is not None:
+        recorder.routes_known(routes)
     pipeline = ChatPipeline(
         routes=routes,
         semantic=knowledge.scorer,
@@ -144,7 +144,7 @@ def _build(
         tasks=tasks,
         named=deployment.model_names(),
         prices=prices,
-        record_shadow=metrics.record if metrics is not None else None,
+        recorder=recorder,
         cache=caches.answer_cache(
             deployment.cache, tasks, semantic=deployment.policy is not None and deployment.policy.semantic_cache
         ),
@@ -179,12 +179,12 @@ async def open_resources(
     *,
     reload_settings: Callable[[], Settings] | None = None,
     watch_interval: float = 1.0,
-    metrics: Metrics | None = None,
+    recorder: Recorder | None = None,
 ) -> AsyncIterator[Resources]:
     """Open the upstream sessions (and the simulated upstream when configured); reload on change or SIGHUP.
 
     `reload_settings` loads the file again (by default: not at all, as for settings built in code);
-    `metrics` counts the reloads by result.
+    `recorder` is told each policy's routes and breakers, each reload's result, and what is spent at load.
     """
     one_blas_thread()
     async with contextlib.AsyncExitStack() as stack:
@@ -195,15 +195,17 @@ async def open_resources(
             base_url = simulator.base_url
             logger.info("simulated upstream listening at %s", base_url)
         sessions, tasks, local = _Sessions(), BackgroundTasks(), LocalEmbedders()
-        cache_failed = metrics.cache_failed if metrics is not None else None
-        caches = SharedCache(lambda: local.get(256), cache_failed)  # the semantic cache compares all 256 dimensions
+        caches = SharedCache(lambda: local.get(256), recorder)  # the semantic cache compares all 256 dimensions
         stack.push_async_callback(sessions.close)
         stack.push_async_callback(caches.aclose)
         stack.push_async_callback(tasks.drain, settings.server.drain_timeout)
         # The secrets of every policy loaded so far: requests on an earlier one may still be running.
         redactor = Redactor(settings.secrets())
         redact_logs_with(redactor)
-        resources = Resources(_build(settings, sessions, tasks, base_url, caches, local, metrics, redactor), tasks)
+        resources = Resources(_build(settings, sessions, tasks, base_url, caches, local, recorder, redactor), tasks)
+        if recorder is not None:
+            recorder.follow_breakers(resources.current.pipeline.breakers)
+            stack.callback(recorder.follow_breakers, {})
         if resources.current.knowledge.scorer is not None:
             try:  # the examples, embedded before the first request (or, failing that, by the first that needs them)
                 await resources.current.knowledge.scorer.prepare()
@@ -217,19 +219,20 @@ async def open_resources(
             try:
                 reloaded = reload_settings()
                 with_new = redactor | Redactor(reloaded.secrets())
-                new = _build(reloaded, sessions, tasks, base_url, caches, local, metrics, with_new)
+                new = _build(reloaded, sessions, tasks, base_url, caches, local, recorder, with_new)
             except SettingsError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
-                if metrics is not None:
-                    metrics.reloaded(ok=False)
+                if recorder is not None:
+                    recorder.reloaded(ok=False)
                 return
             if new.knowledge.scorer is not None:
                 tasks.spawn(new.knowledge.scorer.prepare(), name="embed-policy-examples")
-            if metrics is not None:
-                metrics.reloaded(ok=True)
             redactor = with_new
             redact_logs_with(redactor)
             resources.current = new
+            if recorder is not None:
+                recorder.reloaded(ok=True)
+                recorder.follow_breakers(new.pipeline.breakers)
             resources.reloads += 1
             sessions.retire_unused(set(new.settings.upstreams.values()), new.settings.server.drain_timeout)
             rules = len(new.pipeline.policy.rules) if new.pipeline.policy is not None else 0

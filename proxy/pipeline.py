@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from policies import Decision, PolicyEngine
 from proxy.accounting.cost import PriceTable
+from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import Tally, bind
 from proxy.breaker import CircuitBreaker
 from proxy.cache.lookup import AnswerCache, CacheStatus, Ticket
@@ -95,7 +96,7 @@ class ChatPipeline:
         named: Mapping[str, str] | None = None,
         semantic: SemanticScorer | None = None,
         prices: PriceTable | None = None,
-        record_shadow: Callable[[Tally], None] | None = None,
+        recorder: Recorder | None = None,
         cache: AnswerCache | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -109,7 +110,7 @@ class ChatPipeline:
         """Computes meaning-based features when a rule needs them (None: the policy has no such rule)."""
         self.prices = prices or PriceTable()
         """Prices every answer (and its baseline); from the policy file's `prices` and `baseline`."""
-        self._record_shadow = record_shadow
+        self._recorder = recorder
         """Given each finished shadow copy's tally: a shadow's tokens are spend too."""
         self.cache = cache
         """The response cache; None: every request bypasses it."""
@@ -299,8 +300,8 @@ class ChatPipeline:
             tally.failed_attempt(name, exc, retried=False)
         else:
             outcome = "answered"
-        if self._record_shadow is not None:
-            self._record_shadow(tally)
+        if self._recorder is not None:
+            self._recorder.shadow(tally)
         elapsed = (time.perf_counter() - started) * 1000
         logger.info("shadow %s to route %s %s in %.0f ms", call.headers.get("x-request-id"), name, outcome, elapsed)
 

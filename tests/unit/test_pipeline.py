@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from policies import Decision
+from proxy.accounting.recorder import Recorder
 from proxy.config.sections import BreakerSettings, RetrySettings
 from proxy.pipeline import ChatPipeline, Outcome
 from proxy.tasks import BackgroundTasks
@@ -62,7 +63,13 @@ class Sleeps:
         self.waits.append(seconds)
 
 
-def pipeline(*routes: FakeRoute, attempts: int = 2, failures: int = 5, sleep: Sleeps | None = None) -> ChatPipeline:
+def pipeline(
+    *routes: FakeRoute,
+    attempts: int = 2,
+    failures: int = 5,
+    sleep: Sleeps | None = None,
+    recorder: Recorder | None = None,
+) -> ChatPipeline:
     return ChatPipeline(
         routes={route.name: route for route in routes},
         policy=None,
@@ -71,6 +78,7 @@ def pipeline(*routes: FakeRoute, attempts: int = 2, failures: int = 5, sleep: Sl
         tasks=BackgroundTasks(),
         rng=random.Random(7),
         sleep=sleep or Sleeps(),
+        recorder=recorder,
     )
 
 
