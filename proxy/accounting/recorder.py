@@ -46,10 +46,10 @@ class Breaker(Protocol):
 class Recorder:
     """Receives every measurement and hands it to the metrics and, for a finished request, the access log."""
 
-    __slots__ = ("_access_log", "_breakers", "in_flight", "metrics")
+    __slots__ = ("_access_log", "_breakers", "_metrics", "in_flight")
 
     def __init__(self, metrics: Metrics, access_log: AccessLog | None = None) -> None:
-        self.metrics = metrics
+        self._metrics = metrics
         self._access_log = access_log
         self._breakers: Mapping[str, Breaker] = {}
         self.in_flight: LiveCount = metrics.in_flight
@@ -58,29 +58,29 @@ class Recorder:
     def request(self, tally: Tally, method: str, path: str) -> None:
         """A request's response has ended (or its client left): count a chat request, log every request."""
         if tally.chat:
-            self.metrics.record(tally)
+            self._metrics.record(tally)
         if self._access_log is not None:
             self._access_log.write(tally, method, path)
 
     def shadow(self, tally: Tally) -> None:
         """A shadow copy has finished: its tokens, cost and errors count on its route; it is no request."""
-        self.metrics.record(tally)
+        self._metrics.record(tally)
 
     def cache_failed(self) -> None:
         """A cache backend command failed or timed out (and was answered as a miss)."""
-        self.metrics.cache_failed()
+        self._metrics.cache_failed()
 
     def embedded(self, embedding: Embedding) -> None:
         """Embedding tokens no request pays for (a policy's examples, embedded at load)."""
-        self.metrics.embedded(embedding)
+        self._metrics.embedded(embedding)
 
     def routes_known(self, routes: Iterable[str]) -> None:
         """A policy file's routes: their rare counters start at zero (see `Metrics.routes_known`)."""
-        self.metrics.routes_known(routes)
+        self._metrics.routes_known(routes)
 
     def reloaded(self, *, ok: bool) -> None:
         """A policy reload, applied (`ok`) or refused (the running policy stays)."""
-        self.metrics.reloaded(ok=ok)
+        self._metrics.reloaded(ok=ok)
 
     def follow_breakers(self, breakers: Mapping[str, Breaker]) -> None:
         """The running policy's breakers, by route: from now on, each scrape shows their states as of then."""
@@ -88,5 +88,5 @@ class Recorder:
 
     def exposition(self) -> bytes:
         """Every metric in Prometheus' text format, the followed breakers' states read first (from any thread)."""
-        self.metrics.circuit_states((route, breaker.state) for route, breaker in self._breakers.items())
-        return self.metrics.exposition()
+        self._metrics.circuit_states((route, breaker.state) for route, breaker in self._breakers.items())
+        return self._metrics.exposition()
