@@ -15,7 +15,8 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from litestar.types import HTTPScope, Receive, Scope, Send
 
-from proxy.accounting.metrics import CONTENT_TYPE, Metrics
+from proxy.accounting.metrics import CONTENT_TYPE
+from proxy.accounting.recorder import Recorder
 from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream
 from proxy.endpoints.chat import CHAT
 from proxy.headers import forwardable_headers
@@ -183,12 +184,8 @@ async def readyz(state: State) -> Response[dict[str, object]]:
 @get("/metrics", sync_to_thread=True)
 def metrics(state: State) -> Response[bytes]:
     """`GET /metrics`: every metric in Prometheus' text format (all workers' when there are several)."""
-    collected: Metrics = state.metrics
-    resources: Resources | None = state.get("resources")
-    if resources is not None:  # breaker states move with time too (open → half-open): as of now
-        breakers = resources.current.pipeline.breakers
-        collected.circuit_states((name, breaker.state) for name, breaker in breakers.items())
-    return Response(collected.exposition(), media_type=CONTENT_TYPE)
+    recorder: Recorder = state.recorder
+    return Response(recorder.exposition(), media_type=CONTENT_TYPE)
 
 
 HANDLERS = (chat_completions, list_models, retrieve_model, healthz, readyz, metrics)

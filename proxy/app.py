@@ -12,6 +12,7 @@ from litestar.exceptions import HTTPException
 
 from proxy.accounting.accesslog import AccessLog
 from proxy.accounting.metrics import Metrics
+from proxy.accounting.recorder import Recorder
 from proxy.api import (
     HANDLERS,
     handle_http_exception,
@@ -40,10 +41,11 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
     reload_settings = reload if settings is not None else load_settings
     metrics = Metrics(multiprocess_dir=resolved.metrics_dir)
     server = resolved.server
+    recorder = Recorder(metrics, AccessLog(enabled=server.access_log, content=server.log_content))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_resources(resolved, reload_settings=reload_settings, metrics=metrics) as resources:
+        async with open_resources(resolved, reload_settings=reload_settings, recorder=recorder) as resources:
             app.state.resources = resources
             metrics.start_flushing(asyncio.get_running_loop())
             try:
@@ -64,9 +66,8 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
         request_max_body_size=resolved.server.max_body_bytes,
         openapi_config=None,
         logging_config=None,
-        state=State({"metrics": metrics}),
+        state=State({"recorder": recorder}),
     )
     # Outermost, so that even the router's own 404s and 405s carry the request id.
-    access_log = AccessLog(enabled=server.access_log, content=server.log_content)
-    app.asgi_handler = RequestIdMiddleware(app.asgi_handler, metrics=metrics, access_log=access_log)
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler, recorder=recorder)
     return app

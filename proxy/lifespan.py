@@ -3,6 +3,10 @@
 One loaded policy file makes a `Generation`. Handlers take `Resources.current` once per request, so a
 reload swaps the whole generation atomically while requests in flight finish on the one they started
 with. A broken file is logged and the running generation stays.
+
+What outlives a generation is opened here once: the upstream sessions, the response cache's backend,
+and the process's local embedding model (`LocalEmbedders`, loaded when something first embeds), which
+every generation's rules, RAG routes and semantic cache share.
 """
 
 from __future__ import annotations
@@ -18,13 +22,13 @@ from dataclasses import dataclass
 import aiohttp
 
 from proxy.accounting.cost import PriceTable
-from proxy.accounting.metrics import Metrics
+from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import priced
 from proxy.cache.lookup import SharedCache
 from proxy.config.settings import Settings, SettingsError, UpstreamSettings
 from proxy.logs import redact_logs_with
 from proxy.pipeline import Pipeline
-from proxy.semantic import Knowledge, build_knowledge
+from proxy.semantic import Knowledge, LocalEmbedders, build_knowledge
 from proxy.tasks import BackgroundTasks
 from proxy.wire.errors import ProxyError
 from proxy.wire.redaction import Redactor
@@ -104,7 +108,8 @@ def _build(
     tasks: BackgroundTasks,
     base_url: str | None,
     caches: SharedCache,
-    metrics: Metrics | None,
+    local: LocalEmbedders,
+    recorder: Recorder | None,
     redactor: Redactor,
 ) -> Generation:
     upstreams = {
@@ -125,10 +130,10 @@ def _build(
         name: OpenAIChatRoute(name, upstreams[route.upstream], route.model, route.timeout)
         for name, route in deployment.routes.items()
     }
-    knowledge = build_knowledge(deployment, routes, upstreams)
+    knowledge = build_knowledge(deployment, routes, upstreams, local=local)
     routes.update(knowledge.routes)
-    if metrics is not None:
-        metrics.routes_known(routes)
+    if recorder is not None:
+        recorder.routes_known(routes)
     pipeline = Pipeline(
         routes=routes,
         semantic=knowledge.scorer,
@@ -138,7 +143,7 @@ def _build(
         tasks=tasks,
         named=deployment.model_names(),
         prices=prices,
-        record_shadow=metrics.record if metrics is not None else None,
+        recorder=recorder,
         cache=caches.answer_cache(
             deployment.cache, tasks, semantic=deployment.policy is not None and deployment.policy.semantic_cache
         ),
@@ -146,14 +151,14 @@ def _build(
     return Generation(settings=settings, upstreams=upstreams, pipeline=pipeline, knowledge=knowledge)
 
 
-async def _embed_examples(generation: Generation, metrics: Metrics | None) -> None:
-    """Embed the policy's example utterances before a request needs them; what that cost is counted."""
+async def _embed_examples(generation: Generation, recorder: Recorder | None) -> None:
+    """Embed the policy's example utterances before a request needs them; what that cost is recorded."""
     scorer = generation.knowledge.scorer
     if scorer is None:
         return
     spent = await scorer.prepare()
-    if spent is not None and metrics is not None:
-        metrics.embedded(priced(generation.pipeline.prices, spent.model, spent.tokens))
+    if spent is not None and recorder is not None:
+        recorder.embedded(priced(generation.pipeline.prices, spent.model, spent.tokens))
 
 
 def _file_stamp(path: str) -> tuple[float, int] | None:
@@ -183,12 +188,12 @@ async def open_resources(
     *,
     reload_settings: Callable[[], Settings] | None = None,
     watch_interval: float = 1.0,
-    metrics: Metrics | None = None,
+    recorder: Recorder | None = None,
 ) -> AsyncIterator[Resources]:
     """Open the upstream sessions (and the simulated upstream when configured); reload on change or SIGHUP.
 
     `reload_settings` loads the file again (by default: not at all, as for settings built in code);
-    `metrics` counts the reloads by result.
+    `recorder` is told each policy's routes and breakers, each reload's result, and what is spent at load.
     """
     one_blas_thread()
     async with contextlib.AsyncExitStack() as stack:
@@ -198,17 +203,20 @@ async def open_resources(
             stack.push_async_callback(simulator.aclose)
             base_url = simulator.base_url
             logger.info("simulated upstream listening at %s", base_url)
-        sessions, tasks = _Sessions(), BackgroundTasks()
-        caches = SharedCache(on_error=metrics.cache_failed if metrics is not None else None)
+        sessions, tasks, local = _Sessions(), BackgroundTasks(), LocalEmbedders()
+        caches = SharedCache(lambda: local.get(256), recorder)  # the semantic cache compares all 256 dimensions
         stack.push_async_callback(sessions.close)
         stack.push_async_callback(caches.aclose)
         stack.push_async_callback(tasks.drain, settings.server.drain_timeout)
         # The secrets of every policy loaded so far: requests on an earlier one may still be running.
         redactor = Redactor(settings.secrets())
         redact_logs_with(redactor)
-        resources = Resources(_build(settings, sessions, tasks, base_url, caches, metrics, redactor), tasks)
+        resources = Resources(_build(settings, sessions, tasks, base_url, caches, local, recorder, redactor), tasks)
+        if recorder is not None:
+            recorder.follow_breakers(resources.current.pipeline.breakers)
+            stack.callback(recorder.follow_breakers, {})
         try:  # the examples, embedded before the first request (or, failing that, by the first that needs them)
-            await _embed_examples(resources.current, metrics)
+            await _embed_examples(resources.current, recorder)
         except ProxyError as exc:
             logger.warning("could not embed the policy's examples yet: %s", exc.message)
 
@@ -219,19 +227,20 @@ async def open_resources(
             try:
                 reloaded = reload_settings()
                 with_new = redactor | Redactor(reloaded.secrets())
-                new = _build(reloaded, sessions, tasks, base_url, caches, metrics, with_new)
+                new = _build(reloaded, sessions, tasks, base_url, caches, local, recorder, with_new)
             except SettingsError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
-                if metrics is not None:
-                    metrics.reloaded(ok=False)
+                if recorder is not None:
+                    recorder.reloaded(ok=False)
                 return
             if new.knowledge.scorer is not None:
-                tasks.spawn(_embed_examples(new, metrics), name="embed-policy-examples")
-            if metrics is not None:
-                metrics.reloaded(ok=True)
+                tasks.spawn(_embed_examples(new, recorder), name="embed-policy-examples")
             redactor = with_new
             redact_logs_with(redactor)
             resources.current = new
+            if recorder is not None:
+                recorder.reloaded(ok=True)
+                recorder.follow_breakers(new.pipeline.breakers)
             resources.reloads += 1
             sessions.retire_unused(set(new.settings.upstreams.values()), new.settings.server.drain_timeout)
             rules = len(new.pipeline.policy.rules) if new.pipeline.policy is not None else 0

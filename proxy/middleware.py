@@ -1,7 +1,7 @@
-"""ASGI middleware: request id, timing, in-flight count, and the request's metrics and access log line at its end.
+"""ASGI middleware: request id, timing, in-flight count, and the request's tally to the recorder at its end.
 
 Never routing or business logic: it starts each request's `Tally`, notes the status and when the first
-and last bytes went out, and hands the finished tally to the metrics and the access log.
+and last bytes went out, and hands the finished tally to the `Recorder` (the metrics and the access log).
 """
 
 from __future__ import annotations
@@ -10,13 +10,11 @@ import itertools
 import re
 import secrets
 import time
-from typing import cast
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-from proxy.accounting.accesslog import AccessLog
-from proxy.accounting.metrics import Metrics
+from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import COST_HEADER, Tally
 
 __all__ = ["REQUEST_ID_HEADER", "RequestIdMiddleware", "request_id_of", "tally_of"]
@@ -63,16 +61,15 @@ class RequestIdMiddleware:
     """Take the caller's `x-request-id` (when it is a plain token) or create one; echo it on the response.
 
     Raw ASGI rather than Litestar's middleware base: it runs on every request, including the framework's
-    own 404s, and costs one header scan. With `metrics` and `access_log` it also times the request,
-    counts it in flight, adds the cost header to a chat answer whose cost is known when its headers
-    leave, and records the request when its response has ended.
+    own 404s, and costs one header scan. It also times the request, adds the cost header to a chat
+    answer whose cost is known when its headers leave and, with a `recorder`, counts the request in
+    flight and hands it to the recorder when its response has ended.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics | None = None, access_log: AccessLog | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, recorder: Recorder | None = None) -> None:
         self.app = app
         self._ids = _RequestIds()
-        self._metrics = metrics
-        self._access_log = access_log
+        self._recorder = recorder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope."""
@@ -103,7 +100,8 @@ class RequestIdMiddleware:
                 tally.first_byte_at = time.perf_counter()
             await send(message)
 
-        in_flight = self._metrics.in_flight if self._metrics is not None and scope["path"] not in _NOT_COUNTED else None
+        recorder = self._recorder
+        in_flight = recorder.in_flight if recorder is not None and scope["path"] not in _NOT_COUNTED else None
         if in_flight is not None:
             in_flight.inc()
         try:
@@ -114,13 +112,11 @@ class RequestIdMiddleware:
                 in_flight.dec()
             self._record(tally, scope)
 
-    def _record(self, tally: Tally, scope: Scope) -> None:
+    def _record(self, tally: Tally, scope: HTTPScope) -> None:
         if tally.status == 0:
             tally.status = _CLIENT_GONE
-        if self._metrics is not None and tally.chat:
-            self._metrics.record(tally)
-        if self._access_log is not None:
-            self._access_log.write(tally, cast("HTTPScope", scope)["method"], scope["path"])
+        if self._recorder is not None:
+            self._recorder.request(tally, scope["method"], scope["path"])
 
 
 def _cost_headers(tally: Tally) -> list[tuple[bytes, bytes]]:

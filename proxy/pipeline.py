@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from policies import Decision, PolicyEngine
 from proxy.accounting.cost import PriceTable
+from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import Tally
 from proxy.breaker import CircuitBreaker
 from proxy.cache.lookup import AnswerCache, CacheStatus, Ticket
@@ -57,7 +58,7 @@ class Pipeline:
         named: Mapping[str, str] | None = None,
         semantic: SemanticScorer | None = None,
         prices: PriceTable | None = None,
-        record_shadow: Callable[[Tally], None] | None = None,
+        recorder: Recorder | None = None,
         cache: AnswerCache | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -71,7 +72,7 @@ class Pipeline:
         """Computes meaning-based features when a rule needs them (None: the policy has no such rule)."""
         self.prices = prices or PriceTable()
         """Prices every answer (and its baseline); from the policy file's `prices` and `baseline`."""
-        self._record_shadow = record_shadow
+        self._recorder = recorder
         """Given each finished shadow copy's tally: a shadow's tokens are spend too."""
         self.cache = cache
         """The response cache; None: every request bypasses it."""
@@ -286,8 +287,8 @@ class Pipeline:
             outcome = "answered"
         finally:
             self._spent(call, tally)
-        if self._record_shadow is not None:
-            self._record_shadow(tally)
+        if self._recorder is not None:
+            self._recorder.shadow(tally)
         elapsed = (time.perf_counter() - started) * 1000
         logger.info("shadow %s to route %s %s in %.0f ms", call.headers.get("x-request-id"), name, outcome, elapsed)
 

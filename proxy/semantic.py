@@ -1,11 +1,12 @@
 """Knowledge wiring: the embedder, the RAG routes, and `SemanticScorer`, which computes meaning-based policy features.
 
 `build_knowledge()` turns a checked deployment into what requests use: one embedder for the whole file
-(the local model, built once per process and shared, or an `OpenAIEmbedder` on a configured upstream),
-a `RagRoute` per `kind: rag` route over its `HybridRetriever`, and, when the rules use `similar_to` or
-`retrieval_score`, a `SemanticScorer`. The scorer embeds every example list once (`prepare`, at load),
-then per request embeds the last user message once and derives every similarity and retrieval score from
-that one vector (`policies.semantic` says why this happens outside the engine).
+(the local model, which `LocalEmbedders` loads once for the server's resources or the command line, or
+an `OpenAIEmbedder` on a configured upstream), a `RagRoute` per `kind: rag` route over its
+`HybridRetriever`, and, when the rules use `similar_to` or `retrieval_score`, a `SemanticScorer`. The
+scorer embeds every example list once (`prepare`, at load), then per request embeds the last user
+message once and derives every similarity and retrieval score from that one vector (`policies.semantic`
+says why this happens outside the engine).
 
 Embedding tokens: what an upstream embedder bills comes back with its vectors (`Spent`). `features`
 embeds the request's `Question`, which keeps that bill for the request (the RAG route's retrieval adds to
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -30,27 +30,26 @@ from proxy.config.settings import Settings, UpstreamSettings
 from routes import HybridRetriever, OpenAIEmbedder, RagRoute, Route, Upstream, UpstreamTimeouts, new_session
 from routes.knowledge.embedding import Embedder, LocalEmbedder, Question, RememberingEmbedder, Spent, Vectors
 
-__all__ = [
-    "Knowledge",
-    "SemanticScorer",
-    "build_knowledge",
-    "local_embedder",
-    "open_knowledge",
-    "open_upstream",
-    "shared_local_embedder",
-]
+__all__ = ["Knowledge", "LocalEmbedders", "SemanticScorer", "build_knowledge", "open_knowledge", "open_upstream"]
 
 
-@functools.cache
-def local_embedder(dimension: int) -> LocalEmbedder:
-    """The local model, loaded once per process (about 1.5 s)."""
-    return LocalEmbedder(dimension)
+class LocalEmbedders:
+    """The local model, loaded on first use (a fraction of a second) and then shared by all that embed locally.
 
+    One per dimension asked for (a shorter prefix is another model), each with one memory: the rules,
+    the RAG routes and the semantic cache embed a question once between them, across reloads too. The
+    server's belong to its resources (`proxy.lifespan.open_resources`); the command line makes its own.
+    """
 
-@functools.cache
-def shared_local_embedder(dimension: int) -> RememberingEmbedder:
-    """The local model as every part of the server uses it (each reload, the semantic cache): one memory."""
-    return RememberingEmbedder(local_embedder(dimension))
+    def __init__(self) -> None:
+        self._loaded: dict[int, RememberingEmbedder] = {}
+
+    def get(self, dimension: int) -> RememberingEmbedder:
+        """The model with `dimension` dimensions, loaded now when this is its first use."""
+        embedder = self._loaded.get(dimension)
+        if embedder is None:
+            embedder = self._loaded[dimension] = RememberingEmbedder(LocalEmbedder(dimension))
+        return embedder
 
 
 class SemanticScorer:
@@ -101,10 +100,10 @@ class Knowledge:
     scorer: SemanticScorer | None
 
 
-def _embedder(deployment: Deployment, upstreams: Mapping[str, Upstream]) -> Embedder:
+def _embedder(deployment: Deployment, upstreams: Mapping[str, Upstream], local: LocalEmbedders) -> Embedder:
     settings = deployment.embedder
     if settings.upstream is None:
-        return shared_local_embedder(settings.dimension)
+        return local.get(settings.dimension)
     model = settings.model or ""  # checked at load: an upstream embedder has a model
     return RememberingEmbedder(OpenAIEmbedder(upstreams[settings.upstream], model, settings.dimension))
 
@@ -113,14 +112,17 @@ def build_knowledge(
     deployment: Deployment,
     chat_routes: Mapping[str, Route] | None,
     upstreams: Mapping[str, Upstream],
+    *,
+    local: LocalEmbedders,
 ) -> Knowledge:
     """The embedder, RAG routes and scorer of `deployment` (nothing is built when nothing embeds).
 
     Without `chat_routes` (for the CLI), the RAG routes are not built, only their retrievers and the scorer.
+    `local` holds the local model, for a deployment without an upstream embedder.
     """
     if not deployment.uses_embedder:
         return Knowledge(routes={}, scorer=None)
-    embedder = _embedder(deployment, upstreams)
+    embedder = _embedder(deployment, upstreams, local)
     retrievers = {name: HybridRetriever(deployment.indexes[name], embedder) for name in deployment.rag}
     routes = {
         name: RagRoute(
@@ -148,7 +150,7 @@ async def open_knowledge(settings: Settings) -> AsyncIterator[Knowledge]:
         name = deployment.embedder.upstream
         if deployment.uses_embedder and name is not None:
             upstreams[name] = await stack.enter_async_context(open_upstream(settings.upstreams[name]))
-        yield build_knowledge(deployment, None, upstreams)
+        yield build_knowledge(deployment, None, upstreams, local=LocalEmbedders())
 
 
 @contextlib.asynccontextmanager

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 from proxy._version import __version__
 from proxy.accounting.batch import FLUSH_SECONDS, Batch, PendingCount, PendingHistogram
@@ -38,11 +40,23 @@ _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 NONE = "none"
 """The label value when a request never got that far (no decision, no answer)."""
 
-# `_created` series double the series count and say nothing a dashboard uses.
-disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
-
 
 Labels = tuple[str, ...]
+
+
+class _WithoutCreated:
+    """A collector without `_created` series (twice the series, no use); prometheus_client's switch is process-wide."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: Collector) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._source.collect():
+            created = metric.name + "_created"
+            metric.samples = [sample for sample in metric.samples if sample.name != created]
+            yield metric
 
 
 class _Children:
@@ -371,10 +385,10 @@ class Metrics:
         """The Prometheus text format of every metric (every worker's, in multiprocess mode); flushes first."""
         self.batch.flush()
         if self.multiprocess_dir is None:
-            return generate_latest(self.registry)
+            return generate_latest(_WithoutCreated(self.registry))
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]  # untyped upstream
-        return generate_latest(merged)
+        return generate_latest(_WithoutCreated(merged))
 
     def close(self) -> None:
         """This worker is stopping: its last values are written, its live gauges (in flight, circuits) leave."""

@@ -1,8 +1,8 @@
 """`Tally`: what one request used, cost and took, filled in along the way and recorded once when it ends.
 
 The middleware creates it and times the response; the chat handler and the pipeline fill in the
-decision, the attempts, the usage and the charge; at the end the middleware hands it to the metrics
-and the access log. It is the one mutable per-request value, and it never leaves its request.
+decision, the attempts, the usage and the charge; at the end the middleware hands it to the recorder
+(the metrics and the access log). It is the one mutable per-request value, and it never leaves its request.
 
 How the response cache and the embedders fill it in:
 - a cache lookup: `tally.cache = "hit"` or `"miss"` (it stays `"bypass"` when the cache was not asked);

@@ -20,7 +20,6 @@ and answered as a miss, and an answer that would not replay is never stored.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -31,6 +30,7 @@ from typing import Any, Literal
 import msgspec
 
 from policies import CacheRule, Decision
+from proxy.accounting.recorder import Recorder
 from proxy.cache.keys import fields_key
 from proxy.cache.lease import Lease, keep_lock
 from proxy.cache.memory import MemoryResponseCache
@@ -39,7 +39,6 @@ from proxy.cache.semantic import best_match, pack
 from proxy.cache.store import ResponseCache
 from proxy.config.sections import CacheSettings
 from proxy.endpoints.base import Codec, Replay
-from proxy.semantic import shared_local_embedder
 from proxy.tasks import BackgroundTasks
 from proxy.wire.answers import UnreadableAnswerError
 from proxy.wire.redisurl import redact_url
@@ -56,10 +55,10 @@ SEMANTIC_KEEP = 256
 _POLL = 0.02
 
 
-def open_backend(settings: CacheSettings, on_error: Callable[[], None] | None = None) -> ResponseCache:
-    """The configured backend: Redis when the cache block names a URL, else in-process."""
+def open_backend(settings: CacheSettings, recorder: Recorder | None = None) -> ResponseCache:
+    """The configured backend: Redis when the cache block names a URL (failures told to `recorder`), else in-process."""
     if settings.uses_redis:
-        return RedisResponseCache(settings, on_error=on_error)
+        return RedisResponseCache(settings, recorder=recorder)
     return MemoryResponseCache(settings.max_bytes)
 
 
@@ -99,9 +98,6 @@ class Ticket:
             stored = codec.stored_stream(b"".join(parts)) if parts else None
         finally:
             self.finish(stored)
-
-
-_BYPASS = Ticket(status="bypass")
 
 
 @dataclass(slots=True)
@@ -147,16 +143,6 @@ class AnswerCache:
         self._embedder = embedder
         self._flights: dict[str, _Flight] = {}
         self._lease = Lease(seconds=settings.lock_lease, longest=settings.lock_ttl)
-        self.counts: collections.Counter[str] = collections.Counter()
-        """Lookups by result (`hit`, `miss`, `bypass`), plus `semantic_hit`, `stored`, `flight_wait` and
-        `unreadable` (entries that could not be replayed, or answers that would not have been)."""
-        self.on_count: Callable[[str], None] | None = None
-        """Called with each of those names as it is counted (for metrics)."""
-
-    def _count(self, name: str) -> None:
-        self.counts[name] += 1
-        if self.on_count is not None:
-            self.on_count(name)
 
     def _plan(
         self, codec: Codec[Any], call: Call[Any], decision: Decision, route: Route, *, stream: bool
@@ -201,20 +187,17 @@ class AnswerCache:
         """
         plan = self._plan(codec, call, decision, route, stream=stream)
         if plan is None:
-            self._count("bypass")
-            return _BYPASS
+            return Ticket(status="bypass")
         flight: _Flight | None = None
         if plan.read:
             stored = await self._read(plan)
             if stored is None and plan.write:
                 stored, flight = await self._single_flight(plan)
             if stored is not None:
-                self._count("hit")
                 return Ticket(status="hit", hit=stored)
         elif plan.write and plan.key not in self._flights:  # readers that come meanwhile wait for this answer
             flight = self._flights[plan.key] = _Flight()
         status: CacheStatus = "miss" if plan.read else "bypass"
-        self._count(status)
         return Ticket(status=status, _finish=lambda stored: self._finish(plan, stored, flight))
 
     async def _get(self, key: str, plan: _Plan) -> Replay | None:
@@ -226,7 +209,6 @@ class AnswerCache:
             return plan.codec.replay(stored, stream=plan.stream, wants_usage=plan.wants_usage)
         except UnreadableAnswerError as exc:
             logger.warning("cache: a stored entry cannot be replayed (%s): deleted, answered as a miss", exc)
-            self._count("unreadable")
             await self.backend.delete(key)
             return None
 
@@ -242,10 +224,7 @@ class AnswerCache:
         match = best_match(plan.question.text, vector, records, plan.rule.semantic_threshold)
         if match is None:
             return None
-        stored = await self._get(match.key, plan)
-        if stored is not None:
-            self._count("semantic_hit")
-        return stored
+        return await self._get(match.key, plan)
 
     async def _single_flight(self, plan: _Plan) -> tuple[Replay | None, _Flight | None]:
         """Wait for the answer of an identical request already asking, or become the one that asks.
@@ -257,14 +236,13 @@ class AnswerCache:
         """
         local = self._flights.get(plan.key)
         if local is not None:
-            self._count("flight_wait")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(local.landed.wait(), self.settings.lock_ttl)
             return await self._get(plan.key, plan), None
         flight = self._flights[plan.key] = _Flight()
         if await self._take_lock(plan, flight):
             return await self._recheck(plan, flight)
-        self._count("flight_wait")  # another replica is asking: poll for its answer, or for its lock to go
+        # Another replica is asking: poll for its answer, or for its lock to go.
         deadline = time.monotonic() + self.settings.lock_ttl
         while time.monotonic() < deadline:
             await asyncio.sleep(_POLL)
@@ -302,14 +280,12 @@ class AnswerCache:
         try:
             if not plan.codec.replayable(stored):  # routes refuse what does not read; this holds for any route
                 logger.warning("cache: an answer that would not replay was not stored")
-                self._count("unreadable")
                 return
             await self.backend.set(plan.key, stored, plan.ttl)
             if plan.namespace is not None and plan.question is not None and self._embedder is not None:
                 vector = await plan.question.vector(self._embedder())
                 record = pack(plan.key, plan.question.text, vector)
                 await self.backend.push(plan.namespace, record, keep=SEMANTIC_KEEP, ttl=plan.ttl)
-            self._count("stored")
         finally:
             self._land(plan.key, flight)
 
@@ -325,15 +301,14 @@ class AnswerCache:
 class SharedCache:
     """The backend and the embedder, built once and kept across policy reloads while the cache block is unchanged."""
 
-    def __init__(
-        self, embedder_factory: Callable[[], Embedder] | None = None, on_error: Callable[[], None] | None = None
-    ) -> None:
-        self._on_error = on_error
-        """Called on each failed Redis command (for metrics)."""
+    def __init__(self, local_embedder: Callable[[], Embedder], recorder: Recorder | None = None) -> None:
+        self._recorder = recorder
+        """Told of each failed Redis command."""
         self._settings: CacheSettings | None = None
         self._backend: ResponseCache | None = None
         self._embedder: Embedder | None = None
-        self._embedder_factory = embedder_factory
+        self._local_embedder = local_embedder
+        """The local model, owned by the app's resources (the RAG path and `similar_to` rules share it)."""
         self._retired: list[ResponseCache] = []
 
     def answer_cache(self, settings: CacheSettings, tasks: BackgroundTasks, *, semantic: bool) -> AnswerCache:
@@ -341,12 +316,11 @@ class SharedCache:
         if self._backend is None or settings != self._settings:
             if self._backend is not None:
                 self._retired.append(self._backend)
-            self._backend, self._settings = open_backend(settings, self._on_error), settings
+            self._backend, self._settings = open_backend(settings, self._recorder), settings
             where = f"redis at {redact_url(settings.url)}" if settings.uses_redis else f"memory, {settings.max_bytes} B"
             logger.info("response cache: %s", where)
         if semantic and self._embedder is None:
-            # The process's one local model (the RAG path and `similar_to` rules share it): loaded once.
-            self._embedder = self._embedder_factory() if self._embedder_factory else shared_local_embedder(256)
+            self._embedder = self._local_embedder()
         embedder = self._embedder
         return AnswerCache(self._backend, settings, tasks, embedder=(lambda: embedder) if embedder else None)
 

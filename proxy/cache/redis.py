@@ -1,9 +1,9 @@
 """`RedisResponseCache`: the `ResponseCache` every replica shares, on `redis.asyncio` with a connection pool.
 
 Redis trouble never fails a request. Every command has a short timeout; a failure or a timeout is
-logged (the URL without its password), counted in `errors`, and read as a miss. After a failure the
-cache skips Redis for `retry_after` seconds, so that a dead Redis costs requests nothing, then tries
-again: the cache comes back by itself when Redis does.
+logged (the URL without its password), counted by the recorder (`turnout_cache_errors_total`), and read
+as a miss. After a failure the cache skips Redis for `retry_after` seconds, so that a dead Redis costs
+requests nothing, then tries again: the cache comes back by itself when Redis does.
 
 Single-flight locks are the exception: renewing and releasing a lock are never skipped (they run in the
 background, not on a request's path, and a skipped release would leave the lock to others until it
@@ -27,6 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from proxy.accounting.recorder import Recorder
 from proxy.cache.store import HeldLock
 from proxy.config.sections import CacheSettings
 from proxy.wire.redaction import Redactor
@@ -55,7 +56,7 @@ class RedisResponseCache:
         self,
         settings: CacheSettings,
         *,
-        on_error: Callable[[], None] | None = None,
+        recorder: Recorder | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Connect lazily to `settings.url` (the first command opens the pool's first connection)."""
@@ -79,10 +80,8 @@ class RedisResponseCache:
         self._redactor = Redactor(url_secrets(settings.url))
         """Its own password, out of redis-py's error texts (the log formatter removes every other secret too)."""
         self._down_until = 0.0
-        self._on_error = on_error
+        self._recorder = recorder
         self._clock = clock
-        self.errors = 0
-        """Commands that failed or timed out so far (each one answered as a miss)."""
 
     @property
     def name(self) -> str:
@@ -101,11 +100,10 @@ class RedisResponseCache:
         try:
             return await asyncio.wait_for(command(), self._timeout)
         except (RedisError, OSError, TimeoutError) as exc:
-            self.errors += 1
             already_down = not self.available  # said once when the cache starts answering misses, not per command
             self._down_until = self._clock() + self._retry_after
-            if self._on_error is not None:
-                self._on_error()
+            if self._recorder is not None:
+                self._recorder.cache_failed()
             logger.log(
                 logging.DEBUG if already_down else logging.WARNING,
                 "cache: redis at %s failed on %s (%s: %s); answering misses for %.1f s",

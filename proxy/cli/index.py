@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from proxy.config.rag import KnowledgeError, embedder_identity
 from proxy.config.settings import SettingsError, load_embedder_settings
-from proxy.semantic import local_embedder, open_upstream
+from proxy.semantic import open_upstream
 from proxy.wire.errors import ProxyError
 from routes import HybridRetriever, KnowledgeIndex, KnowledgeIndexError, OpenAIEmbedder
-from routes.knowledge.embedding import Embedder, EmbedderMismatchError, check_compatible
+from routes.knowledge.embedding import Embedder, EmbedderMismatchError, LocalEmbedder, check_compatible
 from routes.knowledge.indexer import add_files, expand_paths, remove_files
 from routes.knowledge.ingest import UnsupportedFileError
 
@@ -42,7 +42,7 @@ async def _embedder(config: str | None) -> AsyncIterator[Embedder]:
     except KnowledgeError as exc:
         raise SettingsError(f"{config}: {exc}") from exc
     if upstream is None:
-        yield local_embedder(settings.dimension)
+        yield LocalEmbedder(settings.dimension)
         return
     async with open_upstream(upstream) as opened:
         yield OpenAIEmbedder(opened, settings.model or "", settings.dimension)  # a model: checked above

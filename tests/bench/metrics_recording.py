@@ -6,7 +6,7 @@ request:
 - the request path without metrics: `RequestIdMiddleware` around a stand-in chat handler that fills the
   request's `Tally` as the real one does (decision, upstream timing) and sends a JSON answer; no
   pricing, no `Metrics`, no access log;
-- the same request path with the usage priced and `Metrics` (in flight, `record()` at the end);
+- the same request path with the usage priced and a `Recorder` to `Metrics` (in flight, `record()` at the end);
 - the same with the access log too (a JSON line through `logging`, written to /dev/null);
 - `Metrics.record()` alone, for a plain answer and for one with a fallback, a retry and errors;
 - `Metrics.record()` followed each time by `Metrics.flush()`: the worst case, a request alone in its
@@ -37,6 +37,7 @@ from typing import Any
 from proxy.accounting.accesslog import ACCESS_LOGGER, AccessLog
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.metrics import Metrics
+from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import Tally
 from proxy.logs import RedactingFormatter
 from proxy.middleware import RequestIdMiddleware, tally_of
@@ -131,8 +132,8 @@ def run(number: int, repeat: int) -> None:
     paths = {
         "request path, nothing priced or recorded": RequestIdMiddleware(unpriced_chat_handler),
         "+ usage priced, cost headers": RequestIdMiddleware(chat_handler),
-        "+ metrics recorded": RequestIdMiddleware(chat_handler, metrics=metrics),
-        "+ access log line": RequestIdMiddleware(chat_handler, metrics=metrics, access_log=AccessLog()),
+        "+ metrics recorded": RequestIdMiddleware(chat_handler, recorder=Recorder(metrics)),
+        "+ access log line": RequestIdMiddleware(chat_handler, recorder=Recorder(metrics, AccessLog())),
     }
     timings: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(repeat):  # alternate, so that the machine's noise falls on each alike

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from proxy.accounting.metrics import Metrics
+from proxy.accounting.recorder import Recorder
 from proxy.cache.redis import RedisResponseCache
 from proxy.config.sections import CacheSettings
 from proxy.config.settings import load_settings
@@ -35,12 +37,16 @@ rules:
 """
 
 
+def cache_errors(metrics: Metrics) -> float | None:
+    return metrics.registry.get_sample_value("turnout_cache_errors_total")
+
+
 async def test_the_backend_turns_failures_into_misses_counts_them_and_recovers(
     own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    errors: list[int] = []
+    metrics = Metrics()
     settings = CacheSettings(url=own_redis.url, timeout=0.1, connect_timeout=0.1, retry_after=0.2)
-    cache = RedisResponseCache(settings, on_error=lambda: errors.append(1))
+    cache = RedisResponseCache(settings, recorder=Recorder(metrics))
     try:
         await cache.set("k", b"v", 60)
         assert await cache.get("k") == b"v"
@@ -49,10 +55,9 @@ async def test_the_backend_turns_failures_into_misses_counts_them_and_recovers(
         started = time.perf_counter()
         assert await cache.get("k") is None
         assert time.perf_counter() - started < 1.0  # bounded by the 0.1 s timeouts, not by TCP
-        assert cache.errors == 1
-        assert errors == [1]
+        assert cache_errors(metrics) == 1
         assert await cache.get("k") is None  # skipped without asking while Redis is down
-        assert cache.errors == 1
+        assert cache_errors(metrics) == 1
         held = await cache.lock("l", 1)  # better one more upstream call than none
         assert held is not None
         assert await cache.renew(held, 1) is False  # granted without asking: nothing to renew or release
@@ -71,7 +76,9 @@ async def test_the_backend_turns_failures_into_misses_counts_them_and_recovers(
 
 
 async def test_a_stalled_redis_is_a_miss_after_the_timeout(own_redis: RedisServer) -> None:
-    cache = RedisResponseCache(CacheSettings(url=own_redis.url, timeout=0.1, connect_timeout=0.1, retry_after=0.1))
+    metrics = Metrics()
+    settings = CacheSettings(url=own_redis.url, timeout=0.1, connect_timeout=0.1, retry_after=0.1)
+    cache = RedisResponseCache(settings, recorder=Recorder(metrics))
     try:
         await cache.set("k", b"v", 60)
         own_redis.pause()
@@ -79,7 +86,7 @@ async def test_a_stalled_redis_is_a_miss_after_the_timeout(own_redis: RedisServe
             started = time.perf_counter()
             assert await cache.get("k") is None
             assert time.perf_counter() - started < 1.0  # bounded by the 0.1 s timeouts, not by TCP
-            assert cache.errors == 1
+            assert cache_errors(metrics) == 1
         finally:
             own_redis.resume()
         await asyncio.sleep(0.15)

@@ -13,8 +13,8 @@ import pytest
 
 from proxy.config.settings import load_settings
 from proxy.lifespan import open_resources
-from proxy.semantic import local_embedder
 from routes import KnowledgeIndex, RagRoute
+from routes.knowledge.embedding import LocalEmbedder
 from routes.knowledge.indexer import add_files
 from routes.simulator.server import SimulatorServer
 
@@ -35,7 +35,7 @@ rules:
 
 async def build(folder: Path, text: str) -> None:
     (folder / "hours.txt").write_text(text, encoding="utf-8")
-    embedder = local_embedder(256)
+    embedder = LocalEmbedder(256)
     index = KnowledgeIndex.empty(folder / "index", embedder.name, embedder.dimension)
     if (folder / "index" / "manifest.json").exists():
         index = KnowledgeIndex.load(folder / "index")

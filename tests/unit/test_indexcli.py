@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from proxy.cli.main import main
-from proxy.semantic import local_embedder
 from routes import KnowledgeIndex, OpenAIEmbedder, Upstream, UpstreamTimeouts, new_session
-from routes.knowledge.embedding import Spent
+from routes.knowledge.embedding import LocalEmbedder, Spent
 from routes.knowledge.indexer import add_files, expand_paths
 from routes.simulator.server import SimulatorServer
 
@@ -83,7 +82,7 @@ async def test_the_shipped_example_index_is_up_to_date(tmp_path: Path) -> None:
     rebuilt, report = await add_files(
         KnowledgeIndex.empty(index.directory, index.embedder, index.dimension),
         expand_paths([copy / "knowledge"]),
-        local_embedder(256),
+        LocalEmbedder(256),
     )
     assert sorted(report.added) == sorted(shipped.files)
     assert rebuilt.version == shipped.version, "re-run: turnout index add policies/examples/knowledge --index ..."
@@ -101,7 +100,7 @@ async def test_the_examples_contact_questions_get_the_hours_passage(question: st
     deployment = load_settings(
         {"TURNOUT_CONFIG": str(EXAMPLES / "knowledge-base.yaml"), "OPENAI_API_KEY": "sk-placeholder"}
     ).deployment
-    retriever = HybridRetriever(deployment.indexes["docs"], local_embedder(256))
+    retriever = HybridRetriever(deployment.indexes["docs"], LocalEmbedder(256))
     rag = deployment.rag["docs"]
     passages = (await retriever.search(question, top_k=rag.top_k, min_score=rag.min_score)).passages
     assert "knowledge/support-hours.txt" in [passage.source for passage in passages]

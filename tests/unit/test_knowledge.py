@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from proxy.semantic import local_embedder
 from routes.knowledge.embedding import EmbedderMismatchError, LocalEmbedder
 from routes.knowledge.index import KnowledgeIndex, KnowledgeIndexError
 from routes.knowledge.indexer import add_files, expand_paths, remove_files
@@ -43,7 +42,7 @@ def make_pdf(pages: list[str]) -> bytes:
 
 @pytest.fixture(scope="module")
 def embedder() -> LocalEmbedder:
-    return local_embedder(256)
+    return LocalEmbedder(256)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import subprocess
 from decimal import Decimal
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.accounting.cost import PriceTable
@@ -170,6 +171,16 @@ def test_reloads_in_flight_and_build_info():
     assert value(metrics, "turnout_policy_reloads_total", result="failure") == 1
     assert value(metrics, "turnout_requests_in_flight") == 1
     assert [labels for name, labels in samples(metrics) if name == "turnout_build_info"]
+
+
+def test_no_created_series_and_the_rest_of_the_process_keeps_its_own():
+    metrics = Metrics()
+    metrics.record(finished())
+    metrics.reloaded(ok=True)
+    assert "_created" not in metrics.exposition().decode()
+    other = CollectorRegistry()
+    Counter("other_things", "Another library's counter.", registry=other).inc()
+    assert "other_things_created" in generate_latest(other).decode()  # prometheus_client's default, untouched
 
 
 def test_each_metrics_has_its_own_registry():

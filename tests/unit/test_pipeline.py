@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from policies import Decision
+from proxy.accounting.recorder import Recorder
 from proxy.config.sections import BreakerSettings, RetrySettings
 from proxy.endpoints.chat import CHAT
 from proxy.outcome import Outcome, OutcomeError
@@ -71,7 +72,13 @@ class Sleeps:
         self.waits.append(seconds)
 
 
-def pipeline(*routes: FakeRoute, attempts: int = 2, failures: int = 5, sleep: Sleeps | None = None) -> Pipeline:
+def pipeline(
+    *routes: FakeRoute,
+    attempts: int = 2,
+    failures: int = 5,
+    sleep: Sleeps | None = None,
+    recorder: Recorder | None = None,
+) -> Pipeline:
     return Pipeline(
         routes={route.name: route for route in routes},
         policy=None,
@@ -80,6 +87,7 @@ def pipeline(*routes: FakeRoute, attempts: int = 2, failures: int = 5, sleep: Sl
         tasks=BackgroundTasks(),
         rng=random.Random(7),
         sleep=sleep or Sleeps(),
+        recorder=recorder,
     )
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from policies import Decision
 from proxy.accounting.cost import PriceTable
+from proxy.accounting.metrics import Metrics
+from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import Tally
 from proxy.endpoints.chat import CHAT
 from proxy.outcome import OutcomeError
@@ -78,14 +80,25 @@ async def test_a_stream_is_priced_when_its_usage_arrives_and_ends_with_its_cost(
     assert not any(b": x-turnout-cost-usd" in chunk for chunk in chunks)
 
 
-async def test_each_shadow_copy_is_handed_over_with_its_outcome() -> None:
-    recorded: list[Tally] = []
-    chat = pipeline(FakeRoute("a"), FakeRoute("b"), FakeRoute("c", UpstreamTimeoutError("slow")))
-    chat._record_shadow = recorded.append
+async def test_each_shadow_copy_is_recorded_as_spend_on_its_route_with_its_errors() -> None:
+    metrics = Metrics()
+    routes = FakeRoute("a"), FakeRoute("b"), FakeRoute("c", UpstreamTimeoutError("slow"))
+    chat = pipeline(*routes, recorder=Recorder(metrics))
+    chat.prices = PriceTable(known_models=["b"])
     for shadow in ("b", "c"):
         chat.policy = FixedPolicy(Decision(route="a", rule="r", reason="test", shadow=shadow))  # type: ignore[assignment]
         await chat.complete(CHAT, call())
     await chat._tasks.drain(1)
-    ok, failed = sorted(recorded, key=lambda tally: tally.route or "")
-    assert (ok.shadow, ok.route, ok.rule, ok.usage, ok.upstream_errors) == (True, "b", "shadow", USAGE, None)
-    assert (failed.route, failed.usage, failed.upstream_errors) == ("c", None, [("c", "timeout")])
+    metrics.flush()
+
+    def samples(name: str) -> dict[frozenset[tuple[str, str]], float]:
+        found = (sample for family in metrics.registry.collect() for sample in family.samples)
+        return {frozenset(sample.labels.items()): sample.value for sample in found if sample.name == name}
+
+    prompt, completion = USAGE.prompt_tokens, USAGE.completion_tokens
+    assert samples("turnout_tokens_total") == {  # the copy that answered, on its own route
+        frozenset({("route", "b"), ("model", "b"), ("kind", "prompt")}): prompt,
+        frozenset({("route", "b"), ("model", "b"), ("kind", "completion")}): completion,
+    }
+    assert samples("turnout_upstream_errors_total") == {frozenset({("route", "c"), ("kind", "timeout")}): 1}
+    assert samples("turnout_requests_total") == {}  # a copy is no request of its own

@@ -14,7 +14,7 @@ from proxy.cli.main import main
 from proxy.config.settings import SettingsError, load_settings
 from proxy.decide import decide_semantically
 from proxy.endpoints.chat import CHAT
-from proxy.semantic import SemanticScorer, local_embedder
+from proxy.semantic import SemanticScorer
 from routes import Call, ChatCall, HybridRetriever, KnowledgeIndex
 from routes.knowledge.embedding import Embedded, LocalEmbedder, Question
 from routes.knowledge.indexer import add_files
@@ -67,7 +67,7 @@ def call_of(content: str, **extra: object) -> ChatCall:
 
 @pytest.fixture(scope="module")
 def embedder() -> LocalEmbedder:
-    return local_embedder(256)
+    return LocalEmbedder(256)
 
 
 @pytest.fixture

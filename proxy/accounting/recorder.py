@@ -1,0 +1,92 @@
+"""`Recorder`: the one channel every measurement takes, on its way to the metrics and the access log.
+
+Each part that measures something is handed the app's recorder (built in `proxy.app`, never global)
+and calls it with what it measured:
+
+- the middleware, when a request's response has ended: the request's `Tally` (`request`);
+- the pipeline, when a shadow copy has finished: the copy's tally (`shadow`);
+- the Redis cache backend, for each command that failed or timed out (`cache_failed`);
+- the embedders, for tokens embedded with no request to charge, such as a policy's examples at load
+  (`embedded`);
+- the app's resources, for each policy file: the routes it has (`routes_known`), whether it loaded
+  (`reloaded`), and its circuit breakers (`follow_breakers`).
+
+What a request measures on its way (the decision, the cache result, the attempts and the breaker
+changes they caused, usage, charge, embeddings) is written in its tally and arrives with it, once,
+at its end. A breaker also changes with time alone (open turns half-open when its cooldown is over):
+`exposition()` reads the running policy's breakers as of the scrape. A new metric is its definition
+in `proxy.accounting.metrics` and the code that produces the value; nothing in between changes.
+
+The recorder knows the rest of the server only through what it is given: a tally, an `Embedding`,
+route names, and objects with a breaker's `state`. It imports no cache and nothing of the request path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from proxy.accounting.accesslog import AccessLog
+from proxy.accounting.batch import LiveCount
+from proxy.accounting.metrics import Metrics
+from proxy.accounting.tally import Embedding, Tally
+
+__all__ = ["Breaker", "Recorder"]
+
+
+class Breaker(Protocol):
+    """What a scrape reads from a route's circuit breaker (`proxy.breaker.CircuitBreaker` is one)."""
+
+    @property
+    def state(self) -> str:
+        """`closed`, `open` or `half_open`, as of now."""
+        ...
+
+
+class Recorder:
+    """Receives every measurement and hands it to the metrics and, for a finished request, the access log."""
+
+    __slots__ = ("_access_log", "_breakers", "_metrics", "in_flight")
+
+    def __init__(self, metrics: Metrics, access_log: AccessLog | None = None) -> None:
+        self._metrics = metrics
+        self._access_log = access_log
+        self._breakers: Mapping[str, Breaker] = {}
+        self.in_flight: LiveCount = metrics.in_flight
+        """Requests being answered now: the middleware counts each in and out."""
+
+    def request(self, tally: Tally, method: str, path: str) -> None:
+        """A request's response has ended (or its client left): count a chat request, log every request."""
+        if tally.chat:
+            self._metrics.record(tally)
+        if self._access_log is not None:
+            self._access_log.write(tally, method, path)
+
+    def shadow(self, tally: Tally) -> None:
+        """A shadow copy has finished: its tokens, cost and errors count on its route; it is no request."""
+        self._metrics.record(tally)
+
+    def cache_failed(self) -> None:
+        """A cache backend command failed or timed out (and was answered as a miss)."""
+        self._metrics.cache_failed()
+
+    def embedded(self, embedding: Embedding) -> None:
+        """Embedding tokens no request pays for (a policy's examples, embedded at load)."""
+        self._metrics.embedded(embedding)
+
+    def routes_known(self, routes: Iterable[str]) -> None:
+        """A policy file's routes: their rare counters start at zero (see `Metrics.routes_known`)."""
+        self._metrics.routes_known(routes)
+
+    def reloaded(self, *, ok: bool) -> None:
+        """A policy reload, applied (`ok`) or refused (the running policy stays)."""
+        self._metrics.reloaded(ok=ok)
+
+    def follow_breakers(self, breakers: Mapping[str, Breaker]) -> None:
+        """The running policy's breakers, by route: from now on, each scrape shows their states as of then."""
+        self._breakers = breakers
+
+    def exposition(self) -> bytes:
+        """Every metric in Prometheus' text format, the followed breakers' states read first (from any thread)."""
+        self._metrics.circuit_states((route, breaker.state) for route, breaker in self._breakers.items())
+        return self._metrics.exposition()
