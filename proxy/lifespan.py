@@ -21,15 +21,17 @@ from proxy.accounting.cost import PriceTable
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.tally import embedding_spender
 from proxy.cache.lookup import SharedCache
-from proxy.config.settings import Settings, SettingsError, UpstreamSettings
+from proxy.config.errors import ConfigError
+from proxy.config.settings import Settings, UpstreamSettings
 from proxy.logs import redact_logs_with
 from proxy.pipeline import ChatPipeline
 from proxy.semantic import Knowledge, build_knowledge
 from proxy.tasks import BackgroundTasks
 from proxy.wire.errors import ProxyError
 from proxy.wire.redaction import Redactor
-from routes import OpenAIChatRoute, Route, Upstream, UpstreamTimeouts, new_session
+from routes import Upstream, UpstreamTimeouts, new_session
 from routes.knowledge.retrieval import one_blas_thread
+from routes.registry import build_routes
 from routes.simulator.server import start_simulator
 
 __all__ = ["Generation", "Resources", "open_resources"]
@@ -45,7 +47,7 @@ class Generation:
     upstreams: Mapping[str, Upstream]
     pipeline: ChatPipeline
     knowledge: Knowledge
-    """The embedder, RAG routes and semantic scorer (all empty when nothing embeds)."""
+    """The retrievers over the knowledge indexes and the semantic scorer (none when nothing embeds)."""
 
     def first_upstream(self) -> Upstream:
         """The upstream of the first route: without a policy, the only one (whose models `/v1/models` lists)."""
@@ -121,13 +123,9 @@ def _build(
     baseline = deployment.routes[deployment.baseline].model if deployment.baseline is not None else None
     known = {route.model for route in deployment.routes.values() if route.model is not None}
     prices = PriceTable(deployment.prices, baseline_model=baseline, known_models=known)
-    routes: dict[str, Route] = {
-        name: OpenAIChatRoute(name, upstreams[route.upstream], route.model, route.timeout)
-        for name, route in deployment.routes.items()
-    }
     spend = embedding_spender(prices, metrics.embedded if metrics is not None else None)
-    knowledge = build_knowledge(deployment, routes, upstreams, on_embedding_usage=spend)
-    routes.update(knowledge.routes)
+    knowledge = build_knowledge(deployment, upstreams, on_embedding_usage=spend)
+    routes = build_routes(deployment.routes, upstreams, knowledge.retrievers)
     if metrics is not None:
         metrics.routes_known(routes)
     pipeline = ChatPipeline(
@@ -212,7 +210,7 @@ async def open_resources(
                 reloaded = reload_settings()
                 with_new = redactor | Redactor(reloaded.secrets())
                 new = _build(reloaded, sessions, tasks, base_url, caches, metrics, with_new)
-            except SettingsError as exc:
+            except ConfigError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
                 if metrics is not None:
                     metrics.reloaded(ok=False)

@@ -306,7 +306,7 @@ class ChatPipeline:
 
     def _account(self, call: ChatCall, tally: Tally, route: str, model: str | None, usage: Usage) -> None:
         """Price the usage `route` reported: by the model that answered, else the route's, else the caller's."""
-        answered_by = model or getattr(self.routes.get(route), "model", None) or call.request.model
+        answered_by = model or self.routes[route].model or call.request.model
         tally.charge_for(self.prices, answered_by, usage)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(

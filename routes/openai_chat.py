@@ -1,4 +1,12 @@
-"""`OpenAIChatRoute`: one OpenAI-compatible upstream and model (ft:gpt-3.5-turbo..., gpt-4, ...); SSE passthrough."""
+"""`OpenAIChatRoute`: one OpenAI-compatible upstream and model (ft:gpt-3.5-turbo..., gpt-4, ...); SSE passthrough.
+
+The route kind `openai`, the default: a policy file's route without a `kind` is one of these.
+
+```yaml
+routes:
+  support-ft: {upstream: openai, model: "ft:gpt-3.5-turbo-0613:acme::8Xyz", timeout: 30}
+```
+"""
 
 from __future__ import annotations
 
@@ -9,11 +17,31 @@ from proxy.wire.answers import ChunkView, CompletionView, UnreadableAnswerError,
 from proxy.wire.errors import UpstreamError, upstream_stream_error
 from proxy.wire.sse import DONE, DONE_EVENT, EventSplitter, event_data, find_done, split_events
 from routes.base import ChatCall, Completion
+from routes.kind import BuildContext, CheckContext, RouteSettings, Seconds
 from routes.upstream import Upstream, UpstreamPath
 
-__all__ = ["OpenAIChatRoute"]
+__all__ = ["OpenAIChatRoute", "OpenAIChatSettings"]
 
 _PATH = UpstreamPath("chat", "completions")
+
+
+class OpenAIChatSettings(RouteSettings, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="openai"):
+    """A destination: an upstream and the model to ask it for (None: the caller's own `model`)."""
+
+    upstream: str
+    model: str | None = None
+    timeout: Seconds | None = None
+    """Seconds for a whole request on this route (the upstream's `total` when unset)."""
+
+    def check(self, name: str, context: CheckContext) -> None:
+        """The upstream must be one the file declares."""
+        if self.upstream not in context.upstreams:
+            known = ", ".join(context.upstreams) or "none"
+            raise context.fail(("upstream",), f"route '{name}': unknown upstream '{self.upstream}' ({known})")
+
+    def build(self, name: str, context: BuildContext) -> OpenAIChatRoute:
+        """The route on its upstream."""
+        return OpenAIChatRoute(name, context.upstreams[self.upstream], self.model, self.timeout)
 
 
 def _unreadable(upstream: Upstream, what: str, exc: UnreadableAnswerError) -> UpstreamError:
@@ -25,6 +53,10 @@ class OpenAIChatRoute:
     """Send chat requests to one upstream, with this route's model (or the caller's, when `model` is None)."""
 
     __slots__ = ("_timeout", "model", "name", "upstream")
+
+    cache_scope = ""
+    """Nothing but the request (and the model) decides the answer."""
+    endpoints = frozenset({"chat"})
 
     def __init__(self, name: str, upstream: Upstream, model: str | None = None, timeout: float | None = None) -> None:
         self.name = name

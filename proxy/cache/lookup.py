@@ -44,7 +44,7 @@ from proxy.tasks import BackgroundTasks
 from proxy.wire.answers import UnreadableAnswerError
 from proxy.wire.redisurl import redact_url
 from proxy.wire.sse import DONE_EVENT
-from routes import ChatCall
+from routes import ChatCall, Route
 from routes.knowledge.embedding import Embedder
 
 __all__ = ["AnswerCache", "CacheStatus", "SharedCache", "Ticket", "open_backend"]
@@ -158,7 +158,7 @@ class AnswerCache:
         if self.on_count is not None:
             self.on_count(name)
 
-    def _plan(self, call: ChatCall, decision: Decision, route: object, *, stream: bool) -> _Plan | None:
+    def _plan(self, call: ChatCall, decision: Decision, route: Route, *, stream: bool) -> _Plan | None:
         rule = decision.cache
         if not self.settings.enabled or not rule.enabled:
             return None
@@ -172,8 +172,7 @@ class AnswerCache:
         read, write = rule.read and not no_cache, rule.write and not no_store
         if not (read or write):
             return None
-        model: str | None = getattr(route, "model", None)
-        index_version: str | None = getattr(route, "index_version", None)
+        model, index_version = route.model, route.cache_scope
 
         def key_of(fields: Mapping[str, msgspec.Raw]) -> str:
             tenant = f"{call.caller or ''}\x1f{call.credential}"  # the caller's name, and its key's digest
@@ -193,10 +192,10 @@ class AnswerCache:
         wants_usage = call.request.wants_usage_chunk
         return _Plan(key, read, write, ttl, rule, namespace, text, stream=stream, wants_usage=wants_usage)
 
-    async def begin(self, call: ChatCall, decision: Decision, route: object, *, stream: bool = False) -> Ticket:
+    async def begin(self, call: ChatCall, decision: Decision, route: Route, *, stream: bool = False) -> Ticket:
         """Look `call` up: a hit (replayed as a stream when `stream`, else a completion), a miss to finish, a bypass.
 
-        `route` is the decided route; its `model` and (for a RAG route) `index_version` are keyed.
+        `route` is the decided route; its `model` and `cache_scope` (a RAG route's index version) are keyed.
         """
         plan = self._plan(call, decision, route, stream=stream)
         if plan is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from policies import CacheRule, Decision
@@ -13,7 +14,8 @@ from proxy.config.sections import CacheSettings
 from proxy.endpoints.chat_replay import COMPLETION, entry
 from proxy.tasks import BackgroundTasks
 from proxy.wire.schemas import decode_chat_body
-from routes import ChatCall
+from proxy.wire.sse import DONE_EVENT
+from routes import ChatCall, Completion
 
 
 @dataclass
@@ -22,7 +24,14 @@ class FakeRagRoute:
 
     name: str
     model: str | None
-    index_version: str
+    cache_scope: str
+    endpoints: frozenset[str] = frozenset({"chat"})
+
+    async def complete(self, call: ChatCall) -> Completion:
+        return Completion(body=b'{"id":"x"}', model=self.model, usage=None)
+
+    async def stream(self, call: ChatCall) -> AsyncGenerator[bytes, None]:
+        yield DONE_EVENT
 
 
 def call(content: str = "Hi", **extra: object) -> ChatCall:

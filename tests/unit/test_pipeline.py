@@ -33,6 +33,10 @@ RAW = b'{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}'
 class FakeRoute:
     """Answers with the given outcomes in turn: a ProxyError to raise, or "ok"."""
 
+    model = None
+    cache_scope = ""
+    endpoints = frozenset({"chat"})
+
     def __init__(self, name: str, *outcomes: Any) -> None:
         self.name = name
         self.outcomes = list(outcomes)

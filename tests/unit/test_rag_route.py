@@ -45,6 +45,9 @@ class RecordingRoute:
 
     name: str = "support-ft"
     calls: list[ChatCall] = field(default_factory=list)
+    model: str | None = None
+    cache_scope: str = ""
+    endpoints: frozenset[str] = frozenset({"chat"})
 
     async def complete(self, call: ChatCall) -> Completion:
         self.calls.append(call)
@@ -120,7 +123,7 @@ async def test_complete_retrieves_for_the_last_question_and_adds_the_sources() -
         {"index": 2, "source": "kb/hours.txt", "heading": "", "position": 0, "similarity": 0.32},
     ]
     assert call.reply_headers == {SOURCES_HEADER: "kb/billing.md#Billing%20%3E%20Refunds, kb/hours.txt"}
-    assert route.index_version.startswith("v1/")  # the index's version, then the retrieval settings
+    assert route.cache_scope.startswith("v1/")  # the index's version, then the retrieval settings
 
 
 async def test_a_stream_carries_the_sources_in_its_first_chunk_only() -> None:
@@ -186,13 +189,13 @@ def test_what_a_cache_keys_on_changes_with_the_index_the_settings_and_the_answer
     retriever, inner = StaticRetriever([REFUNDS]), RecordingRoute()
     route = RagRoute("docs", retriever, inner, top_k=2, min_score=0.1, context_tokens=500)
     versions = {
-        route.index_version,
-        RagRoute("docs", retriever, inner, top_k=3, min_score=0.1, context_tokens=500).index_version,
-        RagRoute("docs", retriever, inner, top_k=2, min_score=0.2, context_tokens=500).index_version,
-        RagRoute("docs", retriever, inner, top_k=2, min_score=0.1, context_tokens=900).index_version,
-        RagRoute("docs", StaticRetriever([REFUNDS], version="v2"), inner, top_k=2, min_score=0.1).index_version,
+        route.cache_scope,
+        RagRoute("docs", retriever, inner, top_k=3, min_score=0.1, context_tokens=500).cache_scope,
+        RagRoute("docs", retriever, inner, top_k=2, min_score=0.2, context_tokens=500).cache_scope,
+        RagRoute("docs", retriever, inner, top_k=2, min_score=0.1, context_tokens=900).cache_scope,
+        RagRoute("docs", StaticRetriever([REFUNDS], version="v2"), inner, top_k=2, min_score=0.1).cache_scope,
     }
     assert len(versions) == 5
     assert route.model is None  # this inner route answers with the caller's model
-    inner.model = "ft:gpt-3.5-turbo-0613:acme::8Xyz"  # type: ignore[attr-defined]  # a chat route's model
+    inner.model = "ft:gpt-3.5-turbo-0613:acme::8Xyz"  # a chat route's model
     assert route.model == "ft:gpt-3.5-turbo-0613:acme::8Xyz"
