@@ -100,7 +100,6 @@ async def test_the_route_says_what_it_is_and_answers_both_ways(
         completion = await route.complete(call())
         assert json.loads(completion.body)["object"] == "chat.completion"
         assert completion.usage is not None
-        assert completion.usage.total_tokens > 0
 
         items = [item async for item in route.stream(call(stream=True))]
         assert items
