@@ -115,7 +115,7 @@ def _route_models(generation: Generation) -> dict[str, bytes] | None:
     deployment = generation.settings.deployment
     if deployment.policy is None:
         return None
-    names = [*deployment.routes, *deployment.rag, *deployment.aliases]
+    names = [*deployment.routes, *deployment.aliases]
     return {name: msgspec.json.encode(_Model(id=name)) for name in names}
 
 

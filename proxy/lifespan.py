@@ -25,15 +25,17 @@ from proxy.accounting.cost import PriceTable
 from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import priced
 from proxy.cache.lookup import SharedCache
-from proxy.config.settings import Settings, SettingsError, UpstreamSettings
+from proxy.config.errors import ConfigError
+from proxy.config.settings import Settings, UpstreamSettings
 from proxy.logs import redact_logs_with
 from proxy.pipeline import Pipeline
 from proxy.semantic import Knowledge, LocalEmbedders, build_knowledge
 from proxy.tasks import BackgroundTasks
 from proxy.wire.errors import ProxyError
 from proxy.wire.redaction import Redactor
-from routes import OpenAIChatRoute, Route, Upstream, UpstreamTimeouts, new_session
+from routes import Upstream, UpstreamTimeouts, new_session
 from routes.knowledge.retrieval import one_blas_thread
+from routes.registry import build_routes
 from routes.simulator.server import start_simulator
 
 __all__ = ["Generation", "Resources", "open_resources"]
@@ -49,7 +51,7 @@ class Generation:
     upstreams: Mapping[str, Upstream]
     pipeline: Pipeline
     knowledge: Knowledge
-    """The embedder, RAG routes and semantic scorer (all empty when nothing embeds)."""
+    """The retrievers over the knowledge indexes and the semantic scorer (none when nothing embeds)."""
 
     def first_upstream(self) -> Upstream:
         """The upstream of the first route: without a policy, the only one (whose models `/v1/models` lists)."""
@@ -126,12 +128,8 @@ def _build(
     baseline = deployment.routes[deployment.baseline].model if deployment.baseline is not None else None
     known = {route.model for route in deployment.routes.values() if route.model is not None}
     prices = PriceTable(deployment.prices, baseline_model=baseline, known_models=known)
-    routes: dict[str, Route] = {
-        name: OpenAIChatRoute(name, upstreams[route.upstream], route.model, route.timeout)
-        for name, route in deployment.routes.items()
-    }
-    knowledge = build_knowledge(deployment, routes, upstreams, local=local)
-    routes.update(knowledge.routes)
+    knowledge = build_knowledge(deployment, upstreams, local=local)
+    routes = build_routes(deployment.routes, upstreams, knowledge.retrievers)
     if recorder is not None:
         recorder.routes_known(routes)
     pipeline = Pipeline(
@@ -228,7 +226,7 @@ async def open_resources(
                 reloaded = reload_settings()
                 with_new = redactor | Redactor(reloaded.secrets())
                 new = _build(reloaded, sessions, tasks, base_url, caches, local, recorder, with_new)
-            except SettingsError as exc:
+            except ConfigError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
                 if recorder is not None:
                     recorder.reloaded(ok=False)

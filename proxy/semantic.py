@@ -1,12 +1,12 @@
-"""Knowledge wiring: the embedder, the RAG routes, and `SemanticScorer`, which computes meaning-based policy features.
+"""Knowledge wiring: the embedder, the retrievers, and `SemanticScorer`, which computes meaning-based policy features.
 
 `build_knowledge()` turns a checked deployment into what requests use: one embedder for the whole file
 (the local model, which `LocalEmbedders` loads once for the server's resources or the command line, or
-an `OpenAIEmbedder` on a configured upstream), a `RagRoute` per `kind: rag` route over its
-`HybridRetriever`, and, when the rules use `similar_to` or `retrieval_score`, a `SemanticScorer`. The
-scorer embeds every example list once (`prepare`, at load), then per request embeds the last user
-message once and derives every similarity and retrieval score from that one vector (`policies.semantic`
-says why this happens outside the engine).
+an `OpenAIEmbedder` on a configured upstream), a `HybridRetriever` over each route's knowledge index
+(`routes.registry.build_routes` builds the RAG routes over them), and, when the rules use `similar_to` or
+`retrieval_score`, a `SemanticScorer`. The scorer embeds every example list once (`prepare`, at load), then
+per request embeds the last user message once and derives every similarity and retrieval score from that
+one vector (`policies.semantic` says why this happens outside the engine).
 
 Embedding tokens: what an upstream embedder bills comes back with its vectors (`Spent`). `features`
 embeds the request's `Question`, which keeps that bill for the request (the RAG route's retrieval adds to
@@ -27,7 +27,7 @@ import numpy as np
 from policies import SemanticFeatures, SemanticNeeds
 from proxy.config.policyfile import Deployment
 from proxy.config.settings import Settings, UpstreamSettings
-from routes import HybridRetriever, OpenAIEmbedder, RagRoute, Route, Upstream, UpstreamTimeouts, new_session
+from routes import HybridRetriever, OpenAIEmbedder, Upstream, UpstreamTimeouts, new_session
 from routes.knowledge.embedding import Embedder, LocalEmbedder, Question, RememberingEmbedder, Spent, Vectors
 
 __all__ = ["Knowledge", "LocalEmbedders", "SemanticScorer", "build_knowledge", "open_knowledge", "open_upstream"]
@@ -96,7 +96,8 @@ class SemanticScorer:
 class Knowledge:
     """What a deployment's knowledge settings build."""
 
-    routes: dict[str, RagRoute]
+    retrievers: dict[str, HybridRetriever]
+    """The retriever over each route's knowledge index, by route name."""
     scorer: SemanticScorer | None
 
 
@@ -110,35 +111,21 @@ def _embedder(deployment: Deployment, upstreams: Mapping[str, Upstream], local: 
 
 def build_knowledge(
     deployment: Deployment,
-    chat_routes: Mapping[str, Route] | None,
     upstreams: Mapping[str, Upstream],
     *,
     local: LocalEmbedders,
 ) -> Knowledge:
-    """The embedder, RAG routes and scorer of `deployment` (nothing is built when nothing embeds).
+    """The embedder, retrievers and scorer of `deployment` (nothing is built when nothing embeds).
 
-    Without `chat_routes` (for the CLI), the RAG routes are not built, only their retrievers and the scorer.
     `local` holds the local model, for a deployment without an upstream embedder.
     """
     if not deployment.uses_embedder:
-        return Knowledge(routes={}, scorer=None)
+        return Knowledge(retrievers={}, scorer=None)
     embedder = _embedder(deployment, upstreams, local)
-    retrievers = {name: HybridRetriever(deployment.indexes[name], embedder) for name in deployment.rag}
-    routes = {
-        name: RagRoute(
-            name,
-            retrievers[name],
-            chat_routes[rag.answer_with],
-            top_k=rag.top_k,
-            min_score=rag.min_score,
-            context_tokens=rag.context_tokens,
-        )
-        for name, rag in deployment.rag.items()
-        if chat_routes is not None
-    }
+    retrievers = {name: HybridRetriever(index, embedder) for name, index in deployment.indexes.items()}
     needs = deployment.policy.semantic_needs if deployment.policy is not None else SemanticNeeds()
     scorer = SemanticScorer(needs, embedder, retrievers) if needs else None
-    return Knowledge(routes=routes, scorer=scorer)
+    return Knowledge(retrievers=retrievers, scorer=scorer)
 
 
 @contextlib.asynccontextmanager
@@ -150,7 +137,7 @@ async def open_knowledge(settings: Settings) -> AsyncIterator[Knowledge]:
         name = deployment.embedder.upstream
         if deployment.uses_embedder and name is not None:
             upstreams[name] = await stack.enter_async_context(open_upstream(settings.upstreams[name]))
-        yield build_knowledge(deployment, None, upstreams, local=LocalEmbedders())
+        yield build_knowledge(deployment, upstreams, local=LocalEmbedders())
 
 
 @contextlib.asynccontextmanager

@@ -97,17 +97,23 @@ class Route(Protocol):
 
     @property
     def model(self) -> str | None:
-        """The model its upstream answers with (None: the caller's own); what a cache key and a price use."""
+        """The upstream model it asks for, whatever the caller's `model` (None: the caller's own).
+
+        Answers are priced by it when the upstream does not say which model answered; a cache keys on it.
+        """
         ...
 
     @property
     def cache_scope(self) -> str:
-        """What besides the request its answers depend on, for cache keys ("": nothing, a plain upstream)."""
+        """What its answers depend on besides the request and the model, for a cache to key on ("" when nothing).
+
+        A RAG route's: the knowledge index's version and the retrieval settings.
+        """
         ...
 
     @property
     def endpoints(self) -> frozenset[str]:
-        """The endpoint kinds it serves (`chat`)."""
+        """The endpoint kinds it serves (`chat`: chat completions)."""
         ...
 
     async def complete(self, call: Call[Any]) -> Answer:

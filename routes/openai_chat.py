@@ -1,5 +1,12 @@
 """`OpenAIChatRoute`: one OpenAI-compatible upstream and model (ft:gpt-3.5-turbo..., gpt-4, ...); SSE passthrough.
 
+The route kind `openai`, the default: a policy file's route without a `kind` is one of these.
+
+```yaml
+routes:
+  support-ft: {upstream: openai, model: "ft:gpt-3.5-turbo-0613:acme::8Xyz", timeout: 30}
+```
+
 Endpoint-agnostic: a call's `Endpoint` names the upstream path, rewrites the body (the route's `model`,
 the usage a stream must report) and says whether an answer or a stream's events read.
 """
@@ -14,11 +21,29 @@ from proxy.wire.answers import UnreadableAnswerError
 from proxy.wire.errors import UpstreamError, upstream_stream_error
 from proxy.wire.sse import EventSplitter
 from routes.base import Answer, AnswerStream, Call
+from routes.kind import BuildContext, CheckContext, RouteSettings, Seconds
 from routes.upstream import Upstream, UpstreamPath
 
-__all__ = ["OpenAIChatRoute"]
+__all__ = ["OpenAIChatRoute", "OpenAIChatSettings"]
 
-_ENDPOINTS = frozenset({"chat"})
+
+class OpenAIChatSettings(RouteSettings, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="openai"):
+    """A destination: an upstream and the model to ask it for (None: the caller's own `model`)."""
+
+    upstream: str
+    model: str | None = None
+    timeout: Seconds | None = None
+    """Seconds for a whole request on this route (the upstream's `total` when unset)."""
+
+    def check(self, name: str, context: CheckContext) -> None:
+        """The upstream must be one the file declares."""
+        if self.upstream not in context.upstreams:
+            known = ", ".join(context.upstreams) or "none"
+            raise context.fail(("upstream",), f"route '{name}': unknown upstream '{self.upstream}' ({known})")
+
+    def build(self, name: str, context: BuildContext) -> OpenAIChatRoute:
+        """The route on its upstream."""
+        return OpenAIChatRoute(name, context.upstreams[self.upstream], self.model, self.timeout)
 
 
 def _unreadable(upstream: Upstream, what: str, reason: str) -> UpstreamError:
@@ -31,6 +56,10 @@ class OpenAIChatRoute:
 
     __slots__ = ("_timeout", "model", "name", "upstream")
 
+    cache_scope = ""
+    """Nothing but the request (and the model) decides the answer."""
+    endpoints = frozenset({"chat"})
+
     def __init__(self, name: str, upstream: Upstream, model: str | None = None, timeout: float | None = None) -> None:
         self.name = name
         self.upstream = upstream
@@ -39,16 +68,6 @@ class OpenAIChatRoute:
 
     def __repr__(self) -> str:
         return f"OpenAIChatRoute(name={self.name!r}, upstream={self.upstream.name!r}, model={self.model!r})"
-
-    @property
-    def cache_scope(self) -> str:
-        """Nothing but the request: ""."""
-        return ""
-
-    @property
-    def endpoints(self) -> frozenset[str]:
-        """Chat completions."""
-        return _ENDPOINTS
 
     async def complete(self, call: Call[Any]) -> Answer:
         """Post the request and return the upstream's answer as it came.

@@ -12,15 +12,23 @@ The sources reach the client twice, without breaking strict OpenAI parsing:
   `{index, source, heading, position, similarity}`. The OpenAI SDKs keep unknown fields, even with
   strict response validation (`tests/e2e/test_rag.py`).
 
-`cache_scope` (the `index_version`) and `model` are what a cache keys on besides the request: a cached
-answer is only valid for the index it was retrieved from, the retrieval settings that chose its passages,
-and the model that answered from them.
+`cache_scope` and `model` are what a cache keys on besides the request: a cached answer is only valid
+for the index it was retrieved from, the retrieval settings that chose its passages, and the model that
+answered from them.
+
+The route kind `rag`:
+
+```yaml
+routes:
+  docs: {kind: rag, index: ./knowledge-index, answer_with: support-ft, top_k: 4, min_score: 0.2, context_tokens: 1500}
+```
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
+from typing import Annotated
 from urllib.parse import quote
 
 import msgspec
@@ -28,16 +36,16 @@ import msgspec
 from proxy.wire.errors import KnowledgeUnavailableError
 from proxy.wire.sse import event_data
 from routes.base import Answer, AnswerStream, Call, ChatCall, Route
+from routes.kind import BuildContext, CheckContext, RouteSettings
 from routes.knowledge.embedding import EmbedderMismatchError
-from routes.knowledge.index import KnowledgeIndexError
+from routes.knowledge.index import KnowledgeIndex, KnowledgeIndexError
 from routes.knowledge.retrieval import Passage, Retriever
 from routes.prompting import build_rag_messages
 
-__all__ = ["SOURCES_FIELD", "SOURCES_HEADER", "RagRoute", "Source"]
+__all__ = ["SOURCES_FIELD", "SOURCES_HEADER", "RagRoute", "RagSettings", "Source"]
 
 SOURCES_HEADER = "x-turnout-sources"
 SOURCES_FIELD = "turnout_sources"
-_ENDPOINTS = frozenset({"chat"})
 
 
 class Source(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,10 +84,50 @@ def _with_field_in_first_event(events: bytes, value: bytes) -> bytes:
     return b"data: " + _with_field(data, value) + events[end:]
 
 
+class RagSettings(RouteSettings, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="rag"):
+    """A RAG route: its knowledge index, the chat route that answers, and how much to retrieve."""
+
+    index: str
+    """The index directory (`turnout index add ... --index DIR`), relative to the policy file."""
+    answer_with: str
+    """The chat route that answers with the passages."""
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] = 4
+    min_score: Annotated[float, msgspec.Meta(ge=-1, le=1)] = 0.0
+    """Passages less similar to the question (cosine) are left out."""
+    context_tokens: Annotated[int, msgspec.Meta(ge=50)] = 1500
+    """Token budget for the passages."""
+
+    @property
+    def answers_with(self) -> str:
+        """The `answer_with` route."""
+        return self.answer_with
+
+    def check(self, name: str, context: CheckContext) -> KnowledgeIndex:
+        """`answer_with` must be a route that answers itself; the index must exist and fit the embedder."""
+        answering = [other for other, settings in context.routes.items() if settings.answers_with is None]
+        if self.answer_with not in answering:
+            known = ", ".join(answering)
+            raise context.fail(("answer_with",), f"route '{name}': answer_with must be a chat route ({known})")
+        return context.load_index(self.index, ("index",))
+
+    def build(self, name: str, context: BuildContext) -> RagRoute:
+        """The route over its index's retriever, answering with the (already built) `answer_with` route."""
+        return RagRoute(
+            name,
+            context.retrievers[name],
+            context.routes[self.answer_with],
+            top_k=self.top_k,
+            min_score=self.min_score,
+            context_tokens=self.context_tokens,
+        )
+
+
 class RagRoute:
     """Answers from a knowledge index: retrieval, then the `answer_with` chat route."""
 
     __slots__ = ("_budget", "_min_score", "_top_k", "answer_with", "name", "retriever")
+
+    endpoints = frozenset({"chat"})
 
     def __init__(
         self,
@@ -99,10 +147,10 @@ class RagRoute:
         self._budget = context_tokens
 
     def __repr__(self) -> str:
-        return f"RagRoute(name={self.name!r}, answer_with={self.answer_with.name!r}, index={self.index_version!r})"
+        return f"RagRoute(name={self.name!r}, answer_with={self.answer_with.name!r}, index={self.cache_scope!r})"
 
     @property
-    def index_version(self) -> str:
+    def cache_scope(self) -> str:
         """The knowledge index's version and the retrieval settings: what the passages given depend on."""
         return f"{self.retriever.version}/top_k={self._top_k}/min_score={self._min_score}/tokens={self._budget}"
 
@@ -110,16 +158,6 @@ class RagRoute:
     def model(self) -> str | None:
         """The model that answers from the passages: the `answer_with` route's (None: the caller's own)."""
         return self.answer_with.model
-
-    @property
-    def cache_scope(self) -> str:
-        """The index version and retrieval settings (`index_version`): what the passages given depend on."""
-        return self.index_version
-
-    @property
-    def endpoints(self) -> frozenset[str]:
-        """Chat completions: the passages go into the conversation's messages."""
-        return _ENDPOINTS
 
     async def retrieve(self, call: ChatCall) -> list[Passage]:
         """The passages for the conversation's latest question (what embedding it cost goes on the call's bill).

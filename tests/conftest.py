@@ -16,8 +16,9 @@ import redis
 
 from proxy.app import create_app
 from proxy.config.policyfile import Deployment
-from proxy.config.sections import RetrySettings, RouteSettings, ServerSettings, TimeoutSettings
+from proxy.config.sections import RetrySettings, ServerSettings, TimeoutSettings
 from proxy.config.settings import Secret, Settings, UpstreamSettings
+from routes.openai_chat import OpenAIChatSettings
 from routes.simulator.server import SimulatorConfig, SimulatorServer, start_simulator
 from tests.redis_server import RedisServer, answers_ping
 
@@ -40,7 +41,7 @@ def make_settings(base_url: str, **server: Any) -> Settings:
     timeout = server.pop("timeout", TimeoutSettings())
     upstream = UpstreamSettings(base_url=base_url, api_key=Secret(UPSTREAM_KEY), timeout=timeout)
     # No retries: these tests are about what one upstream answer becomes (retries have their own tests).
-    deployment = Deployment(routes={"openai": RouteSettings(upstream="openai")}, retry=RetrySettings(attempts=0))
+    deployment = Deployment(routes={"openai": OpenAIChatSettings(upstream="openai")}, retry=RetrySettings(attempts=0))
     return Settings(server=ServerSettings(**server), upstreams={"openai": upstream}, deployment=deployment)
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from proxy.config.rag import KnowledgeError, embedder_identity
-from proxy.config.settings import SettingsError, load_embedder_settings
+from proxy.config.errors import ConfigError
+from proxy.config.settings import load_embedder_settings
 from proxy.semantic import open_upstream
 from proxy.wire.errors import ProxyError
 from routes import HybridRetriever, KnowledgeIndex, KnowledgeIndexError, OpenAIEmbedder
@@ -37,10 +37,6 @@ def _print(text: str = "") -> None:
 @contextlib.asynccontextmanager
 async def _embedder(config: str | None) -> AsyncIterator[Embedder]:
     settings, upstream = load_embedder_settings(config)
-    try:
-        embedder_identity(settings)
-    except KnowledgeError as exc:
-        raise SettingsError(f"{config}: {exc}") from exc
     if upstream is None:
         yield LocalEmbedder(settings.dimension)
         return
@@ -135,7 +131,7 @@ def run_index_command(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(command(args))
     except (
-        SettingsError,
+        ConfigError,
         KnowledgeIndexError,
         EmbedderMismatchError,
         UnsupportedFileError,

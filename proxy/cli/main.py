@@ -21,7 +21,8 @@ from proxy._version import __version__
 from proxy.accounting.accesslog import ACCESS_LOGGER
 from proxy.cli.index import add_index_commands, run_index_command
 from proxy.cli.policy import add_policy_commands, run_policy_command
-from proxy.config.settings import ENV_VARS, Settings, SettingsError, load_settings
+from proxy.config.errors import ConfigError
+from proxy.config.settings import ENV_VARS, Settings, load_settings
 from proxy.logs import LOG_FORMAT, RedactingFormatter
 from proxy.wire.redaction import Redactor
 from proxy.wire.redisurl import redact_url
@@ -132,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
             os.environ[variable] = str(value)
     try:
         settings = load_settings()
-    except SettingsError as exc:
+    except ConfigError as exc:
         print(f"turnout: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     redactor = Redactor(settings.secrets())

@@ -14,7 +14,8 @@ import msgspec
 import yaml
 
 from policies import Decision
-from proxy.config.settings import Settings, SettingsError, load_settings
+from proxy.config.errors import ConfigError
+from proxy.config.settings import Settings, load_settings
 from proxy.decide import decide_semantically, explain_semantically
 from proxy.endpoints.chat import CHAT
 from proxy.semantic import open_knowledge
@@ -30,7 +31,7 @@ def _print(text: str = "") -> None:
 
 def _load(path: str) -> Settings:
     if not Path(path).is_file():
-        raise SettingsError(f"{path}: no such file")
+        raise ConfigError(f"{path}: no such file")
     return load_settings({**os.environ, "TURNOUT_CONFIG": path})
 
 
@@ -44,7 +45,7 @@ def _check(args: argparse.Namespace) -> int:
     settings = _load(args.file)
     deployment = settings.deployment
     rules = len(deployment.policy.rules) if deployment.policy is not None else 0
-    routes = len(deployment.routes) + len(deployment.rag)
+    routes = len(deployment.routes)
     _print(f"{args.file}: OK ({len(settings.upstreams)} upstreams, {routes} routes, {rules} rules)")
     return 0
 
@@ -68,23 +69,23 @@ def _request(path: str, header_args: list[str], caller: str | None) -> Call[Any]
     """The call `turnout explain` decides on: the request file as the server would read it, and the headers.
 
     Raises:
-        SettingsError: the file cannot be read, is not a chat request the server would accept (the
+        ConfigError: the file cannot be read, is not a chat request the server would accept (the
             server's own 400 message), or a `--header` has no colon.
     """
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise SettingsError(f"{path}: cannot read the request file ({exc.strerror or exc})") from None
+        raise ConfigError(f"{path}: cannot read the request file ({exc.strerror or exc})") from None
     headers: dict[str, str] = {}
     for header in header_args:
         name, colon, value = header.partition(":")
         if not colon or not name.strip():
-            raise SettingsError(f"--header {header!r}: expected NAME:VALUE")
+            raise ConfigError(f"--header {header!r}: expected NAME:VALUE")
         headers[name.strip().lower()] = value.strip()
     try:
         body = CHAT.decode(raw)
     except InvalidRequestError as exc:
-        raise SettingsError(f"{path}: not a chat request Turnout would accept: {exc.message}") from None
+        raise ConfigError(f"{path}: not a chat request Turnout would accept: {exc.message}") from None
     return Call(endpoint=CHAT, body=body, headers=headers, caller=caller)
 
 
@@ -121,7 +122,7 @@ def _test(args: argparse.Namespace) -> int:
     try:
         cases = msgspec.convert(yaml.safe_load(Path(args.cases).read_text(encoding="utf-8")), _Cases)
     except (OSError, yaml.YAMLError, msgspec.ValidationError) as exc:
-        raise SettingsError(f"{args.cases}: not a cases file: {exc}") from exc
+        raise ConfigError(f"{args.cases}: not a cases file: {exc}") from exc
     return asyncio.run(_run_cases(settings, cases))
 
 
@@ -182,6 +183,6 @@ def run_policy_command(args: argparse.Namespace) -> int:
     command = {"check": _check, "explain": _explain, "test": _test}[args.command]
     try:
         return command(args)
-    except SettingsError as exc:
+    except ConfigError as exc:
         print(f"turnout {args.command}: {exc}", file=sys.stderr)  # noqa: T201
         return 1

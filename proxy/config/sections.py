@@ -1,7 +1,8 @@
 """The policy file's sections as plain structs: what each block of the file may say, with its bounds.
 
 Leaf: imports nothing of the project but `proxy.wire`. The loader (`proxy.config.policyfile`) checks how
-the sections fit together; `proxy.config.settings` adds the environment.
+the sections fit together; `proxy.config.settings` adds the environment. A route's settings are its kind's
+(`routes.registry`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ __all__ = [
     "CacheSettings",
     "EmbedderSettings",
     "Price",
-    "RagSettings",
     "RetrySettings",
-    "RouteSettings",
     "ServerSettings",
     "TimeoutSettings",
     "UpstreamFile",
@@ -51,15 +50,6 @@ class UpstreamFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     api_key: str | None = None
     timeout: TimeoutSettings = TimeoutSettings()
     max_connections: AtLeastOne = 1000
-
-
-class RouteSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A destination: an upstream and the model to ask it for (None: the caller's own `model`)."""
-
-    upstream: str
-    model: str | None = None
-    timeout: Seconds | None = None
-    """Seconds for a whole request on this route (the upstream's `total` when unset)."""
 
 
 class RetrySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -132,21 +122,6 @@ class EmbedderSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     upstream: str | None = None
     model: str | None = None
     dimension: Annotated[int, msgspec.Meta(ge=1, le=8192)] = 256
-
-
-class RagSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A RAG route: its knowledge index, the chat route that answers, and how much to retrieve."""
-
-    kind: Literal["rag"]
-    index: str
-    """The index directory (`turnout index add ... --index DIR`), relative to the policy file."""
-    answer_with: str
-    """The chat route that answers with the passages."""
-    top_k: Annotated[int, msgspec.Meta(ge=1, le=50)] = 4
-    min_score: Annotated[float, msgspec.Meta(ge=-1, le=1)] = 0.0
-    """Passages less similar to the question (cosine) are left out."""
-    context_tokens: Annotated[int, msgspec.Meta(ge=50)] = 1500
-    """Token budget for the passages."""
 
 
 class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -15,23 +15,24 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from proxy.config.policyfile import Deployment, PolicyFileError, parse_deployment
+from proxy.config.errors import ConfigError, explain
+from proxy.config.policyfile import Deployment, parse_deployment
+from proxy.config.rag import embedder_identity
 from proxy.config.sections import (
     DEFAULT_BASE_URL,
     EmbedderSettings,
-    RouteSettings,
     ServerSettings,
     TimeoutSettings,
     UpstreamFile,
 )
-from proxy.config.yamlsource import YamlDocument, YamlError, load_yaml
+from proxy.config.yamlsource import YamlDocument, load_yaml
 from proxy.wire.redisurl import url_secrets
+from routes.openai_chat import OpenAIChatSettings
 
 __all__ = [
     "ENV_VARS",
     "Secret",
     "Settings",
-    "SettingsError",
     "UpstreamSettings",
     "load_embedder_settings",
     "load_settings",
@@ -58,10 +59,6 @@ ENV_VARS: Mapping[str, str] = {
     "TURNOUT_LOG_CONTENT": "put the messages and the answer in the access log: true or false (default false)",
     "PROMETHEUS_MULTIPROC_DIR": "where worker processes keep their metrics (`serve --workers N` sets one)",
 }
-
-
-class SettingsError(Exception):
-    """The configuration is invalid; the message says where and why."""
 
 
 class Secret:
@@ -103,7 +100,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     server: ServerSettings = ServerSettings()
     upstreams: dict[str, UpstreamSettings] = msgspec.field(default_factory=lambda: {"openai": UpstreamSettings()})
-    deployment: Deployment = Deployment(routes={"openai": RouteSettings(upstream="openai")})
+    deployment: Deployment = Deployment(routes={"openai": OpenAIChatSettings(upstream="openai")})
     """Routes, aliases, prices, baseline, retry and breaker settings, and the compiled rules."""
     simulated: bool = False
     """True when no config file, key or base URL was given: answer from the built-in simulated upstream."""
@@ -129,16 +126,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return tuple(dict.fromkeys(found))
 
 
-_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
-
-
-def _explain(exc: msgspec.ValidationError) -> tuple[str, str]:
-    """The path a msgspec validation error names, and what it says is wrong there."""
-    message = str(exc)
-    match = _AT_PATH.search(message)
-    return (match.group(1) if match else ""), _AT_PATH.sub("", message)
-
-
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -154,7 +141,7 @@ def _expand(value: Any, environ: Mapping[str, str], document: YamlDocument, wher
             name = match.group(1)
             if name not in environ:
                 dotted = ".".join(str(key) for key in where)
-                raise SettingsError(f"{document.locate(where)}: environment variable {name} is not set ({dotted})")
+                raise document.error(where, f"environment variable {name} is not set ({dotted})")
             return environ[name]
 
         return _ENV_REF.sub(substitute, value)
@@ -162,25 +149,11 @@ def _expand(value: Any, environ: Mapping[str, str], document: YamlDocument, wher
 
 
 def _read_config(path: str, environ: Mapping[str, str]) -> tuple[YamlDocument, dict[str, Any]]:
-    try:
-        document = load_yaml(path)
-    except YamlError as exc:
-        raise SettingsError(str(exc)) from exc
+    document = load_yaml(path)
     data = _expand(document.data, environ, document) if document.data is not None else {}
     if not isinstance(data, dict):
-        raise SettingsError(f"{path}:1: the policy file must be a mapping of sections (upstreams, routes, rules, ...)")
+        raise document.error((), "the policy file must be a mapping of sections (upstreams, routes, rules, ...)")
     return document, data
-
-
-def _server(document: YamlDocument, section: Any) -> ServerSettings:
-    try:
-        return msgspec.convert(section, ServerSettings)
-    except msgspec.ValidationError as exc:
-        where, what = _explain(exc)
-        keys = ("server", *[part for part in where.split(".") if part])
-        raise SettingsError(
-            f"{document.locate(keys)}: server.{where}: {what}" if where else f"{document.path}: {what}"
-        ) from exc
 
 
 _SERVER_ENV = {
@@ -218,9 +191,10 @@ def _overridden(struct: StructT, names: Mapping[str, str], environ: Mapping[str,
     try:
         return msgspec.convert({**msgspec.to_builtins(struct), **changes}, type(struct), strict=False)
     except msgspec.ValidationError as exc:
-        field, what = _explain(exc)
+        keys, what = explain(exc)
+        field = ".".join(str(key) for key in keys)
         variable = next((var for var, name in names.items() if name == field), ", ".join(names))
-        raise SettingsError(f"{variable}={environ.get(variable, '')!r} ({field}): {what}") from exc
+        raise ConfigError(f"{variable}={environ.get(variable, '')!r} ({field}): {what}") from exc
 
 
 def _env_upstream(env: Mapping[str, str]) -> UpstreamFile:
@@ -230,7 +204,7 @@ def _env_upstream(env: Mapping[str, str]) -> UpstreamFile:
             UpstreamFile,
         )
     except msgspec.ValidationError as exc:
-        raise SettingsError(f"OPENAI_BASE_URL must be an http:// or https:// URL without a query: {exc}") from exc
+        raise ConfigError(f"OPENAI_BASE_URL must be an http:// or https:// URL without a query: {exc}") from exc
 
 
 def _upstream(name: str, upstream: UpstreamFile, env: Mapping[str, str]) -> UpstreamSettings:
@@ -249,7 +223,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from the environment (by default `os.environ`) and the policy file it names.
 
     Raises:
-        SettingsError: a value is missing or invalid; the message names the variable, or the file and line.
+        ConfigError: a value is missing or invalid; the message names the variable, or the file and line.
     """
     env = os.environ if environ is None else environ
     config_path = env.get("TURNOUT_CONFIG") or None
@@ -257,12 +231,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         document, data = _read_config(config_path, env)
     else:
         document, data = YamlDocument(path="<defaults>", data={}, lines={}), {}
-    server = _server(document, data.get("server", {}))
+    server = document.convert(data.get("server", {}), ServerSettings, ("server",))
     default_upstream = _env_upstream(env)
-    try:
-        upstream_files, deployment = parse_deployment(document, data, default_upstream)
-    except PolicyFileError as exc:
-        raise SettingsError(str(exc)) from exc
+    upstream_files, deployment = parse_deployment(document, data, default_upstream)
     upstreams = {name: _upstream(name, upstream, env) for name, upstream in upstream_files.items()}
     return Settings(
         server=_overridden(server, _SERVER_ENV, env),
@@ -280,18 +251,19 @@ def load_embedder_settings(
     """Only the `embedder` of a policy file and the upstream it names (for `turnout index`, before any index exists).
 
     Without a file: the local model. Raises:
-        SettingsError: the file, its `embedder` or that upstream is invalid.
+        ConfigError: the file, its `embedder` or that upstream is invalid.
     """
     env = os.environ if environ is None else environ
     if path is None:
         return EmbedderSettings(), None
     document, data = _read_config(path, env)
-    try:
-        embedder = msgspec.convert(data.get("embedder", {}), EmbedderSettings)
-        if embedder.upstream is None:
-            return embedder, None
-        upstream = msgspec.convert(data.get("upstreams", {}).get(embedder.upstream), UpstreamFile)
-    except msgspec.ValidationError as exc:
-        where, what = _explain(exc)
-        raise SettingsError(f"{document.locate(('embedder',))}: embedder {where}: {what}") from exc
+    embedder = document.convert(data.get("embedder", {}), EmbedderSettings, ("embedder",))
+    embedder_identity(document, embedder)
+    if embedder.upstream is None:
+        return embedder, None
+    upstreams = data.get("upstreams", {})
+    if not isinstance(upstreams, dict) or embedder.upstream not in upstreams:
+        raise document.error(("embedder", "upstream"), f"embedder: unknown upstream '{embedder.upstream}'")
+    where = ("upstreams", embedder.upstream)
+    upstream = document.convert(upstreams[embedder.upstream], UpstreamFile, where)
     return embedder, _upstream(embedder.upstream, upstream, env)

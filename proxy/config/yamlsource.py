@@ -1,7 +1,7 @@
 """YAML documents that remember where each value stands, so that config errors can name the line.
 
-A leaf module (it imports nothing from the project): the policy file loader and the policies
-package both report errors as `file:line`.
+The policy file loader and the policies package both report errors as `file:line`; `YamlDocument.convert`
+is the one place a msgspec validation error becomes `file:line: dotted.path: what`.
 """
 
 from __future__ import annotations
@@ -9,17 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import yaml
 
-__all__ = ["YamlDocument", "YamlError", "load_yaml"]
+from proxy.config.errors import ConfigError, explain
+
+__all__ = ["Key", "YamlDocument", "load_yaml"]
 
 Key = str | int
-
-
-class YamlError(Exception):
-    """The file cannot be read or is not valid YAML; the message names the file (and line)."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,32 @@ class YamlDocument:
     def locate(self, where: Sequence[Key]) -> str:
         """`file:line` for `where`, for error messages."""
         return f"{self.path}:{self.line(where)}"
+
+    def error(self, where: Sequence[Key], message: str) -> ConfigError:
+        """The error for `message` about the value at `where`: `file:line: message`."""
+        return ConfigError(f"{self.locate(where)}: {message}")
+
+    def invalid(self, exc: msgspec.ValidationError, where: Sequence[Key] = ()) -> ConfigError:
+        """The error for a value at `where` that msgspec refused: `file:line: dotted.path: what`.
+
+        The path is `where` followed by the path inside the value that msgspec names; the line is that
+        path's (or its nearest ancestor's). Without any path, the message is `file:line: what`.
+        """
+        inner, what = explain(exc)
+        keys = (*where, *inner)
+        dotted = ".".join(str(key) for key in keys)
+        return self.error(keys, f"{dotted}: {what}" if dotted else what)
+
+    def convert(self, data: object, kind: type[T], where: Sequence[Key] = ()) -> T:
+        """`data` (the value at `where`) as a `kind`.
+
+        Raises:
+            ConfigError: `data` is not a valid `kind`, said as `invalid` says it.
+        """
+        try:
+            return msgspec.convert(data, kind)
+        except msgspec.ValidationError as exc:
+            raise self.invalid(exc, where) from exc
 
 
 def _index(node: yaml.Node, path: tuple[Key, ...], lines: dict[tuple[Key, ...], int]) -> None:
@@ -69,12 +95,12 @@ def load_yaml(path: str) -> YamlDocument:
     """Read and parse `path` with YAML's safe loader, indexing the line of every key and item.
 
     Raises:
-        YamlError: the file is missing, unreadable or not valid YAML.
+        ConfigError: the file is missing, unreadable or not valid YAML.
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise YamlError(f"{path}: cannot read the file ({exc.strerror})") from exc
+        raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from exc
     try:
         loader = yaml.SafeLoader(text)
         try:
@@ -84,9 +110,9 @@ def load_yaml(path: str) -> YamlDocument:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 1
-        raise YamlError(f"{path}:{line}: not valid YAML: {exc.problem}{_hint(text, line)}") from exc
+        raise ConfigError(f"{path}:{line}: not valid YAML: {exc.problem}{_hint(text, line)}") from exc
     except yaml.YAMLError as exc:
-        raise YamlError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     lines: dict[tuple[Key, ...], int] = {}
     if node is not None:
         _index(node, (), lines)

@@ -10,7 +10,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -18,6 +18,7 @@ from proxy.endpoints.chat import CHAT
 from proxy.wire.errors import ProxyError
 from routes import Call, ChatCall, HybridRetriever, KnowledgeIndex, OpenAIChatRoute, RagRoute, Route, Upstream
 from routes.knowledge.embedding import LocalEmbedder, RememberingEmbedder
+from routes.registry import AnyRouteSettings
 from routes.simulator.server import SimulatorServer, start_simulator
 from routes.upstream import UpstreamTimeouts, new_session
 
@@ -40,6 +41,10 @@ def rag(upstream: Upstream, embedder: RememberingEmbedder) -> Route:
 
 
 KINDS: dict[str, Callable[[Upstream, RememberingEmbedder], Route]] = {"openai": plain, "rag": rag}
+
+
+def test_every_registered_kind_is_here() -> None:
+    assert {str(settings.__struct_config__.tag) for settings in get_args(AnyRouteSettings)} == set(KINDS)
 
 
 @pytest.fixture

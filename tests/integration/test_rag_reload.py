@@ -1,4 +1,4 @@
-"""A RAG route in the whole app: a re-built index is served after a reload (with a new `index_version`), and a
+"""A RAG route in the whole app: a re-built index is served after a reload (with a new `cache_scope`), and a
 reload whose index is gone keeps the running policy."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ async def test_reload_serves_the_rebuilt_index_and_keeps_it_when_the_index_is_go
         assert resources.reloads == 1
         second = resources.current.pipeline.routes["docs"]
         assert isinstance(second, RagRoute)
-        assert second.index_version != first.index_version
+        assert second.cache_scope != first.cache_scope
         passages = (await second.retriever.search("when is support open", top_k=1)).passages
         assert passages[0].text == "Support is open around the clock, every day."
 

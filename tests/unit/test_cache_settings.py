@@ -10,8 +10,9 @@ import pytest
 
 from policies import CacheRule, PolicyError, load_policy
 from policies.cacherule import DEFAULT_SEMANTIC_THRESHOLD
+from proxy.config.errors import ConfigError
 from proxy.config.sections import CacheSettings
-from proxy.config.settings import SettingsError, load_settings
+from proxy.config.settings import load_settings
 from proxy.wire.redisurl import redact_url
 
 ROUTES = ["gpt4", "ft"]
@@ -96,7 +97,7 @@ def test_the_default_cache_is_in_memory() -> None:
 def test_the_url_is_checked_on_its_own_line(tmp_path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text("cache:\n  ttl: 60\n  url: redis://:pa/ss-hunter2@cache:6379/0\n", encoding="utf-8")
-    with pytest.raises(SettingsError) as caught:
+    with pytest.raises(ConfigError) as caught:
         load_settings({"TURNOUT_CONFIG": str(path)})
     assert str(caught.value).startswith(f"{path}:3: cache.url is not a Redis URL: ")
     assert "hunter2" not in str(caught.value)
@@ -149,7 +150,7 @@ def test_redact_url(url, redacted) -> None:
     ],
 )
 def test_a_bad_cache_block_names_the_file_and_key(tmp_path, cache, message) -> None:
-    with pytest.raises(SettingsError) as caught:
+    with pytest.raises(ConfigError) as caught:
         load_settings(write(tmp_path, cache))
     assert message in str(caught.value)
     assert "hunter2" not in str(caught.value)

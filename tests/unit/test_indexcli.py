@@ -95,12 +95,14 @@ async def test_the_shipped_example_index_is_up_to_date(tmp_path: Path) -> None:
 async def test_the_examples_contact_questions_get_the_hours_passage(question: str) -> None:
     from proxy.config.settings import load_settings
     from routes.knowledge.retrieval import HybridRetriever
+    from routes.rag import RagSettings
 
     # The `contact` rule sends these to the docs route; its min_score must not cut the passage that answers.
     deployment = load_settings(
         {"TURNOUT_CONFIG": str(EXAMPLES / "knowledge-base.yaml"), "OPENAI_API_KEY": "sk-placeholder"}
     ).deployment
     retriever = HybridRetriever(deployment.indexes["docs"], LocalEmbedder(256))
-    rag = deployment.rag["docs"]
+    rag = deployment.routes["docs"]
+    assert isinstance(rag, RagSettings)
     passages = (await retriever.search(question, top_k=rag.top_k, min_score=rag.min_score)).passages
     assert "knowledge/support-hours.txt" in [passage.source for passage in passages]

@@ -46,8 +46,8 @@ class RecordingRoute:
     name: str = "support-ft"
     model: str | None = None
     calls: list[ChatCall] = field(default_factory=list)
-    cache_scope = ""
-    endpoints = frozenset({"chat"})
+    cache_scope: str = ""
+    endpoints: frozenset[str] = frozenset({"chat"})
 
     async def complete(self, call: ChatCall) -> Answer:
         self.calls.append(call)

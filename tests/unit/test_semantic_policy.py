@@ -11,13 +11,15 @@ import pytest
 
 from policies import PolicyEngine, PolicyError, RequestFeatures, SemanticFeatures, extract_features, load_policy
 from proxy.cli.main import main
-from proxy.config.settings import SettingsError, load_settings
+from proxy.config.errors import ConfigError
+from proxy.config.settings import load_settings
 from proxy.decide import decide_semantically
 from proxy.endpoints.chat import CHAT
 from proxy.semantic import SemanticScorer
 from routes import Call, ChatCall, HybridRetriever, KnowledgeIndex
 from routes.knowledge.embedding import Embedded, LocalEmbedder, Question
 from routes.knowledge.indexer import add_files
+from routes.rag import RagSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies" / "examples" / "knowledge-base.yaml"
@@ -233,7 +235,7 @@ def test_a_rag_route_loads_its_index_relative_to_the_file(tmp_path: Path) -> Non
         {"TURNOUT_CONFIG": policy_file(tmp_path, "  docs: {kind: rag, index: kb, answer_with: ft}\n")}
     )
     deployment = settings.deployment
-    assert deployment.rag["docs"].top_k == 4
+    assert deployment.routes["docs"] == RagSettings(index="kb", answer_with="ft")
     assert deployment.indexes["docs"].directory == (tmp_path / "kb").resolve()
     assert deployment.model_names()["docs"] == "docs"
 
@@ -280,7 +282,7 @@ def test_a_rag_route_loads_its_index_relative_to_the_file(tmp_path: Path) -> Non
 )
 def test_knowledge_mistakes_make_the_file_invalid(tmp_path: Path, routes, rules, embedder, message) -> None:
     KnowledgeIndex.empty(tmp_path / "kb", LocalEmbedder.NAME, 256).save()
-    with pytest.raises(SettingsError, match=message):
+    with pytest.raises(ConfigError, match=message):
         load(policy_file(tmp_path, routes, rules, embedder))
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from proxy.config.errors import ConfigError
 from proxy.config.sections import DEFAULT_BASE_URL, ServerSettings, TimeoutSettings
-from proxy.config.settings import Secret, Settings, SettingsError, UpstreamSettings, load_settings
+from proxy.config.settings import Secret, Settings, UpstreamSettings, load_settings
 
 KEY = "sk-test-0123456789abcdefSECRET"
 FILE_KEY = "sk-file-9876543210fedcbaSECRET"
@@ -86,7 +87,7 @@ def test_empty_openai_variables_count_as_unset():
 
 
 def test_base_url_must_be_http():
-    with pytest.raises(SettingsError, match="base_url"):
+    with pytest.raises(ConfigError, match="base_url"):
         load_settings({"OPENAI_BASE_URL": "ftp://example.test"})
 
 
@@ -150,13 +151,13 @@ NUMERIC_VARIABLES = [
 
 @pytest.mark.parametrize("variable", NUMERIC_VARIABLES)
 def test_a_non_number_is_an_error_naming_the_variable(variable):
-    with pytest.raises(SettingsError, match=variable):
+    with pytest.raises(ConfigError, match=variable):
         load_settings({variable: "abc"})
 
 
 @pytest.mark.parametrize("variable", NUMERIC_VARIABLES)
 def test_a_negative_value_is_an_error_naming_the_variable(variable):
-    with pytest.raises(SettingsError, match=variable):
+    with pytest.raises(ConfigError, match=variable):
         load_settings({variable: "-1"})
 
 
@@ -173,7 +174,7 @@ def test_a_negative_value_is_an_error_naming_the_variable(variable):
     ],
 )
 def test_zero_is_an_error_where_it_makes_no_sense(variable):
-    with pytest.raises(SettingsError):
+    with pytest.raises(ConfigError):
         load_settings({variable: "0"})
 
 
@@ -184,7 +185,7 @@ def test_zero_port_and_zero_drain_are_allowed():
 
 
 def test_a_header_limit_below_a_kilobyte_is_an_error():
-    with pytest.raises(SettingsError, match="TURNOUT_MAX_HEADER_BYTES"):
+    with pytest.raises(ConfigError, match="TURNOUT_MAX_HEADER_BYTES"):
         load_settings({"TURNOUT_MAX_HEADER_BYTES": "100"})
 
 
@@ -199,12 +200,12 @@ def test_the_connection_limits_come_from_the_server_section(tmp_path):
 
 
 def test_port_out_of_range_is_an_error():
-    with pytest.raises(SettingsError, match="port"):
+    with pytest.raises(ConfigError, match="port"):
         load_settings({"TURNOUT_PORT": "70000"})
 
 
 def test_unknown_log_level_is_an_error():
-    with pytest.raises(SettingsError, match="'loud'"):
+    with pytest.raises(ConfigError, match="'loud'"):
         load_settings({"TURNOUT_LOG_LEVEL": "loud"})
 
 
@@ -245,7 +246,7 @@ def test_the_file_upstream_wins_over_the_openai_variables(tmp_path):
 
 def test_a_missing_variable_names_the_key_path(tmp_path):
     path = write_config(tmp_path, ONE_UPSTREAM)
-    with pytest.raises(SettingsError) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         load_settings({"TURNOUT_CONFIG": path})
     message = str(excinfo.value)
     assert "upstreams.azure.api_key" in message
@@ -264,7 +265,7 @@ def test_a_missing_variable_names_the_key_path(tmp_path):
 )
 def test_an_unknown_key_is_an_error(tmp_path, text, unknown):
     path = write_config(tmp_path, text)
-    with pytest.raises(SettingsError) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         load_settings({"TURNOUT_CONFIG": path})
     assert unknown in str(excinfo.value)
     assert path in str(excinfo.value)
@@ -272,32 +273,32 @@ def test_an_unknown_key_is_an_error(tmp_path, text, unknown):
 
 def test_two_upstreams_are_an_error(tmp_path):
     path = write_config(tmp_path, "upstreams:\n  a:\n    base_url: https://a.test/v1\n  b: {}\n")
-    with pytest.raises(SettingsError, match="several upstreams need `rules`"):
+    with pytest.raises(ConfigError, match="several upstreams need `rules`"):
         load_settings({"TURNOUT_CONFIG": path})
 
 
 def test_invalid_yaml_is_an_error(tmp_path):
     path = write_config(tmp_path, "server: [unclosed\n")
-    with pytest.raises(SettingsError) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         load_settings({"TURNOUT_CONFIG": path})
     assert str(excinfo.value).startswith(f"{path}:2: not valid YAML")
 
 
 def test_a_yaml_list_is_an_error(tmp_path):
     path = write_config(tmp_path, "- a\n- b\n")
-    with pytest.raises(SettingsError, match="must be a mapping of sections"):
+    with pytest.raises(ConfigError, match="must be a mapping of sections"):
         load_settings({"TURNOUT_CONFIG": path})
 
 
 def test_a_wrong_type_in_the_file_is_an_error(tmp_path):
     path = write_config(tmp_path, "server:\n  port: lots\n")
-    with pytest.raises(SettingsError, match="port"):
+    with pytest.raises(ConfigError, match="port"):
         load_settings({"TURNOUT_CONFIG": path})
 
 
 def test_a_missing_file_is_an_error(tmp_path):
     path = str(tmp_path / "nope.yaml")
-    with pytest.raises(SettingsError) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         load_settings({"TURNOUT_CONFIG": path})
     assert str(excinfo.value) == f"{path}: cannot read the file (No such file or directory)"
 
@@ -350,7 +351,7 @@ def test_secret_equality():
 def test_an_unquoted_variable_in_a_flow_mapping_says_how_to_quote_it(tmp_path):
     # DESIGN.md's sketch writes `{base_url: ..., api_key: ${OPENAI_API_KEY}}`, which YAML cannot parse.
     path = write_config(tmp_path, "upstreams:\n  openai: {base_url: https://a.test/v1, api_key: ${KEY}}\n")
-    with pytest.raises(SettingsError) as excinfo:
+    with pytest.raises(ConfigError) as excinfo:
         load_settings({"TURNOUT_CONFIG": path, "KEY": "sk-x"})
     assert str(excinfo.value).startswith(f"{path}:2: not valid YAML")
     assert 'quote a ${VAR} value: "${VAR}"' in str(excinfo.value)
@@ -377,5 +378,5 @@ def test_secrets_lists_every_key_and_password_the_settings_hold(tmp_path):
 
 def test_a_base_url_with_a_query_or_fragment_is_an_error():
     for url in ("https://x.test/v1?api-version=1", "https://x.test/v1#top"):
-        with pytest.raises(SettingsError, match="OPENAI_BASE_URL"):
+        with pytest.raises(ConfigError, match="OPENAI_BASE_URL"):
             load_settings({"OPENAI_BASE_URL": url})
