@@ -1,10 +1,9 @@
 """uvicorn's httptools protocol with Turnout's connection rules: deadlines, a connection cap, JSON errors.
 
-uvicorn bounds none of what a client sends before the app sees a request: a connection that sends
-nothing, headers at a byte a second or a body trickled forever keep their socket, headers of any size
-are accumulated, and malformed HTTP is answered in plain text. `TurnoutHttpProtocol` adds, per
-connection (each holds its current deadline; one sweep a server, every quarter of the shortest timeout
-and at most every second, closes those past it, so that neither a request nor a connection sets a timer):
+uvicorn bounds nothing a client sends before the app sees a request (silent connections, trickled headers
+and bodies, headers of any size; malformed HTTP answered in plain text). `TurnoutHttpProtocol` adds, per
+connection (each holds its deadline; one sweep a server, every quarter of the shortest timeout and at
+most every second, closes those past it: no timer per request or connection):
 
 - `idle_timeout`: a connection with no request under way (new, or between keep-alive requests) is
   closed, without a response, when no request starts within it; bytes that start no request (bare
@@ -13,8 +12,7 @@ and at most every second, closes those past it, so that neither a request nor a 
   first byte (for a connection's first request: from when it opened); else 408;
 - `body_timeout`: a request's body must arrive within it from the end of its headers, plus one second
   for each `BODY_RATE` bytes received (a large body on a slow link is not cut); else 408;
-- `max_header_bytes`: larger request line and headers → 431; `max_connections`: a connection beyond
-  it is answered 503 at once and closed (it is not counted);
+- `max_header_bytes`: a larger head → 431; `max_connections`: one more is answered 503 and closed;
 
 and answers malformed HTTP with an OpenAI-format 400, logged at INFO as the client's error. Each such
 answer closes the connection: written, the sending side shut, then the input dropped for up to `LINGER`
@@ -28,7 +26,6 @@ import asyncio
 import logging
 import math
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +37,7 @@ from uvicorn.server import ServerState
 
 from proxy.wire.errors import InvalidRequestError, ProxyError
 
-__all__ = ["BODY_RATE", "LINGER", "ConnectionLimits", "TurnoutHttpProtocol"]
+__all__ = ["BODY_RATE", "LINGER", "ConnectionLimits", "ServerConnections", "TurnoutHttpProtocol"]
 
 logger = logging.getLogger("turnout.http")
 
@@ -69,18 +66,6 @@ class _HeadTooLargeError(Exception):
     """Raised from a parser callback: the request line and headers are over `max_header_bytes`."""
 
 
-_refused = {"count": 0, "logged_at": -math.inf}
-"""Connections refused over the cap since the last line about them (one a `_REFUSALS_EVERY` seconds)."""
-
-
-def _note_refusal(limit: int) -> None:
-    _refused["count"] += 1
-    now = time.monotonic()
-    if now - _refused["logged_at"] >= _REFUSALS_EVERY:
-        logger.warning("refused %d connection(s) over the limit of %d (max_connections)", _refused["count"], limit)
-        _refused.update(count=0, logged_at=now)
-
-
 def _error(status: int, message: str, code: str | None) -> bytes:
     error = InvalidRequestError if status < 500 else ProxyError
     return error(message, status_code=status, code=code).body()
@@ -107,13 +92,29 @@ class _Sweeper:
             self.start()
 
 
-_sweepers: weakref.WeakKeyDictionary[ServerState, _Sweeper] = weakref.WeakKeyDictionary()
+class ServerConnections:
+    """What one server's connections share: their deadlines' sweep, the refusals (each worker unpickles its own)."""
+
+    __slots__ = ("_logged_at", "_refused", "sweeper")
+
+    def __init__(self) -> None:
+        self.sweeper: _Sweeper | None = None
+        self._refused, self._logged_at = 0, -math.inf
+
+    def refused(self, limit: int) -> None:
+        """Count a connection refused over the cap; log the count at most once a `_REFUSALS_EVERY` seconds."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._logged_at >= _REFUSALS_EVERY:
+            logger.warning("refused %d connection(s) over the limit of %d (max_connections)", self._refused, limit)
+            self._refused, self._logged_at = 0, now
 
 
 class TurnoutHttpProtocol(_Base):
     """One HTTP/1.1 connection: uvicorn's `HttpToolsProtocol` under `ConnectionLimits`.
 
-    Give uvicorn `functools.partial(TurnoutHttpProtocol, limits=...)` as its `http` protocol.
+    Give uvicorn `functools.partial(TurnoutHttpProtocol, limits=..., shared=ServerConnections())` as its
+    `http` protocol.
     """
 
     # Per-connection state, from these class-level starting values (fewer stores for each new connection).
@@ -141,9 +142,10 @@ class TurnoutHttpProtocol(_Base):
         _loop: asyncio.AbstractEventLoop | None = None,
         *,
         limits: ConnectionLimits,
+        shared: ServerConnections,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self._limits = limits
+        self._limits, self._shared = limits, shared
         # Read on every request: plain attributes (and `_Base.x(self)`, not `super().x()`) keep it cheap.
         self._max_head = limits.max_header_bytes
         self._header_timeout = limits.header_timeout
@@ -156,7 +158,7 @@ class TurnoutHttpProtocol(_Base):
         """Start the connection's idle deadline, or refuse it when the cap is reached."""
         if len(self.connections) >= self._limits.max_connections:
             self.transport = transport
-            _note_refusal(self._limits.max_connections)
+            self._shared.refused(self._limits.max_connections)
             message = "Turnout has too many connections open; retry shortly."
             self._fail(503, _error(503, message, "too_many_connections"), headers=[(b"retry-after", b"1")])
             return
@@ -164,12 +166,10 @@ class TurnoutHttpProtocol(_Base):
         now = self.loop.time()
         self._opened_at = now
         self._phase, self._deadline = _IDLE, now + min(self._idle_timeout, self._header_timeout)
-        sweeper = _sweepers.get(self.server_state)
-        if sweeper is None:
-            shortest = min(self._idle_timeout, self._header_timeout, self._body_timeout)
-            sweeper = _Sweeper(self.loop, self.connections, min(max(shortest / 4, 0.01), 1.0))
-            _sweepers[self.server_state] = sweeper
-        sweeper.start()
+        if self._shared.sweeper is None:
+            every = min(max(min(self._idle_timeout, self._header_timeout, self._body_timeout) / 4, 0.01), 1.0)
+            self._shared.sweeper = _Sweeper(self.loop, self.connections, every)
+        self._shared.sweeper.start()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Tell every cycle of the connection, not only the last parsed one, that the client is gone."""

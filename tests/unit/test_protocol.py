@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 from uvicorn.protocols.http import httptools_impl
 
-from proxy.protocol import BODY_RATE, ConnectionLimits, TurnoutHttpProtocol
+from proxy.protocol import BODY_RATE, ConnectionLimits, ServerConnections, TurnoutHttpProtocol
 from tests.rawhttp import GUARD, Step, converse, eventually, post, responses, trickle
 from tests.rawhttp import error_of as full_error_of
 
@@ -141,7 +141,7 @@ LIMITS = ConnectionLimits(
 @contextlib.asynccontextmanager
 async def serving(limits: ConnectionLimits = LIMITS) -> AsyncIterator[Running]:
     app = App()
-    protocol = functools.partial(TurnoutHttpProtocol, limits=limits)
+    protocol = functools.partial(TurnoutHttpProtocol, limits=limits, shared=ServerConnections())
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
