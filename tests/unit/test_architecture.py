@@ -9,6 +9,7 @@ docstring on every module.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -26,6 +27,7 @@ PARTS = (
     "proxy.endpoints",
     "proxy.cli",
     "proxy._version",
+    "proxy.tasks",
     "proxy",
     "routes.knowledge",
     "routes.simulator",
@@ -34,27 +36,29 @@ PARTS = (
     "policies",
 )
 """The parts of the tree, most specific first: a module belongs to the first whose prefix it has."""
-ALLOWED: dict[str, frozenset[str]] = {
-    "proxy.wire": frozenset(),
-    "proxy.config.sections": frozenset({"proxy.wire"}),
-    "policies": frozenset({"proxy.wire"}),
-    "routes.upstream": frozenset({"proxy.wire"}),
-    "routes.knowledge": frozenset({"proxy.wire", "routes.upstream"}),
-    "routes.simulator": frozenset({"proxy.wire"}),
-    "routes": frozenset({"proxy.wire", "routes.knowledge", "routes.upstream"}),
-    "proxy.endpoints": frozenset({"proxy.wire", "policies", "routes"}),
-    "proxy.accounting": frozenset({"proxy.wire", "proxy.config.sections", "proxy.config", "proxy._version"}),
-    "proxy.config": frozenset(
-        {"proxy.wire", "proxy.config.sections", "policies", "routes", "routes.knowledge", "routes.upstream"}
-    ),
-    "proxy.cache": frozenset(
-        {"proxy.wire", "proxy.config.sections", "proxy.config", "proxy.endpoints", "proxy.accounting", "policies"}
-        | {"routes", "routes.knowledge", "routes.upstream", "proxy"}
-    ),
-    "proxy._version": frozenset(),
-}
-"""What each part may import besides itself (a part not listed here, the flat request path, may import any
-part but `proxy.cli`)."""
+_ROW = re.compile(r"^\| `(?P<part>[\w.]+)` \| (?P<allowed>[^|]+) \|$")
+_NAME = re.compile(r"`([\w.]+)`")
+
+
+def layout_rules(readme: str) -> dict[str, frozenset[str]]:
+    """The README's Layout table: what each part may import besides itself (named parts include their parts).
+
+    A part whose row says "anything" (`proxy.cli`), and the flat request path, are not in it: they may import
+    any part but `proxy.cli`. What a row says in parentheses ("never ...") is said for the reader only.
+    """
+    section = readme[readme.index("## Layout") :]
+    rules = {}
+    for line in section.splitlines():
+        row = _ROW.match(line.strip())
+        if row is None or row["allowed"].startswith("anything"):
+            continue
+        allowed = re.sub(r"\([^)]*\)", "", row["allowed"])
+        rules[row["part"]] = frozenset(_NAME.findall(allowed))
+    return rules
+
+
+ALLOWED = layout_rules((ROOT / "README.md").read_text(encoding="utf-8"))
+"""What each part may import besides itself, as the README's Layout section says."""
 ROOT_INIT_IMPORTS = frozenset({"proxy._version"})
 """`proxy/__init__.py` imports only the version: importing `proxy.wire` must not pull in the app."""
 MAX_LINES = 400
@@ -271,6 +275,14 @@ def test_create_task_detection(source, lines):
     assert create_task_calls(ast.parse(source)) == lines
 
 
+def test_the_readme_table_is_read_as_the_rules():
+    assert layout_rules("## Layout\n| `a.b` | nothing |\n| `c` | `a.b`, `d` (never `e`) |\n| `f` | anything |\n") == {
+        "a.b": frozenset(),
+        "c": frozenset({"a.b", "d"}),
+    }
+    assert set(ALLOWED) == set(PARTS) - {"proxy", "proxy.cli"}  # every part has its row
+
+
 def test_the_rules_catch_a_violation():
     assert part_of("routes.knowledge.index") == "routes.knowledge"
     assert part_of("proxy.config.sections") == "proxy.config.sections"
@@ -294,7 +306,8 @@ def violations(name: str, imported: set[str]) -> set[str]:
     own = part_of(name)
     parts = {part_of(i) for i in imported} - {own}
     if own in ALLOWED:
-        return parts - ALLOWED[own]
+        allowed = {own, *ALLOWED[own]}  # a part's own parts too (`proxy.config` imports `proxy.config.sections`)
+        return {part for part in parts if not any(part == a or part.startswith(a + ".") for a in allowed)}
     entry_point = own == "proxy.cli" or name == "proxy.__main__"  # `python -m proxy` runs the CLI
     return set() if entry_point else parts & {"proxy.cli"}
 
