@@ -72,7 +72,7 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
         raise MethodNotAllowedError(f"Method {method} is not allowed on {scope['path']}", headers={"allow": "POST"})
     generation = _resources(scope["app"].state).current  # this request's policy, whatever reloads meanwhile
     tally = tally_of(scope)
-    tally.chat = True
+    tally.routed = True
     headers = dict(scope["headers"])
     _check_content_type(headers)
     try:

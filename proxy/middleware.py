@@ -93,7 +93,7 @@ class RequestIdMiddleware:
             if message["type"] == "http.response.start":
                 tally.status = message["status"]
                 headers = [*message.get("headers", ()), header]
-                if tally.chat:
+                if tally.routed:
                     headers += _cost_headers(tally)
                 message["headers"] = headers
             elif tally.first_byte_at is None and message["type"] == "http.response.body":

@@ -57,7 +57,7 @@ class Recorder:
 
     def request(self, tally: Tally, method: str, path: str) -> None:
         """A request's response has ended (or its client left): count a chat request, log every request."""
-        if tally.chat:
+        if tally.routed:
             self._metrics.record(tally)
         if self._access_log is not None:
             self._access_log.write(tally, method, path)

@@ -63,8 +63,8 @@ class Tally:
     request_id: str = ""
     started: float = field(default_factory=time.perf_counter)
     """`time.perf_counter()` when the request arrived."""
-    chat: bool = False
-    """A chat completion request (the others are only logged)."""
+    routed: bool = False
+    """A request the pipeline routed (chat completions): counted in the request metrics; the others are only logged."""
     shadow: bool = False
     """A shadow copy, sent in the background: its tokens and cost count, it is no request of its own."""
     caller: str | None = None

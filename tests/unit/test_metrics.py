@@ -35,7 +35,7 @@ def value(metrics: Metrics, name: str, **labels: str) -> float | None:
 
 
 def finished(route: str = "support-ft", *, stream: bool = False, status: int = 200, **fields: object) -> Tally:
-    tally = Tally(request_id="req-1", started=100.0, chat=True, stream=stream, status=status)
+    tally = Tally(request_id="req-1", started=100.0, routed=True, stream=stream, status=status)
     tally.decided(route, "default")
     tally.upstream_seconds, tally.answered_at, tally.ended_at = 0.4, 100.45, 100.5
     tally.first_byte_at = 100.2 if stream else None
@@ -154,7 +154,7 @@ def test_no_caller_model_or_key_a_client_chose_becomes_a_label():
 
 def test_a_request_without_a_decision_is_labelled_none_and_a_gone_client_4xx():
     metrics = Metrics()
-    tally = Tally(chat=True, status=499, started=1.0)
+    tally = Tally(routed=True, status=499, started=1.0)
     tally.ended_at = 1.001
     metrics.record(tally)
     labels = {"route": "none", "rule": "none", "model": "none", "status_class": "4xx", "cache": "bypass"}

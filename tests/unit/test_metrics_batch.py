@@ -35,7 +35,7 @@ PRICES = PriceTable(baseline_model="gpt-4", known_models=["gpt-4"])
 metrics = Metrics(multiprocess_dir=os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 def request(seconds, prompt):
-    tally = Tally(request_id="r", started=10.0, chat=True, status=200)
+    tally = Tally(request_id="r", started=10.0, routed=True, status=200)
     tally.decided("gpt4", "default")
     tally.upstream_seconds, tally.answered_at, tally.ended_at = seconds / 2, 10.0 + seconds / 2, 10.0 + seconds
     tally.charge_for(PRICES, "gpt-4", Usage(prompt_tokens=prompt, completion_tokens=1, total_tokens=prompt + 1))
@@ -119,7 +119,7 @@ def test_a_closed_worker_leaves_the_in_flight_sum(tmp_path: Path) -> None:
 
 
 def finished(seconds: float) -> Tally:
-    tally = Tally(request_id="r", started=0.0, chat=True, status=200)
+    tally = Tally(request_id="r", started=0.0, routed=True, status=200)
     tally.decided("gpt4", "default")
     tally.ended_at = seconds
     return tally

@@ -38,8 +38,8 @@ class Clock:
         return self.now
 
 
-def finished(*, chat: bool, status: int = 200) -> Tally:
-    tally = Tally(request_id="req-1", started=10.0, chat=chat, status=status)
+def finished(*, routed: bool, status: int = 200) -> Tally:
+    tally = Tally(request_id="req-1", started=10.0, routed=routed, status=status)
     tally.decided("gpt4", "default")
     tally.ended_at = 10.25
     return tally
@@ -50,8 +50,8 @@ def test_a_finished_chat_request_is_counted_and_logged_and_any_other_only_logged
 ) -> None:
     caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     recorder = Recorder(Metrics(), AccessLog())
-    recorder.request(finished(chat=True), "POST", "/v1/chat/completions")
-    recorder.request(finished(chat=False, status=404), "GET", "/v1/nowhere")
+    recorder.request(finished(routed=True), "POST", "/v1/chat/completions")
+    recorder.request(finished(routed=False, status=404), "GET", "/v1/nowhere")
     samples = scrape(recorder)
     requests = {labels: value for (name, labels), value in samples.items() if name == "turnout_requests_total"}
     labels = {"route": "gpt4", "rule": "default", "model": "none", "status_class": "2xx", "cache": "bypass"}
