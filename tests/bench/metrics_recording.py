@@ -54,7 +54,7 @@ SCOPE: dict[str, Any] = {"type": "http", "method": "POST", "path": "/v1/chat/com
 async def chat_handler(scope: Any, receive: Any, send: Any, *, priced: bool = True) -> None:
     """Fills the tally as `proxy.api.chat_completions` and the pipeline do, then answers."""
     tally = tally_of(scope)
-    tally.chat = True
+    tally.routed = True
     tally.decided("support-ft", "default")
     started = time.perf_counter()
     tally.answered_at = time.perf_counter()
@@ -112,7 +112,7 @@ def record_and_flush(metrics: Metrics) -> Callable[[], None]:
 
 
 def _tally() -> Tally:
-    tally = Tally(request_id="req-1", chat=True, status=200)
+    tally = Tally(request_id="req-1", routed=True, status=200)
     tally.decided("support-ft", "default")
     tally.answered_at = tally.started + 0.001
     tally.upstream_seconds, tally.ended_at = 0.001, tally.started + 0.0012
