@@ -15,8 +15,6 @@ __all__ = [
     "ANSWER_FIELDS",
     "IGNORED_FIELDS",
     "KEY_VERSION",
-    "cache_key",
-    "decode_fields",
     "fields_key",
     "is_deterministic",
 ]
@@ -77,48 +75,12 @@ _SEP = b"\x1f"  # unit separator: no field name or canonical JSON value contains
 _ENCODE = msgspec.json.Encoder(order="sorted").encode
 
 
-_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
-
-
 def _canonical(raw: msgspec.Raw) -> bytes:
     """A JSON value with sorted keys and no spaces: the same value always hashes the same."""
     text = bytes(raw)
     if text[:1] in (b"{", b"["):
         return _ENCODE(msgspec.json.decode(text))
     return text
-
-
-def decode_fields(body: bytes) -> dict[str, msgspec.Raw]:
-    """A chat request body's top-level fields, each value as the raw JSON it was sent as.
-
-    Raises:
-        msgspec.DecodeError: `body` is not a JSON object.
-    """
-    return _FIELDS.decode(body)
-
-
-def cache_key(
-    *,
-    tenant: str | None,
-    route: str,
-    model: str | None,
-    body: bytes,
-    index_version: str | None = None,
-    namespace: str = "",
-) -> str:
-    """The exact-match key of a chat request body (see `fields_key`).
-
-    Raises:
-        msgspec.DecodeError: `body` is not a JSON object (the pipeline only passes checked bodies).
-    """
-    return fields_key(
-        tenant=tenant,
-        route=route,
-        model=model,
-        fields=decode_fields(body),
-        index_version=index_version,
-        namespace=namespace,
-    )
 
 
 def fields_key(
@@ -134,9 +96,9 @@ def fields_key(
 
     Covers the tenant (None and "" are one anonymous tenant), the decided route and the model its
     upstream answers with (`model` None: the caller's own, from the body), the knowledge-index version
-    of a RAG route, and every top-level body field (`decode_fields`) but `IGNORED_FIELDS`. Each part is
-    written with its name and a separator, so no two different requests can run together into the same
-    bytes.
+    of a RAG route, and every top-level body field (each value the raw JSON it was sent as) but
+    `IGNORED_FIELDS`. Each part is written with its name and a separator, so no two different requests
+    can run together into the same bytes.
     """
     digest = hashlib.blake2b(digest_size=20)
     for name, value in (
