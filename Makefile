@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The e2e tests run a second time against the last 2.x release of the openai SDK (LangChain and LlamaIndex pin it).
+# The e2e tests (and the deployment test that drives a real `turnout serve` with the SDK) run a second time against
+# the last 2.x release of the openai SDK (LangChain and LlamaIndex pin it).
 VENV_OPENAI2 := .venv-openai2
 
 # Every shipped policy file, each checked and run against the cases file beside it.
@@ -52,7 +53,7 @@ $(VENV_OPENAI2)/.installed: pyproject.toml | $(BIN)/uv
 
 test-openai2: $(VENV_OPENAI2)/.installed
 	$(VENV_OPENAI2)/bin/python -c 'import openai; print("e2e again with openai", openai.__version__)'
-	$(VENV_OPENAI2)/bin/python -m pytest tests/e2e
+	$(VENV_OPENAI2)/bin/python -m pytest tests/e2e tests/deploy/test_deploy.py
 
 serve: install
 	$(BIN)/turnout serve

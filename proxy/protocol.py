@@ -17,7 +17,7 @@ most every second, closes those past it: no timer per request or connection):
 and answers malformed HTTP with an OpenAI-format 400, logged at INFO as the client's error. Each such
 answer closes the connection: written, the sending side shut, then the input dropped for up to `LINGER`
 seconds, so that the client reads it rather than a reset (where a response has started: no answer).
-`tests/unit/test_protocol.py` pins the uvicorn internals this relies on.
+`tests/integration/test_protocol.py` pins the uvicorn internals this relies on.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Shared fixtures: the simulated upstream in-process, settings pointing at it, and the app under test."""
+"""Shared fixtures: the simulated upstream in-process, settings pointing at it, and the app under test.
+
+Also each test's kind, marked from the folder it lives in, and the guard on unit tests (`tests/isolation.py`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 
 import httpx
@@ -20,9 +23,48 @@ from proxy.config.sections import RetrySettings, ServerSettings, TimeoutSettings
 from proxy.config.settings import Secret, Settings, UpstreamSettings
 from routes.openai_chat import OpenAIChatSettings
 from routes.simulator.server import SimulatorConfig, SimulatorServer, start_simulator
+from tests.isolation import Guard, guarded, kinds
 from tests.redis_server import RedisServer, answers_ping
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
+GUARD = pytest.StashKey[Guard]()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its kind, from where it lives: `pytest -m unit` runs tests/unit, and so on."""
+    for item in items:
+        for kind in kinds(item.path):
+            item.add_marker(kind)
+        if item.get_closest_marker("unit") is not None:
+            item.stash[GUARD] = Guard(item.nodeid)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    """A unit test's fixtures are set up under its guard."""
+    return (yield from _under_guard(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """A unit test runs under its guard, and fails for any violation, even one the code under test swallowed."""
+    yield from _under_guard(item)
+    if GUARD in item.stash:
+        item.stash[GUARD].check()
+
+
+def _under_guard(item: pytest.Item) -> Generator[None, None, None]:
+    if GUARD not in item.stash:
+        return (yield)
+    with guarded(item.stash[GUARD]):
+        return (yield)
+
+
+@pytest.fixture
+def unit_guard(request: pytest.FixtureRequest) -> Guard:
+    """This unit test's guard (for the tests of the guard itself)."""
+    item: pytest.Item = request.node
+    return item.stash[GUARD]
 
 
 @pytest.fixture

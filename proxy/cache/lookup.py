@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,7 +31,7 @@ import msgspec
 from policies import CacheRule, Decision
 from proxy.accounting.recorder import Recorder
 from proxy.cache.keys import fields_key
-from proxy.cache.lease import Lease, keep_lock
+from proxy.cache.lease import SYSTEM_CLOCK, Clock, Lease, keep_lock
 from proxy.cache.memory import MemoryResponseCache
 from proxy.cache.redis import RedisResponseCache
 from proxy.cache.semantic import best_match, pack
@@ -136,11 +135,14 @@ class AnswerCache:
         tasks: BackgroundTasks,
         *,
         embedder: Callable[[], Embedder] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.backend = backend
         self.settings = settings
         self._tasks = tasks
         self._embedder = embedder
+        self._clock = clock
+        """Time for the waits of single flight and for the lock keepers (the tests pass a fake)."""
         self._flights: dict[str, _Flight] = {}
         self._lease = Lease(seconds=settings.lock_lease, longest=settings.lock_ttl)
 
@@ -236,16 +238,15 @@ class AnswerCache:
         """
         local = self._flights.get(plan.key)
         if local is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(local.landed.wait(), self.settings.lock_ttl)
+            await self._clock.wait(local.landed, self.settings.lock_ttl)
             return await self._get(plan.key, plan), None
         flight = self._flights[plan.key] = _Flight()
         if await self._take_lock(plan, flight):
             return await self._recheck(plan, flight)
         # Another replica is asking: poll for its answer, or for its lock to go.
-        deadline = time.monotonic() + self.settings.lock_ttl
-        while time.monotonic() < deadline:
-            await asyncio.sleep(_POLL)
+        deadline = self._clock.now() + self.settings.lock_ttl
+        while self._clock.now() < deadline:
+            await self._clock.sleep(_POLL)
             stored = await self._get(plan.key, plan)
             if stored is not None:
                 self._land(plan.key, flight)
@@ -259,7 +260,7 @@ class AnswerCache:
         held = await self.backend.lock("lock:" + plan.key, self._lease.seconds)
         if held is None:
             return False
-        self._tasks.spawn(keep_lock(self.backend, held, self._lease, flight.landed), name="cache-lock")
+        self._tasks.spawn(keep_lock(self.backend, held, self._lease, flight.landed, self._clock), name="cache-lock")
         return True
 
     async def _recheck(self, plan: _Plan, flight: _Flight) -> tuple[Replay | None, _Flight | None]:

@@ -109,6 +109,19 @@ class RunningProcess:
         self.stderr_file.close()
 
 
+def turnout_cli(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a `turnout` command (`python -m proxy ARGS`) to its end, its output captured."""
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "proxy", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def start_process(name: str, args: list[str], env: Mapping[str, str], port: int) -> RunningProcess:
     """Start `python -m proxy ARGS` with `env`, its stderr going to a temporary file (deleted on close)."""
     stderr_file = tempfile.NamedTemporaryFile(prefix=f"turnout-e2e-{name}-", suffix=".log")  # noqa: SIM115

@@ -10,8 +10,6 @@ every member it does not rewrite byte for byte. Nothing is ever a 500, and no tr
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +21,6 @@ import openai
 import pytest
 
 from tests.e2e.conftest import (
-    ROOT,
     RunningProcess,
     SimulatorCalls,
     clean_env,
@@ -31,6 +28,7 @@ from tests.e2e.conftest import (
     running,
     sdk_client,
     start_turnout,
+    turnout_cli,
     turnout_env,
 )
 from tests.openapi import validate
@@ -77,15 +75,7 @@ def routed(simulator: RunningProcess, tmp_path_factory: pytest.TempPathFactory) 
     policy.write_text(POLICY, encoding="utf-8")
     env = turnout_env(simulator, TURNOUT_CONFIG=str(policy), SIM_URL=f"{simulator.origin}/v1")
     index = ["--index", str(folder / "index"), "--config", str(policy)]
-    built = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "proxy", "index", "add", str(folder / "docs"), *index],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    built = turnout_cli("index", "add", str(folder / "docs"), *index, env=env)
     assert built.returncode == 0, built.stderr
     with running(start_turnout(env)) as process:
         yield process

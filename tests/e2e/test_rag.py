@@ -8,8 +8,6 @@ simulator records what the answering model received: the instruction and the num
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,13 +17,13 @@ import openai
 import pytest
 
 from tests.e2e.conftest import (
-    ROOT,
     RunningProcess,
     SimulatorCalls,
     new_request_id,
     running,
     sdk_client,
     start_turnout,
+    turnout_cli,
     turnout_env,
 )
 from tests.openapi import validate
@@ -51,18 +49,6 @@ DOCS = {
     "hub.html": "<h1>Hub</h1><h2>Delivery</h2><p>The Hub is delivered by courier in 3 business days.</p>",
 }
 QUESTION: list[Any] = [{"role": "user", "content": "How many days until refunds are paid back?"}]
-
-
-def turnout_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "proxy", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ holds `/`, `+` and `=`, and Turnout is pointed at it in every form redis-py read
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -19,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import delete_prefixed
-from tests.e2e.conftest import ROOT, RunningProcess, clean_env, running, sdk_client, start_turnout, turnout_env
+from tests.e2e.conftest import RunningProcess, clean_env, running, sdk_client, start_turnout, turnout_cli, turnout_env
 from tests.redis_server import RedisServer
 
 PASSWORD = f"pw/{uuid.uuid4().hex[:8]}+x=y-redis-secret"
@@ -77,15 +75,7 @@ def test_every_url_form_authenticates_and_the_password_never_shows(
     url = template.format(encoded=ENCODED, port=guarded_redis.port)
     prefix = f"turnout-e2e-{uuid.uuid4().hex[:12]}"
     policy = write_policy(tmp_path / "policy.yaml", simulator, url, prefix)
-    check = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "proxy", "check", str(policy)],
-        env=clean_env(OPENAI_API_KEY="sk-placeholder"),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    check = turnout_cli("check", str(policy), env=clean_env(OPENAI_API_KEY="sk-placeholder"))
     assert check.returncode == 0, check.stderr
     env = {**turnout_env(simulator), "TURNOUT_CONFIG": str(policy)}
     messages: list[Any] = [{"role": "user", "content": f"Capital of France? {uuid.uuid4().hex[:8]}"}]
@@ -123,15 +113,7 @@ def test_a_bad_url_is_refused_by_check_and_serve_alike_naming_the_line_and_no_pa
     policy = write_policy(tmp_path / "policy.yaml", simulator, written)
     env = {**turnout_env(simulator), "TURNOUT_CONFIG": str(policy)}
     results = {
-        command: subprocess.run(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "proxy", *args],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        command: turnout_cli(*args, env=env)
         for command, args in {"check": ["check", str(policy)], "serve": ["serve", "--port", "0"]}.items()
     }
     assert results["check"].returncode == 1

@@ -297,10 +297,13 @@ async def test_waiters_call_the_upstream_themselves_when_the_first_fails(
     cached: httpx.AsyncClient, simulator: SimulatorServer
 ) -> None:
     payload = body(unique())
+    leader_id = f"req-leader-{uuid.uuid4().hex}"
     leader = asyncio.ensure_future(
-        ask(cached, payload, **{"x-simulated-fault": "500", "x-simulated-latency-ms": "100"})
+        ask(cached, payload, request_id=leader_id, **{"x-simulated-fault": "500", "x-simulated-latency-ms": "200"})
     )
-    await asyncio.sleep(0.03)
+    async with asyncio.timeout(5):  # a hang guard: the leader is on its way to the upstream, its flight open
+        while not await reached_upstream(simulator, leader_id):  # noqa: ASYNC110 - the simulator signals nothing
+            await asyncio.sleep(0.005)
     follower = await ask(cached, payload)
     assert (await leader).status_code == 502
     assert follower.status_code == 200

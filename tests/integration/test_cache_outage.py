@@ -23,6 +23,7 @@ from proxy.config.settings import load_settings
 from routes.simulator.server import SimulatorServer
 from tests.conftest import in_process
 from tests.integration.test_cache import ask, body, unique
+from tests.manual_clock import ManualClock
 from tests.redis_server import RedisServer
 
 POLICY = """
@@ -46,7 +47,8 @@ async def test_the_backend_turns_failures_into_misses_counts_them_and_recovers(
 ) -> None:
     metrics = Metrics()
     settings = CacheSettings(url=own_redis.url, timeout=0.1, connect_timeout=0.1, retry_after=0.2)
-    cache = RedisResponseCache(settings, recorder=Recorder(metrics))
+    clock = ManualClock()  # when Redis is skipped, and until when, is the cache's own clock
+    cache = RedisResponseCache(settings, recorder=Recorder(metrics), clock=clock.now)
     try:
         await cache.set("k", b"v", 60)
         assert await cache.get("k") == b"v"
@@ -65,7 +67,9 @@ async def test_the_backend_turns_failures_into_misses_counts_them_and_recovers(
         await cache.set("k2", b"v", 60)  # never raises
 
         own_redis.start()
-        await asyncio.sleep(0.25)
+        await clock.advance(0.1)
+        assert not cache.available  # still skipped: retry_after has not passed
+        await clock.advance(0.1)
         await cache.set("k", b"back", 60)
         assert await cache.get("k") == b"back"
     finally:
@@ -77,8 +81,9 @@ async def test_the_backend_turns_failures_into_misses_counts_them_and_recovers(
 
 async def test_a_stalled_redis_is_a_miss_after_the_timeout(own_redis: RedisServer) -> None:
     metrics = Metrics()
+    clock = ManualClock()
     settings = CacheSettings(url=own_redis.url, timeout=0.1, connect_timeout=0.1, retry_after=0.1)
-    cache = RedisResponseCache(settings, recorder=Recorder(metrics))
+    cache = RedisResponseCache(settings, recorder=Recorder(metrics), clock=clock.now)
     try:
         await cache.set("k", b"v", 60)
         own_redis.pause()
@@ -89,7 +94,8 @@ async def test_a_stalled_redis_is_a_miss_after_the_timeout(own_redis: RedisServe
             assert cache_errors(metrics) == 1
         finally:
             own_redis.resume()
-        await asyncio.sleep(0.15)
+        assert await cache.get("k") is None  # skipped for retry_after
+        await clock.advance(0.1)
         assert await cache.get("k") == b"v"
     finally:
         await cache.aclose()

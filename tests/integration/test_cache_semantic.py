@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 import uuid
 from collections.abc import AsyncIterator
@@ -56,7 +55,8 @@ async def test_a_paraphrase_hits_and_a_contradiction_does_not(semantic: httpx.As
     tenant = {"x-turnout-caller": f"t-{uuid.uuid4().hex}"}  # a tenant of this test's own on the shared Redis
     first = await ask(semantic, support("How do I reset my password?"), **tenant)
     assert first.headers["x-turnout-cache"] == "miss"
-    await asyncio.sleep(0.1)  # the answer and its question are stored in the background
+    # The same question again waits for the first's flight, which lands once its answer and question are stored.
+    assert await status(semantic, support("How do I reset my password?"), **tenant) == "hit"
     paraphrase = await ask(semantic, support("How can I reset my password?"), **tenant)
     assert paraphrase.headers["x-turnout-cache"] == "hit"
     assert paraphrase.content == first.content

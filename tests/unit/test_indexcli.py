@@ -1,4 +1,4 @@
-"""`turnout index add | stats | search | remove`, the OpenAI-compatible embedder, and the shipped example index."""
+"""`turnout index add | stats | search | remove`, and the shipped example index (the embedders: tests/contract)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from proxy.cli.main import main
-from routes import KnowledgeIndex, OpenAIEmbedder, Upstream, UpstreamTimeouts, new_session
-from routes.knowledge.embedding import LocalEmbedder, Spent
+from routes import KnowledgeIndex
+from routes.knowledge.embedding import LocalEmbedder
 from routes.knowledge.indexer import add_files, expand_paths
-from routes.simulator.server import SimulatorServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "policies" / "examples"
@@ -55,23 +54,6 @@ def test_index_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[st
     KnowledgeIndex.empty(tmp_path / "other", "text-embedding-3-small", 1536).save()
     assert main(["index", "search", "refunds", "--index", str(tmp_path / "other")]) == 1
     assert "made by text-embedding-3-small (1536 dimensions), not by wordllama" in capsys.readouterr().err
-
-
-async def test_the_openai_embedder_asks_the_upstream_and_counts_tokens(simulator: SimulatorServer) -> None:
-    session = new_session(UpstreamTimeouts())
-    try:
-        upstream = Upstream("sim", simulator.base_url, "sk-test", session)
-        embedder = OpenAIEmbedder(upstream, "text-embedding-3-small", 64)
-        vectors, first = await embedder.embed(["refunds are paid back", "refunds are paid back", "opening hours"])
-        again, second = await embedder.embed(["refunds are paid back"])
-    finally:
-        await session.close()
-    assert vectors.shape == (3, 64)
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(vectors[0], again[0], rtol=1e-5)  # deterministic
-    assert float(vectors[0] @ vectors[2]) < 0.99
-    assert (first, second) == (Spent("text-embedding-3-small", 13), Spent("text-embedding-3-small", 5))
-    assert (embedder.name, embedder.dimension) == ("text-embedding-3-small", 64)
 
 
 async def test_the_shipped_example_index_is_up_to_date(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from proxy.config.settings import load_settings
+from tests.deploy.helm_chart import render
 from tests.dockerfile import DOCKERFILE, ROOT, Instruction, environment, stages
-from tests.unit.helm_chart import render
 
 BUILD, RUNTIME = stages()
 

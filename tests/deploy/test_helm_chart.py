@@ -17,7 +17,7 @@ import pytest
 from proxy._version import __version__
 from proxy.config.sections import ServerSettings
 from proxy.config.settings import ENV_VARS, load_settings
-from tests.unit.helm_chart import (
+from tests.deploy.helm_chart import (
     CHART,
     EVERYTHING_ON,
     KUBE_VERSION,
