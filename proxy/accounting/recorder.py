@@ -6,9 +6,8 @@ and calls it with what it measured:
 - the middleware, when a request's response has ended: the request's `Tally` (`request`);
 - the pipeline, when a shadow copy has finished: the copy's tally (`shadow`);
 - the Redis cache backend, for each command that failed or timed out (`cache_failed`);
-- the embedders, for tokens embedded with no request to charge, such as a policy's examples at load
-  (`embedded`);
-- the app's resources, for each policy file: the routes it has (`routes_known`), whether it loaded
+- the app's resources, for tokens embedded with no request to charge (a policy's examples, at load:
+  `embedded`), and for each policy file: the routes it has (`routes_known`), whether it loaded
   (`reloaded`), and its circuit breakers (`follow_breakers`).
 
 What a request measures on its way (the decision, the cache result, the attempts and the breaker

@@ -12,9 +12,9 @@ is gone within `lock_lease` seconds, and a waiter polling for it takes it over t
 upstream itself. A waiter stops waiting at once when its own poll cannot reach Redis (the holder's
 state is then unknown), and any wait ends after `lock_ttl` seconds, however alive the holder is.
 
-A hit is the stored entry replayed in the form the request asks for (`proxy.endpoints.chat_replay.replay`), read whole
-first: an entry that does not read (stored by another version, changed in a shared Redis) is deleted
-and answered as a miss, and an answer that would not replay is never stored.
+A hit is the stored entry replayed in the form the request asks for, by the request's endpoint codec
+(`Codec.replay`), read whole first: an entry that does not read (stored by another version, changed in a
+shared Redis) is deleted and answered as a miss, and an answer that would not replay is never stored.
 """
 
 from __future__ import annotations
