@@ -21,21 +21,14 @@ import msgspec
 
 from proxy.endpoints.base import Replay
 from proxy.wire.answers import ChunkView, CompletionView, UnreadableAnswerError, read_answer
-from proxy.wire.schemas import Usage
 from proxy.wire.sse import DONE, DONE_EVENT, encode_event, event_data, split_events
 
 __all__ = [
     "COMPLETION",
     "STREAM",
-    "answered_by",
-    "assemble",
     "entry",
     "replay",
-    "replay_events",
     "replayable",
-    "to_completion",
-    "to_events",
-    "to_stream",
 ]
 
 COMPLETION = b"C"
@@ -103,17 +96,8 @@ class _Choice:
         return {"index": self.index, "message": message, "logprobs": logprobs, "finish_reason": self.finish_reason}
 
 
-def assemble(events: bytes) -> bytes:
-    """The `chat.completion` body a completed stream adds up to.
-
-    Raises:
-        UnreadableAnswerError: a chunk cannot be read.
-    """
-    return _assemble(_read_stream(events, wants_usage=True).chunks)
-
-
 def _assemble(chunks: list[dict[str, Any]]) -> bytes:
-    """`assemble()` of chunks already read (their shape checked: every `.get` below finds what it expects)."""
+    """The `chat.completion` body a completed stream's chunks add up to (their shape checked when read)."""
     body: dict[str, Any] = {"object": "chat.completion"}
     choices: dict[int, _Choice] = {}
     usage = None
@@ -154,18 +138,8 @@ def _choice_deltas(choice: dict[str, Any]) -> list[tuple[dict[str, Any], Any, st
     return deltas
 
 
-def to_events(completion: bytes, *, wants_usage: bool) -> bytes:
-    """The SSE events of a live stream of `completion`, `[DONE]` last.
-
-    Raises:
-        UnreadableAnswerError: `completion` cannot be read.
-    """
-    body, _ = read_answer(completion, CompletionView)
-    return _to_events(body, wants_usage=wants_usage)
-
-
 def _to_events(body: dict[str, Any], *, wants_usage: bool) -> bytes:
-    """`to_events()` of a completion already read (its shape checked)."""
+    """The SSE events of a live stream of a completion already read (its shape checked), `[DONE]` last."""
     envelope: dict[str, Any] = {"id": body.get("id"), "object": "chat.completion.chunk", "created": body.get("created")}
     envelope["model"] = body.get("model")
     for field in ("system_fingerprint", "service_tier"):
@@ -207,43 +181,6 @@ def _read_stream(events: bytes, *, wants_usage: bool) -> _Stream:
                     continue
         kept.append(event + b"\n\n")
     return _Stream(events=events if wants_usage else b"".join(kept), chunks=chunks, usage_chunk=usage_chunk)
-
-
-def replay_events(events: bytes, *, wants_usage: bool) -> bytes:
-    """A stored stream as a new stream: as it came, without the usage-only chunk unless asked for.
-
-    Raises:
-        UnreadableAnswerError: a chunk cannot be read.
-    """
-    return _read_stream(events, wants_usage=wants_usage).events
-
-
-def to_completion(stored: bytes) -> bytes:
-    """A stored entry as a `chat.completion` body.
-
-    Raises:
-        UnreadableAnswerError: the entry cannot be read.
-    """
-    return replay(stored, stream=False, wants_usage=False).body
-
-
-def answered_by(stored: bytes) -> tuple[str | None, Usage | None]:
-    """The model and usage of a stored answer, to price a hit: a completion's own, or a stream's usage chunk's.
-
-    Raises:
-        UnreadableAnswerError: the entry cannot be read.
-    """
-    found = replay(stored, stream=False, wants_usage=False)
-    return found.model, found.usage
-
-
-def to_stream(stored: bytes, *, wants_usage: bool) -> bytes:
-    """A stored entry as SSE events.
-
-    Raises:
-        UnreadableAnswerError: the entry cannot be read.
-    """
-    return replay(stored, stream=True, wants_usage=wants_usage).body
 
 
 def replay(stored: bytes, *, stream: bool, wants_usage: bool) -> Replay:

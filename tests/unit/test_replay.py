@@ -7,18 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from proxy.endpoints.chat_replay import (
-    COMPLETION,
-    STREAM,
-    assemble,
-    entry,
-    replay,
-    replay_events,
-    replayable,
-    to_completion,
-    to_events,
-    to_stream,
-)
+from proxy.endpoints.chat_replay import COMPLETION, STREAM, entry, replay, replayable
 from proxy.wire.answers import UnreadableAnswerError
 from proxy.wire.sse import DONE, SSEDecoder
 from routes.simulator.answers import Answer, render_completion, render_events
@@ -41,6 +30,29 @@ def answer(**body: Any) -> Answer:
         chunks=6,
         fault="",
     )
+
+
+def assemble(events: bytes) -> bytes:
+    """The completion a stored stream replays as."""
+    return replay(entry(STREAM, events), stream=False, wants_usage=True).body
+
+
+def to_events(completion: bytes, *, wants_usage: bool) -> bytes:
+    """The stream a stored completion replays as."""
+    return replay(entry(COMPLETION, completion), stream=True, wants_usage=wants_usage).body
+
+
+def replay_events(events: bytes, *, wants_usage: bool) -> bytes:
+    """The stream a stored stream replays as."""
+    return replay(entry(STREAM, events), stream=True, wants_usage=wants_usage).body
+
+
+def to_completion(stored: bytes) -> bytes:
+    return replay(stored, stream=False, wants_usage=False).body
+
+
+def to_stream(stored: bytes, *, wants_usage: bool) -> bytes:
+    return replay(stored, stream=True, wants_usage=wants_usage).body
 
 
 def chunks_of(events: bytes) -> list[dict[str, Any]]:
