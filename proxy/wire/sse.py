@@ -11,7 +11,6 @@ __all__ = [
     "DONE",
     "DONE_EVENT",
     "EventSplitter",
-    "SSEDecoder",
     "encode_event",
     "event_data",
     "find_done",
@@ -85,22 +84,3 @@ def event_data(event: bytes) -> bytes | None:
     if not lines:
         return None
     return b"\n".join(line[1:] if line.startswith(b" ") else line for line in lines)
-
-
-class SSEDecoder:
-    """Split a byte stream into the `data` payloads of its events, as the bytes arrive."""
-
-    __slots__ = ("_splitter",)
-
-    def __init__(self) -> None:
-        self._splitter = EventSplitter()
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """Add `chunk` and return the payloads of the events it completed (maybe none)."""
-        payloads = (event_data(event) for event in split_events(self._splitter.feed(chunk)))
-        return [payload for payload in payloads if payload is not None]
-
-    @property
-    def pending(self) -> bool:
-        """Whether an incomplete event is still buffered."""
-        return self._splitter.pending

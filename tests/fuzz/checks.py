@@ -21,9 +21,10 @@ from typing import Any
 
 import httpx
 
-from proxy.wire.sse import DONE, SSEDecoder
+from proxy.wire.sse import DONE
 from tests.e2e.conftest import SERVER_KEY
 from tests.openapi import SchemaMismatchError, validate
+from tests.sse_client import SSEDecoder
 
 __all__ = ["Problem", "Reply", "error_fields", "error_problems", "header_problems", "problems", "success_problems"]
 

@@ -10,10 +10,11 @@ import msgspec
 import pytest
 
 from proxy.config.sections import TimeoutSettings
-from proxy.wire.sse import DONE, SSEDecoder
+from proxy.wire.sse import DONE
 from routes.simulator.server import SimulatorServer
 from tests.conftest import UPSTREAM_KEY, in_process, make_settings
 from tests.openapi import validate
+from tests.sse_client import SSEDecoder
 
 CHAT = "/v1/chat/completions"
 HELLO = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import httpx
 import msgspec
 
-from proxy.wire.sse import DONE, SSEDecoder
+from proxy.wire.sse import DONE
 from routes.simulator.server import SimulatorServer
 from tests.conftest import UPSTREAM_KEY, upstream_call
 from tests.openapi import validate
+from tests.sse_client import SSEDecoder
 
 CHAT = "/v1/chat/completions"
 HELLO = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]}

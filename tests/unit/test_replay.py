@@ -9,9 +9,10 @@ import pytest
 
 from proxy.endpoints.chat_replay import COMPLETION, STREAM, entry, replay, replayable
 from proxy.wire.answers import UnreadableAnswerError
-from proxy.wire.sse import DONE, SSEDecoder
+from proxy.wire.sse import DONE
 from routes.simulator.answers import Answer, render_completion, render_events
 from tests.openapi import validate
+from tests.sse_client import SSEDecoder
 
 TOOL = {
     "type": "function",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.wire.sse import DONE, DONE_EVENT, SSEDecoder, encode_event, find_done
+from proxy.wire.sse import DONE, DONE_EVENT, encode_event, find_done
+from tests.sse_client import SSEDecoder
 
 STREAM = (
     b": OPENROUTER PROCESSING\n\n"
