@@ -30,7 +30,7 @@ from proxy.outcome import Outcome, OutcomeError
 from proxy.semantic import SemanticScorer
 from proxy.streaming import Relay, open_relay, replay_relay
 from proxy.tasks import BackgroundTasks
-from proxy.wire.errors import ProxyError, RouteUnavailableError
+from proxy.wire.errors import InvalidRequestError, ProxyError, RouteUnavailableError
 from proxy.wire.schemas import Usage
 from routes import Answer, AnswerStream, Call, Route
 
@@ -130,7 +130,7 @@ class Pipeline:
             return route.complete(call)
 
         try:
-            name, answer, failed = await self._dispatch(decision, complete_on, tally, ticket.status)
+            name, answer, failed = await self._dispatch(codec.kind, decision, complete_on, tally, ticket.status)
         except BaseException:
             ticket.finish(None)
             raise
@@ -173,7 +173,7 @@ class Pipeline:
             return relay, opened
 
         try:
-            name, (relay, opened), failed = await self._dispatch(decision, open_on, tally, ticket.status)
+            name, (relay, opened), failed = await self._dispatch(codec.kind, decision, open_on, tally, ticket.status)
         except BaseException:
             ticket.finish(None)
             raise
@@ -184,16 +184,22 @@ class Pipeline:
         return relay, Outcome(name, decision.rule, failed, ticket.status, opened.headers)
 
     async def _dispatch(
-        self, decision: Decision, once: Callable[[Route], Awaitable[T]], tally: Tally, cache: CacheStatus
+        self, kind: str, decision: Decision, once: Callable[[Route], Awaitable[T]], tally: Tally, cache: CacheStatus
     ) -> tuple[str, T, tuple[str, ...]]:
         """Run `once` on the decided route, then on each fallback while the failure is the route's.
+
+        Only the routes that serve the call's endpoint `kind` are tried.
 
         Raises:
             OutcomeError: the last error, with the outcome that shows the decision (which route failed, sent by
                 which rule, what the cache did).
         """
         failed: list[str] = []
-        candidates = (decision.route, *decision.fallbacks)
+        candidates = [name for name in (decision.route, *decision.fallbacks) if kind in self.routes[name].endpoints]
+        if not candidates:
+            message = f"The route '{decision.route}' (rule '{decision.rule}') does not answer {kind} requests."
+            error = InvalidRequestError(message, param="model", code="unsupported_endpoint")
+            raise OutcomeError(error, Outcome(decision.route, decision.rule, cache=cache))
         for index, name in enumerate(candidates):
             last = index == len(candidates) - 1
             tally.route, tally.fallback_from = name, tuple(failed)

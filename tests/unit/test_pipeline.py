@@ -207,3 +207,16 @@ async def test_a_shadow_copy_runs_in_the_background_and_never_reaches_the_caller
     await chat._tasks.drain(1)
     assert shadow.calls == 1
     assert outcome.route == "a"
+
+
+async def test_only_routes_that_serve_the_calls_endpoint_are_tried() -> None:
+    other_kind, backup = FakeRoute("a"), FakeRoute("b")
+    other_kind.endpoints = frozenset({"embeddings"})  # an instance attribute: this route alone serves no chat
+    chat = with_fallback(pipeline(other_kind, backup), "a", "b")
+    answer, outcome = await chat.complete(CHAT, call())
+    assert (other_kind.calls, backup.calls, answer.model, outcome.route) == (0, 1, "b", "b")
+    alone = with_fallback(pipeline(other_kind), "a")
+    with pytest.raises(OutcomeError) as refused:
+        await alone.complete(CHAT, call())
+    assert (refused.value.error.status, refused.value.error.instance_code) == (400, "unsupported_endpoint")
+    assert refused.value.outcome.route == "a"
