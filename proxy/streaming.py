@@ -80,14 +80,14 @@ async def _relay(
     on_end: EndHook | None,
 ) -> AsyncGenerator[bytes, None]:
     done, end = False, codec.end_event
+    take_usage, ends = codec.take_usage, codec.ends  # once a chunk: looked up once
     async with contextlib.aclosing(source):
         try:
             while events is not None:
-                found = codec.take_usage(events, keep=wants_usage)
-                events = found.events
-                if found.usage is not None:
-                    on_usage(found.usage, found.model)
-                done = codec.ends(events)
+                events, usage, model = take_usage(events, keep=wants_usage)
+                if usage is not None:
+                    on_usage(usage, model)
+                done = ends(events)
                 if done and on_end is not None:
                     events = events[: -len(end)] + on_end(None) + end
                 if events:

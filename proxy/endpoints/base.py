@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -37,9 +37,11 @@ class Replay:
     """Its usage, when it reported one."""
 
 
-@dataclass(frozen=True, slots=True)
-class UsageFound:
-    """A run of stream events with the usage taken out of them, and that usage (None: there was none)."""
+class UsageFound(NamedTuple):
+    """A run of stream events with the usage taken out of them, and that usage (None: there was none).
+
+    A tuple: the relay gets one for every run of events it passes on.
+    """
 
     events: bytes
     """The events to send on (a usage-only event dropped unless the caller asked for it)."""

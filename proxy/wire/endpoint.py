@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
@@ -43,9 +43,8 @@ class Body(Generic[ViewT]):
         return Body(raw=_ENCODE(fields), view=self.view, fields=fields)
 
 
-@dataclass(frozen=True, slots=True)
-class StreamCut:
-    """A run of upstream events read up to where the stream ends or breaks."""
+class StreamCut(NamedTuple):
+    """A run of upstream events read up to where the stream ends or breaks (a tuple: one is made per read)."""
 
     events: bytes
     """The events to pass on: all of them, or those before the end or the fault."""
