@@ -17,7 +17,7 @@ from litestar.types import HTTPScope, Receive, Scope, Send
 
 from proxy.accounting.metrics import CONTENT_TYPE
 from proxy.accounting.recorder import Recorder
-from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream
+from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream, unless_gone
 from proxy.endpoints.chat import CHAT
 from proxy.headers import forwardable_headers
 from proxy.lifespan import Generation, Resources
@@ -92,11 +92,14 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     tally.caller, tally.stream, tally.request = caller and caller[:_MAX_CALLER], stream, body.view
     if stream:
         relay, outcome = await generation.pipeline.stream(CHAT, call, tally)
-        await send_stream(send, receive, relay, [*outcome.headers(), _server_timing(started)])
-    else:
-        answer, outcome = await generation.pipeline.complete(CHAT, call, tally)
-        tally.answer = answer.body
-        await send_json(send, answer.body, [*outcome.headers(), _server_timing(started)])
+        await send_stream(send, receive, relay, [*outcome.headers(), _server_timing(started)], CHAT.ends)
+        return
+    try:  # a client that leaves (an SDK's timeout) takes its upstream call with it; the middleware logs 499
+        answer, outcome = await unless_gone(receive, generation.pipeline.complete(CHAT, call, tally))
+    except ClientDisconnectedError:
+        return
+    tally.answer = answer.body
+    await send_json(send, answer.body, [*outcome.headers(), _server_timing(started)])
 
 
 def _credential(headers: Mapping[bytes, bytes]) -> str:

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
-from typing import Protocol, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Protocol, TypeVar, cast
 
 from litestar.types import Receive, Send
 
 from proxy.wire.errors import InvalidRequestError, RequestTooLargeError
-from proxy.wire.sse import DONE_EVENT
 
-__all__ = ["ClientDisconnectedError", "ClosableChunks", "read_body", "send_json", "send_stream"]
+__all__ = ["ClientDisconnectedError", "ClosableChunks", "read_body", "send_json", "send_stream", "unless_gone"]
+
+T = TypeVar("T")
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _SSE_HEADERS = [
@@ -38,7 +39,7 @@ class ClosableChunks(Protocol):
 
 
 class ClientDisconnectedError(Exception):
-    """The client went away before its request body arrived; there is nobody to answer."""
+    """The client went away before its answer: there is nobody to answer."""
 
 
 def _too_large(limit: int) -> RequestTooLargeError:
@@ -76,11 +77,12 @@ async def send_json(send: Send, body: bytes, headers: list[tuple[bytes, bytes]],
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def send_stream(send: Send, receive: Receive, chunks: ClosableChunks, headers: list[tuple[bytes, bytes]]) -> None:
-    """Send an SSE response chunk by chunk as `chunks` yields them.
+@contextlib.asynccontextmanager
+async def _until_gone(receive: Receive) -> AsyncIterator[None]:
+    """Run the block in this task unless the client disconnects first: then the task is cancelled, at once.
 
-    When the client disconnects, the relay is cancelled at once and `chunks` closed, which closes the
-    upstream request (ASGI servers drop writes to a gone client silently, so only `receive` tells).
+    Raises:
+        ClientDisconnectedError: the client left before the block was done.
     """
     task = asyncio.current_task()
     assert task is not None  # noqa: S101 - always inside a task under an ASGI server
@@ -95,18 +97,49 @@ async def send_stream(send: Send, receive: Receive, chunks: ClosableChunks, head
     # A scoped watcher, cancelled below whatever happens; not a background task.
     watcher = asyncio.get_running_loop().create_task(watch_disconnect())
     try:
-        async with contextlib.aclosing(chunks):
-            await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
-            more = True
-            async for chunk in chunks:
-                # An SSE stream's last event is [DONE]: it goes out with the end of the body, in one write.
-                more = not chunk.endswith(DONE_EVENT)
-                await send({"type": "http.response.body", "body": chunk, "more_body": more})
-            if more:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        yield
     except asyncio.CancelledError:
         if not gone.is_set():
             raise
         task.uncancel()
+        raise ClientDisconnectedError from None
     finally:
         watcher.cancel()
+
+
+async def unless_gone(receive: Receive, work: Awaitable[T]) -> T:
+    """What `work` (awaited in this task) gives, unless the client disconnects first: then it is cancelled.
+
+    The upstream call under way is cancelled with it, at once (aiohttp closes its connection), so a client
+    that timed out leaves nothing running behind it, and nothing is charged but what the upstream reported.
+    The watch ends before the answer is sent.
+
+    Raises:
+        ClientDisconnectedError: the client left before `work` was done.
+    """
+    async with _until_gone(receive):
+        return await work
+
+
+async def send_stream(
+    send: Send,
+    receive: Receive,
+    chunks: ClosableChunks,
+    headers: list[tuple[bytes, bytes]],
+    ends: Callable[[bytes], bool],
+) -> None:
+    """Send an SSE response chunk by chunk as `chunks` yields them; the chunk that `ends` the stream ends the body.
+
+    When the client disconnects, the relay is cancelled at once and `chunks` closed, which closes the
+    upstream request (ASGI servers drop writes to a gone client silently, so only `receive` tells).
+    """
+    with contextlib.suppress(ClientDisconnectedError):
+        async with _until_gone(receive), contextlib.aclosing(chunks):
+            await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *headers]})
+            more = True
+            async for chunk in chunks:
+                # A stream's last event goes out with the end of the body, in one write.
+                more = not ends(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+            if more:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})

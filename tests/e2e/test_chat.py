@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.e2e.conftest import CLIENT_KEY, SERVER_KEY, SimulatorCalls, lower_keys, new_request_id
+from tests.e2e.conftest import CLIENT_KEY, SERVER_KEY, RunningProcess, SimulatorCalls, lower_keys, new_request_id
 from tests.openapi import validate
 
 MODEL = "gpt-4o-mini"
@@ -240,6 +240,42 @@ def test_client_disconnect_cancels_the_upstream(client: openai.OpenAI, simulator
     assert record is not None
     assert record["outcome"] == "cancelled", record
     assert record["cancelled_at"] - closed_at < 1.0
+
+
+def test_a_client_that_times_out_takes_its_upstream_call_with_it(
+    client: openai.OpenAI, turnout: RunningProcess, simulator_call: SimulatorCalls
+) -> None:
+    """Not streamed: the SDK gives up after its timeout, and Turnout cancels the upstream call within a second."""
+    request_id = new_request_id()
+    impatient = client.with_options(timeout=0.5, max_retries=0)
+    with pytest.raises(openai.APITimeoutError):
+        impatient.chat.completions.create(
+            model=MODEL,
+            messages=MESSAGES,
+            extra_headers={"x-request-id": request_id, "x-simulated-latency-ms": "20000"},
+        )
+    gave_up_at = time.time()
+
+    record = simulator_call.wait_for(request_id, lambda call: call["outcome"] == "cancelled", timeout=5.0)
+
+    assert record is not None
+    assert record["outcome"] == "cancelled", record
+    assert record["cancelled_at"] - gave_up_at < 1.0
+    line = wait_for_log_line(turnout, request_id)
+    assert (line["status"], line.get("cost_usd")) == (499, None)  # nothing was reported, nothing is charged
+
+
+def wait_for_log_line(turnout: RunningProcess, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The access log line of `request_id`, once the process has written it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for text in turnout.stderr().splitlines():
+            if request_id in text and text.startswith("{"):
+                line: dict[str, Any] = json.loads(text)
+                if line.get("request_id") == request_id:
+                    return line
+        time.sleep(0.05)
+    raise AssertionError(f"no access log line for {request_id}:\n{turnout.stderr()[-2000:]}")
 
 
 # --- tool calls ----------------------------------------------------------------------------------------------
