@@ -21,6 +21,7 @@ from proxy.api import (
     handle_unexpected_error,
 )
 from proxy.config.settings import Settings, load_settings
+from proxy.cors import Cors
 from proxy.lifespan import open_resources
 from proxy.middleware import RequestIdMiddleware
 from proxy.outcome import OutcomeError
@@ -68,6 +69,8 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
         logging_config=None,
         state=State({"recorder": recorder}),
     )
-    # Outermost, so that even the router's own 404s and 405s carry the request id.
-    app.asgi_handler = RequestIdMiddleware(app.asgi_handler, recorder=recorder)
+    # Browser clients, when configured: their preflights answered before the router sees them.
+    handler = app.asgi_handler if server.cors is None else Cors(app.asgi_handler, server.cors)
+    # Outermost, so that even the router's own 404s and 405s (and preflights) carry the request id.
+    app.asgi_handler = RequestIdMiddleware(handler, recorder=recorder)
     return app

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "BreakerSettings",
     "CacheSettings",
+    "CorsSettings",
     "EmbedderSettings",
     "Price",
     "RetrySettings",
@@ -124,6 +125,27 @@ class EmbedderSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     dimension: Annotated[int, msgspec.Meta(ge=1, le=8192)] = 256
 
 
+Origin = Annotated[str, msgspec.Meta(pattern=r"^(\*|https?://[^/\s]+)$")]
+
+
+class CorsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Browser clients: the origins that may call Turnout from a page, and the request headers they may send."""
+
+    origins: Annotated[tuple[Origin, ...], msgspec.Meta(min_length=1)]
+    """`https://app.example.com` (scheme, host and port, as a browser sends `Origin`), or `*` for any."""
+    headers: tuple[Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9-]+$")], ...] = (
+        "authorization",
+        "content-type",
+        "openai-organization",
+        "openai-project",
+        "x-request-id",
+        "x-turnout-caller",
+    )
+    """Request headers a page may send (the SDKs' own `x-stainless-*` headers are always allowed too)."""
+    max_age: Annotated[int, msgspec.Meta(ge=0, le=86400)] = 600
+    """Seconds a browser may keep a preflight's answer."""
+
+
 class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How Turnout's own HTTP server runs."""
 
@@ -146,3 +168,5 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """One JSON line per request on the `turnout.access` logger."""
     log_content: bool = False
     """Put the request's messages and the answer in the access log line (off: no message content)."""
+    cors: CorsSettings | None = None
+    """Browser clients allowed (None, the default: no CORS headers, browsers keep pages out)."""
