@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.cache.lookup import CacheStatus
+from proxy.accounting.tally import CacheStatus
 from proxy.wire.errors import ProxyError
 
 __all__ = ["Outcome", "OutcomeError"]

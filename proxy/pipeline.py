@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 from policies import Decision, PolicyEngine
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.recorder import Recorder
-from proxy.accounting.tally import Tally
+from proxy.accounting.tally import CacheStatus, Tally
 from proxy.breaker import CircuitBreaker
-from proxy.cache.lookup import AnswerCache, CacheStatus, Ticket
+from proxy.cache.lookup import AnswerCache, Ticket
 from proxy.config.sections import BreakerSettings, RetrySettings
 from proxy.decide import decide_semantically
 from proxy.endpoints.base import Codec

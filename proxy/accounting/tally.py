@@ -29,14 +29,15 @@ if TYPE_CHECKING:
 __all__ = [
     "COST_HEADER",
     "SAVINGS_HEADER",
-    "CacheResult",
+    "CacheStatus",
     "Embedding",
     "Tally",
     "priced",
     "usd",
 ]
 
-CacheResult = Literal["hit", "miss", "bypass"]
+CacheStatus = Literal["hit", "miss", "bypass"]
+"""What the response cache did for a request: a hit, a miss (looked up, not found), or not looked up."""
 COST_HEADER = "x-turnout-cost-usd"
 SAVINGS_HEADER = "x-turnout-savings-usd"
 
@@ -79,7 +80,7 @@ class Tally:
     """The model that really answered, as the upstream reported it."""
     model_label: str | None = None
     """`model` as a metric label: a configured or priced model's name, else `other`."""
-    cache: CacheResult = "bypass"
+    cache: CacheStatus = "bypass"
     usage: Usage | None = None
     charge: Charge | None = None
     embeddings: list[Embedding] | None = None

@@ -24,12 +24,13 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from policies import CacheRule, Decision
 from proxy.accounting.recorder import Recorder
+from proxy.accounting.tally import CacheStatus
 from proxy.cache.keys import fields_key
 from proxy.cache.lease import SYSTEM_CLOCK, Clock, Lease, keep_lock
 from proxy.cache.memory import MemoryResponseCache
@@ -44,11 +45,10 @@ from proxy.wire.redisurl import redact_url
 from routes import Call, Route
 from routes.knowledge.embedding import Embedder, Question
 
-__all__ = ["AnswerCache", "CacheStatus", "SharedCache", "Ticket", "open_backend"]
+__all__ = ["AnswerCache", "SharedCache", "Ticket", "open_backend"]
 
 logger = logging.getLogger("turnout.cache")
 
-CacheStatus = Literal["hit", "miss", "bypass"]
 SEMANTIC_KEEP = 256
 """Questions remembered per namespace (tenant, route, parameters) for semantic matching."""
 _POLL = 0.02
