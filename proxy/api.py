@@ -6,18 +6,20 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 from litestar import Request, Response, asgi, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.handlers import ASGIRouteHandler
 from litestar.params import FromPath
 from litestar.types import HTTPScope, Receive, Scope, Send
 
 from proxy.accounting.metrics import CONTENT_TYPE
 from proxy.accounting.recorder import Recorder
 from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream, unless_gone
+from proxy.endpoints.base import Codec
 from proxy.endpoints.chat import CHAT
 from proxy.headers import forwardable_headers
 from proxy.lifespan import Generation, Resources
@@ -42,6 +44,7 @@ __all__ = [
     "handle_outcome_error",
     "handle_proxy_error",
     "handle_unexpected_error",
+    "routed",
 ]
 
 logger = logging.getLogger("turnout.api")
@@ -63,43 +66,55 @@ def _check_content_type(headers: Mapping[bytes, bytes]) -> None:
         raise UnsupportedMediaTypeError(f"Send the request body as application/json, not {media.decode('latin-1')}.")
 
 
-@asgi(["/v1/chat/completions", "/chat/completions"], is_mount=False, copy_scope=False)
-async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
-    """`POST /v1/chat/completions`: answer through the pipeline, streaming or not, as the caller asked."""
-    started = time.perf_counter()
-    method = cast("HTTPScope", scope)["method"]
-    if method != "POST":
-        raise MethodNotAllowedError(f"Method {method} is not allowed on {scope['path']}", headers={"allow": "POST"})
-    generation = _resources(scope["app"].state).current  # this request's policy, whatever reloads meanwhile
-    tally = tally_of(scope)
-    tally.routed = True
-    headers = dict(scope["headers"])
-    _check_content_type(headers)
-    try:
-        raw = await read_body(headers, receive, generation.settings.server.max_body_bytes)
-    except ClientDisconnectedError:
-        return
-    body = CHAT.decode(raw)
-    caller = headers.get(_CALLER, b"").decode("latin-1") or None
-    call = Call(
-        endpoint=CHAT,
-        body=body,
-        headers=forwardable_headers(scope["headers"], request_id_of(scope)),
-        caller=caller,
-        credential=_credential(headers),
-    )
-    stream = CHAT.streams(body)
-    tally.caller, tally.stream, tally.request = caller and caller[:_MAX_CALLER], stream, body.view
-    if stream:
-        relay, outcome = await generation.pipeline.stream(CHAT, call, tally)
-        await send_stream(send, receive, relay, [*outcome.headers(), _server_timing(started)], CHAT.ends)
-        return
-    try:  # a client that leaves (an SDK's timeout) takes its upstream call with it; the middleware logs 499
-        answer, outcome = await unless_gone(receive, generation.pipeline.complete(CHAT, call, tally))
-    except ClientDisconnectedError:
-        return
-    tally.answer = answer.body
-    await send_json(send, answer.body, [*outcome.headers(), _server_timing(started)])
+def routed(codec: Codec[Any], *paths: str) -> ASGIRouteHandler:
+    """The handler of a routed endpoint (`POST` on `paths`): its calls go through the pipeline with `codec`.
+
+    Streamed or not, as the caller asked. A client that leaves before a whole answer (an SDK's timeout) takes
+    its upstream call with it; the middleware logs 499.
+    """
+
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        method = cast("HTTPScope", scope)["method"]
+        if method != "POST":
+            raise MethodNotAllowedError(f"Method {method} is not allowed on {scope['path']}", headers={"allow": "POST"})
+        generation = _resources(scope["app"].state).current  # this request's policy, whatever reloads meanwhile
+        tally = tally_of(scope)
+        tally.routed, tally.endpoint = True, codec.kind
+        headers = dict(scope["headers"])
+        _check_content_type(headers)
+        try:
+            raw = await read_body(headers, receive, generation.settings.server.max_body_bytes)
+        except ClientDisconnectedError:
+            return
+        body = codec.decode(raw)
+        caller = headers.get(_CALLER, b"").decode("latin-1") or None
+        call = Call(
+            endpoint=codec,
+            body=body,
+            headers=forwardable_headers(scope["headers"], request_id_of(scope)),
+            caller=caller,
+            credential=_credential(headers),
+        )
+        stream = codec.streams(body)
+        tally.caller, tally.stream, tally.request = caller and caller[:_MAX_CALLER], stream, body.view
+        if stream:
+            relay, outcome = await generation.pipeline.stream(codec, call, tally)
+            await send_stream(send, receive, relay, [*outcome.headers(), _server_timing(started)], codec.ends)
+            return
+        try:
+            answer, outcome = await unless_gone(receive, generation.pipeline.complete(codec, call, tally))
+        except ClientDisconnectedError:
+            return
+        tally.answer = answer.body
+        await send_json(send, answer.body, [*outcome.headers(), _server_timing(started)])
+
+    handle.__name__ = handle.__qualname__ = f"{codec.kind}_handler"
+    handle.__doc__ = f"`POST {paths[0]}`: {codec.kind} requests, answered through the pipeline."
+    return asgi(list(paths), is_mount=False, copy_scope=False, name=codec.kind)(handle)
+
+
+chat_completions = routed(CHAT, "/v1/chat/completions", "/chat/completions")
 
 
 def _credential(headers: Mapping[bytes, bytes]) -> str:

@@ -1,4 +1,4 @@
-"""Validate HTTP bodies against OpenAI's own OpenAPI schemas (the subset in `tests/schemas/openai-chat.json`).
+"""Validate HTTP bodies against OpenAI's own OpenAPI schemas (the subset in `tests/schemas/openai.json`).
 
 The subset is a faithful copy of openai/openai-openapi (see `tests/schemas/SOURCE.md`). It still uses the
 OpenAPI 3.0 keyword `nullable: true`, which a JSON Schema 2020-12 validator ignores; `rewrite_nullable`
@@ -25,9 +25,17 @@ from jsonschema.exceptions import best_match  # type: ignore[import-untyped,unus
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-__all__ = ["SCHEMA_FILE", "SchemaMismatchError", "rewrite_nullable", "schema", "schema_names", "validate"]
+__all__ = [
+    "SCHEMA_FILE",
+    "SchemaMismatchError",
+    "rewrite_nullable",
+    "rewrite_older_keywords",
+    "schema",
+    "schema_names",
+    "validate",
+]
 
-SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / "openai-chat.json"
+SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / "openai.json"
 """The stored subset of OpenAI's OpenAPI document."""
 
 _BASE_URI = "urn:openai-openapi:chat"
@@ -111,11 +119,45 @@ def rewrite_nullable(schema: Any) -> Any:
     return out
 
 
+def rewrite_older_keywords(schema: Any, name: str) -> Any:
+    """Return a copy of schema `name` with the older keywords that JSON Schema 2020-12 changed rewritten.
+
+    - 2019-09's self-reference (`CompoundFilter`, the Responses API's file-search filters, has
+      `$recursiveAnchor: true` and `$recursiveRef: "#"`): a plain `$ref` to the schema's own name.
+    - OpenAPI 3.0's boolean `exclusiveMinimum`/`exclusiveMaximum` beside `minimum`/`maximum` (the
+      fine-tuning hyperparameters): the 2020-12 number form.
+    """
+    if isinstance(schema, list):
+        return [rewrite_older_keywords(item, name) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "$recursiveAnchor":
+            continue
+        if key == "$recursiveRef" and value == "#":
+            out["$ref"] = _REF_PREFIX + name
+        elif key in _EXCLUSIVE and isinstance(value, bool):
+            bound = _EXCLUSIVE[key]
+            if value and bound in schema:
+                out[key] = schema[bound]
+        elif key in _EXCLUSIVE.values() and schema.get(_BOUNDED_BY[key]) is True:
+            continue
+        else:
+            out[key] = rewrite_older_keywords(value, name)
+    return out
+
+
+_EXCLUSIVE = {"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}
+_BOUNDED_BY = {bound: key for key, bound in _EXCLUSIVE.items()}
+
+
 @functools.cache
 def _schemas() -> Mapping[str, Any]:
-    """The stored subset's `components.schemas`, with `nullable` rewritten (loaded once)."""
+    """The stored subset's `components.schemas`, with `nullable` and older keywords rewritten (loaded once)."""
     document = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
-    return {name: rewrite_nullable(schema) for name, schema in document["components"]["schemas"].items()}
+    schemas = document["components"]["schemas"].items()
+    return {name: rewrite_nullable(rewrite_older_keywords(schema, name)) for name, schema in schemas}
 
 
 @functools.cache

@@ -14,7 +14,7 @@ import msgspec
 
 from proxy.accounting.tally import Tally, usd
 from proxy.wire.answers import CompletionView, UnreadableAnswerError, read_answer
-from proxy.wire.schemas import ChatMessage
+from proxy.wire.schemas import ChatMessage, ChatRequest
 
 __all__ = ["ACCESS_LOGGER", "AccessLine", "AccessLog"]
 
@@ -116,7 +116,7 @@ class AccessLog:
 
     @staticmethod
     def _add_content(line: AccessLine, tally: Tally) -> None:
-        if tally.request is not None:
+        if isinstance(tally.request, ChatRequest):
             line.messages = tally.request.messages
         if tally.answer is not None:
             try:  # an answer the route or the cache let through always reads: this is a last guard

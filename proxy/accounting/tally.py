@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
 from proxy.wire.errors import ProxyError
-from proxy.wire.schemas import ChatRequest, Usage
+from proxy.wire.schemas import Usage
 
 if TYPE_CHECKING:
     from proxy.accounting.cost import Charge, PriceTable
@@ -66,12 +66,14 @@ class Tally:
     """`time.perf_counter()` when the request arrived."""
     routed: bool = False
     """A request the pipeline routed (chat completions): counted in the request metrics; the others are only logged."""
+    endpoint: str = ""
+    """The endpoint kind of a routed request (its codec's `kind`: `chat`, ...); "" for any other request."""
     shadow: bool = False
     """A shadow copy, sent in the background: its tokens and cost count, it is no request of its own."""
     caller: str | None = None
     stream: bool = False
-    request: ChatRequest | None = None
-    """The typed request, for the access log's optional content."""
+    request: object = None
+    """The typed request (its codec's view), for the access log's optional content."""
     answer: bytes | None = None
     """A non-streamed answer's body, for the access log's optional content."""
     route: str | None = None

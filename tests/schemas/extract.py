@@ -1,4 +1,4 @@
-"""Extract the chat-completion subset of OpenAI's OpenAPI document into `tests/schemas/openai-chat.json`.
+"""Extract the subset Turnout serves of OpenAI's OpenAPI document into `tests/schemas/openai.json`.
 
 Usage (from the repository root)::
 
@@ -20,16 +20,35 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = REPO_ROOT.parent / "shared" / "openai-openapi" / "openapi.json"
-OUTPUT = Path(__file__).resolve().with_name("openai-chat.json")
+OUTPUT = Path(__file__).resolve().with_name("openai.json")
 REPOSITORY = "https://github.com/openai/openai-openapi"
 ROOTS = (
+    "Batch",
     "CreateChatCompletionRequest",
     "CreateChatCompletionResponse",
     "CreateChatCompletionStreamResponse",
+    "CreateCompletionRequest",
+    "CreateCompletionResponse",
+    "CreateEmbeddingRequest",
+    "CreateEmbeddingResponse",
+    "CreateModerationRequest",
+    "CreateModerationResponse",
+    "CreateResponse",
+    "DeleteFileResponse",
+    "DeleteModelResponse",
     "Error",
     "ErrorResponse",
+    "FineTuningJob",
+    "ListBatchesResponse",
+    "ListFilesResponse",
+    "ListFineTuningJobEventsResponse",
     "ListModelsResponse",
+    "ListPaginatedFineTuningJobsResponse",
     "Model",
+    "OpenAIFile",
+    "Response",
+    "ResponseItemList",
+    "ResponseStreamEvent",
 )
 REF_PREFIX = "#/components/schemas/"
 # The snapshot's SOURCE.md line: "- Commit (...): `<40 hex digits>`".
@@ -131,7 +150,7 @@ def render(subset: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] = ()) -> int:
-    """Write `openai-chat.json` from the spec named in `argv` (or the default path).
+    """Write `openai.json` from the spec named in `argv` (or the default path).
 
     Args:
         argv: Command-line arguments without the program name: at most one spec path.

@@ -406,4 +406,4 @@ def test_extract_rejects_refs_outside_components_schemas() -> None:
 
 def test_extract_script_path_is_relative_to_repo_root() -> None:
     assert Path(extract.DEFAULT_SPEC).parts[-3:] == ("shared", "openai-openapi", "openapi.json")
-    assert Path(extract.REPO_ROOT) / "tests" / "schemas" / "openai-chat.json" == SCHEMA_FILE
+    assert Path(extract.REPO_ROOT) / "tests" / "schemas" / "openai.json" == SCHEMA_FILE
