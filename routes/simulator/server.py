@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -44,10 +43,18 @@ from aiohttp import web
 
 from proxy.wire.sse import DONE_EVENT, encode_event
 from routes.simulator.answers import ID_PLACEHOLDER, Answer, render_completion, render_events
+from routes.simulator.common import (
+    CALLS,
+    CONFIG,
+    SimulatorConfig,
+    error_response,
+    json_response,
+    read_body,
+    record_call,
+    rejections,
+)
 from routes.simulator.limits import (
     MAX_BODY_BYTES,
-    RECORD_BYTES,
-    SimulatorRejectedError,
     chat_body,
     chunk_count,
     embeddings_ask,
@@ -58,65 +65,10 @@ from routes.simulator.limits import (
 __all__ = ["SimulatorConfig", "SimulatorServer", "build_simulator", "run_simulator", "start_simulator"]
 
 _MODELS = ("gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo", "ft:gpt-3.5-turbo-0613:acme::8Xyz")
-_KEEP_CALLS = 1000
-_CALLS = web.AppKey[OrderedDict[str, dict[str, Any]]]("calls")
-_CONFIG = web.AppKey["SimulatorConfig"]("config")
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatorConfig:
-    """Server-wide defaults; each can be overridden per request by its `x-simulated-*` header."""
-
-    latency_ms: float = 0.0
-    chunk_interval_ms: float = 0.0
-    chunks: int = 12
-
-
-def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=msgspec.json.encode(body), status=status, headers=headers, content_type="application/json")
-
-
-def _error(status: int, fault: str) -> web.Response:
-    if fault.startswith("text-"):
-        return web.Response(status=status, text="upstream exploded", content_type="text/plain")
-    kinds = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error", 429: "requests"}
-    codes = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
-    messages = {401: "Incorrect API key provided: sk-simu*********************1234.", 429: "Rate limit reached."}
-    detail = {
-        "message": messages.get(status, f"Simulated error {status}."),
-        "type": kinds.get(status, "server_error" if status >= 500 else "invalid_request_error"),
-        "param": "messages" if status in (400, 422) else None,
-        "code": codes.get(status),
-    }
-    return _json({"error": detail}, status, {"retry-after": "1"} if status == 429 else None)
-
-
-def _rejected(rejection: SimulatorRejectedError) -> web.Response:
-    """The OpenAI-format error for a request the simulator refuses."""
-    detail = {"message": rejection.message, "type": "invalid_request_error", "param": rejection.param}
-    return _json({"error": {**detail, "code": rejection.code}}, rejection.status)
-
-
-async def _read(request: web.Request) -> bytes:
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        message = f"The request body is larger than the simulator's limit of {MAX_BODY_BYTES} bytes."
-        raise SimulatorRejectedError(message, status=413, code="request_too_large") from exc
-
-
-@web.middleware
-async def _rejections(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every `SimulatorRejectedError` a handler raises, answered as OpenAI answers a bad request."""
-    try:
-        response: web.StreamResponse = await handler(request)
-    except SimulatorRejectedError as rejection:
-        return _rejected(rejection)
-    return response
 
 
 class _Simulator:
-    """The request handlers; per-call records live in the app under `_CALLS`."""
+    """The request handlers; per-call records live in the app under `CALLS`."""
 
     def __init__(self) -> None:
         # Rendered completions by what shapes them, with a placeholder id: a load test's requests are
@@ -142,30 +94,10 @@ class _Simulator:
             rendered = self._rendered[key] = msgspec.json.encode(render_completion(placeholder))
         return rendered.replace(ID_PLACEHOLDER, answer.id.encode(), 1)
 
-    @staticmethod
-    def _record(request: web.Request, raw: bytes, body: dict[str, Any]) -> dict[str, Any]:
-        calls = request.app[_CALLS]
-        kept = len(raw) <= RECORD_BYTES  # a thousand records of a large body each would not be a bound
-        record: dict[str, Any] = {
-            "path": request.path,
-            "headers": dict(request.headers),
-            "raw": raw.decode("utf-8", "replace") if kept else None,
-            "raw_bytes": len(raw),
-            "body": body if kept else None,
-            "outcome": "started",
-        }
-        request_id = request.headers.get("x-request-id") or secrets.token_hex(8)
-        earlier = calls.get(request_id)
-        record["models"] = [*(earlier["models"] if earlier else []), str(body.get("model"))]  # retries, fallbacks
-        calls[request_id] = record
-        while len(calls) > _KEEP_CALLS:
-            calls.popitem(last=False)
-        return record
-
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        raw = await _read(request)
+        raw = await read_body(request)
         checked, body = chat_body(raw)
-        config, headers = request.app[_CONFIG], request.headers
+        config, headers = request.app[CONFIG], request.headers
         answer = Answer(
             body=body,
             latency=wait_ms(headers, "x-simulated-latency-ms", config.latency_ms) / 1000,
@@ -173,7 +105,7 @@ class _Simulator:
             chunks=chunk_count(headers, config.chunks, checked.view.n or 1),
             fault=fault_of(headers, checked.view.model),
         )
-        record = self._record(request, raw, body)
+        record = record_call(request, raw, body)
         try:
             if answer.fault == "timeout":
                 await asyncio.sleep(3600)
@@ -182,7 +114,7 @@ class _Simulator:
             status = answer.fault.removeprefix("text-")
             if status.isdigit():
                 record["outcome"] = "fault"
-                return _error(int(status), answer.fault)
+                return error_response(int(status), answer.fault)
             if body.get("stream"):
                 return await self._stream(request, answer, record)
             record["outcome"] = "completed"
@@ -221,12 +153,12 @@ class _Simulator:
         return {"id": model_id, "object": "model", "created": 1686935002, "owned_by": "openai"}
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        raw = await _read(request)
+        raw = await read_body(request)
         ask = embeddings_ask(raw)
-        self._record(request, raw, ask.values)
+        record_call(request, raw, ask.values)
         fault = fault_of(request.headers, ask.model)
         if fault.removeprefix("text-").isdigit():
-            return _error(int(fault.removeprefix("text-")), fault)
+            return error_response(int(fault.removeprefix("text-")), fault)
         data = [
             {"object": "embedding", "index": index, "embedding": _hashed_vector(text, ask.dimension)}
             for index, text in enumerate(ask.texts)
@@ -238,22 +170,22 @@ class _Simulator:
             "model": ask.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-        return _json(answer)
+        return json_response(answer)
 
     async def models(self, request: web.Request) -> web.Response:
-        return _json({"object": "list", "data": [self._model(m) for m in _MODELS]})
+        return json_response({"object": "list", "data": [self._model(m) for m in _MODELS]})
 
     async def model(self, request: web.Request) -> web.Response:
         model_id = request.match_info["model_id"]
         if model_id not in _MODELS:
-            return _error(404, "")
-        return _json(self._model(model_id))
+            return error_response(404, "")
+        return json_response(self._model(model_id))
 
     async def call(self, request: web.Request) -> web.Response:
-        record = request.app[_CALLS].get(request.match_info["request_id"])
+        record = request.app[CALLS].get(request.match_info["request_id"])
         if record is None:
-            return _json({"error": "no such call"}, 404)
-        return _json(record)
+            return json_response({"error": "no such call"}, 404)
+        return json_response(record)
 
 
 _WORDS = re.compile(r"\w+")
@@ -274,9 +206,9 @@ def _hashed_vector(text: str, dimension: int) -> list[float]:
 
 def build_simulator(config: SimulatorConfig | None = None) -> web.Application:
     """The simulated upstream as an aiohttp application (serve it with `start_simulator` or `run_simulator`)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_rejections])
-    app[_CONFIG] = config or SimulatorConfig()
-    app[_CALLS] = OrderedDict()
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[rejections])
+    app[CONFIG] = config or SimulatorConfig()
+    app[CALLS] = OrderedDict()
     handlers = _Simulator()
     for prefix in ("/v1", ""):
         app.router.add_post(prefix + "/chat/completions", handlers.chat)
