@@ -1,8 +1,15 @@
-"""What the simulated upstream answers: completion bodies, stream events, tool calls and usage."""
+"""What the simulated upstream answers: completion bodies, stream events, tool calls, logprobs and usage.
+
+The content is words (`x-simulated-chunks` of them), or JSON when `response_format` asks for it: a JSON
+object for `json_object`, a value valid against the schema for `json_schema` (`schema_values`), cut into
+token-like pieces. Tool calls follow `tool_calls`. With `logprobs: true`, each content piece has its
+logprob and `top_logprobs` alternatives, in the body and in each chunk.
+"""
 
 from __future__ import annotations
 
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +17,8 @@ from typing import Any
 import msgspec
 
 from proxy.wire.sse import DONE_EVENT, encode_event
+from routes.simulator.schema_values import value_for
+from routes.simulator.tool_calls import ToolCall, chosen_functions, tool_calls
 
 __all__ = ["ID_PLACEHOLDER", "Answer", "render_completion", "render_events"]
 
@@ -47,29 +56,42 @@ class Answer:
     fault: str
     id: str = field(default_factory=lambda: f"chatcmpl-{random.getrandbits(116):029x}")
     created: int = field(default_factory=lambda: int(time.time()))
+    _pieces: list[str] | None = None
 
     @property
     def model(self) -> str:
         """The model the request asked for (the simulator answers as that model)."""
         return str(self.body.get("model") or "gpt-4")
 
-    def words(self) -> list[str]:
-        """The answer's content, one word per chunk."""
-        return [(" " if i else "") + _WORDS[i % len(_WORDS)] for i in range(self.chunks)]
+    @property
+    def choices(self) -> int:
+        """How many choices (`n`)."""
+        return max(1, int(self.body.get("n") or 1))
 
-    def tool(self) -> dict[str, Any] | None:
-        """The function to call, when the request offers tools and the last message is not a tool result."""
-        tools = self.body.get("tools") or []
-        messages = self.body.get("messages") or [{}]
-        if not tools or self.body.get("tool_choice") == "none" or messages[-1].get("role") == "tool":
+    def functions(self) -> list[dict[str, Any]]:
+        """The functions the answer calls (none: it answers in content)."""
+        return chosen_functions(self.body)
+
+    def pieces(self) -> list[str]:
+        """The answer's content, one token-like piece per chunk: words, or JSON when `response_format` asks."""
+        if self._pieces is None:
+            self._pieces = _pieces(self.body.get("response_format"), self.chunks)
+        return self._pieces
+
+    def words(self) -> list[str]:
+        """The answer's content, one piece per chunk (the name of old)."""
+        return self.pieces()
+
+    def logprobs(self) -> int | None:
+        """How many alternatives a content token's logprob lists, or None when `logprobs` is not asked for."""
+        if self.body.get("logprobs") is not True:
             return None
-        function: dict[str, Any] = tools[0].get("function", {})
-        return function
+        return int(self.body.get("top_logprobs") or 0)
 
     def usage(self) -> dict[str, Any]:
-        """Token counts in OpenAI's shape: a rough prompt estimate, one token per content chunk."""
+        """Token counts in OpenAI's shape: a rough prompt estimate, one token per content piece."""
         prompt = sum(4 + len(str(m.get("content") or "")) // 4 for m in self.body.get("messages") or [])
-        completion = self.chunks * max(1, int(self.body.get("n") or 1))
+        completion = len(self.pieces()) * self.choices
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -95,51 +117,89 @@ class Answer:
         }
 
 
-def _arguments(function: dict[str, Any]) -> str:
-    """Plausible JSON arguments for `function`: a value of the right type for each required parameter."""
-    parameters = function.get("parameters") or {}
-    properties = parameters.get("properties") or {}
-    samples = {"string": "simulated", "integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}
-    values = {name: samples.get(str(properties.get(name, {}).get("type"))) for name in parameters.get("required", [])}
-    return msgspec.json.encode(values).decode()
+_PIECE = re.compile(r"\s*\w+|\s*[^\w\s]+|\s+")
+
+
+def _pieces(response_format: object, chunks: int) -> list[str]:
+    """The content: `chunks` words, or the JSON text that `response_format` asks for, in pieces."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    words = [(" " if i else "") + _WORDS[i % len(_WORDS)] for i in range(chunks)]
+    if kind == "json_object":
+        text = msgspec.json.encode({"answer": "".join(words)}).decode()
+    elif kind == "json_schema":
+        spec = response_format.get("json_schema") if isinstance(response_format, dict) else None
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        text = msgspec.json.encode(value_for(schema if isinstance(schema, dict) else {})).decode()
+    else:
+        return words
+    return _PIECE.findall(text)
+
+
+def _token_logprob(token: str, at: int, alternatives: int) -> dict[str, Any]:
+    """A content token's logprob entry: a plausible, deterministic logprob and `alternatives` lower ones."""
+    logprob = -round(0.002 + 0.037 * (at % 7), 6)
+    top = [{"token": token, "logprob": logprob, "bytes": list(token.encode())}]
+    for k in range(1, alternatives):
+        other = (" " if token.startswith(" ") else "") + _WORDS[(at + k) % len(_WORDS)]
+        top.append({"token": other, "logprob": round(logprob - 1.5 * k, 6), "bytes": list(other.encode())})
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode()), "top_logprobs": top[:alternatives]}
+
+
+def _logprobs(answer: Answer, pieces: list[str], start: int) -> dict[str, Any] | None:
+    """The `logprobs` of a choice (or of a chunk's pieces, from position `start`), or None when not asked."""
+    alternatives = answer.logprobs()
+    if alternatives is None:
+        return None
+    content = [_token_logprob(piece, start + i, alternatives) for i, piece in enumerate(pieces)]
+    return {"content": content, "refusal": None}
+
+
+def _call_body(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def _message(answer: Answer) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
+    """One choice's message, logprobs and finish reason (its tool calls with ids of their own)."""
+    functions = answer.functions()
+    if functions:
+        calls = [_call_body(call) for call in tool_calls(functions)]
+        message = {"role": "assistant", "content": None, "tool_calls": calls, "refusal": None, "annotations": []}
+        return message, None if answer.logprobs() is None else {"content": None, "refusal": None}, "tool_calls"
+    pieces = answer.pieces()
+    message = {"role": "assistant", "content": "".join(pieces), "refusal": None, "annotations": []}
+    return message, _logprobs(answer, pieces, 0), "stop"
 
 
 def render_completion(answer: Answer) -> dict[str, Any]:
     """The `chat.completion` body for `answer`."""
-    function = answer.tool()
-    if function is not None:
-        call: dict[str, Any] = {"id": "call_" + answer.id[-24:], "type": "function"}
-        call["function"] = {"name": function.get("name", "f"), "arguments": _arguments(function)}
-        message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
-        finish = "tool_calls"
-    else:
-        message = {"role": "assistant", "content": "".join(answer.words()), "refusal": None, "annotations": []}
-        finish = "stop"
-    n = max(1, int(answer.body.get("n") or 1))
-    choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": finish} for i in range(n)]
+    choices = []
+    for index in range(answer.choices):
+        message, logprobs, finish = _message(answer)
+        choices.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish})
     return {**answer.envelope("chat.completion"), "choices": choices, "usage": answer.usage()}
 
 
-def _deltas(answer: Answer) -> list[tuple[dict[str, Any], str | None]]:
-    """The (delta, finish_reason) pairs of a stream, first to last, for one choice."""
-    function = answer.tool()
-    first: dict[str, Any] = {"role": "assistant", "content": None if function else "", "refusal": None}
-    if function is None:
-        words: list[tuple[dict[str, Any], str | None]] = [({"content": word}, None) for word in answer.words()]
-        return [(first, None), *words, ({}, "stop")]
-    arguments = _arguments(function)
-    call_id = "call_" + answer.id[-24:]
-    head: dict[str, Any] = {
-        "index": 0,
-        "id": call_id,
-        "type": "function",
-        "function": {"name": function.get("name", "f"), "arguments": ""},
-    }
-    pieces = [arguments[i : i + 8] for i in range(0, len(arguments), 8)]
-    deltas: list[tuple[dict[str, Any], str | None]] = [
-        ({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}, None) for p in pieces
-    ]
-    return [({**first, "tool_calls": [head]}, None), *deltas, ({}, "tool_calls")]
+_Delta = tuple[dict[str, Any], dict[str, Any] | None, str | None]
+
+
+def _deltas(answer: Answer) -> list[_Delta]:
+    """The (delta, logprobs, finish_reason) triples of one choice's stream, first to last."""
+    functions = answer.functions()
+    first: dict[str, Any] = {"role": "assistant", "content": None if functions else "", "refusal": None}
+    if not functions:
+        pieces = answer.pieces()
+        words: list[_Delta] = [({"content": p}, _logprobs(answer, [p], i), None) for i, p in enumerate(pieces)]
+        return [(first, None, None), *words, ({}, None, "stop")]
+    deltas: list[_Delta] = []
+    for index, call in enumerate(tool_calls(functions)):
+        head = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        if index == 0:
+            deltas.append(({**first, "tool_calls": [head]}, None, None))
+        else:
+            deltas.append(({"tool_calls": [head]}, None, None))
+        pieces = [call.arguments[i : i + 8] for i in range(0, len(call.arguments), 8)]
+        deltas += [({"tool_calls": [{"index": index, "function": {"arguments": p}}]}, None, None) for p in pieces]
+    return [*deltas, ({}, None, "tool_calls")]
 
 
 def render_events(answer: Answer) -> list[bytes]:
@@ -148,10 +208,13 @@ def render_events(answer: Answer) -> list[bytes]:
     include_usage = bool((answer.body.get("stream_options") or {}).get("include_usage"))
     if include_usage:
         envelope["usage"] = None
-    n = max(1, int(answer.body.get("n") or 1))
+    per_choice = [_deltas(answer) for _ in range(answer.choices)]
     events = []
-    for delta, finish in _deltas(answer):
-        choices = [{"index": i, "delta": delta, "logprobs": None, "finish_reason": finish} for i in range(n)]
+    for step in range(len(per_choice[0])):
+        choices = []
+        for index, deltas in enumerate(per_choice):
+            delta, logprobs, finish = deltas[step]
+            choices.append({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
         events.append(encode_event(msgspec.json.encode({**envelope, "choices": choices})))
     if include_usage:
         events.append(encode_event(msgspec.json.encode({**envelope, "choices": [], "usage": answer.usage()})))

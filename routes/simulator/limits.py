@@ -12,7 +12,8 @@ bounds on `n`, `temperature`, ...), and then bounds what only it uses:
 | `x-simulated-chunks` | `MAX_CHUNKS`, and `n` x chunks at most `MAX_CHOICE_CHUNKS` |
 | `x-simulated-latency-ms`, `x-simulated-chunk-interval-ms` | 0 to `MAX_WAIT_MS` |
 | `x-simulated-fault` | a status of 400-599 (or `text-` one), `timeout`, `midstream`, `disconnect` |
-| `tools[0].function` | an object with a string `name` and JSON-schema `parameters` |
+| `tools` | at most `MAX_TOOLS`; each `function` an object with a string `name` and JSON-schema `parameters` |
+| a schema (`parameters`, `response_format.json_schema.schema`) | walked to a bounded depth and size (`schema_values`) |
 | embeddings `input` | at most `MAX_EMBEDDING_INPUTS` strings |
 | embeddings `dimensions` | 1 to `MAX_DIMENSIONS`, and inputs x dimensions at most `MAX_EMBEDDING_VALUES` |
 | a call's record | its raw body kept up to `RECORD_BYTES` |
@@ -41,6 +42,7 @@ __all__ = [
     "MAX_EMBEDDING_INPUTS",
     "MAX_EMBEDDING_VALUES",
     "MAX_MESSAGES",
+    "MAX_TOOLS",
     "MAX_WAIT_MS",
     "RECORD_BYTES",
     "EmbeddingsAsk",
@@ -55,6 +57,8 @@ __all__ = [
 MAX_BODY_BYTES = 32 * 1024 * 1024
 """Twice Turnout's default `max_body_bytes`: whatever Turnout forwards, the simulator reads."""
 MAX_MESSAGES = 10_000
+MAX_TOOLS = 128
+"""OpenAI's own limit on `tools`."""
 MAX_CHUNKS = 4_096
 MAX_CHOICE_CHUNKS = 65_536
 """Content chunks times choices (`n`): about 10 MB of stream at most."""
@@ -121,9 +125,11 @@ def chat_body(raw: bytes) -> tuple[ChatBody, dict[str, Any]]:
         raise _too_many("messages", MAX_MESSAGES, len(body.view.messages))
     values: dict[str, Any] = msgspec.json.decode(raw)  # an accepted body always decodes again
     tools = values.get("tools")
-    if tools:  # the answer calls the first tool's function: its name and parameters must be usable
+    if isinstance(tools, list) and len(tools) > MAX_TOOLS:
+        raise _too_many("tools", MAX_TOOLS, len(tools))
+    if tools:  # the answer may call any tool's function: its name and parameters must be usable
         try:
-            msgspec.convert(tools[:1], list[_Tool])
+            msgspec.convert(tools, list[_Tool])
         except msgspec.ValidationError as exc:
             message = f"Invalid 'tools': {str(exc).replace('$', 'tools')}."
             raise SimulatorRejectedError(message, param="tools", code="invalid_value") from exc

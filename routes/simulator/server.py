@@ -76,15 +76,16 @@ class _Simulator:
         self._rendered: dict[tuple[Any, ...], bytes] = {}
 
     def _completion_body(self, answer: Answer) -> bytes:
-        tool = answer.tool()
-        key = (
-            answer.model,
-            answer.chunks,
-            answer.body.get("n"),
-            answer.created,
-            repr(tool),
-            answer.usage()["prompt_tokens"],
-        )
+        """The body of `answer`, from a rendering kept with a placeholder id when its like was answered before.
+
+        Only an answer whose one varying part is its `chatcmpl-` id is kept: tool calls have ids of their
+        own (unique per call), so an answer that calls a function is rendered afresh every time.
+        """
+        if answer.functions():
+            return msgspec.json.encode(render_completion(answer))
+        body = answer.body
+        shape = (body.get("response_format"), body.get("logprobs"), body.get("top_logprobs"))
+        key = (answer.model, answer.chunks, body.get("n"), answer.created, answer.usage()["prompt_tokens"], repr(shape))
         rendered = self._rendered.get(key)
         if rendered is None:
             if len(self._rendered) > 256:
