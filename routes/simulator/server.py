@@ -53,6 +53,7 @@ from routes.simulator.common import (
     record_call,
     rejections,
 )
+from routes.simulator.files import add_file_routes
 from routes.simulator.limits import (
     MAX_BODY_BYTES,
     chat_body,
@@ -217,6 +218,7 @@ def build_simulator(config: SimulatorConfig | None = None) -> web.Application:
         app.router.add_get(prefix + "/models", handlers.models)
         app.router.add_get(prefix + "/models/{model_id:.+}", handlers.model)
     app.router.add_get("/_simulator/calls/{request_id}", handlers.call)
+    add_file_routes(app)
     return app
 
 

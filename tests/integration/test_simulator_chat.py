@@ -8,14 +8,11 @@ own schemas too.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import openai
 import pydantic
-import pytest
 
-from routes.simulator.server import SimulatorServer
 from tests.openapi import validate
 
 MESSAGES: Any = [{"role": "user", "content": "What is the weather in Paris, and the time?"}]
@@ -36,15 +33,6 @@ def tool(name: str, parameters: dict[str, Any] | None = None) -> Any:
 
 
 WEATHER, TIME = tool("get_weather"), tool("get_time")
-
-
-@pytest.fixture
-async def sdk(simulator: SimulatorServer) -> AsyncIterator[openai.AsyncOpenAI]:
-    client = openai.AsyncOpenAI(
-        base_url=simulator.base_url, api_key="sk-simulated", max_retries=0, _strict_response_validation=True
-    )
-    yield client
-    await client.close()
 
 
 async def create(sdk: openai.AsyncOpenAI, **kwargs: Any) -> dict[str, Any]:
