@@ -54,6 +54,7 @@ from routes.simulator.common import (
     rejections,
 )
 from routes.simulator.files import add_file_routes
+from routes.simulator.fine_tuning import add_fine_tuning_routes
 from routes.simulator.limits import (
     MAX_BODY_BYTES,
     chat_body,
@@ -219,6 +220,7 @@ def build_simulator(config: SimulatorConfig | None = None) -> web.Application:
         app.router.add_get(prefix + "/models/{model_id:.+}", handlers.model)
     app.router.add_get("/_simulator/calls/{request_id}", handlers.call)
     add_file_routes(app)
+    add_fine_tuning_routes(app)
     return app
 
 
