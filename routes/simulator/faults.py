@@ -11,6 +11,8 @@ A file download also knows `disconnect` (the connection dropped after half the c
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +20,9 @@ from aiohttp import web
 from routes.simulator.common import CONFIG, error_response, record_call
 from routes.simulator.limits import fault_of, wait_ms
 
-__all__ = ["simulated"]
+__all__ = ["simulated", "with_faults"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def simulated(request: web.Request, body: dict[str, Any], raw: bytes = b"") -> tuple[str, web.Response | None]:
@@ -44,3 +48,14 @@ async def simulated(request: web.Request, body: dict[str, Any], raw: bytes = b""
         record["outcome"] = "fault"
         return fault, error_response(int(status), fault)
     return fault, None
+
+
+def with_faults(handler: Handler) -> Handler:
+    """`handler` (one without a body to read: a GET, a DELETE, a cancel) behind `simulated`."""
+
+    @functools.wraps(handler)
+    async def faulted(request: web.Request) -> web.StreamResponse:
+        _, error = await simulated(request, {})
+        return error or await handler(request)
+
+    return faulted

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
 
-from routes.simulator.faults import simulated
+from routes.simulator.faults import simulated, with_faults
 from routes.simulator.limits import SimulatorRejectedError
 
 __all__ = [
@@ -256,25 +256,16 @@ def _disposition(filename: str) -> str:
 
 
 async def _list(request: web.Request) -> web.Response:
-    _, error = await simulated(request, {})
-    if error is not None:
-        return error
     purpose = request.query.get("purpose")
     files = [f.described() for f in request.app[FILES].all() if purpose is None or f.purpose == purpose]
     return web.json_response(page(request, files, 10_000, with_ids=True))
 
 
 async def _retrieve(request: web.Request) -> web.Response:
-    _, error = await simulated(request, {})
-    if error is not None:
-        return error
     return web.json_response(request.app[FILES].get(request.match_info["file_id"]).described())
 
 
 async def _delete(request: web.Request) -> web.Response:
-    _, error = await simulated(request, {})
-    if error is not None:
-        return error
     file_id = request.match_info["file_id"]
     request.app[FILES].delete(file_id)
     return web.json_response({"id": file_id, "object": "file", "deleted": True})
@@ -312,7 +303,7 @@ def add_file_routes(app: web.Application) -> None:
     app[FILES] = FileStore()
     for prefix in ("/v1", ""):
         app.router.add_post(prefix + "/files", _upload)
-        app.router.add_get(prefix + "/files", _list)
-        app.router.add_get(prefix + "/files/{file_id}", _retrieve)
-        app.router.add_delete(prefix + "/files/{file_id}", _delete)
+        app.router.add_get(prefix + "/files", with_faults(_list))
+        app.router.add_get(prefix + "/files/{file_id}", with_faults(_retrieve))
+        app.router.add_delete(prefix + "/files/{file_id}", with_faults(_delete))
         app.router.add_get(prefix + "/files/{file_id}/content", _content)

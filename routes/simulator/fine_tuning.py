@@ -21,7 +21,7 @@ from aiohttp import web
 from proxy.wire.errors import InvalidRequestError
 from proxy.wire.jsonbody import decode_json_object
 from routes.simulator.common import read_body
-from routes.simulator.faults import simulated
+from routes.simulator.faults import simulated, with_faults
 from routes.simulator.files import FILES, page
 from routes.simulator.lifecycle import CLOCK, Lifecycle, SimulatorClock, now, step_seconds
 from routes.simulator.limits import SimulatorRejectedError
@@ -211,22 +211,15 @@ def _job(request: web.Request) -> _Job:
 
 
 async def _retrieve(request: web.Request) -> web.Response:
-    _, error = await simulated(request, {})
-    return error or web.json_response(_current(request.app, _job(request)))
+    return web.json_response(_current(request.app, _job(request)))
 
 
 async def _list(request: web.Request) -> web.Response:
-    _, error = await simulated(request, {})
-    if error is not None:
-        return error
     jobs = [_current(request.app, job) for job in request.app[JOBS].values()]
     return web.json_response(page(request, jobs, 20, with_ids=False))
 
 
 async def _cancel(request: web.Request) -> web.Response:
-    _, error = await simulated(request, {})
-    if error is not None:
-        return error
     job = _job(request)
     status = _current(request.app, job)["status"]
     if status in ("succeeded", "failed", "cancelled"):
@@ -237,18 +230,12 @@ async def _cancel(request: web.Request) -> web.Response:
 
 
 async def _events(request: web.Request) -> web.Response:
-    _, error = await simulated(request, {})
-    if error is not None:
-        return error
     job = _job(request)
     _current(request.app, job)
     return web.json_response(page(request, list(job.events), 20, with_ids=False))
 
 
 async def _checkpoints(request: web.Request) -> web.Response:
-    _, error = await simulated(request, {})
-    if error is not None:
-        return error
     job = _current(request.app, _job(request))
     checkpoints = []
     if job["status"] == "succeeded":
@@ -279,8 +266,8 @@ def add_fine_tuning_routes(app: web.Application) -> None:
     for prefix in ("/v1", ""):
         jobs = prefix + "/fine_tuning/jobs"
         app.router.add_post(jobs, _create)
-        app.router.add_get(jobs, _list)
-        app.router.add_get(jobs + "/{job_id}", _retrieve)
-        app.router.add_post(jobs + "/{job_id}/cancel", _cancel)
-        app.router.add_get(jobs + "/{job_id}/events", _events)
-        app.router.add_get(jobs + "/{job_id}/checkpoints", _checkpoints)
+        app.router.add_get(jobs, with_faults(_list))
+        app.router.add_get(jobs + "/{job_id}", with_faults(_retrieve))
+        app.router.add_post(jobs + "/{job_id}/cancel", with_faults(_cancel))
+        app.router.add_get(jobs + "/{job_id}/events", with_faults(_events))
+        app.router.add_get(jobs + "/{job_id}/checkpoints", with_faults(_checkpoints))

@@ -43,6 +43,7 @@ from aiohttp import web
 
 from proxy.wire.sse import DONE_EVENT, encode_event
 from routes.simulator.answers import ID_PLACEHOLDER, Answer, render_completion, render_events
+from routes.simulator.batches import Answerer, add_batch_routes
 from routes.simulator.common import (
     CALLS,
     CONFIG,
@@ -57,12 +58,14 @@ from routes.simulator.files import add_file_routes
 from routes.simulator.fine_tuning import add_fine_tuning_routes
 from routes.simulator.limits import (
     MAX_BODY_BYTES,
+    EmbeddingsAsk,
     chat_body,
     chunk_count,
     embeddings_ask,
     fault_of,
     wait_ms,
 )
+from routes.simulator.moderations import add_moderation_routes, moderation_answer
 
 __all__ = ["SimulatorConfig", "SimulatorServer", "build_simulator", "run_simulator", "start_simulator"]
 
@@ -162,18 +165,7 @@ class _Simulator:
         fault = fault_of(request.headers, ask.model)
         if fault.removeprefix("text-").isdigit():
             return error_response(int(fault.removeprefix("text-")), fault)
-        data = [
-            {"object": "embedding", "index": index, "embedding": _hashed_vector(text, ask.dimension)}
-            for index, text in enumerate(ask.texts)
-        ]
-        tokens = sum(max(1, round(len(text.split()) * 1.3)) for text in ask.texts)
-        answer = {
-            "object": "list",
-            "data": data,
-            "model": ask.model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-        return json_response(answer)
+        return json_response(_embeddings_answer(ask))
 
     async def models(self, request: web.Request) -> web.Response:
         return json_response({"object": "list", "data": [self._model(m) for m in _MODELS]})
@@ -192,6 +184,36 @@ class _Simulator:
 
 
 _WORDS = re.compile(r"\w+")
+
+
+def _embeddings_answer(ask: EmbeddingsAsk) -> dict[str, Any]:
+    """The `CreateEmbeddingResponse` for an embeddings request."""
+    data = [
+        {"object": "embedding", "index": index, "embedding": _hashed_vector(text, ask.dimension)}
+        for index, text in enumerate(ask.texts)
+    ]
+    tokens = sum(max(1, round(len(text.split()) * 1.3)) for text in ask.texts)
+    return {
+        "object": "list",
+        "data": data,
+        "model": ask.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _batch_answerers(config: SimulatorConfig) -> dict[str, Answerer]:
+    """What answers a batch's lines, by endpoint: the same logic as the endpoints' handlers, without faults."""
+
+    def chat(raw: bytes) -> dict[str, Any]:
+        checked, body = chat_body(raw)
+        chunks = chunk_count({}, config.chunks, checked.view.n or 1)
+        return render_completion(Answer(body=body, latency=0, interval=0, chunks=chunks, fault=""))
+
+    return {
+        "/v1/chat/completions": chat,
+        "/v1/embeddings": lambda raw: _embeddings_answer(embeddings_ask(raw)),
+        "/v1/moderations": moderation_answer,
+    }
 
 
 def _hashed_vector(text: str, dimension: int) -> list[float]:
@@ -221,6 +243,8 @@ def build_simulator(config: SimulatorConfig | None = None) -> web.Application:
     app.router.add_get("/_simulator/calls/{request_id}", handlers.call)
     add_file_routes(app)
     add_fine_tuning_routes(app)
+    add_batch_routes(app, _batch_answerers(app[CONFIG]))
+    add_moderation_routes(app)
     return app
 
 
