@@ -1,30 +1,41 @@
 """A simulated OpenAI upstream (latency, chunking, tool calls, errors) for demos, load tests and CI.
 
-A real HTTP server (aiohttp) that answers `POST /v1/chat/completions` and `GET /v1/models[/{id}]` the
-way OpenAI does: `chatcmpl-` ids, usage, role/content/finish chunks, the usage chunk when asked for,
-tool calls when the request offers tools. Behaviour is set per server (`SimulatorConfig`) and per
-request by headers, which Turnout forwards like any other end-to-end header:
+A real HTTP server (aiohttp) that answers the way OpenAI does, under `/v1` and without it:
 
-- `x-simulated-latency-ms`: wait before answering (before the first chunk of a stream).
+- `POST /chat/completions`: `chatcmpl-` ids, usage, role/content/finish chunks, the usage chunk when
+  asked for; JSON for `response_format` `json_object`, a value valid against the schema for
+  `json_schema`; tool calls as `tool_choice` says, in parallel, each with its own id, arguments valid
+  against the function's parameters; `logprobs` (`answers`, `tool_calls`, `schema_values`).
+- `POST /embeddings`: deterministic vectors: each word of an input is hashed to a few dimensions, so
+  texts that share words point the same way (a crude but stable stand-in for meaning), with `usage`
+  counting about 1.3 tokens a word. `dimensions` is honoured (default 1536).
+- `/files` (`files`), `/fine_tuning/jobs` (`fine_tuning`), `/batches` (`batches`), `POST /moderations`
+  (`moderations`): in memory, with life cycles on the simulator's clock (`lifecycle`).
+- `GET /models[/{id}]`.
+
+Behaviour is set per server (`SimulatorConfig`) and per request by headers, which Turnout forwards like
+any other end-to-end header:
+
+- `x-simulated-latency-ms`: wait before answering (before the first chunk of a stream); every endpoint
+  but embeddings and models.
 - `x-simulated-chunk-interval-ms`: wait between stream chunks (with none, the whole stream goes out in
   one write, as a burst: the same events, without a syscall each).
 - `x-simulated-chunks`: how many content chunks (one word each) the answer has.
 - `x-simulated-fault`: `<status>` (an OpenAI-format error, e.g. 429 with `retry-after`, 500),
   `text-<status>` (a plain-text error body), `timeout` (never answer), `midstream` (an SSE error
-  event after two chunks), `disconnect` (drop the connection after two chunks).
+  event after two chunks), `disconnect` (drop the connection after two chunks; a file download drops
+  it after half its content on either); every endpoint but models.
 - `x-simulated-fault-for`: apply the fault only to requests for this model (to fail one route of several).
-
-`POST /v1/embeddings` answers deterministic vectors: each word of an input is hashed to a few
-dimensions, so texts that share words point the same way (a crude but stable stand-in for meaning),
-with `usage` counting about 1.3 tokens a word. `dimensions` is honoured (default 1536).
+- `x-simulated-step-ms`: on a fine-tuning job's or a batch's create call, how long each stage of its
+  life cycle lasts (`lifecycle.DEFAULT_STEP_MS` by default).
 
 Every call is recorded by its `x-request-id` and can be read back at `GET /_simulator/calls/{id}`:
 what arrived last (headers, body), how it ended (`completed`, `cancelled`, `fault`), and `models`, the
 model of every request that carried that id (retries and fallbacks included).
 
 It is no weak point of the tests and demos it serves: a request is checked as Turnout checks it, and
-everything it could make the simulator allocate or wait for is bounded (`routes.simulator.limits`);
-anything else is an OpenAI-format 400 (a body over `MAX_BODY_BYTES` a 413).
+everything it could make the simulator allocate or wait for is bounded (`routes.simulator.limits`, the
+files' and batches' own bounds); anything else is an OpenAI-format 4xx (a body over `MAX_BODY_BYTES` a 413).
 """
 
 from __future__ import annotations
