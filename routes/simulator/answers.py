@@ -182,21 +182,24 @@ def render_completion(answer: Answer) -> dict[str, Any]:
 _Delta = tuple[dict[str, Any], dict[str, Any] | None, str | None]
 
 
-def _deltas(answer: Answer) -> list[_Delta]:
-    """The (delta, logprobs, finish_reason) triples of one choice's stream, first to last."""
-    functions = answer.functions()
-    first: dict[str, Any] = {"role": "assistant", "content": None if functions else "", "refusal": None}
-    if not functions:
-        pieces = answer.pieces()
-        words: list[_Delta] = [({"content": p}, _logprobs(answer, [p], i), None) for i, p in enumerate(pieces)]
-        return [(first, None, None), *words, ({}, None, "stop")]
+def _content_deltas(answer: Answer) -> list[_Delta]:
+    """The (delta, logprobs, finish_reason) triples of a content answer's stream (the same for every choice)."""
+    first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+    pieces = answer.pieces()
+    if answer.logprobs() is None:
+        words: list[_Delta] = [({"content": piece}, None, None) for piece in pieces]
+    else:
+        words = [({"content": p}, _logprobs(answer, [p], i), None) for i, p in enumerate(pieces)]
+    return [(first, None, None), *words, ({}, None, "stop")]
+
+
+def _call_deltas(functions: list[dict[str, Any]]) -> list[_Delta]:
+    """The triples of one choice's streamed tool calls: each call's head (id, name), then its arguments."""
     deltas: list[_Delta] = []
     for index, call in enumerate(tool_calls(functions)):
         head = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
-        if index == 0:
-            deltas.append(({**first, "tool_calls": [head]}, None, None))
-        else:
-            deltas.append(({"tool_calls": [head]}, None, None))
+        first = {"role": "assistant", "content": None, "refusal": None} if index == 0 else {}
+        deltas.append(({**first, "tool_calls": [head]}, None, None))
         pieces = [call.arguments[i : i + 8] for i in range(0, len(call.arguments), 8)]
         deltas += [({"tool_calls": [{"index": index, "function": {"arguments": p}}]}, None, None) for p in pieces]
     return [*deltas, ({}, None, "tool_calls")]
@@ -208,13 +211,17 @@ def render_events(answer: Answer) -> list[bytes]:
     include_usage = bool((answer.body.get("stream_options") or {}).get("include_usage"))
     if include_usage:
         envelope["usage"] = None
-    per_choice = [_deltas(answer) for _ in range(answer.choices)]
+    functions, n = answer.functions(), answer.choices
+    if functions:  # each choice calls with ids of its own
+        steps: Any = zip(*[_call_deltas(functions) for _ in range(n)], strict=True)
+    else:
+        steps = ([delta] * n for delta in _content_deltas(answer))
     events = []
-    for step in range(len(per_choice[0])):
-        choices = []
-        for index, deltas in enumerate(per_choice):
-            delta, logprobs, finish = deltas[step]
-            choices.append({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+    for step in steps:
+        choices = [
+            {"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+            for i, (delta, logprobs, finish) in enumerate(step)
+        ]
         events.append(encode_event(msgspec.json.encode({**envelope, "choices": choices})))
     if include_usage:
         events.append(encode_event(msgspec.json.encode({**envelope, "choices": [], "usage": answer.usage()})))
