@@ -1,7 +1,8 @@
 """What the simulated upstream answers: completion bodies, stream events, tool calls, logprobs and usage.
 
 The content is words (`x-simulated-chunks` of them), or JSON when `response_format` asks for it: a JSON
-object for `json_object`, a value valid against the schema for `json_schema` (`schema_values`), cut into
+object for `json_object` (of the schema the prompt writes, if it writes one), a value valid against the
+schema for `json_schema` (`schema_values`), cut into
 token-like pieces. Tool calls follow `tool_calls`. With `logprobs: true`, each content piece has its
 logprob and `top_logprobs` alternatives, in the body and in each chunk.
 """
@@ -17,7 +18,7 @@ from typing import Any
 import msgspec
 
 from proxy.wire.sse import DONE_EVENT, encode_event
-from routes.simulator.schema_values import value_for
+from routes.simulator.schema_values import schema_in, value_for
 from routes.simulator.tool_calls import ToolCall, chosen_functions, tool_calls
 
 __all__ = ["ID_PLACEHOLDER", "Answer", "render_completion", "render_events"]
@@ -75,7 +76,7 @@ class Answer:
     def pieces(self) -> list[str]:
         """The answer's content, one token-like piece per chunk: words, or JSON when `response_format` asks."""
         if self._pieces is None:
-            self._pieces = _pieces(self.body.get("response_format"), self.chunks)
+            self._pieces = _pieces(self.body, self.chunks)
         return self._pieces
 
     def words(self) -> list[str]:
@@ -120,12 +121,18 @@ class Answer:
 _PIECE = re.compile(r"\s*\w+|\s*[^\w\s]+|\s+")
 
 
-def _pieces(response_format: object, chunks: int) -> list[str]:
-    """The content: `chunks` words, or the JSON text that `response_format` asks for, in pieces."""
+def _pieces(body: dict[str, Any], chunks: int) -> list[str]:
+    """The content: `chunks` words, or the JSON text that `response_format` asks for, in pieces.
+
+    For `json_object`, a value of the schema the prompt gives, if it gives one (`schema_in`).
+    """
+    response_format = body.get("response_format")
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     words = [(" " if i else "") + _WORDS[i % len(_WORDS)] for i in range(chunks)]
     if kind == "json_object":
-        text = msgspec.json.encode({"answer": "".join(words)}).decode()
+        prompted = schema_in(body.get("messages"))
+        value = value_for(prompted) if prompted is not None else {"answer": "".join(words)}
+        text = msgspec.json.encode(value).decode()
     elif kind == "json_schema":
         spec = response_format.get("json_schema") if isinstance(response_format, dict) else None
         schema = spec.get("schema") if isinstance(spec, dict) else None

@@ -15,11 +15,12 @@ deterministic: the same schema, the same value.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_ITEMS", "MAX_NODES", "value_for"]
+__all__ = ["MAX_DEPTH", "MAX_ITEMS", "MAX_NODES", "schema_in", "value_for"]
 
 MAX_DEPTH = 12
 MAX_ITEMS = 16
@@ -42,6 +43,50 @@ _FORMATS = {
     "uuid": "123e4567-e89b-42d3-a456-426614174000",
 }
 _TYPES = ("object", "array", "string", "integer", "number", "boolean", "null")
+
+
+_SCAN_CHARS = 65_536
+_SCAN_OBJECTS = 256
+
+
+def schema_in(messages: object) -> dict[str, Any] | None:
+    """The last JSON schema written in the messages' text (a prompt's format instructions), or None.
+
+    `json_object` mode leaves the shape to the prompt: LangChain's `json_mode` and its output parsers put
+    the schema there (after an example schema, hence the last one). A schema is a JSON object with
+    `properties` (or `"type": "object"`); at most the last `_SCAN_CHARS` of each message are read.
+    """
+    found = None
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        parts = [content] if isinstance(content, str) else content if isinstance(content, list) else []
+        for part in parts:
+            text = part if isinstance(part, str) else part.get("text") if isinstance(part, dict) else None
+            if isinstance(text, str):
+                found = _last_schema(text[-_SCAN_CHARS:]) or found
+    return found
+
+
+def _is_schema(value: object) -> bool:
+    return isinstance(value, dict) and (isinstance(value.get("properties"), dict) or value.get("type") == "object")
+
+
+def _last_schema(text: str) -> dict[str, Any] | None:
+    """The last schema in `text`, whole: the outermost of the objects that enclose the last schema-like one."""
+    decoder = json.JSONDecoder()
+    found: tuple[dict[str, Any], int, int] | None = None  # the schema, where it starts, where it ends
+    at = len(text)
+    for _ in range(_SCAN_OBJECTS):
+        at = text.rfind("{", 0, at)
+        if at < 0:
+            break
+        try:
+            value, end = decoder.raw_decode(text, at)
+        except ValueError:
+            continue
+        if _is_schema(value) and (found is None or end >= found[2]):  # the first found, or one around it
+            found = (value, at, end)
+    return found[0] if found else None
 
 
 @dataclass(slots=True)

@@ -94,14 +94,15 @@ class _Simulator:
     def _completion_body(self, answer: Answer) -> bytes:
         """The body of `answer`, from a rendering kept with a placeholder id when its like was answered before.
 
-        Only an answer whose one varying part is its `chatcmpl-` id is kept: tool calls have ids of their
-        own (unique per call), so an answer that calls a function is rendered afresh every time.
+        Only an answer whose one varying part is its `chatcmpl-` id, and whose content depends on nothing but
+        the key, is kept: tool calls have ids of their own (unique per call), and JSON content depends on a
+        schema (in `response_format` or in the prompt), so those are rendered afresh every time.
         """
-        if answer.functions():
-            return msgspec.json.encode(render_completion(answer))
         body = answer.body
-        shape = (body.get("response_format"), body.get("logprobs"), body.get("top_logprobs"))
-        key = (answer.model, answer.chunks, body.get("n"), answer.created, answer.usage()["prompt_tokens"], repr(shape))
+        if answer.functions() or body.get("response_format"):
+            return msgspec.json.encode(render_completion(answer))
+        shape = (body.get("logprobs"), body.get("top_logprobs"))
+        key = (answer.model, answer.chunks, body.get("n"), answer.created, answer.usage()["prompt_tokens"], shape)
         rendered = self._rendered.get(key)
         if rendered is None:
             if len(self._rendered) > 256:

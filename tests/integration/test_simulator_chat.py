@@ -91,6 +91,15 @@ async def test_json_object_is_a_json_object(sdk):
     assert isinstance(json.loads(text), dict)
 
 
+async def test_json_object_follows_the_schema_the_prompt_gives(sdk):
+    prompt = f"Answer with a JSON object of this schema:\n```\n{json.dumps(Forecast.model_json_schema())}\n```"
+    messages: Any = [{"role": "system", "content": prompt}, *MESSAGES]
+    completion = await sdk.chat.completions.create(
+        model="gpt-4o", messages=messages, response_format={"type": "json_object"}
+    )
+    Forecast.model_validate_json(completion.choices[0].message.content or "")
+
+
 def calls_of(body: dict[str, Any]) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = body["choices"][0]["message"].get("tool_calls") or []
     return calls

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped,unused-ignore]
 from openai.lib._pydantic import to_strict_json_schema
 
-from routes.simulator.schema_values import MAX_ITEMS, value_for
+from routes.simulator.schema_values import MAX_ITEMS, schema_in, value_for
 
 
 def valid(schema: dict[str, Any]) -> Any:
@@ -145,3 +145,15 @@ def _extend(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[di
 @given(st.recursive(_LEAF, _extend, max_leaves=20), st.booleans())
 def test_every_generated_value_validates(schema, referenced):
     valid({"$defs": {"x": schema}, "$ref": "#/$defs/x"} if referenced else schema)
+
+
+def test_the_schema_a_prompt_gives_is_the_last_one_written():
+    example = '{"properties": {"foo": {"type": "array", "items": {"type": "string"}}}, "required": ["foo"]}'
+    real = json.dumps(Address.model_json_schema())
+    prompt = (
+        f'As an example, for the schema {example} the object {{"foo": ["bar"]}} is well formatted.\n```\n{real}\n```'
+    )
+    messages = [{"role": "system", "content": prompt}, {"role": "user", "content": [{"type": "text", "text": "Hi {"}]}]
+    assert schema_in(messages) == Address.model_json_schema()
+    assert schema_in([{"role": "user", "content": "no schema {here}"}]) is None
+    assert schema_in("not messages") is None
