@@ -1,10 +1,11 @@
 """A value valid against a JSON schema: structured output and tool-call arguments for the simulated upstream.
 
 `value_for(schema)` answers what a model in strict mode would: every required property, the optional ones
-too (as a model usually fills them), strings of the right `format`, numbers within their bounds, arrays
-with at least `minItems`, the first non-null branch of an `anyOf`/`oneOf`, `$ref`s into `$defs` (or
-`definitions`) followed. What Pydantic, the SDK's `to_strict_json_schema` and LangChain emit is the
-target: a value the SDK's `parse` (and Pydantic's validation) accepts.
+too (as a model usually fills them), strings of the right `format` or matching their `pattern`
+(`pattern_text`), numbers within their bounds, arrays with at least `minItems`, the first non-null
+branch of an `anyOf`/`oneOf`, `$ref`s into `$defs` (or `definitions`) followed. What Pydantic, the SDK's
+`to_strict_json_schema` and LangChain emit is the target: a value the SDK's `parse` (and Pydantic's
+validation) accepts.
 
 A client chooses the schema, so the walk is bounded: at most `MAX_DEPTH` levels (deeper, optional
 properties are dropped and a nullable branch preferred, which is how a recursive model ends), arrays of
@@ -19,6 +20,8 @@ import json
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from routes.simulator.pattern_text import text_matching
 
 __all__ = ["MAX_DEPTH", "MAX_ITEMS", "MAX_NODES", "schema_in", "value_for"]
 
@@ -271,7 +274,11 @@ def _tightest(pick: Any, *bounds: float | None) -> float | None:
 
 
 def _string(schema: dict[str, Any], variant: int) -> str:
-    """A string of the schema's `format` (a placeholder word otherwise), within its length bounds."""
+    """A string the schema's `pattern` matches, or of its `format` (a placeholder word otherwise), within its bounds."""
+    pattern = schema.get("pattern")
+    matching = text_matching(pattern) if isinstance(pattern, str) else None
+    if matching is not None:
+        return matching
     text = _FORMATS.get(str(schema.get("format")), "simulated")
     if variant:
         text = f"{text}-{variant}" if text == "simulated" else text

@@ -157,3 +157,24 @@ def test_the_schema_a_prompt_gives_is_the_last_one_written():
     assert schema_in(messages) == Address.model_json_schema()
     assert schema_in([{"role": "user", "content": "no schema {here}"}]) is None
     assert schema_in("not messages") is None
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"^\d{3}-\d{4}$", r"^[A-Z]{2}\d+$", r"[^a-z0-9]+", r"^(foo|bar)baz?$", r"^\w+@\w+\.com$", r"^[^\s@]+@[^\s@]+$"],
+)
+def test_a_string_matches_its_pattern(pattern):
+    valid({"type": "string", "pattern": pattern})
+
+
+@pytest.mark.parametrize("pattern", [r"(?=x)a", r"(a)\1", r"((a{64}){64}){64}", "[", "a" * 2000])
+def test_a_pattern_it_cannot_answer_for_sure_leaves_a_plain_string(pattern):
+    assert isinstance(value_for({"type": "string", "pattern": pattern}), str)
+
+
+class Coded(pydantic.BaseModel):
+    code: str = pydantic.Field(pattern=r"^[A-Z]{3}-\d{2}$")
+
+
+def test_a_pydantic_pattern_passes_pydantic():
+    Coded.model_validate(valid(to_strict_json_schema(Coded)))
