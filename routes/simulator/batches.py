@@ -99,7 +99,7 @@ def _checked(request: web.Request, raw: bytes) -> dict[str, Any]:
     except InvalidRequestError as exc:
         raise SimulatorRejectedError.of(exc) from exc
     endpoint, answerers = body.get("endpoint"), request.app[ANSWERERS]
-    if endpoint not in answerers:
+    if not isinstance(endpoint, str) or endpoint not in answerers:
         known = ", ".join(sorted(answerers))
         raise SimulatorRejectedError(f"Invalid 'endpoint': expected one of {known}.", param="endpoint")
     if body.get("completion_window") != "24h":

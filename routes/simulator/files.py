@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
+from aiohttp.multipart import BadContentDispositionHeader
 
 from routes.simulator.faults import simulated, with_faults
 from routes.simulator.limits import SimulatorRejectedError
@@ -211,7 +212,10 @@ async def _upload(request: web.Request) -> web.Response:
     if error is not None:
         return error
     try:
-        return await _store_upload(request)
+        try:
+            return await _store_upload(request)
+        except (ValueError, BadContentDispositionHeader) as exc:  # aiohttp's word for a malformed multipart body
+            raise SimulatorRejectedError(f"The multipart body is malformed: {str(exc)[:80]}", param="file") from exc
     except SimulatorRejectedError:
         while await request.content.readany():  # the rest unread, so that the client reads the 4xx
             pass

@@ -106,6 +106,8 @@ def value_for(schema: object) -> Any:
 
 def _value(walk: _Walk, schema: object, depth: int, variant: int) -> Any:
     walk.nodes += 1
+    if depth > 3 * MAX_DEPTH:  # a cycle of required properties: no valid value is finite, so end it here
+        return None
     if not isinstance(schema, dict) or walk.nodes > MAX_NODES:
         return None if schema is False else "simulated"
     schema = _resolved(walk, schema)
