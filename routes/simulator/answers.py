@@ -79,10 +79,6 @@ class Answer:
             self._pieces = _pieces(self.body, self.chunks)
         return self._pieces
 
-    def words(self) -> list[str]:
-        """The answer's content, one piece per chunk (the name of old)."""
-        return self.pieces()
-
     def logprobs(self) -> int | None:
         """How many alternatives a content token's logprob lists, or None when `logprobs` is not asked for."""
         if self.body.get("logprobs") is not True:
