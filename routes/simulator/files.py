@@ -206,20 +206,26 @@ async def _read_part(part: BodyPartReader, store: FileStore, limit: int) -> tupl
 
 
 async def _upload(request: web.Request) -> web.Response:
-    if not request.content_type.startswith("multipart/"):
-        raise SimulatorRejectedError("Uploads are multipart/form-data with a 'file' and a 'purpose'.", param="file")
-    _, error = await simulated(request, {})
-    if error is not None:
-        return error
     try:
+        if not request.content_type.startswith("multipart/"):
+            raise SimulatorRejectedError("Uploads are multipart/form-data with a 'file' and a 'purpose'.", param="file")
+        _, error = await simulated(request, {})
+        if error is not None:
+            await _drain(request)
+            return error
         try:
             return await _store_upload(request)
         except (ValueError, BadContentDispositionHeader) as exc:  # aiohttp's word for a malformed multipart body
             raise SimulatorRejectedError(f"The multipart body is malformed: {str(exc)[:80]}", param="file") from exc
     except SimulatorRejectedError:
-        while await request.content.readany():  # the rest unread, so that the client reads the 4xx
-            pass
+        await _drain(request)
         raise
+
+
+async def _drain(request: web.Request) -> None:
+    """Read what is left of the body, keeping none of it, so that the client gets to read the answer."""
+    while await request.content.readany():
+        pass
 
 
 async def _store_upload(request: web.Request) -> web.Response:

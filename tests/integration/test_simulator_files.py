@@ -130,3 +130,16 @@ async def test_an_upload_is_held_once_not_copied(simulator):
     assert response.status_code == 200, response.text
     assert response.json()["bytes"] == size
     assert peak < size * 1.3
+
+
+async def test_the_files_api_plays_the_simulated_faults(sdk):
+    with pytest.raises(openai.InternalServerError):
+        await sdk.files.create(
+            file=("a.txt", b"a" * 100_000), purpose="batch", extra_headers={"x-simulated-fault": "500"}
+        )
+    created = await sdk.files.create(file=("a.txt", b"a" * 4 * 1024 * 1024), purpose="batch")
+    with pytest.raises(openai.RateLimitError):
+        await sdk.files.list(extra_headers={"x-simulated-fault": "429"})
+    with pytest.raises(openai.APIConnectionError):
+        await sdk.files.content(created.id, extra_headers={"x-simulated-fault": "disconnect"})
+    assert len((await sdk.files.content(created.id)).content) == 4 * 1024 * 1024
