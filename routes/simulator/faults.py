@@ -20,7 +20,10 @@ from aiohttp import web
 from routes.simulator.common import CONFIG, error_response, record_call
 from routes.simulator.limits import fault_of, wait_ms
 
-__all__ = ["simulated", "with_faults"]
+__all__ = ["RECORD", "simulated", "with_faults"]
+
+RECORD = web.RequestKey[dict[str, Any]]("simulator_record")
+"""Where `simulated` leaves the call's record in the request, for a handler that learns more later (an upload)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -33,7 +36,7 @@ async def simulated(request: web.Request, body: dict[str, Any], raw: bytes = b""
     """
     fault = fault_of(request.headers, body.get("model"))
     latency = wait_ms(request.headers, "x-simulated-latency-ms", request.app[CONFIG].latency_ms)
-    record = record_call(request, raw, body)
+    record = request[RECORD] = record_call(request, raw, body)
     record["outcome"] = "completed"
     try:
         if fault == "timeout":

@@ -26,7 +26,7 @@ from urllib.parse import quote
 from aiohttp import BodyPartReader, web
 from aiohttp.multipart import BadContentDispositionHeader
 
-from routes.simulator.faults import simulated, with_faults
+from routes.simulator.faults import RECORD, simulated, with_faults
 from routes.simulator.limits import SimulatorRejectedError
 
 __all__ = [
@@ -254,6 +254,9 @@ async def _store_upload(request: web.Request) -> web.Response:
         message = f"Invalid 'purpose': {str(purpose)[:40]!r}; expected one of {', '.join(sorted(PURPOSES))}."
         raise SimulatorRejectedError(message, param="purpose")
     stored = store.add(filename[:256], purpose, *content)
+    request[RECORD].update(
+        raw_bytes=stored.size, body={"purpose": purpose, "filename": stored.filename, "id": stored.id}
+    )
     return web.json_response(stored.described())
 
 

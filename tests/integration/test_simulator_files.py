@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from routes.simulator.files import FILES
+from tests.conftest import upstream_call
 from tests.openapi import validate
 
 
@@ -103,7 +104,7 @@ async def test_a_100_mb_file_goes_up_and_comes_back_intact(sdk):
 async def test_an_upload_is_held_once_not_copied(simulator):
     """A 100 MB upload streamed in: what the simulator allocates at its peak is about the file, not twice it."""
     size, piece = 100 * 1024 * 1024, bytes(range(256)) * 4096
-    boundary = "simulatorboundary"
+    boundary, request_id = "simulatorboundary", "upload-held-once"
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nuser_data\r\n'
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
@@ -122,7 +123,7 @@ async def test_an_upload_is_held_once_not_copied(simulator):
             response = await http.post(
                 simulator.base_url + "/files",
                 content=body(),
-                headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+                headers={"content-type": f"multipart/form-data; boundary={boundary}", "x-request-id": request_id},
             )
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -130,6 +131,9 @@ async def test_an_upload_is_held_once_not_copied(simulator):
     assert response.status_code == 200, response.text
     assert response.json()["bytes"] == size
     assert peak < size * 1.3
+    record = await upstream_call(simulator, request_id)
+    assert record["raw_bytes"] == size
+    assert record["body"] == {"purpose": "user_data", "filename": "big.bin", "id": response.json()["id"]}
 
 
 async def test_the_files_api_plays_the_simulated_faults(sdk):
