@@ -21,6 +21,7 @@ from proxy.accounting.recorder import Recorder
 from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream, unless_gone
 from proxy.endpoints.base import Codec
 from proxy.endpoints.chat import CHAT
+from proxy.endpoints.responses import RESPONSES
 from proxy.headers import forwardable_headers
 from proxy.lifespan import Generation, Resources
 from proxy.middleware import request_id_of, tally_of
@@ -115,6 +116,7 @@ def routed(codec: Codec[Any], *paths: str) -> ASGIRouteHandler:
 
 
 chat_completions = routed(CHAT, "/v1/chat/completions", "/chat/completions")
+responses = routed(RESPONSES, "/v1/responses", "/responses")
 
 
 def _credential(headers: Mapping[bytes, bytes]) -> str:
@@ -206,7 +208,7 @@ def metrics(state: State) -> Response[bytes]:
     return Response(recorder.exposition(), media_type=CONTENT_TYPE)
 
 
-HANDLERS = (chat_completions, list_models, retrieve_model, healthz, readyz, metrics)
+HANDLERS = (chat_completions, responses, list_models, retrieve_model, healthz, readyz, metrics)
 
 
 def _json_error(error: ProxyError, headers: Mapping[str, str] | None = None) -> Response[bytes]:

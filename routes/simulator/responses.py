@@ -29,7 +29,7 @@ from proxy.wire.jsonbody import decode_json_object
 from routes.simulator.common import CONFIG, error_response, json_response, read_body, record_call
 from routes.simulator.limits import SimulatorRejectedError, chunk_count, fault_of, wait_ms
 
-__all__ = ["KEEP_RESPONSES", "MAX_INPUT_ITEMS", "SimulatedResponses"]
+__all__ = ["KEEP_RESPONSES", "MAX_INPUT_ITEMS", "SimulatedResponse", "SimulatedResponses"]
 
 KEEP_RESPONSES = 1000
 """Stored responses kept (the oldest forgotten first)."""
@@ -179,7 +179,7 @@ class SimulatedResponses:
                 await asyncio.sleep(latency)
                 record["outcome"] = "fault"
                 return error_response(int(status), fault)
-            answer = _Answer(body, chunks)
+            answer = SimulatedResponse(body, chunks)
             if body.get("background"):
                 return self._background(answer, latency, record)
             if latency:
@@ -196,7 +196,7 @@ class SimulatedResponses:
             record["cancelled_at"] = time.time()
             raise
 
-    def _background(self, answer: _Answer, latency: float, record: dict[str, Any]) -> web.Response:
+    def _background(self, answer: SimulatedResponse, latency: float, record: dict[str, Any]) -> web.Response:
         queued = answer.response(status="queued")
         stored = self._keep(queued, answer.items)
 
@@ -209,7 +209,7 @@ class SimulatedResponses:
         return json_response(queued)
 
     async def _stream(
-        self, request: web.Request, answer: _Answer, interval: float, fault: str, record: dict[str, Any]
+        self, request: web.Request, answer: SimulatedResponse, interval: float, fault: str, record: dict[str, Any]
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
@@ -292,7 +292,7 @@ class SimulatedResponses:
         return json_response(found.response)
 
 
-class _Answer:
+class SimulatedResponse:
     """One simulated response, in every form it is sent in."""
 
     def __init__(self, body: dict[str, Any], chunks: int) -> None:
@@ -307,6 +307,7 @@ class _Answer:
         self.stored = body.get("store") is not False
 
     def response(self, *, status: str, output: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The `Response` object with `status` and `output` (its usage only once completed)."""
         body = self.body
         response: dict[str, Any] = {
             "id": self.id,
@@ -338,6 +339,7 @@ class _Answer:
         return response
 
     def usage(self) -> dict[str, Any]:
+        """Token counts in the Responses' shape: a rough input estimate, one output token per word."""
         texts = [self.body.get("instructions") or "", *(_text_of(item.get("content")) for item in self.items)]
         prompt = sum(4 + len(str(text)) // 4 for text in texts)
         output = len(self.words)
