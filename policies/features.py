@@ -268,4 +268,5 @@ def extract_features(request: ChatRequest, headers: Mapping[str, str], caller: s
         temperature=request.temperature,
         has_tools=bool(request.tools) or bool(request.functions),
         response_format=request.response_format.type if request.response_format is not None else None,
+        reasoning_effort=request.reasoning_effort,
     )

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from proxy.endpoints.chat import CHAT
 from proxy.endpoints.responses import ANSWER_FIELDS, IGNORED_FIELDS, RESPONSES, ResponsesRequest
 from proxy.streaming import open_relay
 from proxy.wire.errors import InvalidRequestError, UpstreamError
@@ -77,6 +78,8 @@ def test_the_features_read_instructions_input_tools_format_reasoning_and_metadat
     assert (features.metadata, features.headers["x-team"], features.temperature) == ({"team": "a"}, "b", 0.5)
     assert features.prompt_tokens > 3
     assert RESPONSES.question(decoded(input="Just this")) == "Just this"
+    chat = CHAT.decode(b'{"model": "o3", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": "low"}')
+    assert CHAT.features(Call(endpoint=CHAT, body=chat, headers={})).reasoning_effort == "low"
 
 
 @pytest.mark.parametrize(
