@@ -214,3 +214,14 @@ async def test_the_upstream_is_called_with_its_own_key(app: App, second_simulato
         assert made.status_code == 200
     call = await upstream_call(second_simulator, "resp-key-check")
     assert call["headers"]["Authorization"] == "Bearer sk-two-test-key-0123456789"
+
+
+async def test_a_cached_stream_replays_whole(app: App) -> None:
+    async with app() as http:
+        payload = create(temperature=0, input="Stream then whole")
+        streamed = await http.post("/v1/responses", json={**payload, "stream": True})
+        assert streamed.headers["x-turnout-cache"] == "miss"
+        whole = await http.post("/v1/responses", json=payload)
+        assert whole.headers["x-turnout-cache"] == "hit"
+        validate("Response", whole.json())
+        assert whole.json()["output"][0]["content"][0]["text"] in streamed.text
