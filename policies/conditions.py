@@ -6,8 +6,8 @@ compiler, which checks the YAML value (raising `PolicyError` with the path insid
 request) and `explain(features) -> Check` for `turnout explain`, which says why it matched or failed.
 
 The keys:
-- `model`, `user`, `caller`: a glob or a list of globs (fnmatch-style, case-sensitive); an absent user or
-  caller matches nothing.
+- `model`, `user`, `caller`, `reasoning_effort`: a glob or a list of globs (fnmatch-style, case-sensitive); an
+  absent user, caller or effort matches nothing.
 - `header`, `metadata`: a mapping of name to glob(s), every name must match; header names in any case.
 - `last_user_message`, `conversation`: `keywords` (whole words, any case) and/or `regex` (`policies.text`).
 - `prompt_tokens` (estimated), `n` (1 when unset), `temperature` (unset matches nothing): a mapping of
@@ -110,6 +110,10 @@ def _user(raw: object, path: Path) -> Condition:
 
 def _caller(raw: object, path: Path) -> Condition:
     return _glob_condition("caller", operator.attrgetter("caller"), _globs(raw, path))
+
+
+def _reasoning_effort(raw: object, path: Path) -> Condition:
+    return _glob_condition("reasoning_effort", operator.attrgetter("reasoning_effort"), _globs(raw, path))
 
 
 def _header_value(name: str) -> Callable[[RequestFeatures], str | None]:
@@ -241,6 +245,7 @@ OPERATORS: Mapping[str, Callable[[object, Path], Condition]] = {
     "n": _numeric("n"),
     "not": _not,
     "prompt_tokens": _numeric("prompt_tokens"),
+    "reasoning_effort": _reasoning_effort,
     "response_format": _response_format,
     "retrieval_score": retrieval_score,
     "similar_to": similar_to,

@@ -175,7 +175,10 @@ class RequestFeatures:
     has_tools: bool = False
     """Whether the request carries `tools` or `functions`."""
     response_format: str | None = None
-    """The `response_format` type (`text`, `json_object`, `json_schema`), or None when absent."""
+    """The `response_format` type (`text`, `json_object`, `json_schema`), or None when absent (Responses:
+    `text.format.type`)."""
+    reasoning_effort: str | None = None
+    """The reasoning effort asked for (`reasoning_effort`; Responses: `reasoning.effort`), or None."""
     _last_user_text: str | None = field(default=None, init=False, repr=False)
     _conversation_text: str | None = field(default=None, init=False, repr=False)
     _last_user_lower: str | None = field(default=None, init=False, repr=False)
@@ -265,4 +268,5 @@ def extract_features(request: ChatRequest, headers: Mapping[str, str], caller: s
         temperature=request.temperature,
         has_tools=bool(request.tools) or bool(request.functions),
         response_format=request.response_format.type if request.response_format is not None else None,
+        reasoning_effort=request.reasoning_effort,
     )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import msgspec
-from litestar import Request, Response, asgi, get
+from litestar import Request, Response, asgi, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
@@ -21,6 +23,7 @@ from proxy.accounting.recorder import Recorder
 from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream, unless_gone
 from proxy.endpoints.base import Codec
 from proxy.endpoints.chat import CHAT
+from proxy.endpoints.responses import RESPONSES
 from proxy.headers import forwardable_headers
 from proxy.lifespan import Generation, Resources
 from proxy.middleware import request_id_of, tally_of
@@ -66,11 +69,13 @@ def _check_content_type(headers: Mapping[bytes, bytes]) -> None:
         raise UnsupportedMediaTypeError(f"Send the request body as application/json, not {media.decode('latin-1')}.")
 
 
-def routed(codec: Codec[Any], *paths: str) -> ASGIRouteHandler:
+def routed(codec: Codec[Any], *paths: str, stored_upstream: bool = False) -> ASGIRouteHandler:
     """The handler of a routed endpoint (`POST` on `paths`): its calls go through the pipeline with `codec`.
 
     Streamed or not, as the caller asked. A client that leaves before a whole answer (an SDK's timeout) takes
-    its upstream call with it; the middleware logs 499.
+    its upstream call with it; the middleware logs 499. With `stored_upstream` (the Responses API), the
+    upstream keeps each answer by its id: where each id lives is remembered (unless `store` is false), and a
+    request continuing one (`previous_response_id`) is steered to that upstream (`proxy.response_homes`).
     """
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
@@ -78,7 +83,8 @@ def routed(codec: Codec[Any], *paths: str) -> ASGIRouteHandler:
         method = cast("HTTPScope", scope)["method"]
         if method != "POST":
             raise MethodNotAllowedError(f"Method {method} is not allowed on {scope['path']}", headers={"allow": "POST"})
-        generation = _resources(scope["app"].state).current  # this request's policy, whatever reloads meanwhile
+        resources = _resources(scope["app"].state)
+        generation = resources.current  # this request's policy, whatever reloads meanwhile
         tally = tally_of(scope)
         tally.routed, tally.endpoint = True, codec.kind
         headers = dict(scope["headers"])
@@ -98,14 +104,24 @@ def routed(codec: Codec[Any], *paths: str) -> ASGIRouteHandler:
         )
         stream = codec.streams(body)
         tally.caller, tally.stream, tally.request = caller and caller[:_MAX_CALLER], stream, body.view
+        homes = resources.homes if stored_upstream else None
+        previous = body.view.previous_response_id if homes is not None else None
+        steer = await homes.steer(generation.pipeline.routes, previous) if homes is not None else None
+        remember = homes is not None and body.view.store is not False
+        routes = generation.pipeline.routes
         if stream:
-            relay, outcome = await generation.pipeline.stream(codec, call, tally)
-            await send_stream(send, receive, relay, [*outcome.headers(), _server_timing(started)], codec.ends)
+            with _held_by_upstream(previous):
+                relay, outcome = await generation.pipeline.stream(codec, call, tally, steer)
+            chunks = homes.relayed(routes, outcome, relay) if homes is not None and remember else relay
+            await send_stream(send, receive, chunks, [*outcome.headers(), _server_timing(started)], codec.ends)
             return
         try:
-            answer, outcome = await unless_gone(receive, generation.pipeline.complete(codec, call, tally))
+            with _held_by_upstream(previous):
+                answer, outcome = await unless_gone(receive, generation.pipeline.complete(codec, call, tally, steer))
         except ClientDisconnectedError:
             return
+        if homes is not None and remember:
+            await homes.answered(routes, outcome, answer.body)
         tally.answer = answer.body
         await send_json(send, answer.body, [*outcome.headers(), _server_timing(started)])
 
@@ -114,7 +130,20 @@ def routed(codec: Codec[Any], *paths: str) -> ASGIRouteHandler:
     return asgi(list(paths), is_mount=False, copy_scope=False, name=codec.kind)(handle)
 
 
+@contextlib.contextmanager
+def _held_by_upstream(previous: str | None) -> Iterator[None]:
+    """An upstream's 404 for a request continuing `previous` is OpenAI's: that response is not found there."""
+    try:
+        yield
+    except OutcomeError as exc:
+        if previous is None or exc.error.upstream_status != 404:
+            raise
+        error = NotFoundError(f"Previous response with id '{previous}' not found.", param="previous_response_id")
+        raise OutcomeError(error, exc.outcome) from exc
+
+
 chat_completions = routed(CHAT, "/v1/chat/completions", "/chat/completions")
+responses = routed(RESPONSES, "/v1/responses", "/responses", stored_upstream=True)
 
 
 def _credential(headers: Mapping[bytes, bytes]) -> str:
@@ -184,6 +213,61 @@ async def retrieve_model(
     return Response(body, media_type=_JSON)
 
 
+async def _on_home(
+    request: Request[object, object, State], response_id: str, method: str, *tail: str
+) -> Response[bytes]:
+    """Send a request about a stored response to the upstream that holds it; relay its status and body.
+
+    An id Turnout never relayed (or forgot) goes to the default upstream. The id is one path segment
+    (`UpstreamPath`): it cannot reach another endpoint. The query (`input_items`' `limit`, `order`, `after`,
+    `include`) passes as the client sent it.
+    """
+    resources = _resources(request.app.state)
+    generation = resources.current
+    try:
+        query = urllib.parse.parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        path = UpstreamPath("responses", response_id, *tail, query=query)
+    except (InvalidPathError, ValueError) as exc:
+        raise NotFoundError(f"Response with id '{response_id}' not found.") from exc
+    home = await resources.homes.homes.find(response_id)
+    upstream = generation.upstreams.get(home.upstream) if home is not None else None
+    upstream = upstream or generation.first_upstream()
+    headers = forwardable_headers(request.scope["headers"], request_id_of(request.scope))
+    body = await request.body() if method == "POST" else None
+    status, content, content_type = await upstream.relay(method, path, headers, body or None)
+    if method == "DELETE" and status < 300:
+        await resources.homes.homes.forget(response_id)
+    if status >= 500 or status in (401, 403):  # the upstream's trouble, or Turnout's key: Turnout's own 502
+        raise UpstreamError(f"The upstream '{upstream.name}' failed with status {status}.")
+    if "json" not in content_type:
+        raise UpstreamError(f"The upstream '{upstream.name}' answered with {content_type}, not JSON.")
+    return Response(content, status_code=status, media_type=_JSON)
+
+
+@get(["/v1/responses/{response_id:str}", "/responses/{response_id:str}"])
+async def retrieve_response(request: Request[object, object, State], response_id: FromPath[str]) -> Response[bytes]:
+    """`GET /v1/responses/{id}`: from the upstream that holds it (its `include` and `stream` query passed on)."""
+    return await _on_home(request, response_id, "GET")
+
+
+@delete(["/v1/responses/{response_id:str}", "/responses/{response_id:str}"], status_code=200)
+async def delete_response(request: Request[object, object, State], response_id: FromPath[str]) -> Response[bytes]:
+    """`DELETE /v1/responses/{id}`: on the upstream that holds it; then forgotten."""
+    return await _on_home(request, response_id, "DELETE")
+
+
+@get(["/v1/responses/{response_id:str}/input_items", "/responses/{response_id:str}/input_items"])
+async def response_input_items(request: Request[object, object, State], response_id: FromPath[str]) -> Response[bytes]:
+    """`GET /v1/responses/{id}/input_items`: from the upstream that holds it, paged as the client asks."""
+    return await _on_home(request, response_id, "GET", "input_items")
+
+
+@post(["/v1/responses/{response_id:str}/cancel", "/responses/{response_id:str}/cancel"], status_code=200)
+async def cancel_response(request: Request[object, object, State], response_id: FromPath[str]) -> Response[bytes]:
+    """`POST /v1/responses/{id}/cancel`: a background response, cancelled on the upstream that holds it."""
+    return await _on_home(request, response_id, "POST", "cancel")
+
+
 @get("/healthz")
 async def healthz() -> dict[str, str]:
     """Alive: the process answers HTTP."""
@@ -206,7 +290,19 @@ def metrics(state: State) -> Response[bytes]:
     return Response(recorder.exposition(), media_type=CONTENT_TYPE)
 
 
-HANDLERS = (chat_completions, list_models, retrieve_model, healthz, readyz, metrics)
+HANDLERS = (
+    chat_completions,
+    responses,
+    retrieve_response,
+    delete_response,
+    response_input_items,
+    cancel_response,
+    list_models,
+    retrieve_model,
+    healthz,
+    readyz,
+    metrics,
+)
 
 
 def _json_error(error: ProxyError, headers: Mapping[str, str] | None = None) -> Response[bytes]:

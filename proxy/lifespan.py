@@ -29,6 +29,7 @@ from proxy.config.errors import ConfigError
 from proxy.config.settings import Settings, UpstreamSettings
 from proxy.logs import redact_logs_with
 from proxy.pipeline import Pipeline
+from proxy.response_homes import MemoryHomes, ResponseHomes, open_homes
 from proxy.semantic import Knowledge, LocalEmbedders, build_knowledge
 from proxy.tasks import BackgroundTasks
 from proxy.wire.errors import ProxyError
@@ -61,9 +62,11 @@ class Generation:
 class Resources:
     """What request handlers share for the app's lifetime; `current` is replaced whole on reload."""
 
-    def __init__(self, current: Generation, tasks: BackgroundTasks) -> None:
+    def __init__(self, current: Generation, tasks: BackgroundTasks, homes: ResponseHomes | None = None) -> None:
         self.current = current
         self.tasks = tasks
+        self.homes = homes or ResponseHomes(MemoryHomes())
+        """Where each response id Turnout relayed lives (kept across reloads; in Redis when the cache is there)."""
         self.reloads = 0
         """Successful reloads so far."""
 
@@ -209,7 +212,11 @@ async def open_resources(
         # The secrets of every policy loaded so far: requests on an earlier one may still be running.
         redactor = Redactor(settings.secrets())
         redact_logs_with(redactor)
-        resources = Resources(_build(settings, sessions, tasks, base_url, caches, local, recorder, redactor), tasks)
+        homes = ResponseHomes(open_homes(settings.deployment.cache))
+        stack.push_async_callback(homes.homes.aclose)
+        resources = Resources(
+            _build(settings, sessions, tasks, base_url, caches, local, recorder, redactor), tasks, homes
+        )
         if recorder is not None:
             recorder.follow_breakers(resources.current.pipeline.breakers)
             stack.callback(recorder.follow_breakers, {})

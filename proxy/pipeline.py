@@ -34,7 +34,7 @@ from proxy.wire.errors import InvalidRequestError, ProxyError, RouteUnavailableE
 from proxy.wire.schemas import Usage
 from routes import Answer, AnswerStream, Call, Route
 
-__all__ = ["CALLER_HEADER", "Pipeline"]
+__all__ = ["CALLER_HEADER", "Pipeline", "Steer"]
 
 logger = logging.getLogger("turnout.pipeline")
 
@@ -42,6 +42,10 @@ CALLER_HEADER = "x-turnout-caller"
 """Who is calling, for `caller` conditions and sticky splits (API keys with names come later)."""
 
 T = TypeVar("T")
+
+Steer = Callable[[Decision], Decision]
+"""Turns the policy's decision into the one to follow (a Responses request continuing a stored response goes to
+the upstream that holds it: `proxy.response_homes`)."""
 
 
 class Pipeline:
@@ -90,13 +94,15 @@ class Pipeline:
         )
 
     async def _begin(
-        self, codec: Codec[Any], call: Call[Any], tally: Tally, *, stream: bool
+        self, codec: Codec[Any], call: Call[Any], tally: Tally, *, stream: bool, steer: Steer | None = None
     ) -> tuple[Decision, Ticket]:
-        """Decide, then look the answer up in the form asked; a hit is priced (costs 0, saves its baseline)."""
+        """Decide (and `steer`), then look the answer up in the form asked; a hit is priced (saves its baseline)."""
         try:
             decision = await self.decide(codec, call)
         finally:
             self._spent(call, tally)
+        if steer is not None:
+            decision = steer(decision)
         tally.decided(decision.route, decision.rule)
         if self.cache is None:
             ticket = Ticket(status="bypass")
@@ -111,16 +117,18 @@ class Pipeline:
             tally.charge_for(self.prices, hit.model, hit.usage, cached=True)
         return decision, ticket
 
-    async def complete(self, codec: Codec[Any], call: Call[Any], tally: Tally | None = None) -> tuple[Answer, Outcome]:
+    async def complete(
+        self, codec: Codec[Any], call: Call[Any], tally: Tally | None = None, steer: Steer | None = None
+    ) -> tuple[Answer, Outcome]:
         """Answer `call` in one response: from the cache, or from the decided route (or its fallbacks).
 
-        `tally` gets the decision, the cache result, the attempts and the charge.
+        `tally` gets the decision, the cache result, the attempts and the charge; `steer` may change the decision.
 
         Raises:
             OutcomeError: no route could answer; the error to send, with the outcome it belongs to.
         """
         tally = Tally() if tally is None else tally
-        decision, ticket = await self._begin(codec, call, tally, stream=False)
+        decision, ticket = await self._begin(codec, call, tally, stream=False, steer=steer)
         if ticket.hit is not None:
             answer = Answer(body=ticket.hit.body, model=tally.model, usage=tally.usage)
             return answer, Outcome(decision.route, decision.rule, cache="hit")
@@ -141,14 +149,18 @@ class Pipeline:
             self._account(codec, call, tally, name, answer.model, answer.usage)
         return answer, Outcome(name, decision.rule, failed, ticket.status, answer.headers)
 
-    async def stream(self, codec: Codec[Any], call: Call[Any], tally: Tally | None = None) -> tuple[Relay, Outcome]:
+    async def stream(
+        self, codec: Codec[Any], call: Call[Any], tally: Tally | None = None, steer: Steer | None = None
+    ) -> tuple[Relay, Outcome]:
         """Answer `call` as SSE bytes; an error before the first event (on every route tried) raises here.
+
+        `steer` may change the decision.
 
         Raises:
             OutcomeError: no route could open a stream; the error to send, with the outcome it belongs to.
         """
         tally = Tally() if tally is None else tally
-        decision, ticket = await self._begin(codec, call, tally, stream=True)
+        decision, ticket = await self._begin(codec, call, tally, stream=True, steer=steer)
         if ticket.hit is not None:
             return replay_relay(ticket.hit.body), Outcome(decision.route, decision.rule, cache="hit")
         self._shadow(codec, call, decision)

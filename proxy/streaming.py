@@ -79,7 +79,7 @@ async def _relay(
     on_usage: UsageHook,
     on_end: EndHook | None,
 ) -> AsyncGenerator[bytes, None]:
-    done, end = False, codec.end_event
+    done, end, last = False, codec.end_event, b""
     take_usage, ends = codec.take_usage, codec.ends  # once a chunk: looked up once
     async with contextlib.aclosing(source):
         try:
@@ -88,14 +88,18 @@ async def _relay(
                 if usage is not None:
                     on_usage(usage, model)
                 done = ends(events)
-                if done and on_end is not None:
-                    events = events[: -len(end)] + on_end(None) + end
+                if done and on_end is not None:  # an end marker (`[DONE]`) stays last; without one, the comments are
+                    events = events[: len(events) - len(end)] + on_end(None) + end
                 if events:
                     yield events
+                    last = events
                 events = await anext(source, None)
         except ProxyError as exc:
             logger.warning("stream broke off after its first event: %s", exc.message)
-            yield (on_end(exc) if on_end is not None else b"") + codec.error_event(exc) + end
+            # A codec whose events are numbered (Responses' `sequence_number`) numbers its error after the last.
+            after = getattr(codec, "error_event_after", None)
+            error: bytes = after(exc, last) if after is not None else codec.error_event(exc)
+            yield (on_end(exc) if on_end is not None else b"") + error + end
             return
     if not done:
         yield (on_end(None) if on_end is not None else b"") + end

@@ -58,7 +58,7 @@ class OpenAIChatRoute:
 
     cache_scope = ""
     """Nothing but the request (and the model) decides the answer."""
-    endpoints = frozenset({"chat"})
+    endpoints = frozenset({"chat", "responses"})
 
     def __init__(self, name: str, upstream: Upstream, model: str | None = None, timeout: float | None = None) -> None:
         self.name = name

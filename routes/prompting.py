@@ -1,5 +1,8 @@
 """Pure functions that build the RAG route's messages: the instruction, the numbered passages, the conversation.
 
+For the Responses API the same instruction and passages become the request's `instructions`, ahead of the
+client's own (`build_rag_instructions`).
+
 The passages go into one system message ahead of the conversation, numbered, each with its source and
 heading, as many as fit the token budget in rank order (the first is shortened to fit when it alone
 does not). The instruction tells the model to answer only from them, to cite them by number, and to say
@@ -16,7 +19,14 @@ from typing import Any
 
 from routes.knowledge.retrieval import Passage
 
-__all__ = ["INSTRUCTION", "NO_PASSAGES", "build_rag_messages", "estimate_tokens", "fit_passages"]
+__all__ = [
+    "INSTRUCTION",
+    "NO_PASSAGES",
+    "build_rag_instructions",
+    "build_rag_messages",
+    "estimate_tokens",
+    "fit_passages",
+]
 
 INSTRUCTION = (
     "Answer the user's question using only the numbered passages below, which come from the team's own "
@@ -65,7 +75,23 @@ def build_rag_messages(
     `messages` are the request's messages as the client sent them (JSON values). Returns the new list and
     the passages it carries, in their numbered order.
     """
+    text, used = _instruction(passages, budget)
+    return [{"role": "system", "content": text}, *messages], used
+
+
+def _instruction(passages: Sequence[Passage], budget: int) -> tuple[str, list[Passage]]:
+    """The instruction with the passages that fit `budget`, and those passages."""
     fitted = fit_passages(passages, budget)
     context = "\n\n".join(rendered for _, rendered in fitted) if fitted else NO_PASSAGES
-    system = {"role": "system", "content": f"{INSTRUCTION}\n\nPassages:\n\n{context}"}
-    return [system, *messages], [passage for passage, _ in fitted]
+    return f"{INSTRUCTION}\n\nPassages:\n\n{context}", [passage for passage, _ in fitted]
+
+
+def build_rag_instructions(
+    instructions: str | None, passages: Sequence[Passage], budget: int
+) -> tuple[str, list[Passage]]:
+    """A Responses request's `instructions`: the instruction with the passages, then the client's own (if any).
+
+    The Responses API's system message is its `instructions`; the input is left as it came.
+    """
+    text, used = _instruction(passages, budget)
+    return (f"{text}\n\n{instructions}" if instructions else text), used

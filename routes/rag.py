@@ -1,5 +1,8 @@
 """`RagRoute`: retrieve passages for the latest question → build the augmented messages → delegate to a chat route.
 
+It answers the Responses API too: the passages then lead the request's `instructions` (`routes.prompting`),
+and the sources are added to the `Response` (to the `response.created` event of a stream).
+
 Composition: the RAG route owns no upstream. It searches its `Retriever` for the conversation's last
 user message, puts the passages that fit its token budget ahead of the conversation
 (`routes.prompting`), and hands the rewritten request to the chat route it answers with (any `Route`,
@@ -28,19 +31,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import msgspec
 
 from proxy.wire.errors import KnowledgeUnavailableError
 from proxy.wire.sse import event_data
-from routes.base import Answer, AnswerStream, Call, ChatCall, Route
+from routes.base import Answer, AnswerStream, Call, Route
 from routes.kind import BuildContext, CheckContext, RouteSettings
 from routes.knowledge.embedding import EmbedderMismatchError
 from routes.knowledge.index import KnowledgeIndex, KnowledgeIndexError
 from routes.knowledge.retrieval import Passage, Retriever
-from routes.prompting import build_rag_messages
+from routes.prompting import build_rag_instructions, build_rag_messages
 
 __all__ = ["SOURCES_FIELD", "SOURCES_HEADER", "RagRoute", "RagSettings", "Source"]
 
@@ -60,6 +63,7 @@ class Source(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _MESSAGES = msgspec.json.Decoder(list[msgspec.Raw])
+_INSTRUCTIONS = msgspec.json.Decoder(str | None)
 
 
 def _with_field(body: bytes, value: bytes) -> bytes:
@@ -81,7 +85,8 @@ def _with_field_in_first_event(events: bytes, value: bytes) -> bytes:
     data = event_data(first)
     if data is None or b"\n" in data or not data.startswith(b"{"):
         return events
-    return b"data: " + _with_field(data, value) + events[end:]
+    lines = first[: first.find(b"data:")]  # an `event:` line before it (the Responses' typed events) is kept
+    return lines + b"data: " + _with_field(data, value) + events[end:]
 
 
 class RagSettings(RouteSettings, frozen=True, kw_only=True, forbid_unknown_fields=True, tag="rag"):
@@ -127,7 +132,7 @@ class RagRoute:
 
     __slots__ = ("_budget", "_min_score", "_top_k", "answer_with", "name", "retriever")
 
-    endpoints = frozenset({"chat"})
+    endpoints = frozenset({"chat", "responses"})
 
     def __init__(
         self,
@@ -159,7 +164,7 @@ class RagRoute:
         """The model that answers from the passages: the `answer_with` route's (None: the caller's own)."""
         return self.answer_with.model
 
-    async def retrieve(self, call: ChatCall) -> list[Passage]:
+    async def retrieve(self, call: Call[Any]) -> list[Passage]:
         """The passages for the conversation's latest question (what embedding it cost goes on the call's bill).
 
         Raises:
@@ -173,13 +178,18 @@ class RagRoute:
         question.charge(found.spent)
         return found.passages
 
-    async def _augment(self, call: ChatCall) -> tuple[ChatCall, tuple[tuple[str, str], ...], bytes]:
+    async def _augment(self, call: Call[Any]) -> tuple[Call[Any], tuple[tuple[str, str], ...], bytes]:
         """The call to hand to the answering route, the headers it adds, and the encoded sources it carries."""
         passages = await self.retrieve(call)
-        # The conversation's messages as they came: only the `messages` member is rebuilt, the rest is copied.
-        conversation = _MESSAGES.decode(call.body.fields["messages"])
-        messages, used = build_rag_messages(conversation, passages, self._budget)
-        body = call.body.replaced({"messages": msgspec.Raw(msgspec.json.encode(messages))})
+        fields = call.body.fields
+        if call.endpoint.kind == "responses":  # the passages lead the `instructions`; the input is left as it came
+            given = _INSTRUCTIONS.decode(fields["instructions"]) if "instructions" in fields else None
+            instructions, used = build_rag_instructions(given, passages, self._budget)
+            body = call.body.replaced({"instructions": msgspec.Raw(msgspec.json.encode(instructions))})
+        else:  # the conversation's messages as they came: only the `messages` member is rebuilt, the rest is copied
+            conversation = _MESSAGES.decode(fields["messages"])
+            messages, used = build_rag_messages(conversation, passages, self._budget)
+            body = call.body.replaced({"messages": msgspec.Raw(msgspec.json.encode(messages))})
         sources = [
             Source(index=number, source=p.source, heading=p.heading, position=p.position, similarity=p.similarity)
             for number, p in enumerate(used, start=1)
@@ -188,14 +198,14 @@ class RagRoute:
         inner = Call(endpoint=call.endpoint, body=body, headers=call.headers, caller=call.caller)
         return inner, ((SOURCES_HEADER, header),), msgspec.json.encode(sources)
 
-    async def complete(self, call: ChatCall) -> Answer:
+    async def complete(self, call: Call[Any]) -> Answer:
         """Retrieve, then answer with `answer_with`; the body carries the sources, the headers name them."""
         inner, headers, sources = await self._augment(call)
         answer = await self.answer_with.complete(inner)
         body = _with_field(answer.body, sources)
         return Answer(body=body, model=answer.model, usage=answer.usage, headers=(*answer.headers, *headers))
 
-    async def stream(self, call: ChatCall) -> AnswerStream:
+    async def stream(self, call: Call[Any]) -> AnswerStream:
         """Retrieve, then relay `answer_with`'s stream; its first chunk carries the sources."""
         inner, headers, sources = await self._augment(call)
         opened = await self.answer_with.stream(inner)

@@ -245,6 +245,26 @@ class Upstream:
                 # which is what stops the upstream's generation when our client has gone away.
                 response.release()
 
+    async def relay(
+        self, method: str, path: UpstreamPath, headers: Mapping[str, str], body: bytes | None = None
+    ) -> tuple[int, bytes, str]:
+        """Send one small request (a JSON `body`, or none) and return the answer whatever its status.
+
+        For the resources a caller addresses by id on the upstream that holds them (a stored response, its
+        input items): the upstream's own status, body (secrets removed) and content type go back as they
+        came, a 404 included.
+
+        Raises:
+            ProxyError: the upstream could not be reached or did not answer in time (502, 504).
+        """
+        with map_upstream_errors(self.name):
+            async with self._session.request(
+                method, self.url(path), data=body, headers=self._headers(headers, json_body=body is not None)
+            ) as response:
+                content = await response.read()
+        content_type = response.headers.get("content-type", "application/json")
+        return response.status, self.redactor.data(content), content_type
+
     def _headers(self, headers: Mapping[str, str], *, json_body: bool = False) -> dict[str, str]:
         merged = {**headers, **self._auth}
         if json_body:

@@ -100,6 +100,7 @@ class ChatRequest(msgspec.Struct, frozen=True, kw_only=True):
     tools: list[object] | None = None
     functions: list[object] | None = None
     response_format: ResponseFormat | None = None
+    reasoning_effort: str | None = None
     n: int | None = None
     temperature: float | None = None
 

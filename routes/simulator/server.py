@@ -77,6 +77,7 @@ from routes.simulator.limits import (
     wait_ms,
 )
 from routes.simulator.moderations import add_moderation_routes, moderation_answer
+from routes.simulator.responses import SimulatedResponses
 
 __all__ = ["SimulatorConfig", "SimulatorServer", "build_simulator", "run_simulator", "start_simulator"]
 
@@ -247,7 +248,13 @@ def build_simulator(config: SimulatorConfig | None = None) -> web.Application:
     app[CONFIG] = config or SimulatorConfig()
     app[CALLS] = OrderedDict()
     handlers = _Simulator()
+    responses = SimulatedResponses()
     for prefix in ("/v1", ""):
+        app.router.add_post(prefix + "/responses", responses.create)
+        app.router.add_get(prefix + "/responses/{response_id}", responses.retrieve)
+        app.router.add_delete(prefix + "/responses/{response_id}", responses.delete)
+        app.router.add_get(prefix + "/responses/{response_id}/input_items", responses.input_items)
+        app.router.add_post(prefix + "/responses/{response_id}/cancel", responses.cancel)
         app.router.add_post(prefix + "/chat/completions", handlers.chat)
         app.router.add_post(prefix + "/embeddings", handlers.embeddings)
         app.router.add_get(prefix + "/models", handlers.models)

@@ -18,6 +18,7 @@ import pytest
 
 from proxy.config.settings import load_settings
 from proxy.endpoints.chat import CHAT
+from proxy.endpoints.responses import RESPONSES, ResponsesRequest
 from proxy.lifespan import open_resources
 from proxy.wire.sse import DONE_EVENT
 from routes import Call, ChatCall, KnowledgeIndex, Route
@@ -87,6 +88,11 @@ def call(stream: bool = False) -> ChatCall:
     return Call(endpoint=CHAT, body=CHAT.decode(json.dumps({**body, "stream": stream}).encode()), headers={})
 
 
+def responses_call(stream: bool = False) -> Call[ResponsesRequest]:
+    body = {"model": "caller-model", "input": "When is support open?", "stream": stream}
+    return Call(endpoint=RESPONSES, body=RESPONSES.decode(json.dumps(body).encode()), headers={})
+
+
 async def test_the_route_says_what_it_is_and_answers_both_ways(
     kind: str, simulator: SimulatorServer, tmp_path: Path
 ) -> None:
@@ -95,7 +101,7 @@ async def test_the_route_says_what_it_is_and_answers_both_ways(
         assert route.name == "r"
         assert route.model == CASES[kind].model
         assert route.cache_scope == CASES[kind].scope(version)
-        assert route.endpoints == frozenset({"chat"})
+        assert {"chat", "responses"} <= route.endpoints  # both kinds answer both (issue 13)
 
         completion = await route.complete(call())
         assert json.loads(completion.body)["object"] == "chat.completion"
@@ -105,6 +111,13 @@ async def test_the_route_says_what_it_is_and_answers_both_ways(
         assert items
         assert all(item.endswith(b"\n\n") for item in items)
         assert items[-1].endswith(DONE_EVENT)
+
+        response = await route.complete(responses_call())
+        assert json.loads(response.body)["object"] == "response"
+        assert response.usage is not None
+        events = b"".join([item async for item in (await route.stream(responses_call(stream=True))).events])
+        assert RESPONSES.cut(events).ended
+        assert RESPONSES.take_usage(events, keep=True).usage is not None
 
 
 async def test_the_app_lists_the_route_and_answers_through_it(

@@ -55,6 +55,13 @@ CASES = [
     ({"caller": ["eval-*"]}, {"caller": "ci"}, False, "caller 'ci' matches none of ['eval-*']"),
     ({"caller": ["eval-*", "ci"]}, {"caller": "ci"}, True, "caller 'ci' matches 'ci'"),
     (
+        {"reasoning_effort": ["high", "medium"]},
+        {"reasoning_effort": "high"},
+        True,
+        "reasoning_effort 'high' matches 'high'",
+    ),
+    ({"reasoning_effort": "high"}, {}, False, "reasoning_effort is absent"),
+    (
         {"metadata": {"tier": ["gold", "platinum"]}},
         {"metadata": {"tier": "gold"}},
         True,
@@ -121,6 +128,7 @@ def test_every_documented_key_has_an_operator():
         "n",
         "not",
         "prompt_tokens",
+        "reasoning_effort",
         "response_format",
         "retrieval_score",
         "similar_to",
