@@ -1,4 +1,4 @@
-"""Litestar handlers: chat completions, models, health, readiness, metrics; and every error as OpenAI JSON."""
+"""Litestar handlers: the routed endpoints (chat, embeddings, completions), models, health, metrics; OpenAI errors."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from proxy.accounting.recorder import Recorder
 from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream, unless_gone
 from proxy.endpoints.base import Codec
 from proxy.endpoints.chat import CHAT
+from proxy.endpoints.completions import COMPLETIONS
+from proxy.endpoints.embeddings import EMBEDDINGS
 from proxy.headers import forwardable_headers
 from proxy.lifespan import Generation, Resources
 from proxy.middleware import request_id_of, tally_of
@@ -115,6 +117,8 @@ def routed(codec: Codec[Any], *paths: str) -> ASGIRouteHandler:
 
 
 chat_completions = routed(CHAT, "/v1/chat/completions", "/chat/completions")
+embeddings = routed(EMBEDDINGS, "/v1/embeddings", "/embeddings")
+completions = routed(COMPLETIONS, "/v1/completions", "/completions")
 
 
 def _credential(headers: Mapping[bytes, bytes]) -> str:
@@ -206,7 +210,7 @@ def metrics(state: State) -> Response[bytes]:
     return Response(recorder.exposition(), media_type=CONTENT_TYPE)
 
 
-HANDLERS = (chat_completions, list_models, retrieve_model, healthz, readyz, metrics)
+HANDLERS = (chat_completions, embeddings, completions, list_models, retrieve_model, healthz, readyz, metrics)
 
 
 def _json_error(error: ProxyError, headers: Mapping[str, str] | None = None) -> Response[bytes]:

@@ -13,7 +13,7 @@ bounds on `n`, `temperature`, ...), and then bounds what only it uses:
 | `x-simulated-latency-ms`, `x-simulated-chunk-interval-ms` | 0 to `MAX_WAIT_MS` |
 | `x-simulated-fault` | a status of 400-599 (or `text-` one), `timeout`, `midstream`, `disconnect` |
 | `tools[0].function` | an object with a string `name` and JSON-schema `parameters` |
-| embeddings `input` | at most `MAX_EMBEDDING_INPUTS` strings |
+| embeddings `input` | at most `MAX_EMBEDDING_INPUTS` strings or token arrays |
 | embeddings `dimensions` | 1 to `MAX_DIMENSIONS`, and inputs x dimensions at most `MAX_EMBEDDING_VALUES` |
 | a call's record | its raw body kept up to `RECORD_BYTES` |
 
@@ -32,6 +32,7 @@ import msgspec
 from proxy.wire.errors import InvalidRequestError
 from proxy.wire.jsonbody import decode_json_object
 from proxy.wire.schemas import ChatBody, decode_chat_body
+from routes.simulator.embeddings import ENCODINGS, input_texts
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -183,24 +184,31 @@ class EmbeddingsAsk:
     texts: list[str]
     dimension: int
     model: object
+    encoding: str
+    """`float` or `base64`."""
     values: dict[str, Any]
     """The body's plain JSON values (for the call's record)."""
 
 
 def embeddings_ask(raw: bytes) -> EmbeddingsAsk:
-    """An embeddings request: strings only, at most `MAX_EMBEDDING_INPUTS`, a bounded answer size.
+    """An embeddings request: strings or token arrays, at most `MAX_EMBEDDING_INPUTS`, a bounded answer size.
 
     Raises:
-        SimulatorRejectedError: the body is not JSON, not strings, or asks for too large an answer.
+        SimulatorRejectedError: the body is not JSON, its input is not strings or tokens, or it asks for too
+            large an answer.
     """
     try:
         values = decode_json_object(raw)
     except InvalidRequestError as exc:
         raise SimulatorRejectedError.of(exc) from exc
-    texts = values.get("input")
-    texts = [texts] if isinstance(texts, str) else texts
-    if not isinstance(texts, list) or not texts or not all(isinstance(text, str) for text in texts):
-        raise SimulatorRejectedError("Invalid 'input': expected a string or an array of strings.", param="input")
+    texts = input_texts(values.get("input"))
+    if texts is None:
+        message = "Invalid 'input': expected a string, an array of strings, a token array or an array of them."
+        raise SimulatorRejectedError(message, param="input")
+    encoding = values.get("encoding_format") or "float"
+    if encoding not in ENCODINGS:
+        message = f"Invalid 'encoding_format': expected 'float' or 'base64', got {str(encoding)[:40]!r}."
+        raise SimulatorRejectedError(message, param="encoding_format")
     if len(texts) > MAX_EMBEDDING_INPUTS:
         raise _too_many("input", MAX_EMBEDDING_INPUTS, len(texts))
     dimension = values.get("dimensions")
@@ -214,4 +222,5 @@ def embeddings_ask(raw: bytes) -> EmbeddingsAsk:
     if len(texts) * dimension > MAX_EMBEDDING_VALUES:
         message = f"The simulator answers at most {MAX_EMBEDDING_VALUES} values: {len(texts)} x {dimension} is more."
         raise SimulatorRejectedError(message, param="input")
-    return EmbeddingsAsk(texts=texts, dimension=dimension, model=values.get("model"), values=values)
+    model = values.get("model")
+    return EmbeddingsAsk(texts=texts, dimension=dimension, model=model, encoding=str(encoding), values=values)
