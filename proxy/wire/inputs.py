@@ -48,11 +48,16 @@ def _invalid(param: str, what: str) -> InvalidRequestError:
     return InvalidRequestError(message, param=param, code="invalid_value")
 
 
+def _empty(param: str, what: str) -> InvalidRequestError:
+    message = f"Invalid '{param}': {what} is empty. Expected at least one item."
+    return InvalidRequestError(message, param=param, code="empty_array")
+
+
 def _token_array(param: str, tokens: Sequence[object]) -> None:
     if not tokens:
-        raise _invalid(param, "a token array is empty")
-    if any(type(token) is not int or token < 0 for token in tokens):
-        raise _invalid(param, "a token id is not a non-negative integer")
+        raise _empty(param, "a token array")
+    if any(type(token) is not int for token in tokens):  # which ids a model knows is the upstream's to say
+        raise _invalid(param, "a token id is not an integer")
 
 
 def check_inputs(value: Inputs, param: str, *, empty_text: bool) -> None:
@@ -64,11 +69,12 @@ def check_inputs(value: Inputs, param: str, *, empty_text: bool) -> None:
         InvalidRequestError: the shape is not one of the four, or an array is empty or longer than `MAX_INPUTS`.
     """
     if isinstance(value, str):
-        if not value and not empty_text:
-            raise _invalid(param, "it is an empty string")
+        if not value and not empty_text:  # OpenAI's own refusal, though its schema says nothing of it
+            message = f"Invalid '{param}': an empty string. Expected a string with at least one character."
+            raise InvalidRequestError(message, param=param, code="empty_string")
         return
     if not value:
-        raise _invalid(param, "it is an empty array")
+        raise _empty(param, "the array")
     if len(value) > MAX_INPUTS:
         message = (
             f"Invalid '{param}': array too long. Expected an array with maximum length {MAX_INPUTS}, "
@@ -77,8 +83,11 @@ def check_inputs(value: Inputs, param: str, *, empty_text: bool) -> None:
         raise InvalidRequestError(message, param=param, code="array_above_max_length")
     first = value[0]
     if isinstance(first, str):
-        if not all(isinstance(item, str) and (item or empty_text) for item in value):
-            raise _invalid(param, "an array of strings holds something else, or an empty string")
+        if not all(isinstance(item, str) for item in value):
+            raise _invalid(param, "an array of strings holds something else")
+        if not empty_text and not all(value):
+            message = f"Invalid '{param}': an empty string. Expected strings of at least one character."
+            raise InvalidRequestError(message, param=param, code="empty_string")
     elif isinstance(first, list):
         for item in value:
             if not isinstance(item, list):
@@ -88,8 +97,8 @@ def check_inputs(value: Inputs, param: str, *, empty_text: bool) -> None:
         _token_array(param, value)
 
 
-def input_text(value: Inputs) -> str:
-    """The text of an input that is one string ("" for strings, or tokens: no one question)."""
+def input_text(value: Inputs | None) -> str:
+    """The text of an input that is one string ("" for strings, or tokens, or none: no one question)."""
     return value if isinstance(value, str) else ""
 
 
@@ -110,7 +119,8 @@ class CompletionsRequest(msgspec.Struct, frozen=True, kw_only=True):
     """The typed view of `POST /v1/completions` that Turnout checks and decides on."""
 
     model: str
-    prompt: Inputs
+    prompt: Inputs | None = None
+    """None (or null): OpenAI's default, an empty document (`<|endoftext|>`)."""
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     n: int | None = None
@@ -164,7 +174,9 @@ def decode_completions_body(raw: bytes) -> Body[CompletionsRequest]:
         values["max_tokens"] = max_tokens
     _integral(values, "max_tokens", "logprobs", "best_of")
     request = typed_view(values, CompletionsRequest)
-    check_inputs(request.prompt, "prompt", empty_text=True)
+    if request.prompt is not None:
+        check_inputs(request.prompt, "prompt", empty_text=True)
     if request.best_of is not None and request.n is not None and request.best_of < request.n:
-        raise InvalidRequestError("best_of must be greater than or equal to n.", param="best_of")
+        message = f"Invalid 'best_of': {request.best_of} is below n ({request.n}). Expected best_of >= n."
+        raise InvalidRequestError(message, param="best_of", code="integer_below_min_value")
     return body_of(raw, request)

@@ -38,6 +38,8 @@ _WORDS = ("This", "is", "a", "simulated", "completion", "from", "the", "Turnout"
 def _prompts(request: CompletionsRequest) -> list[str | list[int]]:
     """Each prompt: a string, or a token array."""
     prompt = request.prompt
+    if prompt is None:  # OpenAI's default: an empty document
+        return [""]
     if isinstance(prompt, str):
         return [prompt]
     if all(isinstance(item, int) for item in prompt):

@@ -19,7 +19,7 @@ ENCODINGS = frozenset({"float", "base64"})
 
 
 def _is_tokens(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(type(item) is int and item >= 0 for item in value)
+    return isinstance(value, list) and bool(value) and all(type(item) is int for item in value)
 
 
 def input_texts(value: object) -> list[str] | None:

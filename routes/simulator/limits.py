@@ -218,7 +218,8 @@ def embeddings_ask(raw: bytes) -> EmbeddingsAsk:
         dimension = int(dimension)
     if type(dimension) is not int or not 1 <= dimension <= MAX_DIMENSIONS:
         message = f"Invalid 'dimensions': expected an integer from 1 to {MAX_DIMENSIONS}, got {str(dimension)[:40]}."
-        raise SimulatorRejectedError(message, param="dimensions")
+        code = "integer_above_max_value" if type(dimension) is int and dimension > MAX_DIMENSIONS else None
+        raise SimulatorRejectedError(message, param="dimensions", code=code)
     if len(texts) * dimension > MAX_EMBEDDING_VALUES:
         message = f"The simulator answers at most {MAX_EMBEDDING_VALUES} values: {len(texts)} x {dimension} is more."
         raise SimulatorRejectedError(message, param="input")
