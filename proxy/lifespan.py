@@ -126,7 +126,9 @@ def _default_route(settings: Settings, routes: dict[str, Route], upstreams: Mapp
             context = BuildContext(upstreams=upstreams, routes={}, retrievers={})
             routes[name] = msgspec.structs.replace(only, endpoints=ENDPOINT_KINDS).build(name, context)
             return routes[name]
-    name = upstream if upstream not in routes else f"{upstream}-default"
+    name = upstream
+    while name in routes:
+        name += "-default"
     every = OpenAIChatSettings(upstream=upstream, endpoints=ENDPOINT_KINDS)
     return every.build(name, BuildContext(upstreams=upstreams, routes=routes, retrievers={}))
 

@@ -141,7 +141,7 @@ async def test_a_completion_is_cached_and_replays_as_a_stream(unrouted: httpx.As
         ("/v1/embeddings", embedding(dimensions=0), "dimensions"),
         ("/v1/embeddings", embedding(encoding_format="int8"), "encoding_format"),
         ("/v1/embeddings", {"input": "x"}, "model"),
-        ("/v1/completions", completion(prompt=[-1]), "prompt"),
+        ("/v1/completions", completion(prompt=[[1], "a"]), "prompt"),
         ("/v1/completions", completion(n=0), "n"),
         ("/v1/completions", completion(logprobs=6), "logprobs"),
         ("/v1/completions", completion(n=3, best_of=2), "best_of"),
@@ -155,3 +155,16 @@ async def test_bad_input_is_a_400_naming_the_parameter(
     assert answer.status_code == 400, answer.text
     validate("ErrorResponse", answer.json())
     assert answer.json()["error"]["param"] == param
+
+
+async def test_the_default_upstreams_route_never_takes_a_policy_routes_name(
+    simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "policy.yaml"
+    named_like_it = 'upstreams:\n  sim: {base_url: "${SIM_URL}"}\nroutes:\n  sim: {upstream: sim, model: gpt-4}\n'
+    path.write_text(named_like_it + "rules:\n  - name: default\n    route: sim\n", encoding="utf-8")
+    async with in_process(load_settings({"SIM_URL": simulator.base_url, "TURNOUT_CONFIG": str(path)})) as http:
+        answer = await http.post("/v1/embeddings", json=embedding())
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-turnout-route"] == "sim-default"
+        assert (await http.get("/readyz")).json()["routes"] == ["sim"]
