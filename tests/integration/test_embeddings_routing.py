@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -168,3 +169,17 @@ async def test_the_default_upstreams_route_never_takes_a_policy_routes_name(
         assert answer.status_code == 200, answer.text
         assert answer.headers["x-turnout-route"] == "sim-default"
         assert (await http.get("/readyz")).json()["routes"] == ["sim"]
+
+
+async def test_upstream_faults_reach_the_client_as_for_chat(unrouted: httpx.AsyncClient) -> None:
+    limited = await unrouted.post("/v1/embeddings", json=embedding(), headers={"x-simulated-fault": "429"})
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"]
+    validate("ErrorResponse", limited.json())
+    broken = await unrouted.post(
+        "/v1/completions", json=completion(stream=True, temperature=1), headers={"x-simulated-fault": "midstream"}
+    )
+    assert broken.status_code == 200  # the stream had begun
+    events = [line for line in broken.text.split("\n\n") if line.startswith("data: ")]
+    assert json.loads(events[-2].removeprefix("data: "))["error"]["code"] == "upstream_error"
+    assert events[-1] == "data: [DONE]"
