@@ -1,4 +1,4 @@
-"""Litestar handlers: chat completions, models, health, readiness, metrics; and every error as OpenAI JSON."""
+"""Litestar handlers: the routed endpoints (chat, embeddings, completions), models, health, metrics; OpenAI errors."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from proxy.accounting.recorder import Recorder
 from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream, unless_gone
 from proxy.endpoints.base import Codec
 from proxy.endpoints.chat import CHAT
+from proxy.endpoints.completions import COMPLETIONS
+from proxy.endpoints.embeddings import EMBEDDINGS
 from proxy.endpoints.responses import RESPONSES
 from proxy.headers import forwardable_headers
 from proxy.lifespan import Generation, Resources
@@ -144,6 +146,8 @@ def _held_by_upstream(previous: str | None) -> Iterator[None]:
 
 chat_completions = routed(CHAT, "/v1/chat/completions", "/chat/completions")
 responses = routed(RESPONSES, "/v1/responses", "/responses", stored_upstream=True)
+embeddings = routed(EMBEDDINGS, "/v1/embeddings", "/embeddings")
+completions = routed(COMPLETIONS, "/v1/completions", "/completions")
 
 
 def _credential(headers: Mapping[bytes, bytes]) -> str:
@@ -297,6 +301,8 @@ HANDLERS = (
     delete_response,
     response_input_items,
     cancel_response,
+    embeddings,
+    completions,
     list_models,
     retrieve_model,
     healthz,

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
+import msgspec
 
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.recorder import Recorder
@@ -34,8 +35,10 @@ from proxy.semantic import Knowledge, LocalEmbedders, build_knowledge
 from proxy.tasks import BackgroundTasks
 from proxy.wire.errors import ProxyError
 from proxy.wire.redaction import Redactor
-from routes import Upstream, UpstreamTimeouts, new_session
+from routes import Route, Upstream, UpstreamTimeouts, new_session
+from routes.kind import ENDPOINT_KINDS, BuildContext
 from routes.knowledge.retrieval import one_blas_thread
+from routes.openai_chat import OpenAIChatSettings
 from routes.registry import build_routes
 from routes.simulator.server import start_simulator
 
@@ -55,7 +58,10 @@ class Generation:
     """The retrievers over the knowledge indexes and the semantic scorer (none when nothing embeds)."""
 
     def first_upstream(self) -> Upstream:
-        """The upstream of the first route: without a policy, the only one (whose models `/v1/models` lists)."""
+        """The default upstream: the policy's first (without a policy, the only one, whose models `/v1/models` lists).
+
+        Its route (`Pipeline.default`) answers the embeddings and completions no route serves.
+        """
         return next(iter(self.upstreams.values()))
 
 
@@ -107,6 +113,29 @@ class _Sessions:
             await session.close()
 
 
+def _default_route(settings: Settings, routes: dict[str, Route], upstreams: Mapping[str, Upstream]) -> Route:
+    """The default upstream's route: it serves every endpoint kind, with the caller's own model.
+
+    It answers what no rule is written for and no route serves (embeddings, legacy completions for a
+    model no route names). Without a policy, the one route is it (the pass-through of the one upstream,
+    made to serve every kind). With one, it is a route of its own, beside the policy's and not listed
+    with them (`/readyz`, `/v1/models`), named after its upstream (a bounded label), `-default` added
+    when a route of the policy has that name.
+    """
+    upstream = next(iter(upstreams))
+    if settings.deployment.policy is None:
+        name, only = next(iter(settings.deployment.routes.items()))
+        if isinstance(only, OpenAIChatSettings):
+            context = BuildContext(upstreams=upstreams, routes={}, retrievers={})
+            routes[name] = msgspec.structs.replace(only, endpoints=ENDPOINT_KINDS).build(name, context)
+            return routes[name]
+    name = upstream
+    while name in routes:
+        name += "-default"
+    every = OpenAIChatSettings(upstream=upstream, endpoints=ENDPOINT_KINDS)
+    return every.build(name, BuildContext(upstreams=upstreams, routes=routes, retrievers={}))
+
+
 def _build(
     settings: Settings,
     sessions: _Sessions,
@@ -133,10 +162,13 @@ def _build(
     prices = PriceTable(deployment.prices, baseline_model=baseline, known_models=known)
     knowledge = build_knowledge(deployment, upstreams, local=local)
     routes = build_routes(deployment.routes, upstreams, knowledge.retrievers)
+    default = _default_route(settings, routes, upstreams)
     if recorder is not None:
-        recorder.routes_known(routes)
+        recorder.routes_known([*routes, *([] if default.name in routes else [default.name])])
     pipeline = Pipeline(
         routes=routes,
+        default=default,
+        baseline=deployment.baseline,
         semantic=knowledge.scorer,
         policy=deployment.policy,
         retry=deployment.retry,

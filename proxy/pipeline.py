@@ -24,7 +24,7 @@ from proxy.accounting.tally import CacheStatus, Tally
 from proxy.breaker import CircuitBreaker
 from proxy.cache.lookup import AnswerCache, Ticket
 from proxy.config.sections import BreakerSettings, RetrySettings
-from proxy.decide import decide_semantically
+from proxy.decide import decide_by_model, decide_semantically
 from proxy.endpoints.base import Codec
 from proxy.outcome import Outcome, OutcomeError
 from proxy.semantic import SemanticScorer
@@ -33,6 +33,7 @@ from proxy.tasks import BackgroundTasks
 from proxy.wire.errors import InvalidRequestError, ProxyError, RouteUnavailableError
 from proxy.wire.schemas import Usage
 from routes import Answer, AnswerStream, Call, Route
+from routes.kind import CONVERSATIONS
 
 __all__ = ["CALLER_HEADER", "Pipeline", "Steer"]
 
@@ -56,6 +57,8 @@ class Pipeline:
         *,
         routes: Mapping[str, Route],
         policy: PolicyEngine | None,
+        default: Route | None = None,
+        baseline: str | None = None,
         retry: RetrySettings,
         breaker: BreakerSettings,
         tasks: BackgroundTasks,
@@ -69,7 +72,14 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.routes = routes
+        """The policy's routes (what `/readyz` lists)."""
         self.policy = policy
+        self.default = default or next(iter(routes.values()))
+        """The default upstream's route, for the kinds no rule is written for (embeddings, legacy completions)
+        that no route serves for their model: a policy's route, or one of its own beside them (`proxy.lifespan`)."""
+        self._routes = {**routes, self.default.name: self.default} if self.default.name not in routes else routes
+        self._compared = routes[baseline].endpoints if baseline is not None else frozenset(CONVERSATIONS)
+        """The kinds priced against the baseline: those its route serves (an embedding is no chat answer's match)."""
         self.named: Mapping[str, str] = named or {}
         """Model names that select a route directly (route names and aliases), when the policy allows it."""
         self.semantic = semantic
@@ -80,14 +90,19 @@ class Pipeline:
         """Given each finished shadow copy's tally: a shadow's tokens are spend too."""
         self.cache = cache
         """The response cache; None: every request bypasses it."""
-        self.breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown, clock) for name in routes}
+        self.breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown, clock) for name in self._routes}
         self._retry = retry
         self._tasks = tasks
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._sleep = sleep
 
     async def decide(self, codec: Codec[Any], call: Call[Any]) -> Decision:
-        """Where `call` goes (see `proxy.decide`); meaning-based features are computed once, when a rule needs them."""
+        """Where `call` goes (see `proxy.decide`); meaning-based features are computed once, when a rule needs them.
+
+        The rules decide conversations only; a call of another kind goes where its `model` says (`decide_by_model`).
+        """
+        if codec.kind not in CONVERSATIONS:
+            return decide_by_model(codec, call, routes=self.routes, named=self.named, default_route=self.default.name)
         default_route = next(iter(self.routes))
         return await decide_semantically(
             codec, call, policy=self.policy, named=self.named, default_route=default_route, scorer=self.semantic
@@ -108,13 +123,13 @@ class Pipeline:
             ticket = Ticket(status="bypass")
         else:
             try:
-                ticket = await self.cache.begin(codec, call, decision, self.routes[decision.route], stream=stream)
+                ticket = await self.cache.begin(codec, call, decision, self._routes[decision.route], stream=stream)
             finally:
                 self._spent(call, tally)
         tally.cache = ticket.status
         hit = ticket.hit
         if hit is not None and hit.model is not None and hit.usage is not None:
-            tally.charge_for(self.prices, hit.model, hit.usage, cached=True)
+            tally.charge_for(self.prices, hit.model, hit.usage, cached=True, compared=codec.kind in self._compared)
         return decision, ticket
 
     async def complete(
@@ -207,7 +222,7 @@ class Pipeline:
                 which rule, what the cache did).
         """
         failed: list[str] = []
-        candidates = [name for name in (decision.route, *decision.fallbacks) if kind in self.routes[name].endpoints]
+        candidates = [name for name in (decision.route, *decision.fallbacks) if kind in self._routes[name].endpoints]
         if not candidates:
             message = f"The route '{decision.route}' (rule '{decision.rule}') does not answer {kind} requests."
             error = InvalidRequestError(message, param="model", code="unsupported_endpoint")
@@ -241,7 +256,7 @@ class Pipeline:
                 raise error
             started = time.perf_counter()
             try:
-                result = await once(self.routes[name])
+                result = await once(self._routes[name])
             except ProxyError as exc:
                 tally.upstream_seconds += time.perf_counter() - started
                 if not exc.route_failure:
@@ -278,7 +293,7 @@ class Pipeline:
 
     async def _run_shadow(self, codec: Codec[Any], call: Call[Any], name: str) -> None:
         """Send the copy; its answer is dropped, its outcome logged, its cost recorded."""
-        route, started = self.routes[name], time.perf_counter()
+        route, started = self._routes[name], time.perf_counter()
         streams = codec.streams(call.body)
         tally = Tally(shadow=True, stream=streams)
         tally.decided(name, "shadow")
@@ -321,8 +336,8 @@ class Pipeline:
         self, codec: Codec[Any], call: Call[Any], tally: Tally, route: str, model: str | None, usage: Usage
     ) -> None:
         """Price the usage `route` reported: by the model that answered, else the route's, else the caller's."""
-        answered_by = model or self.routes[route].model or codec.requested_model(call.body)
-        tally.charge_for(self.prices, answered_by, usage)
+        answered_by = model or self._routes[route].model or codec.requested_model(call.body)
+        tally.charge_for(self.prices, answered_by, usage, compared=codec.kind in self._compared)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "request %s on route %s used %d prompt + %d completion tokens",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -19,9 +19,23 @@ from routes.knowledge.index import KnowledgeIndex
 from routes.knowledge.retrieval import Retriever
 from routes.upstream import Upstream
 
-__all__ = ["BuildContext", "CheckContext", "RouteSettings", "Seconds"]
+__all__ = [
+    "CONVERSATIONS",
+    "ENDPOINT_KINDS",
+    "BuildContext",
+    "CheckContext",
+    "EndpointKind",
+    "RouteSettings",
+    "Seconds",
+]
 
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+EndpointKind = Literal["chat", "responses", "embeddings", "completions"]
+"""The endpoint kinds Turnout routes (each a codec's `kind`), as a route's `endpoints` setting names them."""
+ENDPOINT_KINDS: tuple[EndpointKind, ...] = ("chat", "responses", "embeddings", "completions")
+CONVERSATIONS: tuple[EndpointKind, ...] = ("chat", "responses")
+"""The conversation kinds: what a policy's rules are written for, and what a route serves unless it says otherwise."""
 
 
 @dataclass(frozen=True, slots=True)

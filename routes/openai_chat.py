@@ -5,7 +5,11 @@ The route kind `openai`, the default: a policy file's route without a `kind` is 
 ```yaml
 routes:
   support-ft: {upstream: openai, model: "ft:gpt-3.5-turbo-0613:acme::8Xyz", timeout: 30}
+  embed: {upstream: openai, model: text-embedding-3-small, endpoints: [embeddings]}
 ```
+
+`endpoints` lists the endpoint kinds the route serves (by default the conversations, `chat` and `responses`):
+a route for embeddings or legacy completions says so.
 
 Endpoint-agnostic: a call's `Endpoint` names the upstream path, rewrites the body (the route's `model`,
 the usage a stream must report) and says whether an answer or a stream's events read.
@@ -15,13 +19,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from proxy.wire.answers import UnreadableAnswerError
 from proxy.wire.errors import UpstreamError, upstream_stream_error
 from proxy.wire.sse import EventSplitter
 from routes.base import Answer, AnswerStream, Call
-from routes.kind import BuildContext, CheckContext, RouteSettings, Seconds
+from routes.kind import CONVERSATIONS, BuildContext, CheckContext, EndpointKind, RouteSettings, Seconds
 from routes.upstream import Upstream, UpstreamPath
 
 __all__ = ["OpenAIChatRoute", "OpenAIChatSettings"]
@@ -34,6 +40,8 @@ class OpenAIChatSettings(RouteSettings, frozen=True, kw_only=True, forbid_unknow
     model: str | None = None
     timeout: Seconds | None = None
     """Seconds for a whole request on this route (the upstream's `total` when unset)."""
+    endpoints: Annotated[tuple[EndpointKind, ...], msgspec.Meta(min_length=1)] = CONVERSATIONS
+    """The endpoint kinds it serves: by default the conversations (`chat`, `responses`)."""
 
     def check(self, name: str, context: CheckContext) -> None:
         """The upstream must be one the file declares."""
@@ -43,7 +51,8 @@ class OpenAIChatSettings(RouteSettings, frozen=True, kw_only=True, forbid_unknow
 
     def build(self, name: str, context: BuildContext) -> OpenAIChatRoute:
         """The route on its upstream."""
-        return OpenAIChatRoute(name, context.upstreams[self.upstream], self.model, self.timeout)
+        upstream = context.upstreams[self.upstream]
+        return OpenAIChatRoute(name, upstream, self.model, self.timeout, endpoints=frozenset(self.endpoints))
 
 
 def _unreadable(upstream: Upstream, what: str, reason: str) -> UpstreamError:
@@ -54,16 +63,25 @@ def _unreadable(upstream: Upstream, what: str, reason: str) -> UpstreamError:
 class OpenAIChatRoute:
     """Send requests to one upstream, with this route's model (or the caller's, when `model` is None)."""
 
-    __slots__ = ("_timeout", "model", "name", "upstream")
+    __slots__ = ("_timeout", "endpoints", "model", "name", "upstream")
 
     cache_scope = ""
     """Nothing but the request (and the model) decides the answer."""
-    endpoints = frozenset({"chat", "responses"})
 
-    def __init__(self, name: str, upstream: Upstream, model: str | None = None, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        upstream: Upstream,
+        model: str | None = None,
+        timeout: float | None = None,
+        *,
+        endpoints: frozenset[str] = frozenset(CONVERSATIONS),
+    ) -> None:
         self.name = name
         self.upstream = upstream
         self.model = model
+        self.endpoints = endpoints
+        """The endpoint kinds it serves (its `endpoints` setting)."""
         self._timeout = upstream.timeout(timeout)
 
     def __repr__(self) -> str:

@@ -146,15 +146,16 @@ class PriceTable:
         price = self.price(model)
         return None if price is None else price.cost(usage)
 
-    def charge(self, model: str, usage: Usage, *, cached: bool = False) -> Charge | None:
+    def charge(self, model: str, usage: Usage, *, cached: bool = False, compared: bool = True) -> Charge | None:
         """The cost of an answer by `model` and the baseline's cost for the same tokens; None if unpriced.
 
-        A cached answer costs nothing and saves its whole baseline cost.
+        A cached answer costs nothing and saves its whole baseline cost. Not `compared` (the baseline route
+        serves no such request: an embedding), an answer is its own baseline.
         """
         cost = self.cost(model, usage)
         if cost is None:
             return None
-        baseline = self.cost(self.baseline_model, usage) if self.baseline_model is not None else None
+        baseline = self.cost(self.baseline_model, usage) if compared and self.baseline_model is not None else None
         return Charge(cost=ZERO if cached else cost, baseline=cost if baseline is None else baseline)
 
 

@@ -105,10 +105,15 @@ class Tally:
         """The policy's decision (before any fallback)."""
         self.route, self.rule = route, rule
 
-    def charge_for(self, prices: PriceTable, model: str, usage: Usage, *, cached: bool = False) -> None:
-        """Price `usage` by `model`, which answered (or, `cached`, whose answer came from the cache)."""
+    def charge_for(
+        self, prices: PriceTable, model: str, usage: Usage, *, cached: bool = False, compared: bool = True
+    ) -> None:
+        """Price `usage` by `model`, which answered (or, `cached`, whose answer came from the cache).
+
+        `compared`: against the baseline (False when the baseline route serves no request of this kind).
+        """
         self.model, self.model_label, self.usage = model, prices.label(model), usage
-        self.charge = prices.charge(model, usage, cached=cached)
+        self.charge = prices.charge(model, usage, cached=cached, compared=compared)
 
     def embedded(self, prices: PriceTable, model: str, tokens: int) -> None:
         """Embedding tokens spent for this request (the RAG path's retrieval, semantic conditions)."""

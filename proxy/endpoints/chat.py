@@ -8,22 +8,21 @@ a stream), the fields that change the answer, the usage chunk, `data: [DONE]`, a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 import msgspec
 
 from policies import RequestFeatures, extract_features
-from proxy.endpoints import chat_replay
+from proxy.endpoints import chat_replay, framing
 from proxy.endpoints.base import Replay, UsageFound
-from proxy.wire.answers import ChunkView, CompletionView, UnreadableAnswerError, read_answer
+from proxy.wire.answers import ChunkView, CompletionView, read_answer
 from proxy.wire.endpoint import Body, StreamCut
-from proxy.wire.errors import ProxyError, UpstreamError, upstream_stream_error
+from proxy.wire.errors import ProxyError
 from proxy.wire.schemas import ChatBody, ChatRequest, Usage, decode_chat_body, last_user_text
-from proxy.wire.sse import DONE, DONE_EVENT, encode_event, event_data, split_events
+from proxy.wire.sse import DONE_EVENT, encode_event
 from routes import ChatCall
 
-__all__ = ["ANSWER_FIELDS", "CHAT", "IGNORED_FIELDS", "ChatCodec"]
+__all__ = ["ANSWER_FIELDS", "CHAT", "IGNORED_FIELDS", "ChatCodec", "ask_for_usage", "asks_one_answer"]
 
 ANSWER_FIELDS = frozenset(
     {
@@ -79,12 +78,24 @@ _FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _MESSAGES = msgspec.json.Decoder(list[msgspec.Raw])
 _USAGE_ONLY = msgspec.Raw(b'{"include_usage":true}')
 _TRUE = msgspec.Raw(b"true")
-# A usage object, not the `"usage": null` every chunk carries once usage is on; escaped text cannot match.
-_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
-def _joined(events: list[bytes]) -> bytes:
-    return b"".join(event + b"\n\n" for event in events)
+def asks_one_answer(temperature: float | None, fields: Mapping[str, msgspec.Raw]) -> bool:
+    """Whether a request's sampling is fixed: `temperature: 0`, or a `seed` that is not null."""
+    seed = fields.get("seed")
+    return temperature == 0 or (seed is not None and bytes(seed) != b"null")
+
+
+def ask_for_usage(fields: Mapping[str, msgspec.Raw], members: dict[str, msgspec.Raw]) -> None:
+    """Put in `members` the `stream_options` that ask a stream for its usage chunk (`include_usage`).
+
+    The caller's other stream options are kept (an accepted body's members always decode again).
+    """
+    options = fields.get("stream_options")
+    if options is None or bytes(options) == b"null":
+        members["stream_options"] = _USAGE_ONLY
+    else:
+        members["stream_options"] = msgspec.Raw(_ENCODE({**_FIELDS.decode(options), "include_usage": _TRUE}))
 
 
 class ChatCodec:
@@ -131,11 +142,7 @@ class ChatCodec:
         if model is not None and request.model != model:
             members["model"] = msgspec.Raw(_ENCODE(model))
         if stream and not request.wants_usage_chunk:
-            options = body.fields.get("stream_options")
-            if options is None or request.stream_options is None:  # absent, or null
-                members["stream_options"] = _USAGE_ONLY
-            else:  # keep the caller's other options (an accepted body's members always decode again)
-                members["stream_options"] = msgspec.Raw(_ENCODE({**_FIELDS.decode(options), "include_usage": _TRUE}))
+            ask_for_usage(body.fields, members)
         return body.replaced(members).raw if members else body.raw
 
     def read_answer(self, content: bytes) -> tuple[str | None, Usage | None]:
@@ -145,25 +152,11 @@ class ChatCodec:
 
     def cut(self, events: bytes) -> StreamCut:
         """The events up to `[DONE]` (normalised; anything after it dropped), an unreadable chunk or an error."""
-        parts = split_events(events)
-        for index, event in enumerate(parts):
-            data = event_data(event)
-            if not data:  # comments and `event:` lines carry no chunk
-                continue
-            if data == DONE:
-                return StreamCut(_joined(parts[:index]) + DONE_EVENT, ended=True)
-            try:
-                read_answer(data, ChunkView)
-            except UnreadableAnswerError as exc:
-                return StreamCut(_joined(parts[:index]), unreadable=str(exc))
-            if upstream_stream_error(data) is not None:
-                return StreamCut(_joined(parts[:index]), error=data)
-        return StreamCut(events)
+        return framing.cut(events, ChunkView)
 
     def deterministic(self, body: Body[ChatRequest]) -> bool:
         """`temperature: 0`, or a `seed` that is not null."""
-        seed = body.fields.get("seed")
-        return body.view.temperature == 0 or (seed is not None and bytes(seed) != b"null")
+        return asks_one_answer(body.view.temperature, body.fields)
 
     def cache_context(self, body: Body[ChatRequest]) -> Mapping[str, msgspec.Raw] | None:
         """When the last message is the user's: the fields with the messages before it."""
@@ -193,28 +186,8 @@ class ChatCodec:
         return chat_replay.replayable(stored)
 
     def take_usage(self, events: bytes, *, keep: bool) -> UsageFound:
-        """The usage chunk's usage; the usage-only chunk dropped unless `keep`.
-
-        A usage chunk that cannot be read (a count out of range, say) is the upstream's fault, as an
-        unreadable completion is: the stream ends with an `upstream_error` (routes check every chunk
-        first; this holds for any source).
-        """
-        if not _USAGE_OBJECT.search(events):  # once a stream: every other run passes untouched
-            return UsageFound(events)
-        kept, usage, model = [], None, None
-        for event in split_events(events):
-            data = event_data(event)
-            if data is not None and _USAGE_OBJECT.search(data):
-                try:
-                    _, chunk = read_answer(data, ChunkView)
-                except UnreadableAnswerError as exc:
-                    raise UpstreamError(f"The upstream sent a usage chunk that Turnout cannot read: {exc}.") from None
-                if chunk.usage is not None:
-                    usage, model = chunk.usage, chunk.model
-                    if not chunk.choices and not keep:
-                        continue
-            kept.append(event + b"\n\n")
-        return UsageFound(b"".join(kept), usage, model)
+        """The usage chunk's usage; the usage-only chunk dropped unless `keep` (`proxy.endpoints.framing`)."""
+        return framing.take_usage(events, ChunkView, keep=keep)
 
     def ends(self, events: bytes) -> bool:
         """Whether `events` end with `data: [DONE]`."""

@@ -14,14 +14,13 @@ raises `UnreadableAnswerError`, which the cache answers as a miss (`replay()`, `
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from proxy.endpoints.base import Replay
-from proxy.wire.answers import ChunkView, CompletionView, UnreadableAnswerError, read_answer
-from proxy.wire.sse import DONE, DONE_EVENT, encode_event, event_data, split_events
+from proxy.endpoints.framing import COMPLETION, STREAM, StoredForms, entry, keep_envelope
+from proxy.wire.answers import ChunkView, CompletionView
+from proxy.wire.sse import DONE_EVENT, encode_event
 
 __all__ = [
     "COMPLETION",
@@ -31,15 +30,8 @@ __all__ = [
     "replayable",
 ]
 
-COMPLETION = b"C"
-STREAM = b"S"
 _WORD = re.compile(r"\S+\s*|\s+")
 _ENVELOPE = ("id", "created", "model", "system_fingerprint", "service_tier")
-
-
-def entry(kind: bytes, body: bytes) -> bytes:
-    """The stored form of an answer: its kind, then its bytes."""
-    return kind + body
 
 
 def _merge_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
@@ -102,9 +94,7 @@ def _assemble(chunks: list[dict[str, Any]]) -> bytes:
     choices: dict[int, _Choice] = {}
     usage = None
     for chunk in chunks:
-        for field in _ENVELOPE:
-            if chunk.get(field) is not None:
-                body.setdefault(field, chunk[field])
+        keep_envelope(body, chunk, _ENVELOPE)
         for choice in chunk.get("choices") or ():
             index = int(choice.get("index", 0))
             choices.setdefault(index, _Choice(index)).add(choice)
@@ -138,7 +128,7 @@ def _choice_deltas(choice: dict[str, Any]) -> list[tuple[dict[str, Any], Any, st
     return deltas
 
 
-def _to_events(body: dict[str, Any], *, wants_usage: bool) -> bytes:
+def _to_events(body: dict[str, Any], wants_usage: bool) -> bytes:
     """The SSE events of a live stream of a completion already read (its shape checked), `[DONE]` last."""
     envelope: dict[str, Any] = {"id": body.get("id"), "object": "chat.completion.chunk", "created": body.get("created")}
     envelope["model"] = body.get("model")
@@ -158,62 +148,9 @@ def _to_events(body: dict[str, Any], *, wants_usage: bool) -> bytes:
     return b"".join(out)
 
 
-@dataclass(frozen=True, slots=True)
-class _Stream:
-    """A stored stream, read: the events to replay, every chunk as plain values, the last usage chunk."""
+_FORMS = StoredForms(CompletionView, ChunkView, _to_events, _assemble)
 
-    events: bytes
-    chunks: list[dict[str, Any]]
-    usage_chunk: ChunkView | None
-
-
-def _read_stream(events: bytes, *, wants_usage: bool) -> _Stream:
-    """Read every chunk of `events` once; the events to replay leave the usage-only chunk out unless asked for."""
-    kept, chunks, usage_chunk = [], [], None
-    for event in split_events(events):
-        data = event_data(event)
-        if data and data != DONE:
-            chunk, view = read_answer(data, ChunkView)
-            chunks.append(chunk)
-            if view.usage is not None:
-                usage_chunk = view
-                if not view.choices and not wants_usage:
-                    continue
-        kept.append(event + b"\n\n")
-    return _Stream(events=events if wants_usage else b"".join(kept), chunks=chunks, usage_chunk=usage_chunk)
-
-
-def replay(stored: bytes, *, stream: bool, wants_usage: bool) -> Replay:
-    """A stored entry as the answer to a new request: a stream (with the usage chunk, if `wants_usage`) or not.
-
-    The entry is read whole first, whatever part the new request needs: what an older version or a
-    changed Redis holds is read as an upstream's answer would be.
-
-    Raises:
-        UnreadableAnswerError: the entry is not one this version could replay (an unknown kind, an answer
-            that does not read).
-    """
-    kind, body = stored[:1], stored[1:]
-    if kind == COMPLETION:
-        plain, view = read_answer(body, CompletionView)
-        replayed = _to_events(plain, wants_usage=wants_usage) if stream else body
-        return Replay(body=replayed, model=view.model, usage=view.usage)
-    if kind != STREAM:
-        raise UnreadableAnswerError("it is not an entry this version stores")
-    read = _read_stream(body, wants_usage=wants_usage)
-    found = read.usage_chunk
-    model, usage = (found.model, found.usage) if found is not None else (None, None)
-    return Replay(body=read.events if stream else _assemble(read.chunks), model=model, usage=usage)
-
-
-def replayable(stored: bytes) -> bool:
-    """Whether `stored` replays in both forms (checked before it is stored).
-
-    Turning a completion into a stream reads all of it, as assembling a stream reads all of its chunks;
-    the form an entry was stored in is that same whole, read.
-    """
-    try:
-        replay(stored, stream=not stored.startswith(STREAM), wants_usage=False)
-    except UnreadableAnswerError:
-        return False
-    return True
+replay = _FORMS.replay
+"""A stored entry as the answer to a new request, in the form it asks for (`StoredForms.replay`)."""
+replayable = _FORMS.replayable
+"""Whether an entry replays in both forms (`StoredForms.replayable`)."""

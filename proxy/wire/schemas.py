@@ -20,7 +20,7 @@ from typing import Annotated
 
 import msgspec
 
-from proxy.wire.endpoint import Body
+from proxy.wire.endpoint import Body, ViewT
 from proxy.wire.errors import InvalidRequestError
 from proxy.wire.jsonbody import NOT_JSON, decode_json_object
 from proxy.wire.parameters import check_parameters
@@ -34,9 +34,11 @@ __all__ = [
     "StreamOptions",
     "TokenCount",
     "Usage",
+    "body_of",
     "decode_chat_body",
     "last_user_text",
     "message_text",
+    "typed_view",
 ]
 
 
@@ -144,9 +146,14 @@ def _param(message: str) -> str | None:
     return path or None
 
 
-def _typed(body: object) -> ChatRequest:
+def typed_view(body: object, view: type[ViewT]) -> ViewT:
+    """`body` (plain JSON values) as the typed `view` of its endpoint.
+
+    Raises:
+        InvalidRequestError: a field the view reads is missing or of the wrong type; `param` names it.
+    """
     try:
-        return msgspec.convert(body, ChatRequest)
+        return msgspec.convert(body, view)
     except msgspec.ValidationError as exc:
         message = str(exc)
         param = _param(message)
@@ -165,9 +172,13 @@ def decode_chat_body(raw: bytes) -> ChatBody:
     """
     body = decode_json_object(raw)
     check_parameters(body)
-    request = _typed(body)
+    return body_of(raw, typed_view(body, ChatRequest))
+
+
+def body_of(raw: bytes, view: ViewT) -> Body[ViewT]:
+    """The `Body` of an accepted request: its bytes, its typed view, its top-level members as sent."""
     try:
         fields = _FIELDS.decode(raw)
     except msgspec.DecodeError as exc:  # never seen: skipping accepts whatever decoding does (tests say so)
         raise InvalidRequestError(NOT_JSON.format(reason=str(exc))) from exc
-    return Body(raw=raw, view=request, fields=fields)
+    return Body(raw=raw, view=view, fields=fields)

@@ -14,7 +14,7 @@ bounds on `n`, `temperature`, ...), and then bounds what only it uses:
 | `x-simulated-fault` | a status of 400-599 (or `text-` one), `timeout`, `midstream`, `disconnect` |
 | `tools` | at most `MAX_TOOLS`; each `function` an object with a string `name` and JSON-schema `parameters` |
 | a schema (`parameters`, `response_format.json_schema.schema`) | walked to a bounded depth and size (`schema_values`) |
-| embeddings `input` | at most `MAX_EMBEDDING_INPUTS` strings |
+| embeddings `input` | at most `MAX_EMBEDDING_INPUTS` strings or token arrays |
 | embeddings `dimensions` | 1 to `MAX_DIMENSIONS`, and inputs x dimensions at most `MAX_EMBEDDING_VALUES` |
 | a call's record | its raw body kept up to `RECORD_BYTES` |
 
@@ -33,6 +33,7 @@ import msgspec
 from proxy.wire.errors import InvalidRequestError
 from proxy.wire.jsonbody import decode_json_object
 from proxy.wire.schemas import ChatBody, decode_chat_body
+from routes.simulator.embeddings import ENCODINGS, input_texts
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -189,24 +190,31 @@ class EmbeddingsAsk:
     texts: list[str]
     dimension: int
     model: object
+    encoding: str
+    """`float` or `base64`."""
     values: dict[str, Any]
     """The body's plain JSON values (for the call's record)."""
 
 
 def embeddings_ask(raw: bytes) -> EmbeddingsAsk:
-    """An embeddings request: strings only, at most `MAX_EMBEDDING_INPUTS`, a bounded answer size.
+    """An embeddings request: strings or token arrays, at most `MAX_EMBEDDING_INPUTS`, a bounded answer size.
 
     Raises:
-        SimulatorRejectedError: the body is not JSON, not strings, or asks for too large an answer.
+        SimulatorRejectedError: the body is not JSON, its input is not strings or tokens, or it asks for too
+            large an answer.
     """
     try:
         values = decode_json_object(raw)
     except InvalidRequestError as exc:
         raise SimulatorRejectedError.of(exc) from exc
-    texts = values.get("input")
-    texts = [texts] if isinstance(texts, str) else texts
-    if not isinstance(texts, list) or not texts or not all(isinstance(text, str) for text in texts):
-        raise SimulatorRejectedError("Invalid 'input': expected a string or an array of strings.", param="input")
+    texts = input_texts(values.get("input"))
+    if texts is None:
+        message = "Invalid 'input': expected a string, an array of strings, a token array or an array of them."
+        raise SimulatorRejectedError(message, param="input")
+    encoding = values.get("encoding_format") or "float"
+    if encoding not in ENCODINGS:
+        message = f"Invalid 'encoding_format': expected 'float' or 'base64', got {str(encoding)[:40]!r}."
+        raise SimulatorRejectedError(message, param="encoding_format")
     if len(texts) > MAX_EMBEDDING_INPUTS:
         raise _too_many("input", MAX_EMBEDDING_INPUTS, len(texts))
     dimension = values.get("dimensions")
@@ -216,8 +224,10 @@ def embeddings_ask(raw: bytes) -> EmbeddingsAsk:
         dimension = int(dimension)
     if type(dimension) is not int or not 1 <= dimension <= MAX_DIMENSIONS:
         message = f"Invalid 'dimensions': expected an integer from 1 to {MAX_DIMENSIONS}, got {str(dimension)[:40]}."
-        raise SimulatorRejectedError(message, param="dimensions")
+        code = "integer_above_max_value" if type(dimension) is int and dimension > MAX_DIMENSIONS else None
+        raise SimulatorRejectedError(message, param="dimensions", code=code)
     if len(texts) * dimension > MAX_EMBEDDING_VALUES:
         message = f"The simulator answers at most {MAX_EMBEDDING_VALUES} values: {len(texts)} x {dimension} is more."
         raise SimulatorRejectedError(message, param="input")
-    return EmbeddingsAsk(texts=texts, dimension=dimension, model=values.get("model"), values=values)
+    model = values.get("model")
+    return EmbeddingsAsk(texts=texts, dimension=dimension, model=model, encoding=str(encoding), values=values)

@@ -29,6 +29,12 @@ any other end-to-end header:
 - `x-simulated-step-ms`: on a fine-tuning job's or a batch's create call, how long each stage of its
   life cycle lasts (`lifecycle.DEFAULT_STEP_MS` by default).
 
+`POST /v1/embeddings` answers deterministic vectors: each word of an input is hashed to a few
+dimensions, so texts that share words point the same way (a crude but stable stand-in for meaning),
+with `usage` counting about 1.3 tokens a word. `dimensions` is honoured (default 1536), token arrays
+and `encoding_format: base64` too (`routes.simulator.embeddings`). `POST /v1/completions` answers the
+legacy completions (`routes.simulator.completions`).
+
 Every call is recorded by its `x-request-id` and can be read back at `GET /_simulator/calls/{id}`:
 what arrived last (headers, body), how it ended (`completed`, `cancelled`, `fault`), and `models`, the
 model of every request that carried that id (retries and fallbacks included).
@@ -65,6 +71,8 @@ from routes.simulator.common import (
     record_call,
     rejections,
 )
+from routes.simulator.completions import completions
+from routes.simulator.embeddings import encoded
 from routes.simulator.files import add_file_routes
 from routes.simulator.fine_tuning import add_fine_tuning_routes
 from routes.simulator.limits import (
@@ -202,7 +210,7 @@ _WORDS = re.compile(r"\w+")
 def _embeddings_answer(ask: EmbeddingsAsk) -> dict[str, Any]:
     """The `CreateEmbeddingResponse` for an embeddings request."""
     data = [
-        {"object": "embedding", "index": index, "embedding": _hashed_vector(text, ask.dimension)}
+        {"object": "embedding", "index": index, "embedding": encoded(_hashed_vector(text, ask.dimension), ask.encoding)}
         for index, text in enumerate(ask.texts)
     ]
     tokens = sum(max(1, round(len(text.split()) * 1.3)) for text in ask.texts)
@@ -257,6 +265,7 @@ def build_simulator(config: SimulatorConfig | None = None) -> web.Application:
         app.router.add_post(prefix + "/responses/{response_id}/cancel", responses.cancel)
         app.router.add_post(prefix + "/chat/completions", handlers.chat)
         app.router.add_post(prefix + "/embeddings", handlers.embeddings)
+        app.router.add_post(prefix + "/completions", completions)
         app.router.add_get(prefix + "/models", handlers.models)
         app.router.add_get(prefix + "/models/{model_id:.+}", handlers.model)
     app.router.add_get("/_simulator/calls/{request_id}", handlers.call)

@@ -38,15 +38,24 @@ class Case:
     """The `cache_scope` this kind's route must have, given the version of the knowledge index beside the file."""
     listed: list[str]
     """The routes as `/readyz` and `/v1/models` list them (the file says `r`, then `ft`)."""
+    endpoints: frozenset[str]
+    """The endpoint kinds the route serves (given its entry)."""
 
 
 CASES = {
-    "openai": Case("{upstream: sim, model: gpt-4, timeout: 30}", "gpt-4", lambda version: "", ["r", "ft"]),
+    "openai": Case(
+        "{upstream: sim, model: gpt-4, timeout: 30, endpoints: [chat, responses, embeddings]}",
+        "gpt-4",
+        lambda version: "",
+        ["r", "ft"],
+        frozenset({"chat", "responses", "embeddings"}),
+    ),
     "rag": Case(
         "{kind: rag, index: ./index, answer_with: ft, top_k: 2}",
         "ft",  # the model of the route it answers with
         lambda version: f"{version}/top_k=2/min_score=0.0/tokens=1500",
         ["ft", "r"],  # after the routes that answer themselves
+        frozenset({"chat", "responses"}),
     ),
 }
 
@@ -101,7 +110,7 @@ async def test_the_route_says_what_it_is_and_answers_both_ways(
         assert route.name == "r"
         assert route.model == CASES[kind].model
         assert route.cache_scope == CASES[kind].scope(version)
-        assert {"chat", "responses"} <= route.endpoints  # both kinds answer both (issue 13)
+        assert route.endpoints == CASES[kind].endpoints
 
         completion = await route.complete(call())
         assert json.loads(completion.body)["object"] == "chat.completion"

@@ -180,7 +180,7 @@ def test_unknown_route_is_404(http: httpx.Client) -> None:
 
 def test_sdk_unknown_route_is_not_found(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
-        client.embeddings.create(model="text-embedding-3-small", input="hi")
+        client.images.generate(model="dall-e-3", prompt="hi")
 
 
 def test_get_on_chat_completions_is_405(http: httpx.Client) -> None:

@@ -74,10 +74,11 @@ def error_fields(reply: Reply) -> str:
         return ""
 
 
-BEYOND_SCHEMA = ("max_tokens", "max_completion_tokens", "logit_bias.")
+BEYOND_SCHEMA = ("max_tokens", "max_completion_tokens", "logit_bias.", "input", "prompt", "dimensions", "best_of")
 """Parameters whose bounds OpenAI's API enforces but its schema does not state (`proxy/wire/parameters.py`):
-`max_tokens` / `max_completion_tokens` below 1, `logit_bias` values outside -100..100."""
-_BOUND_CODES = frozenset({"integer_below_min_value", "integer_above_max_value"})
+`max_tokens` / `max_completion_tokens` below 1, `logit_bias` values outside -100..100, an empty `input` (or
+array of prompts or tokens), `dimensions` beyond the largest model's (3,072), `best_of` below `n`."""
+_BOUND_CODES = frozenset({"integer_below_min_value", "integer_above_max_value", "empty_string", "empty_array"})
 
 
 def bound_beyond_schema(reply: Reply) -> bool:

@@ -36,6 +36,8 @@ __all__ = ["FuzzRun", "Plan", "Sent"]
 
 _SCHEMAS = {
     "POST /chat/completions": "CreateChatCompletionResponse",
+    "POST /embeddings": "CreateEmbeddingResponse",
+    "POST /completions": "CreateCompletionResponse",
     "GET /models": "ListModelsResponse",
     "GET /models/{model}": "Model",
 }
@@ -56,6 +58,9 @@ class Plan:
     examples: int
     stream: bool | None = None
     """For chat: `stream` forced to this value in every body that is an object (None: as generated)."""
+    fixed: tuple[tuple[str, Any], ...] = ()
+    """Members forced in every body that is an object (embeddings' `encoding_format: float`: OpenAI's schema
+    knows only float vectors; base64 ones are checked by the e2e tests)."""
 
     @property
     def must_accept(self) -> bool:
@@ -148,9 +153,9 @@ class _Seen:
     detail: str
 
 
-def _with_stream(stream: bool, case: Case[Any]) -> Case[Any]:
+def _with(members: dict[str, Any], case: Case[Any]) -> Case[Any]:
     if isinstance(case.body, dict):
-        case.body = {**case.body, "stream": stream}
+        case.body = {**case.body, **members}
     return case
 
 
@@ -168,8 +173,9 @@ class FuzzRun:
         """Generate and send every case, pick up what the server logged after the last, cut failures down."""
         operation = operations()[self.plan.operation]
         strategy = operation.as_strategy(generation_mode=self.plan.mode)
-        if self.plan.stream is not None:
-            strategy = strategy.map(lambda case: _with_stream(bool(self.plan.stream), case))
+        members = dict(self.plan.fixed) | ({} if self.plan.stream is None else {"stream": self.plan.stream})
+        if members:
+            strategy = strategy.map(lambda case: _with(members, case))
 
         @settings(
             max_examples=max(1, math.ceil(self.plan.examples * SCALE)),

@@ -24,7 +24,13 @@ __all__ = ["SERVED", "SPEC", "needs_spec", "operations"]
 
 SPEC = ROOT.parent / "shared" / "openai-openapi" / "openapi.json"
 """The full OpenAI document (see `tests/schemas/SOURCE.md` for the commit)."""
-SERVED = {"/chat/completions": "post", "/models": "get", "/models/{model}": "get"}
+SERVED = {
+    "/chat/completions": "post",
+    "/embeddings": "post",
+    "/completions": "post",
+    "/models": "get",
+    "/models/{model}": "get",
+}
 """The spec's paths (relative to its server, `https://api.openai.com/v1`) and the method Turnout serves."""
 
 needs_spec = pytest.mark.skipif(not SPEC.is_file(), reason=f"{SPEC} not present (a clone without shared/)")

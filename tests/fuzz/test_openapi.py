@@ -1,6 +1,7 @@
 """Schemathesis against OpenAI's spec, through the real server: valid and invalid requests, with and without a policy.
 
-Every operation Turnout serves (chat completions, streamed and not; the model list; one model) gets
+Every operation Turnout serves (chat completions, streamed and not; embeddings; legacy completions; the model
+list; one model) gets
 positive cases (requests the spec allows) and negative ones (requests it forbids), against Turnout
 without a policy file and with one. Whatever was sent, the answer is a success that matches the spec's
 response schema or an OpenAI-format 4xx, never a 5xx, with sane headers and no error in the server's
@@ -22,11 +23,17 @@ pytestmark = [pytest.mark.fuzz, needs_spec]
 
 POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
 CHAT, MODELS, MODEL = "POST /chat/completions", "GET /models", "GET /models/{model}"
+EMBEDDINGS, COMPLETIONS = "POST /embeddings", "POST /completions"
+FLOATS = (("encoding_format", "float"),)
 PLANS = [
     Plan(CHAT, POSITIVE, 40, stream=False),
     Plan(CHAT, POSITIVE, 40, stream=True),
     Plan(CHAT, NEGATIVE, 40, stream=False),
     Plan(CHAT, NEGATIVE, 25, stream=True),
+    Plan(EMBEDDINGS, POSITIVE, 25, fixed=FLOATS),
+    Plan(EMBEDDINGS, NEGATIVE, 20, fixed=FLOATS),
+    Plan(COMPLETIONS, POSITIVE, 25, stream=False),
+    Plan(COMPLETIONS, NEGATIVE, 20, stream=False),
     Plan(MODELS, POSITIVE, 10),
     Plan(MODELS, NEGATIVE, 15),
     Plan(MODEL, POSITIVE, 30),

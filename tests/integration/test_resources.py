@@ -68,8 +68,8 @@ async def test_a_scrape_reads_the_running_policys_breakers(simulator: SimulatorS
     assert circuits(recorder) == {}
     settings = load_settings(env)
     async with open_resources(settings, reload_settings=lambda: load_settings(env), recorder=recorder) as resources:
-        assert circuits(recorder) == {"ft": 0, "gpt4": 0}
+        assert circuits(recorder) == {"ft": 0, "gpt4": 0, "sim": 0}  # `sim`: the default upstream's own route
         policy.write_text(POLICY.replace("  gpt4: {upstream", "  extra: {upstream: sim, model: x}\n  gpt4: {upstream"))
         await reload_now()
         assert resources.reloads == 1
-        assert circuits(recorder) == {"ft": 0, "gpt4": 0, "extra": 0}
+        assert circuits(recorder) == {"ft": 0, "gpt4": 0, "extra": 0, "sim": 0}

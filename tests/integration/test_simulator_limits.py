@@ -131,7 +131,7 @@ async def test_a_body_over_the_limit_is_a_413_in_openai_form(upstream):
         ({"dimensions": MAX_DIMENSIONS + 1}, "dimensions"),
         ({"input": ["a"] * (MAX_EMBEDDING_INPUTS + 1)}, "input"),
         ({"input": ["a"] * 1024, "dimensions": MAX_DIMENSIONS}, "input"),
-        ({"input": [1, 2, 3]}, "input"),
+        ({"input": [1, "a"]}, "input"),  # token arrays are inputs, a mix is not
         ({"input": []}, "input"),
         ({"x": 10**5000}, None),
     ],

@@ -22,8 +22,8 @@ def key(body: dict[str, Any] | None = None, *, raw: bytes | None = None, **parts
     return fields_key(fields=decoded.fields, ignored=CHAT.ignored_fields, **parts)
 
 
-def request_properties() -> set[str]:
-    """Every property OpenAI's CreateChatCompletionRequest has (through its allOf)."""
+def request_properties(name: str = "CreateChatCompletionRequest") -> set[str]:
+    """Every property OpenAI's request schema `name` has (through its allOf)."""
     found: set[str] = set()
 
     def walk(node: Any) -> None:
@@ -35,7 +35,7 @@ def request_properties() -> set[str]:
             walk(part)
         found.update(node.get("properties", {}))
 
-    walk(schema("CreateChatCompletionRequest"))
+    walk(schema(name))
     return found
 
 
