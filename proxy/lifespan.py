@@ -28,6 +28,7 @@ from proxy.cache.lookup import SharedCache
 from proxy.config.errors import ConfigError
 from proxy.config.settings import Settings, UpstreamSettings
 from proxy.logs import redact_logs_with
+from proxy.models import ModelCatalog
 from proxy.pipeline import Pipeline
 from proxy.semantic import Knowledge, LocalEmbedders, build_knowledge
 from proxy.tasks import BackgroundTasks
@@ -61,9 +62,11 @@ class Generation:
 class Resources:
     """What request handlers share for the app's lifetime; `current` is replaced whole on reload."""
 
-    def __init__(self, current: Generation, tasks: BackgroundTasks) -> None:
+    def __init__(self, current: Generation, tasks: BackgroundTasks, models: ModelCatalog) -> None:
         self.current = current
         self.tasks = tasks
+        self.models = models
+        """What `GET /v1/models` lists with a policy, refreshed in the background and on each reload."""
         self.reloads = 0
         """Successful reloads so far."""
 
@@ -209,7 +212,13 @@ async def open_resources(
         # The secrets of every policy loaded so far: requests on an earlier one may still be running.
         redactor = Redactor(settings.secrets())
         redact_logs_with(redactor)
-        resources = Resources(_build(settings, sessions, tasks, base_url, caches, local, recorder, redactor), tasks)
+        models = ModelCatalog()
+        resources = Resources(
+            _build(settings, sessions, tasks, base_url, caches, local, recorder, redactor), tasks, models
+        )
+        models.follow(settings.deployment, resources.current.upstreams)
+        models.start()
+        stack.push_async_callback(models.aclose)
         if recorder is not None:
             recorder.follow_breakers(resources.current.pipeline.breakers)
             stack.callback(recorder.follow_breakers, {})
@@ -236,6 +245,7 @@ async def open_resources(
             redactor = with_new
             redact_logs_with(redactor)
             resources.current = new
+            models.follow(reloaded.deployment, new.upstreams)
             if recorder is not None:
                 recorder.reloaded(ok=True)
                 recorder.follow_breakers(new.pipeline.breakers)
