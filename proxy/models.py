@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,11 +106,9 @@ class ModelCatalog:
         if self._fetch:
             await self._clock.wait(self._fetched, self._first_wait)
         merged = dict(self._routes)
-        for name, upstream in self._upstreams.items():
-            listed = self._listed.get(name)
-            if listed is not None and listed.base_url == upstream.base_url:
-                for model_id, model in listed.models.items():
-                    merged.setdefault(model_id, model)
+        for models in self._upstream_lists():
+            for model_id, model in models.items():
+                merged.setdefault(model_id, model)
         return list(merged.values())
 
     async def get(self, model_id: str) -> bytes | None:
@@ -119,11 +117,14 @@ class ModelCatalog:
             return self._routes[model_id]
         if self._fetch:
             await self._clock.wait(self._fetched, self._first_wait)
+        return next((models[model_id] for models in self._upstream_lists() if model_id in models), None)
+
+    def _upstream_lists(self) -> Iterator[Mapping[str, bytes]]:
+        """The last list of each upstream followed now, in the policy's order (none from where it was before)."""
         for name, upstream in self._upstreams.items():
             listed = self._listed.get(name)
-            if listed is not None and listed.base_url == upstream.base_url and model_id in listed.models:
-                return listed.models[model_id]
-        return None
+            if listed is not None and listed.base_url == upstream.base_url:
+                yield listed.models
 
     async def after_round(self, rounds: int) -> None:
         """Wait until `rounds` rounds of fetches have ended (what a test waits for, instead of time)."""

@@ -8,6 +8,8 @@ answers are checked against OpenAI's `ListModelsResponse`, `Model` and `ErrorRes
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from proxy.config.settings import Settings, load_settings
+from proxy.lifespan import open_resources
 from proxy.models import FIRST_WAIT, INTERVAL, ModelCatalog
 from routes import Upstream, UpstreamTimeouts, new_session
 from routes.simulator.server import SimulatorServer
@@ -275,3 +278,32 @@ async def test_an_unknown_model_is_a_404_in_openais_form(app: httpx.AsyncClient)
     validate("ErrorResponse", response.json())
     assert response.json()["error"]["param"] == "model"
     assert "gpt-does-not-exist" in response.json()["error"]["message"]
+
+
+async def test_a_reload_lists_the_new_policy_and_fetches_its_upstreams_again(
+    simulator: SimulatorServer, own: OwnUpstream, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(textwrap.dedent(POLICY), encoding="utf-8")
+    env = {"SIM_URL": simulator.base_url, "OWN_URL": own.base_url, "TURNOUT_CONFIG": str(policy)}
+    async with open_resources(load_settings(env), reload_settings=lambda: load_settings(env)) as resources:
+        assert (await listed(resources.models))[-2:] == ["llama-3", "mistral-7b"]
+        rounds = resources.models.rounds
+        # `own` and its route leave the policy; a route named like an upstream model comes.
+        changed = POLICY.replace("  local: {upstream: own, model: llama-3}\n", "  gpt-4o-mini: {upstream: sim}\n")
+        changed = changed.replace('  own: {base_url: "${OWN_URL}", api_key: sk-models-own-key-0123456789}\n', "")
+        policy.write_text(textwrap.dedent(changed), encoding="utf-8")
+        os.kill(os.getpid(), signal.SIGHUP)
+        await resources.models.after_round(rounds + 1)
+        assert resources.reloads == 1
+        assert await listed(resources.models) == [
+            "support-ft",
+            "gpt-4",
+            "gpt-4o-mini",
+            "fast",
+            *[m for m in SIMULATED if m not in ("gpt-4", "gpt-4o-mini")],
+        ]
+        assert (
+            httpx.Response(200, content=await resources.models.get("gpt-4o-mini") or b"").json()["owned_by"]
+            == "turnout"
+        )
