@@ -14,9 +14,10 @@ name lookup but the loopback's, even one the library caught and went on from.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import CLIENT_KEY, RunningProcess, simulator, simulator_call, turnout
@@ -56,6 +57,24 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setenv("OPENAI_AGENTS_DISABLE_TRACING", "1")
     yield tried
     assert not tried, f"the client tried to reach outside the machine: {sorted(set(tried))}"
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """The connections a client's sync calls use, closed after the test.
+
+    Given to every client: left to themselves LangChain and LlamaIndex keep theirs open (LangChain caches one for the
+    whole process), which the interpreter reports as unclosed sockets at exit.
+    """
+    with httpx.Client(timeout=20) as client:
+        yield client
+
+
+@pytest.fixture
+async def async_http() -> AsyncIterator[httpx.AsyncClient]:
+    """The connections a client's async calls use, closed after the test (in the test's event loop)."""
+    async with httpx.AsyncClient(timeout=20) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

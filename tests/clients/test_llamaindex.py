@@ -19,8 +19,7 @@ from tests.clients.conftest import CLIENT_KEY
 PROMPT = "Where is my order?"
 
 
-def llm(base_url: str, *, chat: bool, http: httpx.AsyncClient | None = None) -> OpenAILike:
-    """`http`: the async client's connections, closed by the test (LlamaIndex never closes its own)."""
+def llm(base_url: str, http: httpx.Client, *, chat: bool, async_http: httpx.AsyncClient | None = None) -> OpenAILike:
     return OpenAILike(
         model="gpt-4o",
         api_base=base_url,
@@ -29,44 +28,47 @@ def llm(base_url: str, *, chat: bool, http: httpx.AsyncClient | None = None) -> 
         max_tokens=64,
         max_retries=0,
         timeout=20,
-        async_http_client=http,
+        http_client=http,
+        async_http_client=async_http,
     )
 
 
 @pytest.mark.parametrize("chat", [False, True], ids=["completion-mode", "chat-mode"])
-def test_openai_like_complete(base_url: str, chat: bool) -> None:
-    answer = llm(base_url, chat=chat).complete(PROMPT)
+def test_openai_like_complete(base_url: str, http: httpx.Client, chat: bool) -> None:
+    answer = llm(base_url, http, chat=chat).complete(PROMPT)
     assert answer.text.strip()
     assert answer.raw.model.startswith("gpt-4o")  # the SDK's own object, as Turnout answered it
 
 
 @pytest.mark.parametrize("chat", [False, True], ids=["completion-mode", "chat-mode"])
-def test_openai_like_stream_complete(base_url: str, chat: bool) -> None:
-    pieces = list(llm(base_url, chat=chat).stream_complete(PROMPT))
+def test_openai_like_stream_complete(base_url: str, http: httpx.Client, chat: bool) -> None:
+    pieces = list(llm(base_url, http, chat=chat).stream_complete(PROMPT))
     assert len(pieces) > 1
     assert pieces[-1].text.strip()  # each piece carries the text so far
     assert "".join(piece.delta or "" for piece in pieces) == pieces[-1].text
 
 
-def test_openai_like_chat_mode_chat(base_url: str) -> None:
+def test_openai_like_chat_mode_chat(base_url: str, http: httpx.Client) -> None:
     messages = [ChatMessage(role=MessageRole.SYSTEM, content="Be brief."), ChatMessage(role="user", content=PROMPT)]
-    answer = llm(base_url, chat=True).chat(messages)
+    answer = llm(base_url, http, chat=True).chat(messages)
     assert answer.message.role == MessageRole.ASSISTANT
     assert answer.message.content
 
 
 @pytest.mark.parametrize("chat", [False, True], ids=["completion-mode", "chat-mode"])
-async def test_openai_like_async_stream_complete(base_url: str, chat: bool) -> None:
-    async with httpx.AsyncClient(timeout=20) as http:
-        answer = await llm(base_url, chat=chat, http=http).acomplete(PROMPT)
-        pieces = [piece async for piece in await llm(base_url, chat=chat, http=http).astream_complete(PROMPT)]
+async def test_openai_like_async_stream_complete(
+    base_url: str, http: httpx.Client, async_http: httpx.AsyncClient, chat: bool
+) -> None:
+    model = llm(base_url, http, chat=chat, async_http=async_http)
+    answer = await model.acomplete(PROMPT)
+    pieces = [piece async for piece in await model.astream_complete(PROMPT)]
     assert answer.text.strip()
     assert pieces[-1].text.strip()
 
 
-def test_openai_embedding(base_url: str) -> None:
+def test_openai_embedding(base_url: str, http: httpx.Client) -> None:
     embedding = OpenAIEmbedding(
-        model_name="text-embedding-3-small", api_base=base_url, api_key=CLIENT_KEY, max_retries=0
+        model_name="text-embedding-3-small", api_base=base_url, api_key=CLIENT_KEY, max_retries=0, http_client=http
     )
     one = embedding.get_text_embedding("Refunds take five days.")
     batch = embedding.get_text_embedding_batch(["Refunds take five days.", "Where is my order?"])
