@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The e2e tests (and the deployment test that drives a real `turnout serve` with the SDK) run a second time against
-# the last 2.x release of the openai SDK (LangChain and LlamaIndex pin it).
+# the last 2.x release of the openai SDK (LangChain and LlamaIndex pin it); so do the third-party clients' tests
+# (tests/clients), whose packages (the `clients` extra) go into that venv only.
 VENV_OPENAI2 := .venv-openai2
 
 # Every shipped policy file, each checked and run against the cases file beside it.
@@ -48,12 +49,12 @@ test: install test-deps
 
 $(VENV_OPENAI2)/.installed: pyproject.toml | $(BIN)/uv
 	$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $(VENV_OPENAI2)
-	$(BIN)/uv pip install --quiet --python $(VENV_OPENAI2)/bin/python -e '.[dev]' 'openai>=2,<3'
+	$(BIN)/uv pip install --quiet --python $(VENV_OPENAI2)/bin/python -e '.[dev,clients]' 'openai>=2,<3'
 	touch $@
 
 test-openai2: $(VENV_OPENAI2)/.installed
 	$(VENV_OPENAI2)/bin/python -c 'import openai; print("e2e again with openai", openai.__version__)'
-	$(VENV_OPENAI2)/bin/python -m pytest tests/e2e tests/deploy/test_deploy.py
+	$(VENV_OPENAI2)/bin/python -m pytest tests/e2e tests/clients tests/deploy/test_deploy.py
 
 serve: install
 	$(BIN)/turnout serve

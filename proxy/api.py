@@ -10,7 +10,6 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
-import msgspec
 from litestar import Request, Response, asgi, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
@@ -27,7 +26,7 @@ from proxy.endpoints.completions import COMPLETIONS
 from proxy.endpoints.embeddings import EMBEDDINGS
 from proxy.endpoints.responses import RESPONSES
 from proxy.headers import forwardable_headers
-from proxy.lifespan import Generation, Resources
+from proxy.lifespan import Resources
 from proxy.middleware import request_id_of, tally_of
 from proxy.outcome import OutcomeError
 from proxy.pipeline import CALLER_HEADER
@@ -161,32 +160,17 @@ def _server_timing(started: float) -> tuple[bytes, bytes]:
     return b"server-timing", b"turnout;dur=%.3f" % ((time.perf_counter() - started) * 1000)
 
 
-def _route_models(generation: Generation) -> dict[str, bytes] | None:
-    """With a policy: the routes and aliases as OpenAI model objects, by id; without: None (ask the upstream)."""
-    deployment = generation.settings.deployment
-    if deployment.policy is None:
-        return None
-    names = [*deployment.routes, *deployment.aliases]
-    return {name: msgspec.json.encode(_Model(id=name)) for name in names}
-
-
 _MODELS = UpstreamPath("models")
-
-
-class _Model(msgspec.Struct, frozen=True):
-    id: str
-    object: str = "model"
-    created: int = 0
-    owned_by: str = "turnout"
 
 
 @get(["/v1/models", "/models"])
 async def list_models(request: Request[object, object, State], state: State) -> Response[bytes]:
-    """`GET /v1/models`: the policy's routes and aliases, or the upstream's models when there is no policy."""
-    generation = _resources(state).current
-    models = _route_models(generation)
-    if models is not None:
-        return Response(b'{"object":"list","data":[' + b",".join(models.values()) + b"]}", media_type=_JSON)
+    """`GET /v1/models`: with a policy, its routes and aliases and the upstreams' models; without, the upstream's."""
+    resources = _resources(state)
+    generation = resources.current
+    if generation.settings.deployment.policy is not None:
+        models = await resources.models.listing()
+        return Response(b'{"object":"list","data":[' + b",".join(models) + b"]}", media_type=_JSON)
     headers = forwardable_headers(request.scope["headers"], request_id_of(request.scope))
     return Response(await generation.first_upstream().get(_MODELS, headers), media_type=_JSON)
 
@@ -195,14 +179,15 @@ async def list_models(request: Request[object, object, State], state: State) -> 
 async def retrieve_model(
     request: Request[object, object, State], state: State, model_id: FromPath[str]
 ) -> Response[bytes]:
-    """`GET /v1/models/{id}`: one route or alias (or one of the upstream's models when there is no policy)."""
-    generation = _resources(state).current
+    """`GET /v1/models/{id}`: one route, alias or upstream model (without a policy: the upstream's answer)."""
+    resources = _resources(state)
+    generation = resources.current
     name = model_id.lstrip("/")
-    models = _route_models(generation)
-    if models is not None:
-        if name not in models:
+    if generation.settings.deployment.policy is not None:
+        model = await resources.models.get(name)
+        if model is None:
             raise NotFoundError(f"The model '{name}' does not exist.", param="model")
-        return Response(models[name], media_type=_JSON)
+        return Response(model, media_type=_JSON)
     try:  # the id is one path segment, percent-encoded: `..`, a slash or a query cannot reach another endpoint
         path = UpstreamPath("models", name)
     except InvalidPathError as exc:

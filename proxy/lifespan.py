@@ -29,8 +29,9 @@ from proxy.cache.lookup import SharedCache
 from proxy.config.errors import ConfigError
 from proxy.config.settings import Settings, UpstreamSettings
 from proxy.logs import redact_logs_with
+from proxy.models import ModelCatalog
 from proxy.pipeline import Pipeline
-from proxy.response_homes import MemoryHomes, ResponseHomes, open_homes
+from proxy.response_homes import ResponseHomes, open_homes
 from proxy.semantic import Knowledge, LocalEmbedders, build_knowledge
 from proxy.tasks import BackgroundTasks
 from proxy.wire.errors import ProxyError
@@ -68,10 +69,12 @@ class Generation:
 class Resources:
     """What request handlers share for the app's lifetime; `current` is replaced whole on reload."""
 
-    def __init__(self, current: Generation, tasks: BackgroundTasks, homes: ResponseHomes | None = None) -> None:
+    def __init__(self, current: Generation, tasks: BackgroundTasks, models: ModelCatalog, homes: ResponseHomes) -> None:
         self.current = current
         self.tasks = tasks
-        self.homes = homes or ResponseHomes(MemoryHomes())
+        self.models = models
+        """What `GET /v1/models` lists with a policy, refreshed in the background and on each reload."""
+        self.homes = homes
         """Where each response id Turnout relayed lives (kept across reloads; in Redis when the cache is there)."""
         self.reloads = 0
         """Successful reloads so far."""
@@ -246,9 +249,13 @@ async def open_resources(
         redact_logs_with(redactor)
         homes = ResponseHomes(open_homes(settings.deployment.cache))
         stack.push_async_callback(homes.homes.aclose)
+        models = ModelCatalog()
         resources = Resources(
-            _build(settings, sessions, tasks, base_url, caches, local, recorder, redactor), tasks, homes
+            _build(settings, sessions, tasks, base_url, caches, local, recorder, redactor), tasks, models, homes
         )
+        models.follow(settings.deployment, resources.current.upstreams)
+        models.start()
+        stack.push_async_callback(models.aclose)
         if recorder is not None:
             recorder.follow_breakers(resources.current.pipeline.breakers)
             stack.callback(recorder.follow_breakers, {})
@@ -275,6 +282,7 @@ async def open_resources(
             redactor = with_new
             redact_logs_with(redactor)
             resources.current = new
+            models.follow(reloaded.deployment, new.upstreams)
             if recorder is not None:
                 recorder.reloaded(ok=True)
                 recorder.follow_breakers(new.pipeline.breakers)

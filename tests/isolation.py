@@ -1,7 +1,8 @@
 """What each kind of test is, by the folder it lives in, and the guard that keeps unit tests off networks and processes.
 
-`tests/conftest.py` marks every test with its kind (`unit`, `integration`, `e2e`, `deploy`, `fuzz`; the contract
-tests are `contract` and `integration`: they run against Redis) and runs the setup and the body of each unit test
+`tests/conftest.py` marks every test with its kind (`unit`, `integration`, `e2e`, `clients`, `deploy`, `fuzz`; the
+contract tests are `contract` and `integration`: they run against Redis; the third-party clients' tests are `clients`
+and `e2e`) and runs the setup and the body of each unit test
 inside `guarded()`: there, opening a connection, binding a port or starting a process raises `NotAUnitTestError`
 at once, naming what was tried and where such a test belongs. A violation that the code under test catches and
 swallows still fails the test afterwards (`Guard.check()`).
@@ -27,6 +28,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "contract": ("contract", "integration"),
     "integration": ("integration",),
     "e2e": ("e2e",),
+    "clients": ("clients", "e2e"),
     "deploy": ("deploy",),
     "fuzz": ("fuzz",),
 }

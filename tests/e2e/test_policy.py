@@ -92,10 +92,10 @@ def test_a_fallback_is_visible(routed: openai.OpenAI, simulator_call: SimulatorC
 def test_models_are_the_routes_and_aliases(routed: openai.OpenAI) -> None:
     raw = routed.models.with_raw_response.list()
     validate("ListModelsResponse", json.loads(raw.http_response.text))
-    assert [model.id for model in raw.parse()] == ["support-ft", "gpt4", "support"]
+    assert [model.id for model in raw.parse()][:3] == ["support-ft", "gpt4", "support"]  # then the upstream's
     assert routed.models.retrieve("support").id == "support"
     with pytest.raises(openai.NotFoundError):
-        routed.models.retrieve("gpt-4o")
+        routed.models.retrieve("gpt-does-not-exist")
 
 
 def test_a_route_or_alias_as_model_picks_it(routed: openai.OpenAI) -> None:
