@@ -25,6 +25,7 @@ from proxy.headers import forwardable_headers
 from proxy.lifespan import Generation, Resources
 from proxy.middleware import request_id_of, tally_of
 from proxy.outcome import OutcomeError
+from proxy.passthrough import passthrough
 from proxy.pipeline import CALLER_HEADER
 from proxy.wire.errors import (
     InvalidPathError,
@@ -206,7 +207,8 @@ def metrics(state: State) -> Response[bytes]:
     return Response(recorder.exposition(), media_type=CONTENT_TYPE)
 
 
-HANDLERS = (chat_completions, list_models, retrieve_model, healthz, readyz, metrics)
+HANDLERS = (chat_completions, list_models, retrieve_model, healthz, readyz, metrics, passthrough)
+"""Every handler; a path under `/v1/` that none of the others takes is the pass-through's (`proxy.passthrough`)."""
 
 
 def _json_error(error: ProxyError, headers: Mapping[str, str] | None = None) -> Response[bytes]:
