@@ -58,6 +58,7 @@ FAMILIES = frozenset(
         "chatkit",
         "completions",
         "containers",
+        "content_provenance_checks",
         "conversations",
         "embeddings",
         "evals",
