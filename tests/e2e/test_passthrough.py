@@ -45,8 +45,12 @@ def upstream() -> Iterator[PassthroughUpstream]:
 
 @pytest.fixture(scope="module")
 def turnout(upstream: PassthroughUpstream) -> Iterator[RunningProcess]:
-    """Turnout without a policy: its default upstream is the test's, read timeout 1 s (for the 504)."""
-    env = clean_env(OPENAI_BASE_URL=upstream.base_url, OPENAI_API_KEY=SERVER_KEY, TURNOUT_UPSTREAM_READ_TIMEOUT="1")
+    """Turnout without a policy: its default upstream is the test's.
+
+    The read timeout (for the 504) is 3 s, well after the second by which a client that left must have taken
+    its upstream call with it: a call cancelled by the timeout instead would come too late.
+    """
+    env = clean_env(OPENAI_BASE_URL=upstream.base_url, OPENAI_API_KEY=SERVER_KEY, TURNOUT_UPSTREAM_READ_TIMEOUT="3")
     with running(start_turnout(env)) as process:
         yield process
 
@@ -174,7 +178,7 @@ def test_an_upstream_error_is_relayed_as_it_came_with_retry_after(http: httpx.Cl
 
 def test_an_unreachable_upstream_is_a_502_and_a_silent_one_a_504(http: httpx.Client) -> None:
     assert_openai_error(http.get("/v1/drop"), 502)
-    assert_openai_error(http.post("/v1/slow?seconds=3"), 504, "upstream_timeout")
+    assert_openai_error(http.post("/v1/slow?seconds=6"), 504, "upstream_timeout")
 
 
 def test_an_upstream_that_breaks_off_cuts_the_response_short(http: httpx.Client, turnout: RunningProcess) -> None:
