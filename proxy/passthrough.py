@@ -41,7 +41,7 @@ from proxy.config.policyfile import PASSTHROUGH_LABEL
 from proxy.headers import forwardable_headers
 from proxy.lifespan import Generation, Resources
 from proxy.middleware import request_id_of, tally_of
-from proxy.wire.errors import NotFoundError, ProxyError
+from proxy.wire.errors import NotFoundError, ProxyError, error_body
 from proxy.wire.redaction import Redactor
 from routes.upstream import Forwarded, Upstream, UpstreamPath
 
@@ -84,6 +84,9 @@ REDACTED_UP_TO = 1024 * 1024
 """An error answer, or a JSON one, of at most this many bytes is read whole and has Turnout's secrets removed."""
 
 _PREFIX = b"/v1/"
+_QUOTED = 500
+"""Bytes of an upstream's error that is not JSON quoted in the OpenAI error it becomes."""
+_JSON_TYPE = (b"content-type", b"application/json")
 _KEPT_REQUEST_HEADERS = (b"content-type", b"content-length")
 """Dropped by `forwardable_headers` (the routed endpoints send their own); a pass-through keeps them as sent."""
 _RELAYED = frozenset({b"content-type", b"content-disposition", b"content-length", b"content-encoding", b"retry-after"})
@@ -221,6 +224,21 @@ def _relayed_headers(answer: Forwarded, redactor: Redactor, *, length: bool) -> 
     return relayed
 
 
+def _is_json(answer: Forwarded) -> bool:
+    return any(name.lower() == b"content-type" and b"json" in value.lower() for name, value in answer.headers)
+
+
+def _without_type(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(name, value) for name, value in headers if name != b"content-type"]
+
+
+def _wrapped(status: int, body: bytes, redactor: Redactor) -> bytes:
+    """An error body that is not JSON (an HTML page, `404: Not Found`) as OpenAI's error, its text quoted."""
+    text = redactor.text(body[:_QUOTED].decode("utf-8", "replace")).strip()
+    message = f"The upstream answered {status}" + (f": {text}" if text else ".")
+    return error_body(message, "invalid_request_error" if status < 500 else "api_error")
+
+
 def _redactable(answer: Forwarded) -> bool:
     """An error or a JSON answer, small enough, and not compressed: read whole to remove secrets from it."""
     fields = {name.lower(): value for name, value in answer.headers}
@@ -235,7 +253,8 @@ def _redactable(answer: Forwarded) -> bool:
 async def _relay(send: Send, answer: Forwarded, redactor: Redactor, tally: Tally) -> None:
     """Send the upstream's answer on: its status, the headers that matter, its body as it comes.
 
-    A small error or JSON answer has Turnout's secrets removed (a fresh `content-length` then). Anything
+    A small error or JSON answer has Turnout's secrets removed (a fresh `content-length` then); an error that
+    is not JSON becomes an OpenAI error with the same status, its text quoted. Anything
     larger, or of another type, is relayed as it came, unredacted: it is the client's own data (a file it
     uploaded, audio made for it), and a secret removed from the middle of a stream would change a length
     already sent. An upstream that breaks off after the headers leaves the response cut short, as it was.
@@ -243,9 +262,10 @@ async def _relay(send: Send, answer: Forwarded, redactor: Redactor, tally: Tally
     if _redactable(answer):
         head, whole = await answer.head(REDACTED_UP_TO)
         if whole:
-            body = redactor.data(head)
-            length = (b"content-length", str(len(body)).encode())
-            headers = [*_relayed_headers(answer, redactor, length=False), length]
+            body, relayed = redactor.data(head), _relayed_headers(answer, redactor, length=False)
+            if answer.status >= 400 and not _is_json(answer):  # a proxy's or a server's own page: made OpenAI's
+                body, relayed = _wrapped(answer.status, body, redactor), [*_without_type(relayed), _JSON_TYPE]
+            headers = [*relayed, (b"content-length", str(len(body)).encode())]
             await send({"type": "http.response.start", "status": answer.status, "headers": headers})
             await send({"type": "http.response.body", "body": body, "more_body": False})
             return

@@ -6,6 +6,7 @@ target as sent, headers, body size and digest, whether its client left) by `x-re
 - `/v1/files/{id}/content?bytes=N[&chunked=1]`: N bytes of `pattern(N)`, with `content-length` (or chunked),
   `content-disposition` and the rate-limit and `openai-*` headers, plus some that must stay behind;
 - `/v1/status/{code}`: an OpenAI-format error that quotes the key it was sent, with `retry-after`;
+- `/v1/page/{code}`: an error that is an HTML page, as a proxy on the way would answer;
 - `/v1/slow?seconds=S`: an answer after S seconds (a client that leaves first is recorded as `cancelled`);
 - `/v1/drop`: closes the connection without an answer; `/v1/midway`: half a body, then closes;
 - anything else, any method: the body read as it streams in, and a JSON echo of the request.
@@ -153,6 +154,12 @@ class PassthroughUpstream:
         answer = web.json_response({"error": error}, status=int(request.match_info["code"]), headers=headers)
         return self._done(answer, seen)
 
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        seen = self._record(request)
+        answer = web.Response(text="<html><h1>Bad gateway</h1></html>", content_type="text/html")
+        answer.set_status(int(request.match_info["code"]))
+        return self._done(answer, seen)
+
     async def slow(self, request: web.Request) -> web.StreamResponse:
         seen = self._record(request)
         try:
@@ -183,6 +190,7 @@ class PassthroughUpstream:
         app = web.Application(client_max_size=1 << 40)
         app.router.add_get("/v1/files/{id}/content", self.content)
         app.router.add_get("/v1/status/{code}", self.status)
+        app.router.add_get("/v1/page/{code}", self.page)
         app.router.add_post("/v1/slow", self.slow)
         app.router.add_get("/v1/drop", self.drop)
         app.router.add_get("/v1/midway", self.midway)

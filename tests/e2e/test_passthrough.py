@@ -176,6 +176,12 @@ def test_an_upstream_error_is_relayed_as_it_came_with_retry_after(http: httpx.Cl
     assert http.get("/v1/status/404").status_code == 404
 
 
+def test_an_upstream_error_that_is_not_json_becomes_openai_s_with_its_status(http: httpx.Client) -> None:
+    error = assert_openai_error(http.get("/v1/page/503"), 503)
+    assert error["message"] == "The upstream answered 503: <html><h1>Bad gateway</h1></html>"
+    assert error["type"] == "api_error"
+
+
 def test_an_unreachable_upstream_is_a_502_and_a_silent_one_a_504(http: httpx.Client) -> None:
     assert_openai_error(http.get("/v1/drop"), 502)
     assert_openai_error(http.post("/v1/slow?seconds=6"), 504, "upstream_timeout")
