@@ -29,6 +29,7 @@ from proxy.headers import forwardable_headers
 from proxy.lifespan import Resources
 from proxy.middleware import request_id_of, tally_of
 from proxy.outcome import OutcomeError
+from proxy.passthrough import passthrough
 from proxy.pipeline import CALLER_HEADER
 from proxy.wire.errors import (
     InvalidPathError,
@@ -293,7 +294,9 @@ HANDLERS = (
     healthz,
     readyz,
     metrics,
+    passthrough,
 )
+"""Every handler; a path under `/v1/` that none of the others takes is the pass-through's (`proxy.passthrough`)."""
 
 
 def _json_error(error: ProxyError, headers: Mapping[str, str] | None = None) -> Response[bytes]:

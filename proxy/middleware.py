@@ -12,7 +12,7 @@ import secrets
 import time
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import COST_HEADER, Tally
@@ -101,7 +101,8 @@ class RequestIdMiddleware:
             await send(message)
 
         recorder = self._recorder
-        in_flight = recorder.in_flight if recorder is not None and scope["path"] not in _NOT_COUNTED else None
+        path = scope["path"]  # as it came: the router rewrites it for a mount (the pass-through's)
+        in_flight = recorder.in_flight if recorder is not None and path not in _NOT_COUNTED else None
         if in_flight is not None:
             in_flight.inc()
         try:
@@ -110,13 +111,13 @@ class RequestIdMiddleware:
             tally.ended_at = time.perf_counter()
             if in_flight is not None:
                 in_flight.dec()
-            self._record(tally, scope)
+            self._record(tally, scope["method"], path)
 
-    def _record(self, tally: Tally, scope: HTTPScope) -> None:
+    def _record(self, tally: Tally, method: str, path: str) -> None:
         if tally.status == 0:
             tally.status = _CLIENT_GONE
         if self._recorder is not None:
-            self._recorder.request(tally, scope["method"], scope["path"])
+            self._recorder.request(tally, method, path)
 
 
 def _cost_headers(tally: Tally) -> list[tuple[bytes, bytes]]:

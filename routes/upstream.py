@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import re
 import urllib.parse
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -26,7 +26,7 @@ from yarl import URL
 from proxy.wire.errors import InvalidPathError, ProxyError, UpstreamError, UpstreamTimeoutError, upstream_status_error
 from proxy.wire.redaction import Redactor
 
-__all__ = ["Upstream", "UpstreamPath", "UpstreamTimeouts", "map_upstream_errors", "new_session"]
+__all__ = ["Forwarded", "Upstream", "UpstreamPath", "UpstreamTimeouts", "map_upstream_errors", "new_session"]
 
 _SEGMENT_SAFE = ":@"
 """Kept as they are in a segment (with letters, digits and `-._~`): `ft:gpt-4o-mini:acme::abc` reads as sent.
@@ -138,6 +138,42 @@ def map_upstream_errors(name: str) -> Iterator[None]:
         raise UpstreamError(f"The upstream '{name}' broke off its response.") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamError(f"Could not reach the upstream '{name}' ({type(exc).__name__}).") from exc
+
+
+class Forwarded:
+    """An upstream's answer to a forwarded request, whatever its status: status and headers now, the body as it comes.
+
+    Its bytes are the upstream's, unredacted and as encoded: whoever relays them decides what to redact.
+    """
+
+    __slots__ = ("_name", "_response", "headers", "status")
+
+    def __init__(self, name: str, response: aiohttp.ClientResponse) -> None:
+        self._name, self._response = name, response
+        self.status = response.status
+        self.headers: tuple[tuple[bytes, bytes], ...] = response.raw_headers
+        """The response's headers as they came (lower-case or not, repeated ones kept)."""
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive, in reads of whatever size came (never the whole body at once).
+
+        Raises:
+            ProxyError: the upstream broke off, stalled past its read timeout, or the connection failed.
+        """
+        with map_upstream_errors(self._name):
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def head(self, limit: int) -> tuple[bytes, bool]:
+        """Up to `limit` bytes of the body, and whether that was the whole of it (the rest stays in `chunks`)."""
+        with map_upstream_errors(self._name):
+            data = await self._response.content.read(limit)
+            while len(data) < limit and not self._response.content.at_eof():
+                more = await self._response.content.read(limit - len(data))
+                if not more:
+                    break
+                data += more
+            return data, self._response.content.at_eof()
 
 
 class Upstream:
@@ -264,6 +300,38 @@ class Upstream:
                 content = await response.read()
         content_type = response.headers.get("content-type", "application/json")
         return response.status, self.redactor.data(content), content_type
+
+    @contextlib.asynccontextmanager
+    async def forward(
+        self, method: str, path: UpstreamPath, headers: Mapping[str, str], body: AsyncIterable[bytes] | None
+    ) -> AsyncIterator[Forwarded]:
+        """Send a request as it came (a pass-through) and yield the answer as soon as its headers are in.
+
+        `body` is streamed as it is produced, never held whole: with `content-length` in `headers` it goes
+        out with that length, else chunked. `headers` are sent as given (with this upstream's key): the HTTP
+        client adds no content type or encoding of its own, and does not decode the answer, so a compressed
+        body stays compressed. Leaving the block before the body's end closes the connection (which is how
+        an upstream learns that the client went away); read to its end, the connection goes back to the pool.
+        The session's timeouts apply: a stall longer than the read timeout is a 504.
+
+        Raises:
+            ProxyError: the upstream could not be reached (502) or did not answer in time (504).
+        """
+        sent = {name.lower() for name in headers}
+        skip = [name for name in ("Content-Type", "Accept-Encoding") if name.lower() not in sent]
+        with map_upstream_errors(self.name):
+            response = await self._session.request(
+                method,
+                self.url(path),
+                data=body,
+                headers=self._headers(headers),
+                skip_auto_headers=skip,
+                auto_decompress=False,
+            )
+        try:
+            yield Forwarded(self.name, response)
+        finally:
+            response.release()
 
     def _headers(self, headers: Mapping[str, str], *, json_body: bool = False) -> dict[str, str]:
         merged = {**headers, **self._auth}

@@ -94,7 +94,7 @@ class AccessLog:
             status=tally.status,
             duration_ms=_ms(tally.seconds()),
         )
-        if not tally.routed:
+        if not tally.counted:
             return line
         line.caller, line.route, line.rule, line.model = tally.caller, tally.route, tally.rule, tally.model
         line.stream, line.cache = tally.stream, tally.cache

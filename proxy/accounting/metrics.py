@@ -1,8 +1,8 @@
 """`Metrics`: owns its CollectorRegistry; every metric Turnout exports is defined here, once.
 
 Labels come only from a fixed vocabulary: route and rule names from the policy file, a model name from
-the price table or the routes (anything else is `other`), the status class, the cache result and a few
-fixed kinds. Never a value a caller chose, never a key.
+the price table or the routes (anything else is `other`), the status class, the cache result, the endpoint
+(a codec's kind, or an API family from a fixed list) and a few fixed kinds. Never a caller's value, nor a key.
 
 With several worker processes (`turnout serve --workers N`), prometheus_client's multiprocess mode
 keeps each worker's values in files under one directory, and `/metrics` merges them, so every
@@ -96,11 +96,12 @@ class _Series:
         "requests",
     )
 
-    def __init__(self, metrics: Metrics, route: str, rule: str, model: str, status_class: str, cache: str) -> None:
+    def __init__(self, metrics: Metrics, labels: Labels) -> None:
+        route, rule, model, status, cache, endpoint = labels
         self._metrics, self._labels = metrics, (route, model, cache)
         self._batch = batch = metrics.batch
-        self.requests = batch.count(metrics.requests.labels(route, rule, model, status_class, cache))
-        self.duration = batch.histogram(metrics.duration.labels(route, cache))
+        self.requests = batch.count(metrics.requests.labels(route, rule, model, status, cache, endpoint))
+        self.duration = batch.histogram(metrics.duration.labels(route, cache, endpoint))
         self.overhead = batch.histogram(metrics.overhead.labels(route))
         self.cache_lookups = None if cache == "bypass" else batch.count(metrics.cache_lookups.labels(route, cache))
         answered = model != NONE  # a model label comes with the usage
@@ -160,14 +161,14 @@ class Metrics:
         route, rule, model = "route", "rule", "model"
         self.requests = Counter(
             "turnout_requests",
-            "Chat completion requests answered.",
-            [route, rule, model, "status_class", "cache"],
+            "Requests answered: routed (chat, responses, embeddings, completions) and passed through.",
+            [route, rule, model, "status_class", "cache", "endpoint"],
             registry=registry,
         )
         self.duration = Histogram(
             "turnout_request_duration_seconds",
             "From the request's arrival to the last byte of its response.",
-            [route, "cache"],
+            [route, "cache", "endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -272,7 +273,7 @@ class Metrics:
         build.labels(__version__, platform.python_version()).set(1)
 
     def record(self, tally: Tally) -> None:
-        """Count one finished chat request (`tally.ended_at` set), or a shadow copy's spend."""
+        """Count one finished request (`tally.ended_at` set), routed or passed through, or a shadow copy's spend."""
         with self.batch.lock:
             if tally.shadow:
                 self._record_shadow(tally)
@@ -286,10 +287,11 @@ class Metrics:
             tally.model_label or NONE,
             _STATUS_CLASSES.get(tally.status // 100, "5xx"),
             tally.cache,
+            tally.endpoint or NONE,
         )
         series = self._series.get(key)
         if series is None:
-            series = self._series[key] = _Series(self, *key)
+            series = self._series[key] = _Series(self, key)
         series.requests.inc()
         total = tally.seconds()
         series.duration.observe(total)

@@ -55,8 +55,8 @@ class Recorder:
         """Requests being answered now: the middleware counts each in and out."""
 
     def request(self, tally: Tally, method: str, path: str) -> None:
-        """A request's response has ended (or its client left): count a chat request, log every request."""
-        if tally.routed:
+        """A request's response has ended (or its client left): count a routed or passed-through one, log every one."""
+        if tally.counted:
             self._metrics.record(tally)
         if self._access_log is not None:
             self._access_log.write(tally, method, path)

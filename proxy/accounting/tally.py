@@ -65,9 +65,10 @@ class Tally:
     started: float = field(default_factory=time.perf_counter)
     """`time.perf_counter()` when the request arrived."""
     routed: bool = False
-    """A request the pipeline routed (chat completions): counted in the request metrics; the others are only logged."""
+    """A request the pipeline routed (chat completions, ...): it carries the cost headers (see also `counted`)."""
     endpoint: str = ""
-    """The endpoint kind of a routed request (its codec's `kind`: `chat`, ...); "" for any other request."""
+    """The endpoint kind of a routed request (its codec's `kind`: `chat`, ...), the API family of a passed-through
+    one (`files`, ..., `other`: `proxy.passthrough.family_of`); "" for any other request (`/healthz`, ...)."""
     shadow: bool = False
     """A shadow copy, sent in the background: its tokens and cost count, it is no request of its own."""
     caller: str | None = None
@@ -100,6 +101,11 @@ class Tally:
     status: int = 0
     first_byte_at: float | None = None
     ended_at: float | None = None
+
+    @property
+    def counted(self) -> bool:
+        """A request the request metrics count: routed, or passed through (the others are only logged)."""
+        return self.routed or bool(self.endpoint)
 
     def decided(self, route: str, rule: str) -> None:
         """The policy's decision (before any fallback)."""

@@ -20,6 +20,7 @@ from proxy.config.sections import (
     BreakerSettings,
     CacheSettings,
     EmbedderSettings,
+    PassthroughSettings,
     Price,
     RetrySettings,
     UpstreamFile,
@@ -31,7 +32,7 @@ from routes.kind import CheckContext
 from routes.openai_chat import OpenAIChatSettings
 from routes.registry import AnyRouteSettings, in_build_order, kind_of, tagged
 
-__all__ = ["Deployment", "parse_deployment"]
+__all__ = ["PASSTHROUGH_LABEL", "Deployment", "parse_deployment"]
 
 
 class _PolicyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -46,6 +47,7 @@ class _PolicyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     circuit_breaker: BreakerSettings = BreakerSettings()
     embedder: EmbedderSettings = EmbedderSettings()
     cache: CacheSettings = CacheSettings()
+    passthrough: PassthroughSettings = PassthroughSettings()
     rules: Any = None
 
 
@@ -68,6 +70,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     embedder: EmbedderSettings = EmbedderSettings()
     indexes: dict[str, KnowledgeIndex] = {}
     """The knowledge index of each route that searches one (RAG), loaded and checked against the embedder."""
+    passthrough: str | None = None
+    """The upstream that the requests Turnout does not route are passed through to (None: the default one)."""
 
     def model_names(self) -> dict[str, str]:
         """Model names that select a route directly (route names and aliases), when the policy allows it."""
@@ -149,7 +153,14 @@ def _check_cache(document: YamlDocument, cache: CacheSettings) -> None:
         raise document.error(("cache", "url"), f"cache.url is not a Redis URL: {problem}")
 
 
+PASSTHROUGH_LABEL = "passthrough"
+"""The `route` label of the requests passed through (`proxy.passthrough`): no route may take that name."""
+
+
 def _check_names(document: YamlDocument, file: _PolicyFile, routes: Mapping[str, AnyRouteSettings]) -> None:
+    if PASSTHROUGH_LABEL in routes:
+        message = f"route '{PASSTHROUGH_LABEL}': the name is reserved (the metrics' label of passed-through requests)"
+        raise document.error(("routes", PASSTHROUGH_LABEL), message)
     for alias, target in file.aliases.items():
         if target not in routes:
             raise document.error(("aliases", alias), f"alias '{alias}' names unknown route '{target}'")
@@ -163,6 +174,14 @@ def _check_names(document: YamlDocument, file: _PolicyFile, routes: Mapping[str,
         if baseline.answers_with is not None:
             message = f"baseline '{file.baseline}' is a {kind_of(baseline)} route, not a chat route"
             raise document.error(("baseline",), message)
+
+
+def _passthrough(document: YamlDocument, file: _PolicyFile, upstreams: Sequence[str]) -> str | None:
+    """The `passthrough` upstream's name, checked against the file's upstreams."""
+    name = file.passthrough.upstream
+    if name is not None and name not in upstreams:
+        raise document.error(("passthrough", "upstream"), f"passthrough: unknown upstream '{name}'")
+    return name
 
 
 def parse_deployment(
@@ -189,6 +208,7 @@ def parse_deployment(
         name, upstream = next(iter(upstreams.items())) if file.upstreams else ("openai", default_upstream)
         deployment = Deployment(
             routes={name: OpenAIChatSettings(upstream=name)},
+            passthrough=_passthrough(document, file, [name]),
             retry=file.retry,
             circuit_breaker=file.circuit_breaker,
             cache=file.cache,
@@ -213,4 +233,5 @@ def parse_deployment(
         policy=policy,
         embedder=file.embedder,
         indexes=_check_routes(document, file, list(upstreams), routes, policy),
+        passthrough=_passthrough(document, file, list(upstreams)),
     )

@@ -19,6 +19,7 @@ __all__ = [
     "CacheSettings",
     "CorsSettings",
     "EmbedderSettings",
+    "PassthroughSettings",
     "Price",
     "RetrySettings",
     "ServerSettings",
@@ -123,6 +124,13 @@ class EmbedderSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     upstream: str | None = None
     model: str | None = None
     dimension: Annotated[int, msgspec.Meta(ge=1, le=8192)] = 256
+
+
+class PassthroughSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the requests under `/v1/` that Turnout does not route (files, batches, ...) are passed through."""
+
+    upstream: str | None = None
+    """An upstream of the file by name (None: the default upstream, that of the first route)."""
 
 
 Origin = Annotated[str, msgspec.Meta(pattern=r"^(\*|https?://[^/\s]+)$")]

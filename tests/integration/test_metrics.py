@@ -109,6 +109,7 @@ async def test_metrics_are_served_in_prometheus_format(app: httpx.AsyncClient) -
     assert CLIENT_KEY not in response.text
     samples = metric_samples(response.text)
     ok = {"route": "support-ft", "rule": "default", "model": FT, "status_class": "2xx", "cache": "bypass"}
+    ok["endpoint"] = "chat"
     assert samples["turnout_requests_total", frozenset(ok.items())] == 2
     fallback = {**ok, "route": "gpt4", "model": "gpt-4"}
     assert samples["turnout_requests_total", frozenset(fallback.items())] == 1

@@ -35,7 +35,7 @@ PRICES = PriceTable(baseline_model="gpt-4", known_models=["gpt-4"])
 metrics = Metrics(multiprocess_dir=os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 def request(seconds, prompt):
-    tally = Tally(request_id="r", started=10.0, routed=True, status=200)
+    tally = Tally(request_id="r", started=10.0, routed=True, endpoint="chat", status=200)
     tally.decided("gpt4", "default")
     tally.upstream_seconds, tally.answered_at, tally.ended_at = seconds / 2, 10.0 + seconds / 2, 10.0 + seconds
     tally.charge_for(PRICES, "gpt-4", Usage(prompt_tokens=prompt, completion_tokens=1, total_tokens=prompt + 1))
@@ -63,9 +63,16 @@ def merged(directory: Path) -> dict[tuple[str, frozenset[tuple[str, str]]], floa
     }
 
 
-ANSWERED = {"route": "gpt4", "rule": "default", "model": "gpt-4", "status_class": "2xx", "cache": "bypass"}
+ANSWERED = {
+    "route": "gpt4",
+    "rule": "default",
+    "model": "gpt-4",
+    "status_class": "2xx",
+    "cache": "bypass",
+    "endpoint": "chat",
+}
 REQUESTS = ("turnout_requests_total", frozenset(ANSWERED.items()))
-DURATION = frozenset({"route": "gpt4", "cache": "bypass"}.items())
+DURATION = frozenset({"route": "gpt4", "cache": "bypass", "endpoint": "chat"}.items())
 PROMPT = ("turnout_tokens_total", frozenset({"route": "gpt4", "model": "gpt-4", "kind": "prompt"}.items()))
 
 
@@ -119,7 +126,7 @@ def test_a_closed_worker_leaves_the_in_flight_sum(tmp_path: Path) -> None:
 
 
 def finished(seconds: float) -> Tally:
-    tally = Tally(request_id="r", started=0.0, routed=True, status=200)
+    tally = Tally(request_id="r", started=0.0, routed=True, endpoint="chat", status=200)
     tally.decided("gpt4", "default")
     tally.ended_at = seconds
     return tally
@@ -131,11 +138,15 @@ def test_histogram_buckets_match_prometheus_client_s_own_observe() -> None:
     metrics = Metrics()
     registry = CollectorRegistry()
     reference = Histogram(
-        "turnout_request_duration_seconds", "", ["route", "cache"], buckets=LATENCY_BUCKETS, registry=registry
+        "turnout_request_duration_seconds",
+        "",
+        ["route", "cache", "endpoint"],
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
     )
     for seconds in values:
         metrics.record(finished(seconds))
-        reference.labels("gpt4", "bypass").observe(seconds)
+        reference.labels("gpt4", "bypass", "chat").observe(seconds)
     ours = [line for line in metrics.exposition().decode().splitlines() if line.startswith("turnout_request_duration")]
     theirs = [
         line
@@ -174,6 +185,7 @@ def test_scrapes_from_another_thread_lose_and_double_nothing() -> None:
         for sample in family.samples
     }
     unanswered = {"route": "gpt4", "rule": "default", "model": "none", "status_class": "2xx", "cache": "bypass"}
+    unanswered["endpoint"] = "chat"
     assert samples["turnout_requests_total", frozenset(unanswered.items())] == count
     assert samples["turnout_request_duration_seconds_count", DURATION] == count
     assert samples["turnout_requests_in_flight", frozenset()] == 0

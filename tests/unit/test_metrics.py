@@ -33,7 +33,7 @@ def value(metrics: Metrics, name: str, **labels: str) -> float | None:
 
 
 def finished(route: str = "support-ft", *, stream: bool = False, status: int = 200, **fields: object) -> Tally:
-    tally = Tally(request_id="req-1", started=100.0, routed=True, stream=stream, status=status)
+    tally = Tally(request_id="req-1", started=100.0, routed=True, endpoint="chat", stream=stream, status=status)
     tally.decided(route, "default")
     tally.upstream_seconds, tally.answered_at, tally.ended_at = 0.4, 100.45, 100.5
     tally.first_byte_at = 100.2 if stream else None
@@ -49,10 +49,21 @@ def test_a_request_is_counted_timed_and_priced():
     metrics.record(tally)
     route = {"route": "support-ft"}
     assert (
-        value(metrics, "turnout_requests_total", rule="default", model=FT, status_class="2xx", cache="bypass", **route)
+        value(
+            metrics,
+            "turnout_requests_total",
+            rule="default",
+            model=FT,
+            status_class="2xx",
+            cache="bypass",
+            endpoint="chat",
+            **route,
+        )
         == 1
     )
-    assert value(metrics, "turnout_request_duration_seconds_sum", cache="bypass", **route) == pytest.approx(0.5)
+    assert value(
+        metrics, "turnout_request_duration_seconds_sum", cache="bypass", endpoint="chat", **route
+    ) == pytest.approx(0.5)
     assert value(metrics, "turnout_upstream_duration_seconds_sum", **route) == pytest.approx(0.4)
     assert value(metrics, "turnout_overhead_seconds_sum", **route) == pytest.approx(0.1)
     assert value(metrics, "turnout_overhead_seconds_bucket", le="0.25", **route) == 1
@@ -156,7 +167,19 @@ def test_a_request_without_a_decision_is_labelled_none_and_a_gone_client_4xx():
     tally.ended_at = 1.001
     metrics.record(tally)
     labels = {"route": "none", "rule": "none", "model": "none", "status_class": "4xx", "cache": "bypass"}
-    assert value(metrics, "turnout_requests_total", **labels) == 1
+    assert value(metrics, "turnout_requests_total", **labels, endpoint="none") == 1
+
+
+def test_a_passed_through_request_is_counted_and_timed_by_its_api_family():
+    metrics = Metrics()
+    tally = Tally(endpoint="files", route="passthrough", status=404, started=1.0)
+    tally.upstream_seconds, tally.ended_at = 0.25, 1.5
+    metrics.record(tally)
+    common = {"route": "passthrough", "cache": "bypass", "endpoint": "files"}
+    assert value(metrics, "turnout_requests_total", rule="none", model="none", status_class="4xx", **common) == 1
+    assert value(metrics, "turnout_request_duration_seconds_sum", **common) == pytest.approx(0.5)
+    assert value(metrics, "turnout_upstream_duration_seconds_sum", route="passthrough") == pytest.approx(0.25)
+    assert value(metrics, "turnout_tokens_total", route="passthrough", model="none", kind="prompt") is None
 
 
 def test_reloads_in_flight_and_build_info():

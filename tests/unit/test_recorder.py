@@ -38,8 +38,8 @@ class Clock:
         return self.now
 
 
-def finished(*, routed: bool, status: int = 200) -> Tally:
-    tally = Tally(request_id="req-1", started=10.0, routed=routed, status=status)
+def finished(*, routed: bool, status: int = 200, endpoint: str = "") -> Tally:
+    tally = Tally(request_id="req-1", started=10.0, routed=routed, status=status, endpoint=endpoint)
     tally.decided("gpt4", "default")
     tally.ended_at = 10.25
     return tally
@@ -50,12 +50,12 @@ def test_a_finished_chat_request_is_counted_and_logged_and_any_other_only_logged
 ) -> None:
     caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     recorder = Recorder(Metrics(), AccessLog())
-    recorder.request(finished(routed=True), "POST", "/v1/chat/completions")
+    recorder.request(finished(routed=True, endpoint="chat"), "POST", "/v1/chat/completions")
     recorder.request(finished(routed=False, status=404), "GET", "/v1/nowhere")
     samples = scrape(recorder)
     requests = {labels: value for (name, labels), value in samples.items() if name == "turnout_requests_total"}
     labels = {"route": "gpt4", "rule": "default", "model": "none", "status_class": "2xx", "cache": "bypass"}
-    assert requests == {frozenset(labels.items()): 1}
+    assert requests == {frozenset({**labels, "endpoint": "chat"}.items()): 1}
     lines = [json.loads(record.getMessage()) for record in caplog.records if record.name == ACCESS_LOGGER]
     assert [(line["path"], line["status"], line["route"]) for line in lines] == [
         ("/v1/chat/completions", 200, "gpt4"),
