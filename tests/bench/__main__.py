@@ -7,7 +7,10 @@ same way, alternating, for several rounds, and prints medians and ratios:
 - non-streaming latency p50/p99 at concurrency 1 (wrk),
 - non-streaming requests/s at concurrency 64 (wrk),
 - streaming time to first byte at concurrency 1 (a raw-socket client that adds almost nothing),
-- streams/s of 20 chunks at concurrency 16 (wrk; a response is done when its stream ends).
+- streams/s of 20 chunks at concurrency 16 (wrk; a response is done when its stream ends),
+- the same for the Responses API (`POST /v1/responses`, its typed events), and embeddings requests/s at
+  concurrency 64: their overhead (Turnout/direct) beside chat's,
+- a 100 MB download through the pass-through and directly (`tests.bench.transfer`).
 
 Never part of the test suite's pass/fail: it prints figures, it asserts nothing about them.
 """
@@ -33,6 +36,10 @@ from pathlib import Path
 CHAT_BODY = '{"model":"gpt-4","messages":[{"role":"user","content":"Say hello in one word."}]}'
 STREAM_BODY = '{"model":"gpt-4","stream":true,"messages":[{"role":"user","content":"Say hello in one word."}]}'
 PATH = "/v1/chat/completions"
+RESPONSES_STREAM_BODY = '{"model":"gpt-4","stream":true,"input":"Say hello in one word."}'
+RESPONSES_PATH = "/v1/responses"
+EMBEDDINGS_BODY = '{"model":"text-embedding-3-small","input":"Say hello in one word."}'
+EMBEDDINGS_PATH = "/v1/embeddings"
 
 
 def free_port() -> int:
@@ -146,6 +153,8 @@ class Figures:
     rps: list[float]
     ttfb: list[float]
     streams: list[float]
+    responses_streams: list[float]
+    embeddings_rps: list[float]
 
 
 def measure(wrk: str, port: int, seconds: int, figures: Figures) -> None:
@@ -156,6 +165,10 @@ def measure(wrk: str, port: int, seconds: int, figures: Figures) -> None:
     figures.rps.append(run_wrk(wrk, url, CHAT_BODY, 64, seconds).rps)
     figures.ttfb.append(time_to_first_byte_ms(port, 1000))
     figures.streams.append(run_wrk(wrk, url, STREAM_BODY, 16, seconds).rps)
+    responses = f"http://127.0.0.1:{port}{RESPONSES_PATH}"
+    figures.responses_streams.append(run_wrk(wrk, responses, RESPONSES_STREAM_BODY, 16, seconds).rps)
+    embeddings = f"http://127.0.0.1:{port}{EMBEDDINGS_PATH}"
+    figures.embeddings_rps.append(run_wrk(wrk, embeddings, EMBEDDINGS_BODY, 64, seconds).rps)
 
 
 def report(results: dict[str, Figures]) -> None:
@@ -166,6 +179,8 @@ def report(results: dict[str, Figures]) -> None:
         ("non-stream requests/s at c64", "rps", "higher"),
         ("stream time to first byte at c1 (ms)", "ttfb", "lower"),
         ("streams/s of 20 chunks at c16", "streams", "higher"),
+        ("Responses streams/s at c16", "responses_streams", "higher"),
+        ("embeddings requests/s at c64", "embeddings_rps", "higher"),
     ]
     names = list(results)
     print(f"\n{'median of rounds':40}" + "".join(f"{name:>14}" for name in names) + f"{'turnout/direct':>16}")
@@ -177,6 +192,20 @@ def report(results: dict[str, Figures]) -> None:
     ttfb_added = statistics.median(results["turnout"].ttfb) - statistics.median(direct.ttfb)
     print(f"\nTurnout adds {added:.3f} ms at the median (c1); its stream time to first byte is {ttfb_added:.3f} ms")
     print("more than the upstream's own.")
+
+    def overhead(field: str) -> float:
+        """Turnout's throughput as a share of the direct upstream's on one measurement (1: no overhead)."""
+        ratio: float = statistics.median(getattr(results["turnout"], field)) / statistics.median(getattr(direct, field))
+        return ratio
+
+    for label, field, chat in (
+        ("Responses streams", "responses_streams", "streams"),
+        ("embeddings requests", "embeddings_rps", "rps"),
+    ):
+        print(
+            f"{label}: Turnout keeps {overhead(field):.0%} of the direct rate, chat at the same concurrency"
+            f" {overhead(chat):.0%}: {overhead(field) / overhead(chat):.2f} of chat's."
+        )
 
 
 def main() -> None:
@@ -206,7 +235,7 @@ def main() -> None:
         if "reference" in targets:
             stack.enter_context(started(floor, reference))
         print(f"cores: {os.cpu_count()}; rounds: {args.rounds}; wrk runs of {args.seconds} s; 20-chunk streams")
-        results = {name: Figures([], [], [], [], []) for name in targets}
+        results = {name: Figures([], [], [], [], [], [], []) for name in targets}
         for _ in range(3):  # warm every server's pools and caches
             for port in targets.values():
                 run_wrk(wrk, f"http://127.0.0.1:{port}{PATH}", CHAT_BODY, 64, 1)

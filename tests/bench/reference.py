@@ -1,9 +1,9 @@
 """The bare pass-through the benchmark compares Turnout with: `python -m tests.bench.reference PORT UPSTREAM_PORT`.
 
-A Litestar `@asgi` handler that reads the body, posts it upstream on one pooled aiohttp session and
-writes the answer back (streams chunk by chunk): no validation, no headers, no error mapping. What
-Turnout adds over this is the cost of its own features; what this costs over the upstream is the
-floor that the framework, the client and this machine's loopback set.
+A Litestar `@asgi` handler for each endpoint the benchmark measures: it reads the body, posts it upstream
+on one pooled aiohttp session and writes the answer back (streams chunk by chunk): no validation, no
+headers, no error mapping. What Turnout adds over this is the cost of its own features; what this costs
+over the upstream is the floor that the framework, the client and this machine's loopback set.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import uvicorn
 from litestar import Litestar, asgi
 from litestar.types import Receive, Scope, Send
 
-UPSTREAM = f"http://127.0.0.1:{sys.argv[2]}/v1/chat/completions" if len(sys.argv) > 2 else ""
+UPSTREAM = f"http://127.0.0.1:{sys.argv[2]}" if len(sys.argv) > 2 else ""
 session: dict[str, aiohttp.ClientSession] = {}
 
 
@@ -28,8 +28,8 @@ async def close_session() -> None:
     await session["upstream"].close()
 
 
-@asgi("/v1/chat/completions", is_mount=False, copy_scope=False)
-async def chat(scope: Scope, receive: Receive, send: Send) -> None:
+@asgi(["/v1/chat/completions", "/v1/responses", "/v1/embeddings"], is_mount=False, copy_scope=False)
+async def forward(scope: Scope, receive: Receive, send: Send) -> None:
     """Forward the body and relay the answer as it comes."""
     body = b""
     while True:
@@ -38,7 +38,7 @@ async def chat(scope: Scope, receive: Receive, send: Send) -> None:
         if not message.get("more_body"):
             break
     headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-reference"}
-    async with session["upstream"].post(UPSTREAM, data=body, headers=headers) as response:
+    async with session["upstream"].post(UPSTREAM + scope["path"], data=body, headers=headers) as response:
         content_type = response.headers.get("content-type", "application/json").encode()
         await send(
             {"type": "http.response.start", "status": response.status, "headers": [(b"content-type", content_type)]}
@@ -48,7 +48,9 @@ async def chat(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-app = Litestar([chat], on_startup=[open_session], on_shutdown=[close_session], openapi_config=None, logging_config=None)
+app = Litestar(
+    [forward], on_startup=[open_session], on_shutdown=[close_session], openapi_config=None, logging_config=None
+)
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
