@@ -244,6 +244,13 @@ def main() -> None:
                 measure(wrk, port, args.seconds, results[name])
             print(f"round {round_number} of {args.rounds} done", file=sys.stderr)
     report(results)
+    from tests.bench.transfer import measure_transfer  # it starts servers of its own, after these have stopped
+
+    rates = measure_transfer()
+    print(
+        f"\na {rates.megabytes} MB pass-through download: {rates.through:.0f} MB/s through Turnout,"
+        f" {rates.direct:.0f} MB/s direct: {rates.ratio:.0%} of the direct rate."
+    )
 
 
 if __name__ == "__main__":
