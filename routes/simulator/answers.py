@@ -21,7 +21,7 @@ from proxy.wire.sse import DONE_EVENT, encode_event
 from routes.simulator.schema_values import schema_in, value_for
 from routes.simulator.tool_calls import ToolCall, chosen_functions, tool_calls
 
-__all__ = ["ID_PLACEHOLDER", "Answer", "render_completion", "render_events"]
+__all__ = ["ID_PLACEHOLDER", "Answer", "formatted_pieces", "render_completion", "render_events"]
 
 ID_PLACEHOLDER = b"chatcmpl-" + b"0" * 29
 _WORDS = (
@@ -118,19 +118,25 @@ _PIECE = re.compile(r"\s*\w+|\s*[^\w\s]+|\s+")
 
 
 def _pieces(body: dict[str, Any], chunks: int) -> list[str]:
-    """The content: `chunks` words, or the JSON text that `response_format` asks for, in pieces.
-
-    For `json_object`, a value of the schema the prompt gives, if it gives one (`schema_in`).
-    """
-    response_format = body.get("response_format")
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    """The content: `chunks` words, or the JSON text that `response_format` asks for, in pieces."""
     words = [(" " if i else "") + _WORDS[i % len(_WORDS)] for i in range(chunks)]
+    return formatted_pieces(body.get("response_format"), body.get("messages"), words)
+
+
+def formatted_pieces(response_format: object, messages: object, words: list[str]) -> list[str]:
+    """`words`, or the JSON text a response format asks for, in pieces.
+
+    `response_format` is chat's (the schema under `json_schema`) or the Responses API's `text.format` (the
+    schema beside `type`). For `json_object`, a value of the schema the prompt gives, if it gives one
+    (`schema_in`, which reads chat messages and Responses input items alike).
+    """
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind == "json_object":
-        prompted = schema_in(body.get("messages"))
+        prompted = schema_in(messages)
         value = value_for(prompted) if prompted is not None else {"answer": "".join(words)}
         text = msgspec.json.encode(value).decode()
-    elif kind == "json_schema":
-        spec = response_format.get("json_schema") if isinstance(response_format, dict) else None
+    elif kind == "json_schema" and isinstance(response_format, dict):
+        spec = response_format.get("json_schema", response_format)
         schema = spec.get("schema") if isinstance(spec, dict) else None
         text = msgspec.json.encode(value_for(schema if isinstance(schema, dict) else {})).decode()
     else:

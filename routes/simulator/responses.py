@@ -26,6 +26,7 @@ from aiohttp import web
 
 from proxy.wire.errors import InvalidRequestError
 from proxy.wire.jsonbody import decode_json_object
+from routes.simulator.answers import formatted_pieces
 from routes.simulator.common import CONFIG, error_response, json_response, read_body, record_call
 from routes.simulator.limits import SimulatorRejectedError, chunk_count, fault_of, wait_ms
 
@@ -299,11 +300,13 @@ class SimulatedResponse:
         self.body = body
         self.id = _id("resp")
         self.created = int(time.time())
-        self.words = [(" " if i else "") + _WORDS[i % len(_WORDS)] for i in range(chunks)]
         self.function = _function(body)
         self.item_id = _id("fc" if self.function else "msg")
         self.call_id = "call_" + secrets.token_hex(12)
         self.items = _input_items(body.get("input", ""))
+        words = [(" " if i else "") + _WORDS[i % len(_WORDS)] for i in range(chunks)]
+        text = body.get("text")
+        self.words = formatted_pieces(text.get("format") if isinstance(text, dict) else None, self.items, words)
         self.stored = body.get("store") is not False
 
     def response(self, *, status: str, output: list[dict[str, Any]] | None = None) -> dict[str, Any]:

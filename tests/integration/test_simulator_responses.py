@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import openai
+import pydantic
 import pytest
 
 from routes.simulator.server import SimulatorServer
@@ -167,3 +168,24 @@ async def test_a_bad_input_is_a_400(http: httpx.AsyncClient) -> None:
     reply = await http.post("/responses", json={"model": "gpt-4o", "input": 3})
     assert reply.status_code == 400
     validate("ErrorResponse", reply.json())
+
+
+class Order(pydantic.BaseModel):
+    item: str
+    quantity: int
+    express: bool
+
+
+async def test_text_format_json_schema_answers_json_valid_against_it(sdk: openai.AsyncOpenAI) -> None:
+    parsed = await sdk.responses.parse(model="gpt-4o", input="Two pizzas, fast.", text_format=Order)
+    assert isinstance(parsed.output_parsed, Order)
+    async with sdk.responses.stream(model="gpt-4o", input="Two pizzas, fast.", text_format=Order) as stream:
+        final = await stream.get_final_response()
+    assert isinstance(final.output_parsed, Order)
+
+
+async def test_text_format_json_object_answers_a_json_object(http: httpx.AsyncClient) -> None:
+    body = {"model": "gpt-4o", "input": "Answer in JSON.", "text": {"format": {"type": "json_object"}}}
+    reply = await http.post("/responses", json=body)
+    validate("Response", reply.json())
+    assert isinstance(json.loads(reply.json()["output"][0]["content"][0]["text"]), dict)
