@@ -1,5 +1,6 @@
 """`turnout simulate` as a process, driven by the official SDK (3.x and, in `make test`, 2.x) for every endpoint
-it plays beyond chat's basics: structured output, tool choice, files, fine-tuning, batches, moderations.
+it plays beyond chat's basics: structured output, tool choice, files, fine-tuning, batches, moderations;
+each straight at the simulator and through `turnout serve` in front of it.
 
 The deeper checks (every stage of a life cycle, bounds, a 100 MB file) are in
 `tests/integration/test_simulator_*.py`; these show that what an application in simulator mode calls
@@ -23,9 +24,12 @@ INSTANT: Any = {"x-simulated-step-ms": "0"}
 MESSAGES: Any = [{"role": "user", "content": "Hi"}]
 
 
-@pytest.fixture(scope="module")
-def sdk(simulator: RunningProcess) -> Iterator[openai.OpenAI]:
-    with sdk_client(simulator.origin) as client:
+@pytest.fixture(scope="module", params=["simulator", "turnout"])
+def sdk(request: pytest.FixtureRequest) -> Iterator[openai.OpenAI]:
+    """The SDK on the simulator itself, and on Turnout in front of it (files, fine-tuning, batches and
+    moderations through the pass-through; chat routed)."""
+    server: RunningProcess = request.getfixturevalue(request.param)
+    with sdk_client(server.origin) as client:
         yield client
 
 
