@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import logging
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 from litestar import Request, Response, asgi, get, route
@@ -116,14 +115,12 @@ def routed(codec: Codec[Any], *paths: str, stored_upstream: bool = False) -> ASG
         remember = homes is not None and body.view.store is not False
         routes = generation.pipeline.routes
         if stream:
-            with _held_by_upstream(previous):
-                relay, outcome = await generation.pipeline.stream(codec, call, tally, steer)
+            relay, outcome = await generation.pipeline.stream(codec, call, tally, steer)
             chunks = homes.relayed(routes, outcome, relay) if homes is not None and remember else relay
             await send_stream(send, receive, chunks, [*outcome.headers(), _server_timing(started)], codec.ends)
             return
         try:
-            with _held_by_upstream(previous):
-                answer, outcome = await unless_gone(receive, generation.pipeline.complete(codec, call, tally, steer))
+            answer, outcome = await unless_gone(receive, generation.pipeline.complete(codec, call, tally, steer))
         except ClientDisconnectedError:
             return
         if homes is not None and remember:
@@ -151,18 +148,6 @@ async def _not_served(scope: Scope, receive: Receive, send: Send, allow: str | N
     if allow is None:
         raise NotFoundError(f"Invalid URL ({method} {path})")
     raise MethodNotAllowedError(f"Method {method} is not allowed on {path}", headers={"allow": allow})
-
-
-@contextlib.contextmanager
-def _held_by_upstream(previous: str | None) -> Iterator[None]:
-    """An upstream's 404 for a request continuing `previous` is OpenAI's: that response is not found there."""
-    try:
-        yield
-    except OutcomeError as exc:
-        if previous is None or exc.error.upstream_status != 404:
-            raise
-        error = NotFoundError(f"Previous response with id '{previous}' not found.", param="previous_response_id")
-        raise OutcomeError(error, exc.outcome) from exc
 
 
 chat_completions = routed(CHAT, "/v1/chat/completions", "/chat/completions")

@@ -137,3 +137,14 @@ class Codec(Endpoint[ViewT], Protocol[ViewT]):
     def error_event(self, error: ProxyError) -> bytes:
         """The event that reports an error after a stream's first event (the end event follows it)."""
         ...
+
+    # Errors.
+
+    def upstream_error(self, body: Body[ViewT], error: ProxyError) -> ProxyError:
+        """What a route's `error` means for this request: `error` itself, or the caller's own error.
+
+        A request that names something an upstream holds (a Responses `previous_response_id`) may get that
+        upstream's 404 for it: the caller's `NotFoundError`, which neither moves the route's breaker nor
+        falls back, since any client could send such ids.
+        """
+        ...

@@ -197,6 +197,10 @@ class ChatCodec:
         """`data: {"error": ...}`."""
         return encode_event(error.body())
 
+    def upstream_error(self, body: ChatBody, error: ProxyError) -> ProxyError:
+        """`error` as it is: a chat request names nothing an upstream holds."""
+        return error
+
 
 CHAT = ChatCodec()
 """The chat completions codec (stateless: one for the process)."""

@@ -249,6 +249,10 @@ class CompletionsCodec:
         """`data: {"error": ...}`."""
         return encode_event(error.body())
 
+    def upstream_error(self, body: Body[CompletionsRequest], error: ProxyError) -> ProxyError:
+        """`error` as it is: a completions request names nothing an upstream holds."""
+        return error
+
 
 COMPLETIONS = CompletionsCodec()
 """The legacy completions codec (stateless: one for the process)."""

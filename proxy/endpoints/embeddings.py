@@ -164,6 +164,10 @@ class EmbeddingsCodec:
         """The error's JSON body (an embeddings error is always a whole response)."""
         return error.body()
 
+    def upstream_error(self, body: Body[EmbeddingsRequest], error: ProxyError) -> ProxyError:
+        """`error` as it is: a embeddings request names nothing an upstream holds."""
+        return error
+
 
 EMBEDDINGS = EmbeddingsCodec()
 """The embeddings codec (stateless: one for the process)."""
