@@ -108,7 +108,8 @@ def routed(codec: Codec[Any], *paths: str, stored_upstream: bool = False) -> ASG
             credential=_credential(headers),
         )
         stream = codec.streams(body)
-        tally.caller, tally.stream, tally.request = caller and caller[:_MAX_CALLER], stream, body.view
+        tally.caller, tally.stream = caller and caller[:_MAX_CALLER], stream
+        tally.request, tally.reader = body, codec
         homes = resources.homes if stored_upstream else None
         previous = body.view.previous_response_id if homes is not None else None
         steer = await homes.steer(generation.pipeline.routes, previous) if homes is not None else None

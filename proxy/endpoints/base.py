@@ -17,6 +17,7 @@ from typing import NamedTuple, Protocol
 import msgspec
 
 from policies import RequestFeatures
+from proxy.wire.content import ContentReader
 from proxy.wire.endpoint import Body, Endpoint, ViewT
 from proxy.wire.errors import ProxyError
 from proxy.wire.schemas import Usage
@@ -50,8 +51,8 @@ class UsageFound(NamedTuple):
     """The model the usage event names."""
 
 
-class Codec(Endpoint[ViewT], Protocol[ViewT]):
-    """One endpoint kind, for the pipeline (its `Endpoint` half is what routes see)."""
+class Codec(Endpoint[ViewT], ContentReader[ViewT], Protocol[ViewT]):
+    """One endpoint kind, for the pipeline (its `Endpoint` half is what routes see; its `content`, the access log)."""
 
     def decode(self, raw: bytes) -> Body[ViewT]:
         """The request body, read and checked once.
