@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import logging
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
-from litestar import Request, Response, asgi, delete, get, post
+from litestar import Request, Response, asgi, get, route
 from litestar.datastructures import State
+from litestar.enums import HttpMethod
 from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
 from litestar.params import FromPath
-from litestar.types import HTTPScope, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
 from proxy.accounting.metrics import CONTENT_TYPE
 from proxy.accounting.recorder import Recorder
@@ -29,7 +30,7 @@ from proxy.headers import forwardable_headers
 from proxy.lifespan import Resources
 from proxy.middleware import request_id_of, tally_of
 from proxy.outcome import OutcomeError
-from proxy.passthrough import passthrough
+from proxy.passthrough import pass_through, passthrough
 from proxy.pipeline import CALLER_HEADER
 from proxy.wire.errors import (
     InvalidPathError,
@@ -55,6 +56,8 @@ __all__ = [
 logger = logging.getLogger("turnout.api")
 
 _JSON = "application/json"
+_V1 = b"/v1/"
+_EVERY_METHOD = list(HttpMethod)
 _CALLER = CALLER_HEADER.encode()
 _MAX_CALLER = 128
 
@@ -82,9 +85,9 @@ def routed(codec: Codec[Any], *paths: str, stored_upstream: bool = False) -> ASG
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        method = cast("HTTPScope", scope)["method"]
-        if method != "POST":
-            raise MethodNotAllowedError(f"Method {method} is not allowed on {scope['path']}", headers={"allow": "POST"})
+        if cast("HTTPScope", scope)["method"] != "POST":
+            await _not_served(scope, receive, send, "POST")
+            return
         resources = _resources(scope["app"].state)
         generation = resources.current  # this request's policy, whatever reloads meanwhile
         tally = tally_of(scope)
@@ -105,21 +108,20 @@ def routed(codec: Codec[Any], *paths: str, stored_upstream: bool = False) -> ASG
             credential=_credential(headers),
         )
         stream = codec.streams(body)
-        tally.caller, tally.stream, tally.request = caller and caller[:_MAX_CALLER], stream, body.view
+        tally.caller, tally.stream = caller and caller[:_MAX_CALLER], stream
+        tally.request, tally.reader = body, codec
         homes = resources.homes if stored_upstream else None
         previous = body.view.previous_response_id if homes is not None else None
         steer = await homes.steer(generation.pipeline.routes, previous) if homes is not None else None
         remember = homes is not None and body.view.store is not False
         routes = generation.pipeline.routes
         if stream:
-            with _held_by_upstream(previous):
-                relay, outcome = await generation.pipeline.stream(codec, call, tally, steer)
+            relay, outcome = await generation.pipeline.stream(codec, call, tally, steer)
             chunks = homes.relayed(routes, outcome, relay) if homes is not None and remember else relay
             await send_stream(send, receive, chunks, [*outcome.headers(), _server_timing(started)], codec.ends)
             return
         try:
-            with _held_by_upstream(previous):
-                answer, outcome = await unless_gone(receive, generation.pipeline.complete(codec, call, tally, steer))
+            answer, outcome = await unless_gone(receive, generation.pipeline.complete(codec, call, tally, steer))
         except ClientDisconnectedError:
             return
         if homes is not None and remember:
@@ -132,16 +134,21 @@ def routed(codec: Codec[Any], *paths: str, stored_upstream: bool = False) -> ASG
     return asgi(list(paths), is_mount=False, copy_scope=False, name=codec.kind)(handle)
 
 
-@contextlib.contextmanager
-def _held_by_upstream(previous: str | None) -> Iterator[None]:
-    """An upstream's 404 for a request continuing `previous` is OpenAI's: that response is not found there."""
-    try:
-        yield
-    except OutcomeError as exc:
-        if previous is None or exc.error.upstream_status != 404:
-            raise
-        error = NotFoundError(f"Previous response with id '{previous}' not found.", param="previous_response_id")
-        raise OutcomeError(error, exc.outcome) from exc
+async def _not_served(scope: Scope, receive: Receive, send: Send, allow: str | None) -> None:
+    """A request on a handler's path that it does not serve (another method, a deeper path).
+
+    Under `/v1/` it is the upstream's to answer, as OpenAI would (`GET /v1/chat/completions` lists the stored
+    chat completions, `DELETE /v1/models/{id}` deletes a fine-tuned model): the pass-through takes it. On the
+    paths without `/v1`, which OpenAI does not have, it is a 405 naming the methods served (`allow`), or a 404.
+    """
+    http = cast("HTTPScope", scope)
+    if http.get("raw_path", b"").startswith(_V1):
+        await pass_through(scope, receive, send)
+        return
+    method, path = http["method"], http["path"]
+    if allow is None:
+        raise NotFoundError(f"Invalid URL ({method} {path})")
+    raise MethodNotAllowedError(f"Method {method} is not allowed on {path}", headers={"allow": allow})
 
 
 chat_completions = routed(CHAT, "/v1/chat/completions", "/chat/completions")
@@ -164,66 +171,102 @@ def _server_timing(started: float) -> tuple[bytes, bytes]:
 _MODELS = UpstreamPath("models")
 
 
-@get(["/v1/models", "/models"])
-async def list_models(request: Request[object, object, State], state: State) -> Response[bytes]:
+async def _list_models(scope: Scope, receive: Receive, send: Send) -> None:
     """`GET /v1/models`: with a policy, its routes and aliases and the upstreams' models; without, the upstream's."""
-    resources = _resources(state)
+    if cast("HTTPScope", scope)["method"] != "GET":
+        await _not_served(scope, receive, send, "GET")
+        return
+    resources = _resources(scope["app"].state)
     generation = resources.current
     if generation.settings.deployment.policy is not None:
         models = await resources.models.listing()
-        return Response(b'{"object":"list","data":[' + b",".join(models) + b"]}", media_type=_JSON)
-    headers = forwardable_headers(request.scope["headers"], request_id_of(request.scope))
-    return Response(await generation.first_upstream().get(_MODELS, headers), media_type=_JSON)
+        await send_json(send, b'{"object":"list","data":[' + b",".join(models) + b"]}", [])
+        return
+    headers = forwardable_headers(scope["headers"], request_id_of(scope))
+    await send_json(send, await generation.first_upstream().get(_MODELS, headers), [])
 
 
-@get(["/v1/models/{model_id:path}", "/models/{model_id:path}"])
-async def retrieve_model(
-    request: Request[object, object, State], state: State, model_id: FromPath[str]
-) -> Response[bytes]:
+async def _retrieve_model(scope: Scope, receive: Receive, send: Send, name: str) -> None:
     """`GET /v1/models/{id}`: one route, alias or upstream model (without a policy: the upstream's answer)."""
-    resources = _resources(state)
+    resources = _resources(scope["app"].state)
     generation = resources.current
-    name = model_id.lstrip("/")
     if generation.settings.deployment.policy is not None:
         model = await resources.models.get(name)
         if model is None:
             raise NotFoundError(f"The model '{name}' does not exist.", param="model")
-        return Response(model, media_type=_JSON)
+        await send_json(send, model, [])
+        return
     try:  # the id is one path segment, percent-encoded: `..`, a slash or a query cannot reach another endpoint
         path = UpstreamPath("models", name)
     except InvalidPathError as exc:
         raise NotFoundError(f"The model '{name}' does not exist. {exc.message}", param="model") from exc
-    headers = forwardable_headers(request.scope["headers"], request_id_of(request.scope))
+    headers = forwardable_headers(scope["headers"], request_id_of(scope))
     try:
         body = await generation.first_upstream().get(path, headers)
     except UpstreamError as exc:
         if exc.upstream_status == 404:  # here the id is the caller's, not Turnout's configuration
             raise NotFoundError(f"The model '{name}' does not exist.", param="model") from exc
         raise
-    return Response(body, media_type=_JSON)
+    await send_json(send, body, [])
 
 
-async def _on_home(
-    request: Request[object, object, State], response_id: str, method: str, *tail: str
-) -> Response[bytes]:
+list_models = asgi(["/v1/models", "/models"], is_mount=False, copy_scope=False, name="list_models")(_list_models)
+
+# Litestar (2.25) gives an `asgi` handler no path parameters on an HTTP request, so the handlers of paths with an id
+# are `route`s of every method that return the ASGI app to run: the served one, or `_not_served`.
+
+
+@route(["/v1/models/{model_id:path}", "/models/{model_id:path}"], http_method=_EVERY_METHOD, name="retrieve_model")
+async def retrieve_model(request: Request[object, object, State], model_id: FromPath[str]) -> ASGIApp:
+    """`GET /v1/models/{id}` (`_retrieve_model`); any other method (`DELETE` a fine-tuned model) is not served here."""
+    if request.method != "GET":
+        return functools.partial(_not_served, allow="GET")
+    return functools.partial(_retrieve_model, name=model_id.lstrip("/"))
+
+
+_HELD = frozenset({("GET", ""), ("DELETE", ""), ("GET", "input_items"), ("POST", "cancel")})
+"""What Turnout sends to the upstream that holds a stored response: `(method, what follows its id)`."""
+
+
+@route(["/v1/responses/{rest:path}", "/responses/{rest:path}"], http_method=_EVERY_METHOD, name="stored_response")
+async def stored_response(request: Request[object, object, State], rest: FromPath[str]) -> ASGIApp:
+    """`GET`, `DELETE /v1/responses/{id}`, `GET .../input_items`, `POST .../cancel`: to the response's upstream.
+
+    Anything else under `/v1/responses/` (`POST /v1/responses/input_tokens`, `/compact`, what OpenAI adds)
+    is not served here (`_not_served`).
+    """
+    response_id, _, tail = rest.strip("/").partition("/")
+    if (request.method, tail) not in _HELD:
+        return functools.partial(_not_served, allow=None)
+    return functools.partial(_on_home, response_id=response_id, tail=tail)
+
+
+async def _on_home(scope: Scope, receive: Receive, send: Send, response_id: str, tail: str) -> None:
     """Send a request about a stored response to the upstream that holds it; relay its status and body.
 
     An id Turnout never relayed (or forgot) goes to the default upstream. The id is one path segment
     (`UpstreamPath`): it cannot reach another endpoint. The query (`input_items`' `limit`, `order`, `after`,
     `include`) passes as the client sent it.
     """
-    resources = _resources(request.app.state)
+    http = cast("HTTPScope", scope)
+    resources = _resources(scope["app"].state)
     generation = resources.current
+    method = http["method"]
     try:
-        query = urllib.parse.parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        path = UpstreamPath("responses", response_id, *tail, query=query)
+        query = urllib.parse.parse_qsl(http["query_string"].decode("latin-1"), keep_blank_values=True)
+        path = UpstreamPath("responses", response_id, *([tail] if tail else []), query=query)
     except (InvalidPathError, ValueError) as exc:
         raise NotFoundError(f"Response with id '{response_id}' not found.") from exc
     home = await resources.homes.homes.find(response_id)
     upstream = generation.upstreams.get(home.upstream) if home is not None else None
     upstream = upstream or generation.first_upstream()
-    headers = forwardable_headers(request.scope["headers"], request_id_of(request.scope))
-    body = await request.body() if method == "POST" else None
+    headers = forwardable_headers(http["headers"], request_id_of(scope))
+    body = b""
+    if method == "POST":
+        try:
+            body = await read_body(dict(http["headers"]), receive, generation.settings.server.max_body_bytes)
+        except ClientDisconnectedError:
+            return
     status, content, content_type = await upstream.relay(method, path, headers, body or None)
     if method == "DELETE" and status < 300:
         await resources.homes.homes.forget(response_id)
@@ -231,31 +274,7 @@ async def _on_home(
         raise UpstreamError(f"The upstream '{upstream.name}' failed with status {status}.")
     if "json" not in content_type:
         raise UpstreamError(f"The upstream '{upstream.name}' answered with {content_type}, not JSON.")
-    return Response(content, status_code=status, media_type=_JSON)
-
-
-@get(["/v1/responses/{response_id:str}", "/responses/{response_id:str}"])
-async def retrieve_response(request: Request[object, object, State], response_id: FromPath[str]) -> Response[bytes]:
-    """`GET /v1/responses/{id}`: from the upstream that holds it (its `include` and `stream` query passed on)."""
-    return await _on_home(request, response_id, "GET")
-
-
-@delete(["/v1/responses/{response_id:str}", "/responses/{response_id:str}"], status_code=200)
-async def delete_response(request: Request[object, object, State], response_id: FromPath[str]) -> Response[bytes]:
-    """`DELETE /v1/responses/{id}`: on the upstream that holds it; then forgotten."""
-    return await _on_home(request, response_id, "DELETE")
-
-
-@get(["/v1/responses/{response_id:str}/input_items", "/responses/{response_id:str}/input_items"])
-async def response_input_items(request: Request[object, object, State], response_id: FromPath[str]) -> Response[bytes]:
-    """`GET /v1/responses/{id}/input_items`: from the upstream that holds it, paged as the client asks."""
-    return await _on_home(request, response_id, "GET", "input_items")
-
-
-@post(["/v1/responses/{response_id:str}/cancel", "/responses/{response_id:str}/cancel"], status_code=200)
-async def cancel_response(request: Request[object, object, State], response_id: FromPath[str]) -> Response[bytes]:
-    """`POST /v1/responses/{id}/cancel`: a background response, cancelled on the upstream that holds it."""
-    return await _on_home(request, response_id, "POST", "cancel")
+    await send_json(send, content, [], status)
 
 
 @get("/healthz")
@@ -283,10 +302,7 @@ def metrics(state: State) -> Response[bytes]:
 HANDLERS = (
     chat_completions,
     responses,
-    retrieve_response,
-    delete_response,
-    response_input_items,
-    cancel_response,
+    stored_response,
     embeddings,
     completions,
     list_models,
@@ -296,7 +312,8 @@ HANDLERS = (
     metrics,
     passthrough,
 )
-"""Every handler; a path under `/v1/` that none of the others takes is the pass-through's (`proxy.passthrough`)."""
+"""Every handler; a path under `/v1/` that none of the others takes, or that one takes but does not serve
+(`_not_served`), is the pass-through's (`proxy.passthrough`)."""
 
 
 def _json_error(error: ProxyError, headers: Mapping[str, str] | None = None) -> Response[bytes]:

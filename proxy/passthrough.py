@@ -19,7 +19,8 @@ upstream (that of the first route), or to the one the policy file's `passthrough
 
 The pass-through is a mount of Litestar's router on `/v1`: paths that a handler names exactly
 (`/v1/chat/completions`, `/v1/models`), and those under a handler's path parameters (`/v1/models/{id}`,
-`/v1/responses/{id}`), are routed to those handlers first (`tests/unit/test_passthrough_routing.py`).
+`/v1/responses/{id}`), are routed to those handlers first (`tests/unit/test_passthrough.py`); what such a
+handler does not serve (another method, a deeper path) it hands back (`pass_through`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from proxy.wire.errors import NotFoundError, ProxyError, error_body
 from proxy.wire.redaction import Redactor
 from routes.upstream import Forwarded, Upstream, UpstreamPath
 
-__all__ = ["FAMILIES", "REDACTED_UP_TO", "family_of", "passthrough"]
+__all__ = ["FAMILIES", "REDACTED_UP_TO", "family_of", "pass_through", "passthrough"]
 
 logger = logging.getLogger("turnout.passthrough")
 
@@ -136,6 +137,11 @@ async def _passthrough(scope: Scope, receive: Receive, send: Send) -> None:
 
 passthrough: ASGIRouteHandler = asgi("/v1", is_mount=True, copy_scope=False, name="passthrough")(_passthrough)
 """The handler, mounted on `/v1` (every method)."""
+
+
+async def pass_through(scope: Scope, receive: Receive, send: Send) -> None:
+    """Pass on a request that a handler under `/v1/` takes but does not serve (another method, a deeper path)."""
+    await _passthrough(scope, receive, send)
 
 
 def _upstream_of(generation: Generation) -> Upstream:

@@ -153,7 +153,7 @@ class Pipeline:
             return route.complete(call)
 
         try:
-            name, answer, failed = await self._dispatch(codec.kind, decision, complete_on, tally, ticket.status)
+            name, answer, failed = await self._dispatch(codec, call, decision, complete_on, tally, ticket.status)
         except BaseException:
             ticket.finish(None)
             raise
@@ -200,7 +200,7 @@ class Pipeline:
             return relay, opened
 
         try:
-            name, (relay, opened), failed = await self._dispatch(codec.kind, decision, open_on, tally, ticket.status)
+            name, (relay, opened), failed = await self._dispatch(codec, call, decision, open_on, tally, ticket.status)
         except BaseException:
             ticket.finish(None)
             raise
@@ -211,17 +211,24 @@ class Pipeline:
         return relay, Outcome(name, decision.rule, failed, ticket.status, opened.headers)
 
     async def _dispatch(
-        self, kind: str, decision: Decision, once: Callable[[Route], Awaitable[T]], tally: Tally, cache: CacheStatus
+        self,
+        codec: Codec[Any],
+        call: Call[Any],
+        decision: Decision,
+        once: Callable[[Route], Awaitable[T]],
+        tally: Tally,
+        cache: CacheStatus,
     ) -> tuple[str, T, tuple[str, ...]]:
         """Run `once` on the decided route, then on each fallback while the failure is the route's.
 
-        Only the routes that serve the call's endpoint `kind` are tried.
+        Only the routes that serve the call's endpoint kind are tried.
 
         Raises:
             OutcomeError: the last error, with the outcome that shows the decision (which route failed, sent by
                 which rule, what the cache did).
         """
         failed: list[str] = []
+        kind = codec.kind
         candidates = [name for name in (decision.route, *decision.fallbacks) if kind in self._routes[name].endpoints]
         if not candidates:
             message = f"The route '{decision.route}' (rule '{decision.rule}') does not answer {kind} requests."
@@ -231,7 +238,8 @@ class Pipeline:
             last = index == len(candidates) - 1
             tally.route, tally.fallback_from = name, tuple(failed)
             try:
-                return name, await self._on_route(name, once, tally, skip_when_open=not last), tuple(failed)
+                result = await self._on_route(name, once, tally, skip_when_open=not last, codec=codec, call=call)
+                return name, result, tuple(failed)
             except ProxyError as exc:
                 if not exc.route_failure or last:
                     raise OutcomeError(exc, Outcome(name, decision.rule, tuple(failed), cache)) from exc
@@ -240,13 +248,21 @@ class Pipeline:
         raise AssertionError("unreachable: the last route's error is raised")  # pragma: no cover
 
     async def _on_route(
-        self, name: str, once: Callable[[Route], Awaitable[T]], tally: Tally, *, skip_when_open: bool
+        self,
+        name: str,
+        once: Callable[[Route], Awaitable[T]],
+        tally: Tally,
+        *,
+        skip_when_open: bool,
+        codec: Codec[Any],
+        call: Call[Any],
     ) -> T:
         """Run `once` on route `name`, retrying with backoff.
 
         With `skip_when_open`, an open circuit sends the request on to the fallbacks at once. The last
         candidate is always tried, open or not (as Envoy's panic mode does): failing fast there would
-        turn a degraded upstream into a full outage. Its outcomes still move the breaker.
+        turn a degraded upstream into a full outage. Its outcomes still move the breaker. An error is first
+        read as the codec reads it for this call (`Codec.upstream_error`): one that is the caller's moves nothing.
         """
         breaker = self.breakers[name]
         for attempt in itertools.count():
@@ -259,6 +275,9 @@ class Pipeline:
                 result = await once(self._routes[name])
             except ProxyError as exc:
                 tally.upstream_seconds += time.perf_counter() - started
+                callers = codec.upstream_error(call.body, exc)
+                if callers is not exc:
+                    raise callers from exc
                 if not exc.route_failure:
                     raise
                 breaker.record_failure()

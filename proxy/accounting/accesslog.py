@@ -13,8 +13,7 @@ from decimal import Decimal
 import msgspec
 
 from proxy.accounting.tally import Tally, usd
-from proxy.wire.answers import CompletionView, UnreadableAnswerError, read_answer
-from proxy.wire.schemas import ChatMessage, ChatRequest
+from proxy.wire.schemas import ChatMessage
 
 __all__ = ["ACCESS_LOGGER", "AccessLine", "AccessLog"]
 
@@ -49,6 +48,7 @@ class AccessLine(msgspec.Struct, kw_only=True):
     retries: int = 0
     upstream_errors: list[str] | None = None
     messages: list[ChatMessage] | None = None
+    input: msgspec.Raw | None = None
     answer: list[str | None] | None = None
 
 
@@ -64,7 +64,7 @@ def _ms(seconds: float) -> float:
 
 
 class AccessLog:
-    """Writes `AccessLine`s; `content=True` adds the request's messages and a non-streamed answer's text."""
+    """Writes `AccessLine`s; `content=True` adds the request's content and a non-streamed answer's text."""
 
     def __init__(self, *, enabled: bool = True, content: bool = False, logger: logging.Logger | None = None) -> None:
         self.enabled = enabled
@@ -116,11 +116,7 @@ class AccessLog:
 
     @staticmethod
     def _add_content(line: AccessLine, tally: Tally) -> None:
-        if isinstance(tally.request, ChatRequest):
-            line.messages = tally.request.messages
-        if tally.answer is not None:
-            try:  # an answer the route or the cache let through always reads: this is a last guard
-                _, answer = read_answer(tally.answer, CompletionView)
-            except UnreadableAnswerError:
-                return
-            line.answer = [choice.message.content if choice.message else None for choice in answer.choices or ()]
+        """The request's content and its non-streamed answer's, as its codec reads them (`proxy.wire.content`)."""
+        if tally.reader is not None and tally.request is not None:
+            content = tally.reader.content(tally.request, tally.answer)
+            line.messages, line.input, line.answer = content.messages, content.input, content.answer

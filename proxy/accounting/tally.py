@@ -18,8 +18,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from proxy.wire.content import ContentReader
+from proxy.wire.endpoint import Body
 from proxy.wire.errors import ProxyError
 from proxy.wire.schemas import Usage
 
@@ -73,8 +75,10 @@ class Tally:
     """A shadow copy, sent in the background: its tokens and cost count, it is no request of its own."""
     caller: str | None = None
     stream: bool = False
-    request: object = None
-    """The typed request (its codec's view), for the access log's optional content."""
+    request: Body[Any] | None = None
+    """The request's body, for the access log's optional content (read by `reader`)."""
+    reader: ContentReader[Any] | None = None
+    """What reads `request` and `answer` for the access log: the request's codec."""
     answer: bytes | None = None
     """A non-streamed answer's body, for the access log's optional content."""
     route: str | None = None

@@ -17,6 +17,7 @@ from typing import NamedTuple, Protocol
 import msgspec
 
 from policies import RequestFeatures
+from proxy.wire.content import ContentReader
 from proxy.wire.endpoint import Body, Endpoint, ViewT
 from proxy.wire.errors import ProxyError
 from proxy.wire.schemas import Usage
@@ -50,8 +51,8 @@ class UsageFound(NamedTuple):
     """The model the usage event names."""
 
 
-class Codec(Endpoint[ViewT], Protocol[ViewT]):
-    """One endpoint kind, for the pipeline (its `Endpoint` half is what routes see)."""
+class Codec(Endpoint[ViewT], ContentReader[ViewT], Protocol[ViewT]):
+    """One endpoint kind, for the pipeline (its `Endpoint` half is what routes see; its `content`, the access log)."""
 
     def decode(self, raw: bytes) -> Body[ViewT]:
         """The request body, read and checked once.
@@ -136,4 +137,15 @@ class Codec(Endpoint[ViewT], Protocol[ViewT]):
 
     def error_event(self, error: ProxyError) -> bytes:
         """The event that reports an error after a stream's first event (the end event follows it)."""
+        ...
+
+    # Errors.
+
+    def upstream_error(self, body: Body[ViewT], error: ProxyError) -> ProxyError:
+        """What a route's `error` means for this request: `error` itself, or the caller's own error.
+
+        A request that names something an upstream holds (a Responses `previous_response_id`) may get that
+        upstream's 404 for it: the caller's `NotFoundError`, which neither moves the route's breaker nor
+        falls back, since any client could send such ids.
+        """
         ...

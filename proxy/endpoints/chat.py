@@ -16,6 +16,7 @@ from policies import RequestFeatures, extract_features
 from proxy.endpoints import chat_replay, framing
 from proxy.endpoints.base import Replay, UsageFound
 from proxy.wire.answers import ChunkView, CompletionView, read_answer
+from proxy.wire.content import Content, answer_texts
 from proxy.wire.endpoint import Body, StreamCut
 from proxy.wire.errors import ProxyError
 from proxy.wire.schemas import ChatBody, ChatRequest, Usage, decode_chat_body, last_user_text
@@ -196,6 +197,18 @@ class ChatCodec:
     def error_event(self, error: ProxyError) -> bytes:
         """`data: {"error": ...}`."""
         return encode_event(error.body())
+
+    def content(self, body: ChatBody, answer: bytes | None) -> Content:
+        """Its messages, and each choice's message text."""
+        return Content(messages=body.view.messages, answer=answer_texts(answer, CompletionView, _choice_texts))
+
+    def upstream_error(self, body: ChatBody, error: ProxyError) -> ProxyError:
+        """`error` as it is: a chat request names nothing an upstream holds."""
+        return error
+
+
+def _choice_texts(answer: CompletionView) -> list[str | None]:
+    return [choice.message.content if choice.message else None for choice in answer.choices or ()]
 
 
 CHAT = ChatCodec()

@@ -26,6 +26,7 @@ from proxy.endpoints.chat import ask_for_usage, asks_one_answer
 from proxy.endpoints.embeddings import text_features
 from proxy.endpoints.framing import keep_envelope
 from proxy.wire.answers import read_answer
+from proxy.wire.content import Content, answer_texts
 from proxy.wire.endpoint import Body, StreamCut
 from proxy.wire.errors import ProxyError
 from proxy.wire.inputs import CompletionsRequest, decode_completions_body, input_text
@@ -248,6 +249,18 @@ class CompletionsCodec:
     def error_event(self, error: ProxyError) -> bytes:
         """`data: {"error": ...}`."""
         return encode_event(error.body())
+
+    def content(self, body: Body[CompletionsRequest], answer: bytes | None) -> Content:
+        """Its `prompt` as sent, and each choice's text."""
+        return Content(input=body.fields.get("prompt"), answer=answer_texts(answer, TextCompletionView, _choice_texts))
+
+    def upstream_error(self, body: Body[CompletionsRequest], error: ProxyError) -> ProxyError:
+        """`error` as it is: a completions request names nothing an upstream holds."""
+        return error
+
+
+def _choice_texts(answer: TextCompletionView) -> list[str | None]:
+    return [choice.text for choice in answer.choices or ()]
 
 
 COMPLETIONS = CompletionsCodec()

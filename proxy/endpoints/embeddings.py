@@ -21,6 +21,7 @@ from policies import RequestFeatures
 from proxy.endpoints.base import Replay, UsageFound
 from proxy.endpoints.framing import COMPLETION, entry
 from proxy.wire.answers import UnreadableAnswerError, read_answer
+from proxy.wire.content import Content
 from proxy.wire.endpoint import Body, StreamCut
 from proxy.wire.errors import ProxyError
 from proxy.wire.inputs import EmbeddingsRequest, decode_embeddings_body, input_text
@@ -163,6 +164,14 @@ class EmbeddingsCodec:
     def error_event(self, error: ProxyError) -> bytes:
         """The error's JSON body (an embeddings error is always a whole response)."""
         return error.body()
+
+    def content(self, body: Body[EmbeddingsRequest], answer: bytes | None) -> Content:
+        """Its `input` as sent; no answer content (vectors are no text)."""
+        return Content(input=body.fields.get("input"))
+
+    def upstream_error(self, body: Body[EmbeddingsRequest], error: ProxyError) -> ProxyError:
+        """`error` as it is: a embeddings request names nothing an upstream holds."""
+        return error
 
 
 EMBEDDINGS = EmbeddingsCodec()

@@ -27,10 +27,11 @@ import msgspec
 from policies import RequestFeatures
 from proxy.endpoints import chat, responses_replay
 from proxy.endpoints.base import Replay, UsageFound
-from proxy.endpoints.responses_replay import EventView, ResponseView, encode_typed, usage_of
+from proxy.endpoints.responses_replay import EventView, ResponseView, encode_typed, output_texts, usage_of
 from proxy.wire.answers import UnreadableAnswerError, read_answer
+from proxy.wire.content import Content, answer_texts
 from proxy.wire.endpoint import Body, StreamCut
-from proxy.wire.errors import InvalidRequestError, ProxyError, UpstreamError, error_body
+from proxy.wire.errors import InvalidRequestError, NotFoundError, ProxyError, UpstreamError, error_body
 from proxy.wire.jsonbody import NOT_JSON, decode_json_object
 from proxy.wire.parameters import check_parameters
 from proxy.wire.schemas import ChatMessage, ContentPart, Usage, last_user_text
@@ -373,6 +374,17 @@ class ResponsesCodec:
         """The `error` event that follows `events` (the last ones relayed): numbered after them."""
         event = {"type": "error", "code": error.instance_code or error.type, "message": error.message}
         return encode_typed({**event, "param": error.param, "sequence_number": _sequence_after(events)})
+
+    def content(self, body: ResponsesBody, answer: bytes | None) -> Content:
+        """Its conversation (`conversation`), and each output message's text."""
+        return Content(messages=conversation(body.view), answer=answer_texts(answer, ResponseView, output_texts))
+
+    def upstream_error(self, body: ResponsesBody, error: ProxyError) -> ProxyError:
+        """An upstream's 404 for a request continuing a stored response: that response is not found there."""
+        previous = body.view.previous_response_id
+        if previous is None or error.upstream_status != 404:
+            return error
+        return NotFoundError(f"Previous response with id '{previous}' not found.", param="previous_response_id")
 
 
 def _joined(events: list[bytes]) -> bytes:

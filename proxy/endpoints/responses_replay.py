@@ -34,6 +34,7 @@ __all__ = [
     "ResponseView",
     "encode_typed",
     "entry",
+    "output_texts",
     "replay",
     "replayable",
     "usage_of",
@@ -82,6 +83,15 @@ def usage_of(response: ResponseView | None) -> Usage | None:
     used = response.usage
     total = used.total_tokens or used.input_tokens + used.output_tokens
     return Usage(prompt_tokens=used.input_tokens, completion_tokens=used.output_tokens, total_tokens=total)
+
+
+def output_texts(response: ResponseView) -> list[str | None]:
+    """The text of each `message` output item (its `output_text` parts joined; a refusal's text otherwise)."""
+    return [
+        "".join(str(part.get("text", part.get("refusal", ""))) for part in item.content or ())
+        for item in response.output
+        if item.type == "message"
+    ]
 
 
 def entry(kind: bytes, body: bytes) -> bytes:

@@ -82,11 +82,21 @@ async def read_body(request: web.Request) -> bytes:
 
 @web.middleware
 async def rejections(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every `SimulatorRejectedError` a handler raises, answered as OpenAI answers a bad request."""
+    """Every `SimulatorRejectedError` a handler raises, answered as OpenAI answers a bad request.
+
+    A path or method the simulator does not have is OpenAI's 404 (`Invalid URL (GET /v1/...)`), recorded
+    like any call (its outcome `not_found`), so that a test sees what reached it.
+    """
     try:
         response: web.StreamResponse = await handler(request)
     except SimulatorRejectedError as rejection:
         return _rejected(rejection)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        record_call(request, b"", {})["outcome"] = "not_found"
+        message = f"Invalid URL ({request.method} {request.path})"
+        return json_response(
+            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}, 404
+        )
     return response
 
 

@@ -28,7 +28,7 @@ from proxy.wire.sse import DONE_EVENT, encode_event
 from routes.simulator.common import CONFIG, error_response, read_body, record_call
 from routes.simulator.limits import SimulatorRejectedError, chunk_count, fault_of, wait_ms
 
-__all__ = ["completions", "render_completion"]
+__all__ = ["batch_completion", "completions", "render_completion"]
 
 _MAX_ECHOED = 8 * 1024 * 1024
 """Prompt characters echoed over all choices (`echo` with a long prompt and a large `n`)."""
@@ -155,18 +155,35 @@ async def _stream(request: web.Request, events: list[bytes], fault: str, interva
     return response
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    """`POST /v1/completions`: a `text_completion`, or its stream."""
-    raw = await read_body(request)
+def _asked(raw: bytes) -> tuple[CompletionsRequest, list[str | list[int]]]:
+    """A completions request as Turnout checks it, and its prompts (an echo beyond `_MAX_ECHOED` refused).
+
+    Raises:
+        SimulatorRejectedError: the request is not one OpenAI would answer, or asks too much of the simulator.
+    """
     try:
-        body = decode_completions_body(raw)
+        asked = decode_completions_body(raw).view
     except InvalidRequestError as exc:
         raise SimulatorRejectedError.of(exc) from exc
-    asked, config, headers = body.view, request.app[CONFIG], request.headers
     prompts = _prompts(asked)
     if asked.echo and sum(len(p) for p in prompts if isinstance(p, str)) * (asked.n or 1) > _MAX_ECHOED:
         message = f"The simulator echoes at most {_MAX_ECHOED} characters of prompt over all choices."
         raise SimulatorRejectedError(message, param="echo")
+    return asked, prompts
+
+
+def batch_completion(raw: bytes, chunks: int) -> dict[str, Any]:
+    """A batch line's `text_completion`: checked and answered as `POST /v1/completions` answers, without faults."""
+    asked, prompts = _asked(raw)
+    completion = _Completion(asked, chunk_count({}, chunks, len(prompts) * (asked.n or 1)))
+    return {**completion.envelope(), "choices": completion.choices(prompts), "usage": completion.usage(prompts)}
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    """`POST /v1/completions`: a `text_completion`, or its stream."""
+    raw = await read_body(request)
+    asked, prompts = _asked(raw)
+    config, headers = request.app[CONFIG], request.headers
     completion = _Completion(asked, chunk_count(headers, config.chunks, len(prompts) * (asked.n or 1)))
     fault = fault_of(headers, asked.model)
     latency = wait_ms(headers, "x-simulated-latency-ms", config.latency_ms) / 1000

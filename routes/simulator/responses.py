@@ -37,6 +37,7 @@ KEEP_RESPONSES = 1000
 MAX_INPUT_ITEMS = 10_000
 """Items of `input` one request may hold (like chat's `messages`)."""
 _WORDS = ("This", "is", "a", "simulated", "answer", "from", "the", "Turnout", "test", "upstream", ",", "written")
+PREVIOUS = "previous_response_id"
 _ECHOED = ("instructions", "max_output_tokens", "metadata", "previous_response_id", "tools", "tool_choice")
 
 
@@ -47,11 +48,6 @@ def _id(prefix: str) -> str:
 def _event(data: dict[str, Any]) -> bytes:
     kind: str = data["type"]
     return b"event: " + kind.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
-
-
-def _not_found(message: str, param: str | None = None) -> web.Response:
-    detail = {"message": message, "type": "invalid_request_error", "param": param, "code": None}
-    return json_response({"error": detail}, 404)
 
 
 def _text_of(content: Any) -> str:
@@ -168,10 +164,9 @@ class SimulatedResponses:
         chunks = chunk_count(headers, config.chunks, 1)
         fault = fault_of(headers, body["model"])
         record = record_call(request, raw, body)
-        previous = body.get("previous_response_id")
-        if previous is not None and previous not in self._stored:
+        if (unknown := self._unknown_previous(body)) is not None:
             record["outcome"] = "fault"
-            return _not_found(f"Previous response with id '{previous}' not found.", "previous_response_id")
+            raise unknown
         try:
             if fault == "timeout":
                 await asyncio.sleep(3600)
@@ -188,14 +183,32 @@ class SimulatedResponses:
             if body.get("stream"):
                 return await self._stream(request, answer, interval, fault, record)
             record["outcome"] = "completed"
-            done = answer.finished()
-            if answer.stored:
-                self._keep(done, answer.items)
-            return json_response(done)
+            return json_response(self._finished(answer))
         except asyncio.CancelledError:
             record["outcome"] = "cancelled"
             record["cancelled_at"] = time.time()
             raise
+
+    def _unknown_previous(self, body: dict[str, Any]) -> SimulatorRejectedError | None:
+        """The 404 for a `previous_response_id` that names no response kept, as OpenAI answers it."""
+        previous = body.get(PREVIOUS)
+        if previous is None or previous in self._stored:
+            return None
+        return SimulatorRejectedError(f"Previous response with id '{previous}' not found.", status=404, param=PREVIOUS)
+
+    def _finished(self, answer: SimulatedResponse) -> dict[str, Any]:
+        """The completed response, kept unless its request said `store: false`."""
+        done = answer.finished()
+        if answer.stored:
+            self._keep(done, answer.items)
+        return done
+
+    def batch_line(self, raw: bytes, chunks: int) -> dict[str, Any]:
+        """A batch line's `Response`: checked, answered and kept as `create` does, whole and without faults."""
+        body = _checked(raw)
+        if (unknown := self._unknown_previous(body)) is not None:
+            raise unknown
+        return self._finished(SimulatedResponse(body, chunks))
 
     def _background(self, answer: SimulatedResponse, latency: float, record: dict[str, Any]) -> web.Response:
         queued = answer.response(status="queued")
@@ -231,29 +244,25 @@ class SimulatedResponses:
                 await response.write(event)
         else:
             await response.write(b"".join(events))
-        if answer.stored:
-            self._keep(answer.finished(), answer.items)
+        self._finished(answer)
         await response.write_eof()
         record["outcome"] = "completed"
         return response
 
-    def _find(self, request: web.Request) -> _Stored | web.Response:
+    def _find(self, request: web.Request) -> _Stored:
         response_id = request.match_info["response_id"]
         stored = self._stored.get(response_id)
         if stored is None:
-            return _not_found(f"Response with id '{response_id}' not found.")
+            raise SimulatorRejectedError(f"Response with id '{response_id}' not found.", status=404)
         return stored
 
     async def retrieve(self, request: web.Request) -> web.Response:
         """`GET /v1/responses/{id}`."""
-        found = self._find(request)
-        return found if isinstance(found, web.Response) else json_response(found.response)
+        return json_response(self._find(request).response)
 
     async def delete(self, request: web.Request) -> web.Response:
         """`DELETE /v1/responses/{id}`."""
         found = self._find(request)
-        if isinstance(found, web.Response):
-            return found
         response_id = found.response["id"]
         if found.task is not None:
             found.task.cancel()
@@ -263,8 +272,6 @@ class SimulatedResponses:
     async def input_items(self, request: web.Request) -> web.Response:
         """`GET /v1/responses/{id}/input_items` (`order`, default `desc`; `limit`, 1-100; `after`)."""
         found = self._find(request)
-        if isinstance(found, web.Response):
-            return found
         query = request.query
         order = query.get("order", "desc")
         limit = query.get("limit", "20")
@@ -283,8 +290,6 @@ class SimulatedResponses:
     async def cancel(self, request: web.Request) -> web.Response:
         """`POST /v1/responses/{id}/cancel`: background responses only, as OpenAI."""
         found = self._find(request)
-        if isinstance(found, web.Response):
-            return found
         if not found.response.get("background"):
             raise SimulatorRejectedError("Only responses created with background=true can be cancelled.")
         if found.task is not None and not found.task.done():

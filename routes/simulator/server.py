@@ -71,7 +71,7 @@ from routes.simulator.common import (
     record_call,
     rejections,
 )
-from routes.simulator.completions import completions
+from routes.simulator.completions import batch_completion, completions
 from routes.simulator.embeddings import encoded
 from routes.simulator.files import add_file_routes
 from routes.simulator.fine_tuning import add_fine_tuning_routes
@@ -222,8 +222,11 @@ def _embeddings_answer(ask: EmbeddingsAsk) -> dict[str, Any]:
     }
 
 
-def _batch_answerers(config: SimulatorConfig) -> dict[str, Answerer]:
-    """What answers a batch's lines, by endpoint: the same logic as the endpoints' handlers, without faults."""
+def _batch_answerers(config: SimulatorConfig, responses: SimulatedResponses) -> dict[str, Answerer]:
+    """What answers a batch's lines, by endpoint: the same logic as the endpoints' handlers, without faults.
+
+    A Responses line is kept like any response (unless `store` is false), and may continue one (`responses`).
+    """
 
     def chat(raw: bytes) -> dict[str, Any]:
         checked, body = chat_body(raw)
@@ -234,6 +237,8 @@ def _batch_answerers(config: SimulatorConfig) -> dict[str, Answerer]:
         "/v1/chat/completions": chat,
         "/v1/embeddings": lambda raw: _embeddings_answer(embeddings_ask(raw)),
         "/v1/moderations": moderation_answer,
+        "/v1/responses": lambda raw: responses.batch_line(raw, config.chunks),
+        "/v1/completions": lambda raw: batch_completion(raw, config.chunks),
     }
 
 
@@ -271,7 +276,7 @@ def build_simulator(config: SimulatorConfig | None = None) -> web.Application:
     app.router.add_get("/_simulator/calls/{request_id}", handlers.call)
     add_file_routes(app)
     add_fine_tuning_routes(app)
-    add_batch_routes(app, _batch_answerers(app[CONFIG]))
+    add_batch_routes(app, _batch_answerers(app[CONFIG], responses))
     add_moderation_routes(app)
     return app
 

@@ -24,7 +24,7 @@ from proxy.endpoints.completions import COMPLETIONS
 from proxy.endpoints.embeddings import EMBEDDINGS
 from proxy.endpoints.responses import RESPONSES
 from proxy.wire.answers import UnreadableAnswerError
-from proxy.wire.errors import InvalidRequestError, UpstreamError
+from proxy.wire.errors import InvalidRequestError, UpstreamError, upstream_status_error
 from proxy.wire.schemas import Usage
 from proxy.wire.sse import split_events
 from routes import Call
@@ -226,3 +226,23 @@ def test_the_cache_reads_determinism_and_the_context_of_the_question(sample: Sam
     assert context is not None
     assert set(context) == set(body.fields)
     assert context != body.fields  # the question itself is not part of it
+
+
+@pytest.mark.parametrize("status", [404, 429, 500])
+def test_an_upstream_error_for_a_request_naming_nothing_stored_stays_the_route_s(sample: Sample, status: int) -> None:
+    error = upstream_status_error(status, b"{}")
+    assert sample.codec.upstream_error(sample.codec.decode(encoded(sample.request)), error) is error
+
+
+def test_the_access_log_reads_a_request_s_content_and_its_answer_s_text(sample: Sample) -> None:
+    codec = sample.codec
+    body = codec.decode(encoded(sample.request))
+    content = codec.content(body, sample.answer)
+    assert (content.messages is None) != (content.input is None)  # a conversation, or a text endpoint's input
+    if sample.events is None:  # embeddings: vectors are no text
+        assert content.answer is None
+    else:
+        assert content.answer
+        assert all(isinstance(text, str) and text for text in content.answer)
+    assert codec.content(body, None).answer is None
+    assert codec.content(body, b"not an answer").answer is None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import SERVER_KEY, RunningProcess
+from tests.e2e.conftest import SERVER_KEY, RunningProcess, SimulatorCalls, new_request_id
 from tests.openapi import validate
 
 MODEL = "gpt-4o-mini"
@@ -184,12 +185,64 @@ def test_sdk_unknown_route_is_not_found(client: openai.OpenAI) -> None:
         client.get("/no-such-endpoint", cast_to=object)
 
 
-def test_get_on_chat_completions_is_405(http: httpx.Client) -> None:
-    response = http.get("/v1/chat/completions")
+def _count_input_tokens(client: openai.OpenAI, headers: dict[str, str]) -> object:
+    if hasattr(client.responses, "input_tokens"):  # openai 2.x may lack it: then the SDK's own generic call
+        return client.responses.input_tokens.count(model=MODEL, input="Hi", extra_headers=headers)
+    body = {"model": MODEL, "input": "Hi"}
+    return client.post("/responses/input_tokens", body=body, cast_to=object, options={"headers": headers})
 
-    assert response.status_code == 405
-    assert "POST" in response.headers["allow"]
-    check_error_body(response)
+
+NOT_SERVED: list[tuple[str, str, Callable[[openai.OpenAI, dict[str, str]], object]]] = [
+    ("GET", "/v1/chat/completions", lambda client, headers: client.chat.completions.list(extra_headers=headers)),
+    (
+        "GET",
+        "/v1/chat/completions/chatcmpl-1",
+        lambda client, headers: client.chat.completions.retrieve("chatcmpl-1", extra_headers=headers),
+    ),
+    (
+        "POST",
+        "/v1/chat/completions/chatcmpl-1",
+        lambda client, headers: client.chat.completions.update("chatcmpl-1", metadata={}, extra_headers=headers),
+    ),
+    (
+        "DELETE",
+        "/v1/chat/completions/chatcmpl-1",
+        lambda client, headers: client.chat.completions.delete("chatcmpl-1", extra_headers=headers),
+    ),
+    (
+        "GET",
+        "/v1/chat/completions/chatcmpl-1/messages",
+        lambda client, headers: client.chat.completions.messages.list("chatcmpl-1", extra_headers=headers),
+    ),
+    (
+        "DELETE",
+        "/v1/models/ft:gpt-4o-mini:acme::abc",
+        lambda client, headers: client.models.delete("ft:gpt-4o-mini:acme::abc", extra_headers=headers),
+    ),
+    ("POST", "/v1/responses/input_tokens", _count_input_tokens),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "call"), NOT_SERVED, ids=[path for _, path, _ in NOT_SERVED])
+def test_what_turnout_does_not_serve_under_v1_is_the_upstream_s_to_answer(
+    client: openai.OpenAI,
+    simulator_call: SimulatorCalls,
+    method: str,
+    path: str,
+    call: Callable[[openai.OpenAI, dict[str, str]], object],
+) -> None:
+    """Never a 405: the stored chat completions, a fine-tuned model's deletion, ... go to the upstream.
+
+    The simulator has none of them, and answers as OpenAI answers a path it does not have.
+    """
+    request_id = new_request_id()
+    with pytest.raises(openai.NotFoundError) as caught:
+        call(client, {"x-request-id": request_id})
+
+    assert caught.value.message.endswith(f"Invalid URL ({method} {path})")
+    check_error_body(caught.value.response)
+    record = simulator_call(request_id)
+    assert (record["path"], record["outcome"]) == (path, "not_found")
 
 
 def test_body_over_the_limit_is_413(http: httpx.Client) -> None:

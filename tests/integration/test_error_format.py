@@ -58,10 +58,11 @@ async def test_bad_bodies_are_400_naming_the_param(client: httpx.AsyncClient, bo
 async def test_framework_errors_are_openai_json(client: httpx.AsyncClient) -> None:
     assert_openai_error(await client.get("/nope"), 404)  # under /v1/, an unknown path is passed through
     assert_openai_error(await client.post("/v2/completions", json=HELLO), 404)
-    not_allowed = await client.get(CHAT)
+    not_allowed = await client.get("/chat/completions")  # under /v1/, the upstream's to answer (test_not_served)
     assert_openai_error(not_allowed, 405)
     assert "POST" in not_allowed.headers["allow"]
-    assert_openai_error(await client.delete("/v1/models"), 405)
+    assert_openai_error(await client.delete("/models"), 405)
+    assert_openai_error(await client.post("/healthz"), 405)
     unsupported = await client.post(CHAT, content=b"hello", headers={"content-type": "text/plain"})
     assert_openai_error(unsupported, 415)
 

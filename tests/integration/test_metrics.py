@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.accounting.cost import PriceTable
 from proxy.config.settings import Settings, load_settings
+from proxy.logs import LOG_FORMAT, RedactingFormatter
 from proxy.wire.schemas import Usage
 from routes.simulator.server import SimulatorServer
 from tests.conftest import in_process
@@ -181,7 +183,85 @@ async def test_message_content_is_logged_only_when_turned_on(
         )
     (line,) = access_lines(caplog)
     assert line["messages"] == [{"role": "user", "content": "What is the refund policy?"}]
+    assert line["input"] is None
     assert line["answer"] == [response.json()["choices"][0]["message"]["content"]]
+
+
+CONTENT_CASES = [
+    pytest.param(
+        "/v1/responses",
+        {"model": "gpt-4o-mini", "instructions": "Be brief.", "input": "What is the refund policy?"},
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the refund policy?"}],
+        None,
+        id="responses",
+    ),
+    pytest.param(
+        "/v1/responses",
+        {"model": "gpt-4o-mini", "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}]},
+        [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}],
+        None,
+        id="responses-items",
+    ),
+    pytest.param(
+        "/v1/completions",
+        {"model": "gpt-3.5-turbo-instruct", "prompt": ["Say this", "Say that"]},
+        None,
+        ["Say this", "Say that"],
+        id="completions",
+    ),
+    pytest.param(
+        "/v1/embeddings",
+        {"model": "text-embedding-3-small", "input": "refund policy"},
+        None,
+        "refund policy",
+        id="embeddings",
+    ),
+]
+
+
+def answer_texts(path: str, answer: dict[str, Any]) -> list[str | None] | None:
+    """What the answer says, read the way its SDK reads it."""
+    if path == "/v1/responses":
+        return ["".join(part["text"] for part in item["content"]) for item in answer["output"]]
+    if path == "/v1/completions":
+        return [choice["text"] for choice in answer["choices"]]
+    return None  # an embedding is no text
+
+
+@pytest.mark.parametrize(("path", "request_body", "messages", "given"), CONTENT_CASES)
+async def test_every_routed_kind_logs_its_content_when_turned_on(
+    env: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    request_body: dict[str, Any],
+    messages: list[dict[str, Any]] | None,
+    given: object,
+) -> None:
+    caplog.set_level(logging.INFO, logger="turnout.access")
+    async with in_process(load_settings({**env, "TURNOUT_LOG_CONTENT": "true"})) as http:
+        response = await http.post(path, json=request_body)
+        assert response.status_code == 200, response.text
+    (line,) = access_lines(caplog)
+    assert (line["messages"], line["input"]) == (messages, given)
+    assert line["answer"] == answer_texts(path, response.json())
+
+
+async def test_logged_content_keeps_its_secrets_redacted(env: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="turnout.access")
+    leaked = "sk-proj-abcdefghijklmnopqrstuvwxyz0123"
+    async with in_process(load_settings({**env, "TURNOUT_LOG_CONTENT": "true"})) as http:
+        for path, payload in [
+            ("/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": f"my key is {leaked}"}),
+            ("/v1/embeddings", {"model": "text-embedding-3-small", "input": [f"my key is {leaked}"]}),
+            ("/v1/responses", {"model": "gpt-4o-mini", "instructions": f"key {leaked}", "input": "Hi"}),
+        ]:
+            assert (await http.post(path, json=payload)).status_code == 200
+    records = [record for record in caplog.records if record.name == "turnout.access"]
+    assert len(records) == 3
+    for record in records:
+        written = RedactingFormatter(LOG_FORMAT).format(record)  # what `turnout serve` writes
+        assert leaked not in written
+        assert "[redacted]" in written
 
 
 async def test_the_access_log_can_be_turned_off(env: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:

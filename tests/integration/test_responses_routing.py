@@ -122,6 +122,35 @@ async def test_an_unknown_previous_response_is_a_404(app: App) -> None:
         assert reply.json()["error"]["param"] == "previous_response_id"
 
 
+async def test_bogus_previous_response_ids_never_open_the_circuit_nor_fall_back(
+    app: App, second_simulator: SimulatorServer
+) -> None:
+    """Any client may send ids no upstream holds: that is the caller's 404, never the route's failure.
+
+    Were it counted, `failures` such requests (5) would open `first`'s circuit for every client.
+    """
+    async with app() as http:
+        for attempt in range(12):
+            request_id = f"bogus-previous-{attempt}"
+            reply = await http.post(
+                "/v1/responses",
+                json=create(previous_response_id=f"resp_bogus_{attempt}", stream=attempt % 2 == 1),
+                headers={"x-request-id": request_id},
+            )
+            assert reply.status_code == 404, reply.text
+            assert reply.json()["error"]["param"] == "previous_response_id"
+            assert (reply.headers["x-turnout-route"], reply.headers.get("x-turnout-fallback-from")) == ("first", None)
+            with pytest.raises(httpx.HTTPStatusError):  # the fallback was never tried
+                await upstream_call(second_simulator, request_id)
+        metrics = (await http.get("/metrics")).text
+        plain = await http.post("/v1/responses", json=create())
+    assert 'turnout_circuit_state{route="first"} 0.0' in metrics
+    assert 'turnout_fallbacks_total{route="first"} 0.0' in metrics
+    assert 'turnout_upstream_errors_total{route="first"' not in metrics
+    assert (plain.status_code, plain.headers["x-turnout-route"]) == (200, "first")
+    assert "x-turnout-fallback-from" not in plain.headers
+
+
 async def test_stored_responses_are_read_deleted_and_listed_where_they_live(app: App) -> None:
     async with app() as http:
         made = (await http.post("/v1/responses", json=create(metadata={"side": "two"}))).json()

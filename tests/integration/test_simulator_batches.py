@@ -1,8 +1,8 @@
 """The simulated upstream's batches and moderations, driven by the official SDK (issue 13, point 7).
 
-A batch's input is a real uploaded file; its output file is answered by the simulator's own chat and
-embeddings logic, one line per input line. The simulator's clock is moved on by the test, so every
-stage is seen without waiting; objects are checked against OpenAI's own schemas.
+A batch's input is a real uploaded file; its output file is answered by the simulator's own chat, embeddings,
+Responses and completions logic, one line per input line. The simulator's clock is moved on by the test, so
+every stage is seen without waiting; objects are checked against OpenAI's own schemas.
 """
 
 from __future__ import annotations
@@ -88,6 +88,66 @@ async def test_an_embeddings_batch_answers_vectors_and_a_bad_line_goes_to_the_er
     (failure,) = [json.loads(line) for line in (await sdk.files.content(batch.error_file_id)).content.splitlines()]
     assert failure["custom_id"] == "req-1"
     assert failure["response"]["status_code"] == 400
+
+
+async def completed_batch(sdk: openai.AsyncOpenAI, url: Any, bodies: list[dict[str, Any]]) -> openai.types.Batch:
+    input_id = await upload(sdk, jsonl(url, bodies))
+    step = {"x-simulated-step-ms": "0"}
+    return await sdk.batches.create(input_file_id=input_id, endpoint=url, completion_window="24h", extra_headers=step)
+
+
+async def lines_of(sdk: openai.AsyncOpenAI, file_id: str | None) -> list[dict[str, Any]]:
+    assert file_id is not None
+    return [json.loads(line) for line in (await sdk.files.content(file_id)).content.splitlines()]
+
+
+async def test_a_responses_batch_answers_responses_that_are_kept_and_a_bad_line_fails(sdk):
+    bodies: list[dict[str, Any]] = [
+        {"model": "gpt-4o-mini", "instructions": "Be brief.", "input": "Question 0"},
+        {"model": "gpt-4o-mini", "input": [{"role": "user", "content": "Question 1"}], "store": False},
+        {"model": "gpt-4o-mini", "input": "Again", "previous_response_id": "resp_unknown"},
+        {"model": "gpt-4o-mini", "input": 5},
+    ]
+    batch = await completed_batch(sdk, "/v1/responses", bodies)
+    assert batch.status == "completed"
+    assert batch.request_counts is not None
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (2, 2)
+    assert batch.usage is not None
+    assert batch.usage.output_tokens > 0
+    answers = await lines_of(sdk, batch.output_file_id)
+    assert [line["custom_id"] for line in answers] == ["req-0", "req-1"]
+    for line in answers:
+        assert line["response"]["status_code"] == 200
+        validate("Response", line["response"]["body"])
+        assert line["response"]["body"]["status"] == "completed"
+    kept, unkept = (line["response"]["body"]["id"] for line in answers)
+    assert (await sdk.responses.retrieve(kept)).id == kept  # continued or retrieved like any other
+    with pytest.raises(openai.NotFoundError):
+        await sdk.responses.retrieve(unkept)
+    failures = await lines_of(sdk, batch.error_file_id)
+    assert [(line["custom_id"], line["response"]["status_code"]) for line in failures] == [
+        ("req-2", 404),
+        ("req-3", 400),
+    ]
+    assert failures[0]["response"]["body"]["error"]["param"] == "previous_response_id"
+
+
+async def test_a_completions_batch_answers_text_completions_and_a_bad_line_fails(sdk):
+    bodies: list[dict[str, Any]] = [
+        {"model": "gpt-3.5-turbo-instruct", "prompt": "Say this", "max_tokens": 3},
+        {"model": "gpt-3.5-turbo-instruct", "prompt": ["One", "Two"], "n": 2},
+        {"model": "gpt-3.5-turbo-instruct", "prompt": {"not": "a prompt"}},
+    ]
+    batch = await completed_batch(sdk, "/v1/completions", bodies)
+    assert batch.request_counts is not None
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (2, 1)
+    first, second = await lines_of(sdk, batch.output_file_id)
+    for line in (first, second):
+        validate("CreateCompletionResponse", line["response"]["body"])
+    assert first["response"]["body"]["choices"][0]["finish_reason"] == "length"
+    assert len(second["response"]["body"]["choices"]) == 4
+    (failure,) = await lines_of(sdk, batch.error_file_id)
+    assert (failure["custom_id"], failure["response"]["status_code"]) == ("req-2", 400)
 
 
 async def test_an_input_with_a_malformed_line_fails_validation(sdk, simulator: SimulatorServer):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -15,7 +15,7 @@ import pytest
 from proxy.endpoints.chat import CHAT
 from proxy.endpoints.responses import ANSWER_FIELDS, IGNORED_FIELDS, RESPONSES, ResponsesRequest
 from proxy.streaming import open_relay
-from proxy.wire.errors import InvalidRequestError, UpstreamError
+from proxy.wire.errors import InvalidRequestError, NotFoundError, UpstreamError, upstream_status_error
 from proxy.wire.schemas import Usage
 from routes import Call
 from routes.simulator.responses import SimulatedResponse
@@ -203,3 +203,30 @@ async def test_the_relay_passes_typed_events_with_no_done_and_numbers_its_error_
     chunks = [chunk async for chunk in relay]
     assert chunks == [b"".join(events) + comments]
     assert seen[-1].completion_tokens == 5
+
+
+# --- what an upstream's error means for a request ----------------------------------------------------------
+
+
+def upstream_404() -> UpstreamError:
+    return cast("UpstreamError", upstream_status_error(404, b'{"error": {"message": "not here"}}'))
+
+
+def test_an_upstream_404_for_a_previous_response_is_the_caller_s_not_found() -> None:
+    error = RESPONSES.upstream_error(decoded(input="Hi", previous_response_id="resp_gone"), upstream_404())
+
+    assert isinstance(error, NotFoundError)
+    assert (error.status, error.param, error.route_failure) == (404, "previous_response_id", False)
+    assert error.message == "Previous response with id 'resp_gone' not found."
+
+
+@pytest.mark.parametrize("status", [400, 401, 429, 500])
+def test_another_upstream_error_for_a_previous_response_stays_as_it_is(status: int) -> None:
+    error = upstream_status_error(status, b"{}")
+    assert RESPONSES.upstream_error(decoded(input="Hi", previous_response_id="resp_1"), error) is error
+
+
+def test_an_upstream_404_for_a_request_naming_no_stored_response_stays_the_route_s() -> None:
+    error = upstream_404()
+    assert RESPONSES.upstream_error(decoded(input="Hi"), error) is error
+    assert error.route_failure
