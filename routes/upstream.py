@@ -160,9 +160,19 @@ class Forwarded:
         Raises:
             ProxyError: the upstream broke off, stalled past its read timeout, or the connection failed.
         """
+        content = self._response.content
         with map_upstream_errors(self._name):
-            async for chunk in self._response.content.iter_any():
-                yield chunk
+            if self._response.content_length is None:  # chunked, or up to the connection's end
+                async for chunk in content.iter_any():
+                    yield chunk
+                return
+            # With a length, one socket read at a time: `iter_any` joins the reads buffered meanwhile into
+            # one new `bytes`, a third copy of most of the body, and the relay is CPU-bound (a 100 MB download:
+            # 0.062 → 0.053 s of Turnout's CPU, 970 → 1,040 MB/s, means of 6 runs of 20, 2026-12-03). Chunked,
+            # reads end at each chunk's end, and the extra sends cost more than the join (0.079 → 0.094 s).
+            async for chunk, _ in content.iter_chunks():
+                if chunk:
+                    yield chunk
 
     async def head(self, limit: int) -> tuple[bytes, bool]:
         """Up to `limit` bytes of the body, and whether that was the whole of it (the rest stays in `chunks`)."""
