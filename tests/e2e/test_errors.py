@@ -239,7 +239,7 @@ def test_what_turnout_does_not_serve_under_v1_is_the_upstream_s_to_answer(
     with pytest.raises(openai.NotFoundError) as caught:
         call(client, {"x-request-id": request_id})
 
-    assert caught.value.message.endswith(f"Invalid URL ({method} {path})")
+    assert caught.value.response.json()["error"]["message"] == f"Invalid URL ({method} {path})"  # the upstream's
     check_error_body(caught.value.response)
     record = simulator_call(request_id)
     assert (record["path"], record["outcome"]) == (path, "not_found")
