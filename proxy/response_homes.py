@@ -26,13 +26,11 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from policies import Decision
 from proxy.asgi import ClosableChunks
+from proxy.cache.redis import redis_client
 from proxy.config.sections import CacheSettings
 from proxy.outcome import Outcome
 from proxy.pipeline import Steer
@@ -122,13 +120,7 @@ class RedisHomes:
     def __init__(self, settings: CacheSettings, *, ttl: int = TTL_SECONDS) -> None:
         if settings.url is None:
             raise ValueError("the redis map needs a url")
-        self._client = aioredis.Redis.from_url(
-            settings.url,
-            max_connections=settings.max_connections,
-            socket_timeout=settings.timeout,
-            socket_connect_timeout=settings.connect_timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._client = redis_client(settings.url, settings)  # the response cache's bounds and failure rules
         self._prefix = f"{settings.key_prefix}:response:"
         self._ttl = ttl
         self._where = redact_url(settings.url)
@@ -163,7 +155,7 @@ class RedisHomes:
 
     async def aclose(self) -> None:
         """Close the pool."""
-        await self._client.aclose()
+        await self._client.aclose(close_connection_pool=True)
 
 
 def open_homes(cache: CacheSettings) -> HomeMap:

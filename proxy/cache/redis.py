@@ -33,7 +33,7 @@ from proxy.config.sections import CacheSettings
 from proxy.wire.redaction import Redactor
 from proxy.wire.redisurl import redact_url, url_secrets
 
-__all__ = ["RedisResponseCache"]
+__all__ = ["RedisResponseCache", "redis_client"]
 
 logger = logging.getLogger("turnout.cache")
 
@@ -49,6 +49,25 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+def redis_client(url: str, settings: CacheSettings) -> aioredis.Redis:
+    """A client for the deployment's Redis at `url`, with `settings`' bounds; it connects on its first command.
+
+    Its pool blocks: at its size, a command waits (up to `timeout`) for a free connection instead of failing.
+    Nothing is retried: a failure is answered at once (a miss, a lookup that finds nothing), and the next
+    request tries again. The caller closes it (`aclose(close_connection_pool=True)`).
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.max_connections,
+        timeout=settings.timeout,
+        socket_timeout=settings.timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+    return aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+
+
 class RedisResponseCache:
     """Answers in Redis under `{key_prefix}:`, with pooled connections and failures turned into misses."""
 
@@ -62,17 +81,7 @@ class RedisResponseCache:
         """Connect lazily to `settings.url` (the first command opens the pool's first connection)."""
         if settings.url is None:
             raise ValueError("the redis cache needs a url")
-        # A blocking pool: at its size, a command waits (up to `timeout`) for a free connection instead of failing.
-        self._pool = aioredis.BlockingConnectionPool.from_url(
-            settings.url,
-            max_connections=settings.max_connections,
-            timeout=settings.timeout,
-            socket_timeout=settings.timeout,
-            socket_connect_timeout=settings.connect_timeout,
-            retry=Retry(NoBackoff(), 0),  # a failure is a miss at once; the next request tries again
-            health_check_interval=30,
-        )
-        self._client = aioredis.Redis(connection_pool=self._pool, retry=Retry(NoBackoff(), 0))
+        self._client = redis_client(settings.url, settings)
         self._prefix = settings.key_prefix + ":"
         self._timeout = settings.timeout + settings.connect_timeout
         self._retry_after = settings.retry_after
@@ -204,5 +213,4 @@ class RedisResponseCache:
 
     async def aclose(self) -> None:
         """Close the client and its pool."""
-        await self._client.aclose()
-        await self._pool.aclose()
+        await self._client.aclose(close_connection_pool=True)
