@@ -35,13 +35,18 @@ check-policies: install
 		OPENAI_API_KEY=sk-placeholder $(BIN)/turnout test $$policy $${policy%.yaml}.cases.yaml || exit 1; \
 	done
 
-# The dashboard test runs Debian's Prometheus and promtool: a fresh machine (as root) gets them here. Without
-# them the test fails and says what is missing.
+# The dashboard test runs Debian's Prometheus and promtool, the auth tests a PostgreSQL: a fresh machine (as root)
+# gets them here. Without them those tests fail and say what is missing.
 test-deps:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 		[ "$$(id -u)" = 0 ] && apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; } || \
 		echo "Debian's prometheus package is missing and could not be installed (as root: apt-get install -y prometheus)"
+	@# The auth tests run against a real PostgreSQL: the one on 127.0.0.1:5432, else one they start with initdb.
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		[ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; } || \
+		echo "no PostgreSQL answers on 5432 and Debian's postgresql package could not be installed (as root: apt-get install -y postgresql)"
 
 test: install test-deps
 	$(BIN)/python -m pytest

@@ -10,6 +10,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from proxy.config.settings import Secret, Settings, UpstreamSettings
 from routes.openai_chat import OpenAIChatSettings
 from routes.simulator.server import SimulatorConfig, SimulatorServer, start_simulator
 from tests.isolation import Guard, guarded, kinds
+from tests.postgres_server import PostgresServer, answers, drop_schema, with_schema
 from tests.redis_server import RedisServer, answers_ping
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
@@ -151,6 +153,47 @@ def redis_url() -> Iterator[str]:
             yield server.url
         finally:
             server.close()
+
+
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL: `TURNOUT_TEST_POSTGRES_URL` when set, else 127.0.0.1:5432 when it lets us in, else our own.
+
+    Never skipped: without any, the session runs `initdb` and `pg_ctl` on a free port (tests/postgres_server.py),
+    and fails saying what is missing when they are not installed.
+    """
+    if os.environ.get("TURNOUT_TEST_POSTGRES_URL"):
+        yield os.environ["TURNOUT_TEST_POSTGRES_URL"]
+    elif answers(LOCAL_POSTGRES):
+        yield LOCAL_POSTGRES
+    else:
+        server = PostgresServer()
+        try:
+            server.start()
+            yield server.url
+        finally:
+            server.close()
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_url: str) -> Iterator[str]:
+    """A database URL whose `schema=` is this test's own (Turnout creates it); the schema is dropped afterwards."""
+    schema = f"turnout_test_{uuid.uuid4().hex[:12]}"
+    yield with_schema(postgres_url, schema)
+    drop_schema(postgres_url, schema)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def auth_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh keys-and-spend database of each kind: a new SQLite file (in a directory yet to be made), or a
+    PostgreSQL schema of this test's own."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'nested' / 'turnout.db'}"
+    url: str = request.getfixturevalue("postgres_schema_url")
+    return url
 
 
 def delete_prefixed(redis_url: str, prefix: str) -> None:

@@ -1,0 +1,1 @@
+"""keys, limits, budgets."""

@@ -1,0 +1,134 @@
+"""The database's schema, as versioned migrations per dialect, and which of them a database still needs.
+
+Each database keeps the versions applied in `turnout_schema`. `open()` applies the missing ones in order,
+in one transaction, under a lock that makes two processes starting at once safe: PostgreSQL's transaction-scoped
+advisory lock (`MIGRATION_LOCK`), SQLite's `BEGIN IMMEDIATE` (one writer at a time). A migration is never
+edited once released: a change is a new version.
+
+Money is TEXT holding a decimal (SQLite) or NUMERIC (PostgreSQL), never a float; times are ISO-8601 UTC text
+of a fixed width (SQLite, so that text order is time order) or `timestamptz`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["MIGRATION_LOCK", "POSTGRES", "SQLITE", "Migration", "pending"]
+
+MIGRATION_LOCK = 0x7475726E6F7574
+"""PostgreSQL advisory lock id ("turnout" in ASCII) held while migrating."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema: its version, what it does, and its statements (run in order)."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS turnout_schema (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+"""Where the applied versions are kept (the same in both dialects)."""
+
+SQLITE: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "keys, the keys' version counter, the spend ledger",
+        (
+            """CREATE TABLE turnout_keys (
+                name TEXT PRIMARY KEY,
+                digest TEXT NOT NULL UNIQUE,
+                prefix TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                team TEXT,
+                routes TEXT,
+                models TEXT,
+                rpm INTEGER,
+                tpm INTEGER,
+                budget_usd TEXT,
+                period TEXT,
+                expires_at TEXT,
+                revoked_at TEXT
+            )""",
+            "CREATE TABLE turnout_keys_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)",
+            "INSERT INTO turnout_keys_version (id, version) VALUES (1, 0)",
+            """CREATE TABLE turnout_ledger (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                at TEXT NOT NULL,
+                key TEXT NOT NULL,
+                team TEXT,
+                route TEXT,
+                endpoint TEXT NOT NULL,
+                model TEXT,
+                cost_usd TEXT NOT NULL,
+                input_tokens INTEGER NOT NULL,
+                output_tokens INTEGER NOT NULL,
+                cache_hit INTEGER NOT NULL,
+                request_id TEXT NOT NULL
+            )""",
+            "CREATE INDEX turnout_ledger_at ON turnout_ledger (at)",
+            "CREATE INDEX turnout_ledger_key_at ON turnout_ledger (key, at)",
+            "CREATE INDEX turnout_ledger_team_at ON turnout_ledger (team, at)",
+        ),
+    ),
+)
+
+POSTGRES: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "keys, the keys' version counter, the spend ledger",
+        (
+            """CREATE TABLE turnout_keys (
+                name TEXT PRIMARY KEY,
+                digest TEXT NOT NULL UNIQUE,
+                prefix TEXT NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                team TEXT,
+                routes TEXT,
+                models TEXT,
+                rpm INTEGER,
+                tpm INTEGER,
+                budget_usd NUMERIC,
+                period TEXT,
+                expires_at TIMESTAMPTZ,
+                revoked_at TIMESTAMPTZ
+            )""",
+            "CREATE TABLE turnout_keys_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL)",
+            "INSERT INTO turnout_keys_version (id, version) VALUES (1, 0)",
+            """CREATE TABLE turnout_ledger (
+                id BIGSERIAL PRIMARY KEY,
+                at TIMESTAMPTZ NOT NULL,
+                key TEXT NOT NULL,
+                team TEXT,
+                route TEXT,
+                endpoint TEXT NOT NULL,
+                model TEXT,
+                cost_usd NUMERIC NOT NULL,
+                input_tokens BIGINT NOT NULL,
+                output_tokens BIGINT NOT NULL,
+                cache_hit BOOLEAN NOT NULL,
+                request_id TEXT NOT NULL
+            )""",
+            "CREATE INDEX turnout_ledger_at ON turnout_ledger (at)",
+            "CREATE INDEX turnout_ledger_key_at ON turnout_ledger (key, at)",
+            "CREATE INDEX turnout_ledger_team_at ON turnout_ledger (team, at)",
+        ),
+    ),
+)
+
+
+def pending(applied: Iterable[int], migrations: Sequence[Migration]) -> list[Migration]:
+    """The migrations not yet in `applied`, in version order.
+
+    Raises:
+        RuntimeError: the database has a version this Turnout does not know (a newer release migrated it).
+    """
+    done = set(applied)
+    known = {migration.version for migration in migrations}
+    if unknown := done - known:
+        raise RuntimeError(
+            f"the database has schema version {max(unknown)}, newer than this Turnout knows ({max(known)}): upgrade it"
+        )
+    return sorted((m for m in migrations if m.version not in done), key=lambda m: m.version)
