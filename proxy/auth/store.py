@@ -1,8 +1,8 @@
 """The database of keys and spend: one protocol (`Database`), two implementations (SQLite, PostgreSQL), one opener.
 
 An SQLite file is the embedded default (`turnout serve` needs no server); PostgreSQL serves replicas. Both keep
-money exact (TEXT decimals or NUMERIC, never a float) and times in UTC. `rows` here is what both store a key
-as, so that the two cannot drift apart.
+money exact (TEXT decimals or NUMERIC, never a float) and times in UTC. `key_row` and `key_record` here are how
+both store a key, so that the two cannot drift apart.
 
 URLs: `sqlite:///relative/path.db`, `sqlite:////absolute/path.db`, `postgresql://...` or `postgres://...`
 (a `schema=NAME` query parameter puts Turnout's tables in that schema, created when missing).

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -221,3 +225,23 @@ async def test_creating_one_key_from_two_connections_at_once_lets_one_win(opener
         one.create_key(record("alice")), two.create_key(record("alice")), return_exceptions=True
     )
     assert sorted(type(result).__name__ for result in results) == ["KeyExistsError", "NoneType"]
+
+
+async def test_two_processes_migrating_one_new_database_at_once(auth_database_url: str) -> None:
+    # Each `turnout keys list` opens the database, so it migrates it: two of them on a new database race.
+    turnout = Path(sys.executable).parent / "turnout"
+    env = {**os.environ, "TURNOUT_DATABASE_URL": auth_database_url}
+    processes = [
+        await asyncio.create_subprocess_exec(str(turnout), "keys", "list", "--json", env=env, stdout=PIPE, stderr=PIPE)
+        for _ in range(2)
+    ]
+    outputs = [await process.communicate() for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    assert [out for out, _ in outputs] == [b"[]\n", b"[]\n"]
+    database = open_database(auth_database_url)
+    await database.open()
+    try:
+        await database.create_key(record("alice"))
+        assert [k.name for k in await database.keys()] == ["alice"]
+    finally:
+        await database.close()
