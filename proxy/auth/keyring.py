@@ -33,7 +33,11 @@ class _Entry:
 
 
 class KeyRing:
-    """The active keys by digest, loaded at start and reloaded whenever the database's keys version moves."""
+    """The active keys by digest, loaded at start and reloaded whenever the database's keys version moves.
+
+    `clock` (monotonic seconds) times `age()`, how long ago the keys were last confirmed current; `wall_clock`
+    (POSIX seconds) is what expiry is checked against, injectable for tests.
+    """
 
     def __init__(
         self,
