@@ -54,8 +54,11 @@ class Ledger:
         tasks.spawn(self._run(self._stopped), name="turnout-ledger-writer")
 
     def add(self, entry: SpendEntry) -> bool:
-        """Queue `entry`; False (and `dropped` += 1) when the queue is full."""
-        if len(self._queue) >= self._max_queue:
+        """Queue `entry`; False (and `dropped` += 1) when the queue is full, or its time has no zone.
+
+        A naive time is refused here, not when the batch is written: one bad entry must not block the queue.
+        """
+        if len(self._queue) >= self._max_queue or entry.at.utcoffset() is None:
             self.dropped += 1
             return False
         self._queue.append(entry)
@@ -99,11 +102,21 @@ class Ledger:
                 self._failing = False
         return True
 
-    async def close(self) -> None:
-        """Stop the writer, then write everything still queued (logged, with how many, if that fails)."""
+    async def close(self, *, grace: float = 10.0) -> None:
+        """Stop the writer, then write everything still queued, trying again for up to `grace` seconds.
+
+        What still cannot be written then is lost, and logged with how many entries.
+        """
         self._closing = True
         self._wake.set()
         if self._stopped is not None:
             await self._stopped.wait()
-        if not await self.flush():
-            logger.error("%d spend entries could not be written to %s", len(self._queue), self._database.display_url)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while not await self.flush():
+            if loop.time() + self._interval > deadline:
+                logger.error(
+                    "%d spend entries could not be written to %s", len(self._queue), self._database.display_url
+                )
+                return
+            await asyncio.sleep(self._interval)

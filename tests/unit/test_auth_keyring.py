@@ -172,3 +172,34 @@ async def test_a_full_queue_drops_and_counts(database: FlakyDatabase) -> None:
     assert ledger.dropped == 1
     await ledger.close()  # never started: close still writes what was queued
     assert await database.spent(since=NOW) == Decimal(2)
+
+
+async def test_close_keeps_trying_within_its_grace(database: FlakyDatabase) -> None:
+    ledger = Ledger(database, batch=100, interval=0.01)
+    database.failing = True
+    ledger.add(spend("1", 1))
+    closing = asyncio.ensure_future(ledger.close(grace=30))
+    await asyncio.sleep(0.05)  # a few attempts fail meanwhile
+    assert not closing.done()
+    database.failing = False
+    await closing
+    assert await database.spent(since=NOW) == Decimal(1)
+
+
+async def test_close_gives_up_after_its_grace_and_says_how_many_were_lost(
+    database: FlakyDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger(database, batch=100, interval=0.01)
+    database.failing = True
+    ledger.add(spend("1", 1))
+    ledger.add(spend("1", 2))
+    await ledger.close(grace=0.05)
+    assert "2 spend entries could not be written" in caplog.text
+    assert ledger.pending == 2
+
+
+def test_an_entry_without_a_time_zone_is_refused_not_queued(database: FlakyDatabase) -> None:
+    ledger = Ledger(database)
+    naive = SpendEntry(NOW.replace(tzinfo=None), "alice", None, None, "chat", None, Decimal(1), 1, 1, False, "r")
+    assert not ledger.add(naive)
+    assert (ledger.dropped, ledger.pending) == (1, 0)
