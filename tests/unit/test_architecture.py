@@ -28,6 +28,7 @@ PARTS = (
     "proxy.cli",
     "proxy._version",
     "proxy.tasks",
+    "proxy.auth",
     "proxy",
     "routes.knowledge",
     "routes.simulator",
