@@ -21,11 +21,10 @@ everything admitted after the period began is settled before k, in F, or k; so, 
 At most the cost of the requests admitted while `spent + reserved` was under the budget, beyond their
 reservations; with reservations at least the costs, less than one request's cost (none when every request
 costs the same and the budget is a multiple of it). This holds across replicas with Redis (one Lua script
-per acquire and per settle; `limits_redis`), and per process without it. It does not hold: during a Redis
-outage under `FallbackLimiter` (each process then counts on its own, seeded from the ledger); when a
-reservation expired before its request settled; for the costs settled within one ledger write before a
-counter was seeded, or settled while the period's counter did not exist yet (both are read from the ledger
-when the counter is seeded, and those not written yet are missed).
+per acquire and per settle; `limits_redis`), and per process without it. It does not hold during a Redis
+outage under `FallbackLimiter` (each process counts on its own, seeded from the ledger), past a reservation
+that expired before its request settled, nor for costs settled before their period's counter was seeded and
+not yet in the ledger when it was (a seed reads the ledger; a cost settled with no counter is left to it).
 """
 
 from __future__ import annotations
@@ -82,7 +81,8 @@ class Refused(Exception):  # noqa: N818 - the name the shared interface (BRIEF, 
     """A request that a limit does not admit now (or, with `unavailable`, that cannot be counted)."""
 
     def __init__(self, kind: RefusalKind, scope: Scope | None = None, retry_after: float | None = None) -> None:
-        super().__init__(f"{kind} limit" + (f" of {scope.kind} {scope.name!r}" if scope is not None else ""))
+        whose = f" of {scope.kind} {scope.name!r}" if scope is not None else ""
+        super().__init__(("limits unavailable" if kind == "unavailable" else f"{kind} limit") + whose)
         self.kind = kind
         self.scope = scope
         self.retry_after = retry_after
@@ -178,8 +178,6 @@ class _Budget:
 
 @dataclass(slots=True)
 class _Counters:
-    """One scope's counters in this process."""
-
     admitted: deque[float] = field(default_factory=deque)
     settled: deque[tuple[float, int]] = field(default_factory=deque)
     tokens: int = 0
@@ -306,6 +304,10 @@ class MemoryLimiter:
         """Nothing to release."""
 
 
+def _copy(hold: Hold, token: str) -> Hold:
+    return Hold(hold.scopes, hold.reserved_usd, hold.soft_exceeded, token, hold.periods)
+
+
 class FallbackLimiter:
     """Redis's counters while Redis answers; this process's own (or refusals, `fail_closed`) while it does not.
 
@@ -331,8 +333,7 @@ class FallbackLimiter:
         self._on_fallback = on_fallback
         self._retry_after = retry_after
         self._clock = clock
-        self._down_until: float | None = None
-        """While Redis is failing: when to try it again; None while it answers."""
+        self._down_until: float | None = None  # while Redis is failing: when to try it again
         self._memory: MemoryLimiter | None = None
         self._unsent: deque[tuple[Hold, Decimal, int]] = deque(maxlen=backlog)
 
@@ -375,25 +376,24 @@ class FallbackLimiter:
         return await self._memory.acquire(scopes, reserve_usd=reserve_usd)
 
     async def settle(self, hold: Hold, *, cost_usd: Decimal, tokens: int) -> None:
-        """Count where the hold was admitted; what Redis did not count waits for it."""
+        """Count in Redis (and in memory what was admitted there); what Redis did not take waits for it."""
         if hold.settled:
             return
         hold.settled = True
-        copy = Hold(hold.scopes, hold.reserved_usd, hold.soft_exceeded, hold.token, hold.periods)
-        if hold.issuer is not self._redis:  # admitted in memory: count it there, and in Redis later (no reservation)
-            if isinstance(hold.issuer, MemoryLimiter):
-                await hold.issuer.settle(copy, cost_usd=cost_usd, tokens=tokens)
-            copy = Hold(hold.scopes, hold.reserved_usd, hold.soft_exceeded, "", hold.periods)
-        elif self._down_until is None:
+        ours = hold.issuer is self._redis
+        if isinstance(hold.issuer, MemoryLimiter):  # admitted during an outage: its reservation is there
+            await hold.issuer.settle(_copy(hold, hold.token), cost_usd=cost_usd, tokens=tokens)
+        unsent = _copy(hold, hold.token if ours else "")  # Redis holds no reservation of a memory hold
+        if self._down_until is None:
             try:
-                await self._redis.record(copy, cost_usd=cost_usd, tokens=tokens)
+                await self._redis.record(unsent, cost_usd=cost_usd, tokens=tokens)
             except self._redis.failures as exc:
                 self._failed(exc)
             else:
                 return
-        if self._memory is not None and hold.issuer is self._redis:
-            await self._memory.settle(copy, cost_usd=cost_usd, tokens=tokens)
-        self._unsent.append((copy, cost_usd, tokens))
+        if ours and self._memory is not None:
+            await self._memory.settle(_copy(hold, ""), cost_usd=cost_usd, tokens=tokens)
+        self._unsent.append((unsent, cost_usd, tokens))
 
     async def close(self) -> None:
         """Close the Redis limiter."""
