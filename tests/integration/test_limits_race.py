@@ -16,7 +16,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -98,11 +98,11 @@ async def spent_in_redis(redis_url: str, prefix: str) -> Decimal:
     try:
         names = [name async for name in client.scan_iter(match=f"{prefix}:limit:budget:key:racer:*")]
         (budget,) = names  # the month's hash; its holds went with the last reservation taken back
-        spent, reserved = await client.hmget(budget, ["spent", "reserved"])
+        spent, reserved = cast("list[bytes | None]", await client.hmget(budget, ["spent", "reserved"]))
     finally:
         await client.aclose()
     assert int(reserved or 0) == 0  # every reservation was taken back
-    return Decimal(int(spent)) / 10**9
+    return Decimal(int(spent or 0)) / 10**9
 
 
 @pytest.mark.parametrize("reserve", [ANSWER, ANSWER / 2, Decimal(0)], ids=["reserve=cost", "reserve=half", "none"])

@@ -25,8 +25,8 @@ class Clock:
         return self.at
 
 
-def at(*fields: int) -> datetime:
-    return datetime(*fields, tzinfo=UTC)  # type: ignore[misc]  # year, month, day and the rest
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 ALICE = Scope("key", "alice", Limits(budget_usd=USD("1.00"), period="month"))
