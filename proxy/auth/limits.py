@@ -331,8 +331,7 @@ class FallbackLimiter:
         self._redis = redis
         self._fail_closed = fail_closed
         self._on_fallback = on_fallback
-        self._retry_after = retry_after
-        self._clock = clock
+        self._retry_after, self._clock = retry_after, clock
         self._down_until: float | None = None  # while Redis is failing: when to try it again
         self._memory: MemoryLimiter | None = None
         self._unsent: deque[tuple[Hold, Decimal, int]] = deque(maxlen=backlog)
@@ -349,18 +348,19 @@ class FallbackLimiter:
             self._down_until = None
             self._memory = None
             logger.info("limits: redis answers again; counting limits there")
-        while self._unsent:
+        while self._unsent and self._down_until is None:  # until it is all sent, or Redis fails again
             hold, cost, tokens = self._unsent.popleft()
             try:
                 await self._redis.record(hold, cost_usd=cost, tokens=tokens)
             except self._redis.failures as exc:
                 self._unsent.appendleft((hold, cost, tokens))
                 self._failed(exc)
-                return
 
     async def acquire(self, scopes: Sequence[Scope], *, reserve_usd: Decimal) -> Hold:
         """Admit through Redis; while it fails, through this process's counters (or refuse)."""
-        if self._down_until is None or self._clock() >= self._down_until:
+        if (down := self._down_until) is None or self._clock() >= down:
+            if down is not None:  # this request tries Redis again; the others meanwhile go on without it
+                self._down_until = self._clock() + self._retry_after
             try:
                 hold = await self._redis.check(scopes, reserve_usd=reserve_usd)
             except self._redis.failures as exc:
