@@ -2,11 +2,11 @@
 
 One Lua script admits a request in all its scopes (checks everything, then counts everything: Redis runs a
 script alone), one settles it. They run as `EVALSHA` (redis-py's `Script`: loaded once, loaded again on
-`NOSCRIPT`, as after a Redis restart). The keys, under `{prefix}:limit:`, all with TTLs:
+`NOSCRIPT`, as after a Redis restart). A scope's keys, under `{prefix}:limit:{kind}:{name}`, all with TTLs:
 
-- `rpm:{kind}:{name}`: a list of admission times (ms); expires a window after the last one;
-- `tpm:{kind}:{name}` and `...:sum`: a list of `ms:tokens` settled, and their sum;
-- `budget:{kind}:{name}:{period}` (a hash: `spent`, `reserved`) and `...:holds` (a sorted set of reservations,
+- `:rpm`: a list of admission times (ms); it expires a window after the last one;
+- `:tpm` and `:tpm:sum`: a list of `ms:tokens` settled, and their sum; likewise;
+- `:budget:{period}` (a hash: `spent`, `reserved`) and `:budget:{period}:holds` (a sorted set of reservations,
   `token:amount` scored by expiry); they live until a day after the period ends.
 
 Money is counted in integer nano-dollars (exact; Lua's doubles compare exactly up to about $9 million):
@@ -14,7 +14,8 @@ costs and reservations rounded up, budgets down. Times are this process's clock 
 agree to well under a second, as NTP keeps them), and the period a request falls in is worked out here. A
 budget hash that is missing is seeded with `spent_since` (`HSETNX`: the first replica's seed wins), then the
 acquire runs again. A reply lost to the timeout may leave a reservation (until it expires) or an rpm slot
-taken: more refusals, never overspend. Not for Redis Cluster: one script's keys span several slots.
+taken: more refusals, never overspend. Not for Redis Cluster: a script's keys span several slots, and it
+names only each scope's base key (passing all five costs redis-py as much as the script takes to run).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, cast
 
@@ -35,6 +37,8 @@ from proxy.auth.limits import (
     RESERVATION_TTL,
     WINDOW,
     Hold,
+    Limits,
+    Period,
     Refused,
     Scope,
     SpentSince,
@@ -54,13 +58,18 @@ _NONE = -1
 """A limit that is not set, to the scripts."""
 
 _ACQUIRE = """
-local now, n, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[7])
-local missing, soft = {}, {}
-for i = 1, n do
-  local k, a = (i - 1) * 5, 7 + (i - 1) * 5
-  local rpm, tpm, budget = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+local now_ms, n, member, reserve, expires, zero, window_ms =
+  string.match(ARGV[1], '^(%d+) (%d+) (%S+) (%d+) (%d+) (%d) (%d+)$')
+local now, window = tonumber(now_ms), tonumber(window_ms)
+local limits, missing, soft = {}, {}, {}
+for i = 1, tonumber(n) do
+  local base = KEYS[i]
+  local rpm, tpm, budget, soft_at, ttl, period =
+    string.match(ARGV[i + 1], '^(%-?%d+) (%-?%d+) (%-?%d+) (%-?%d+) (%d+) (%S+)$')
+  rpm, tpm, budget = tonumber(rpm), tonumber(tpm), tonumber(budget)
+  limits[i] = {rpm, budget, ttl, base .. ':budget:' .. period}
   if rpm >= 0 then
-    local key = KEYS[k + 1]
+    local key = base .. ':rpm'
     local head = redis.call('LINDEX', key, 0)
     while head and tonumber(head) <= now - window do
       redis.call('LPOP', key)
@@ -72,7 +81,7 @@ for i = 1, n do
     end
   end
   if tpm >= 0 then
-    local key, sum = KEYS[k + 2], KEYS[k + 3]
+    local key, sum = base .. ':tpm', base .. ':tpm:sum'
     local head = redis.call('LINDEX', key, 0)
     while head do
       local at, tokens = string.match(head, '^(%d+):(%d+)$')
@@ -92,71 +101,75 @@ for i = 1, n do
     end
   end
   if budget >= 0 then
-    local key, holds = KEYS[k + 4], KEYS[k + 5]
+    local key = limits[i][4]
     local spent = redis.call('HGET', key, 'spent')
-    if not spent and ARGV[6] ~= '1' then
+    if not spent and zero ~= '1' then
       missing[#missing + 1] = i
     else
-      for _, member in ipairs(redis.call('ZRANGEBYSCORE', holds, '-inf', now)) do
-        redis.call('HINCRBY', key, 'reserved', '-' .. string.match(member, ':(%d+)$'))
+      for _, held in ipairs(redis.call('ZRANGEBYSCORE', key .. ':holds', '-inf', now)) do
+        redis.call('HINCRBY', key, 'reserved', '-' .. string.match(held, ':(%d+)$'))
       end
-      redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
+      redis.call('ZREMRANGEBYSCORE', key .. ':holds', '-inf', now)
       spent = tonumber(spent or '0')
       if spent + tonumber(redis.call('HGET', key, 'reserved') or '0') >= budget then return {1, i, 'budget', -1} end
-      if spent >= tonumber(ARGV[a + 4]) then soft[#soft + 1] = i end
+      if spent >= tonumber(soft_at) then soft[#soft + 1] = i end
     end
   end
 end
 if #missing > 0 then return {2, missing} end
-for i = 1, n do
-  local k, a = (i - 1) * 5, 7 + (i - 1) * 5
-  if tonumber(ARGV[a + 1]) >= 0 then
-    redis.call('RPUSH', KEYS[k + 1], ARGV[1])
-    redis.call('PEXPIRE', KEYS[k + 1], ARGV[7])
+for i, limit in ipairs(limits) do
+  if limit[1] >= 0 then
+    redis.call('RPUSH', KEYS[i] .. ':rpm', now_ms)
+    redis.call('PEXPIRE', KEYS[i] .. ':rpm', window_ms)
   end
-  if tonumber(ARGV[a + 3]) >= 0 then
-    local key, holds, ttl = KEYS[k + 4], KEYS[k + 5], ARGV[a + 5]
+  if limit[2] >= 0 then
+    local key, ttl = limit[4], limit[3]
     redis.call('HSETNX', key, 'spent', 0)
-    if ARGV[4] ~= '0' then
-      redis.call('HINCRBY', key, 'reserved', ARGV[4])
-      redis.call('ZADD', holds, ARGV[5], ARGV[3])
-      redis.call('PEXPIRE', holds, ttl)
+    if reserve ~= '0' then
+      redis.call('HINCRBY', key, 'reserved', reserve)
+      redis.call('ZADD', key .. ':holds', expires, member)
+      redis.call('PEXPIRE', key .. ':holds', ttl)
     end
     redis.call('PEXPIRE', key, ttl)
   end
 end
 return {0, soft}
 """
-"""KEYS: per scope rpm, tpm, tpm sum, budget, holds. ARGV: now (ms), scopes, hold member, reservation (nano),
-the reservation's expiry (ms), whether to count a missing budget from zero, the window (ms); per scope rpm,
-tpm, budget (nano), soft threshold (nano), the budget keys' TTL (ms). Replies {0, soft scopes}, {1, scope,
-kind, retry ms}, {2, scopes whose budget must be seeded}."""
+"""KEYS: each scope's base, `{prefix}:limit:{kind}:{name}` (the script adds `:rpm`, `:tpm`, `:tpm:sum`,
+`:budget:{period}` and its `:holds`). ARGV, packed into few strings because each argument costs redis-py
+microseconds to encode: "now_ms scopes member reserve_nano expires_ms zero_seed window_ms", then per scope
+"rpm tpm budget_nano soft_nano ttl_ms period" (-1: no such limit). Replies {0, soft scopes}, {1, scope, kind,
+retry_ms}, {2, scopes whose budget must be seeded}."""
 
 _SETTLE = """
-for i = 1, tonumber(ARGV[2]) do
-  local k, a = (i - 1) * 5, 8 + (i - 1) * 3
-  if ARGV[a + 1] == '1' and ARGV[6] ~= '0' then
-    redis.call('RPUSH', KEYS[k + 1], ARGV[1] .. ':' .. ARGV[6])
-    redis.call('INCRBY', KEYS[k + 2], ARGV[6])
-    redis.call('PEXPIRE', KEYS[k + 1], ARGV[8])
-    redis.call('PEXPIRE', KEYS[k + 2], ARGV[8])
+local now, n, member, amount, cost, tokens, zero, window =
+  string.match(ARGV[1], '^(%d+) (%d+) (%S+) (%d+) (%d+) (%d+) (%d) (%d+)$')
+for i = 1, tonumber(n) do
+  local base = KEYS[i]
+  local has_tpm, has_budget, reserved, current, ttl = string.match(ARGV[i + 1], '^(%d) (%d) (%S+) (%S+) (%d+)$')
+  if has_tpm == '1' and tokens ~= '0' then
+    redis.call('RPUSH', base .. ':tpm', now .. ':' .. tokens)
+    redis.call('INCRBY', base .. ':tpm:sum', tokens)
+    redis.call('PEXPIRE', base .. ':tpm', window)
+    redis.call('PEXPIRE', base .. ':tpm:sum', window)
   end
-  if ARGV[a + 2] == '1' then
-    if ARGV[3] ~= '' and redis.call('ZREM', KEYS[k + 4], ARGV[3]) == 1 then
-      redis.call('HINCRBY', KEYS[k + 3], 'reserved', '-' .. ARGV[4])
+  if has_budget == '1' then
+    local held = base .. ':budget:' .. reserved
+    if member ~= '-' and redis.call('ZREM', held .. ':holds', member) == 1 then
+      redis.call('HINCRBY', held, 'reserved', '-' .. amount)
     end
-    if ARGV[5] ~= '0' and (ARGV[7] == '1' or redis.call('HEXISTS', KEYS[k + 5], 'spent') == 1) then
-      redis.call('HINCRBY', KEYS[k + 5], 'spent', ARGV[5])
-      redis.call('PEXPIRE', KEYS[k + 5], ARGV[a + 3])
+    local key = base .. ':budget:' .. current
+    if cost ~= '0' and (zero == '1' or redis.call('HEXISTS', key, 'spent') == 1) then
+      redis.call('HINCRBY', key, 'spent', cost)
+      redis.call('PEXPIRE', key, ttl)
     end
   end
 end
 return 1
 """
-"""KEYS: per scope tpm, tpm sum, the reservation's budget and holds, this period's budget. ARGV: now (ms),
-scopes, hold member ("": none), reservation (nano), cost (nano), tokens, whether to count a missing budget
-from zero, the window (ms); per scope whether it has tpm, a budget, this period's TTL (ms). A budget not seeded
-yet gets no cost: its seed reads it from the ledger."""
+"""KEYS: each scope's base. ARGV: "now_ms scopes member amount_nano cost_nano tokens zero_seed window_ms"
+(member "-": no reservation to take back), then per scope "has_tpm has_budget reserved_period current_period
+ttl_ms". A budget not seeded yet gets no cost: its seed reads it from the ledger."""
 
 _SEED = """
 for i, key in ipairs(KEYS) do
@@ -200,41 +213,51 @@ class RedisLimiter:
         self._settle: AsyncScript = client.register_script(_SETTLE)
         self._seed: AsyncScript = client.register_script(_SEED)
         self._seeding: dict[str, asyncio.Lock] = {}
+        self._spans: dict[Period, tuple[str, datetime, float]] = {}
+        self._zero = int(spent_since is None)
+        """1: a missing budget counts from zero (there is no ledger to seed it from)."""
         self._failing = False
 
-    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: AsyncScript, keys: list[str], args: Sequence[Any]) -> Any:
         async with asyncio.timeout(self._timeout):
             return await script(keys=keys, args=args)
 
-    def _key(self, what: str, scope: Scope) -> str:
-        return f"{self._base}{what}:{scope.kind}:{scope.name}"
+    def _base_of(self, scope: Scope) -> str:
+        return f"{self._base}{scope.kind}:{scope.name}"
 
-    def _budget_key(self, scope: Scope, now: float) -> tuple[str, str, float]:
-        """(key, period id, TTL in ms) of the scope's budget now."""
-        period, _, end = period_span(budget_period(scope.limits), now)
-        return f"{self._key('budget', scope)}:{period}", period, (end - now + PERIOD_MARGIN) * 1000
+    def _span(self, limits: Limits, now: float) -> tuple[str, datetime, float]:
+        """`period_span`, worked out once a period."""
+        period = budget_period(limits)
+        span = self._spans.get(period)
+        if span is None or not span[1].timestamp() <= now < span[2]:
+            span = self._spans[period] = period_span(period, now)
+        return span
+
+    def _budget(self, scope: Scope, now: float) -> tuple[str, str, int]:
+        """(period id, key, TTL in ms) of the scope's budget now ("none" without a budget)."""
+        if scope.limits.budget_usd is None:
+            return "none", "", 0
+        period, _, end = self._span(scope.limits, now)
+        return period, f"{self._base_of(scope)}:budget:{period}", int((end - now + PERIOD_MARGIN) * 1000)
 
     async def check(self, scopes: Sequence[Scope], *, reserve_usd: Decimal) -> Hold:
         """`acquire`, but a failing Redis raises one of `failures`."""
         now = self.clock()
-        token, reserve = secrets.token_hex(8), nano(reserve_usd)
-        member = f"{token}:{reserve}"
-        keys: list[str] = []
-        args: list[Any] = [int(now * 1000), len(scopes), member, reserve, int((now + RESERVATION_TTL) * 1000)]
-        args += [int(self.spent_since is None), int(WINDOW * 1000)]
+        reserve = nano(reserve_usd)
+        member = f"{secrets.token_hex(8)}:{reserve}"
+        expires = int((now + RESERVATION_TTL) * 1000)
+        args = [f"{int(now * 1000)} {len(scopes)} {member} {reserve} {expires} {self._zero} {int(WINDOW * 1000)}"]
         periods = []
         for scope in scopes:
-            limits, tpm = scope.limits, self._key("tpm", scope)
-            budget, period, ttl = f"{self._key('budget', scope)}:none", "", 0.0
+            limits = scope.limits
+            period, _, ttl = self._budget(scope, now)
+            periods.append(period if limits.budget_usd is not None else "")
+            budget = soft = _NONE
             if limits.budget_usd is not None:
-                budget, period, ttl = self._budget_key(scope, now)
-            periods.append(period)
-            keys += [self._key("rpm", scope), tpm, tpm + ":sum", budget, budget + ":holds"]
-            if limits.budget_usd is None:
-                args += [_limit(limits.rpm), _limit(limits.tpm), _NONE, _NONE, 0]
-            else:
+                budget = nano(limits.budget_usd, ROUND_FLOOR)
                 soft = nano(limits.budget_usd * Decimal(limits.soft_ratio))
-                args += [_limit(limits.rpm), _limit(limits.tpm), nano(limits.budget_usd, ROUND_FLOOR), soft, int(ttl)]
+            args.append(f"{_limit(limits.rpm)} {_limit(limits.tpm)} {budget} {soft} {ttl} {period}")
+        keys = [self._base_of(scope) for scope in scopes]
         for _ in range(3):  # seeded budgets are found on the second run (unless they expired in between)
             reply = await self._run(self._acquire, keys, args)
             if reply[0] == 0:
@@ -245,7 +268,7 @@ class RedisLimiter:
                 kind = cast("Any", reply[2].decode() if isinstance(reply[2], bytes) else reply[2])
                 retry: float | None = None
                 if kind == "budget":
-                    retry = period_span(budget_period(scope.limits), now)[2] - now
+                    retry = self._span(scope.limits, now)[2] - now
                 elif int(reply[3]) >= 0:
                     retry = max(0.0, int(reply[3]) / 1000)
                 raise Refused(kind, scope, retry)
@@ -255,35 +278,29 @@ class RedisLimiter:
     async def _seed_budgets(self, scopes: Sequence[Scope], now: float) -> None:
         """Set each missing budget's `spent` to what the ledger says (once per process at a time)."""
         for scope in scopes:
-            key, _, ttl = self._budget_key(scope, now)
+            _, key, ttl = self._budget(scope, now)
             lock = self._seeding.setdefault(key, asyncio.Lock())
             if lock.locked():  # another request of this process is seeding it: wait for that
                 async with lock:
                     continue
             async with lock:
-                start = period_span(budget_period(scope.limits), now)[1]
-                spent = await read_seed(self.spent_since, scope, start)
-                await self._run(self._seed, [key], [nano(spent), int(ttl)])
+                spent = await read_seed(self.spent_since, scope, self._span(scope.limits, now)[1])
+                await self._run(self._seed, [key], [nano(spent), ttl])
             self._seeding.pop(key, None)
 
     async def record(self, hold: Hold, *, cost_usd: Decimal, tokens: int) -> None:
         """`settle`, but whether the hold was settled before is not checked, and a failing Redis raises."""
         now = self.clock()
-        amount = hold.token.rpartition(":")[2] or "0"
-        keys: list[str] = []
-        args: list[Any] = [int(now * 1000), len(hold.scopes), hold.token, amount, nano(cost_usd), max(0, tokens)]
-        args += [int(self.spent_since is None), int(WINDOW * 1000)]
+        reservation, _, amount = hold.token.rpartition(":")  # "token:amount"; "" (or another limiter's): none
+        member, amount = (hold.token, amount) if reservation else ("-", "0")
+        head = f"{int(now * 1000)} {len(hold.scopes)} {member} {amount} {nano(cost_usd)} {max(0, tokens)}"
+        args = [f"{head} {self._zero} {int(WINDOW * 1000)}"]
         for index, scope in enumerate(hold.scopes):
-            tpm, reserved = self._key("tpm", scope), f"{self._key('budget', scope)}:none"
-            current = reserved
-            ttl = 0.0
-            if scope.limits.budget_usd is not None:
-                current, _, ttl = self._budget_key(scope, now)
-                period = hold.periods[index] if index < len(hold.periods) else ""
-                reserved = f"{self._key('budget', scope)}:{period}"
-            keys += [tpm, tpm + ":sum", reserved, reserved + ":holds", current]
-            args += [int(scope.limits.tpm is not None), int(scope.limits.budget_usd is not None), int(ttl)]
-        await self._run(self._settle, keys, args)
+            current, _, ttl = self._budget(scope, now)
+            reserved = (hold.periods[index] if index < len(hold.periods) else "") or "-"
+            has_tpm, has_budget = int(scope.limits.tpm is not None), int(scope.limits.budget_usd is not None)
+            args.append(f"{has_tpm} {has_budget} {reserved} {current} {ttl}")
+        await self._run(self._settle, [self._base_of(scope) for scope in hold.scopes], args)
 
     def _failed(self, what: str, error: Exception) -> None:
         if not self._failing:

@@ -213,7 +213,7 @@ async def test_every_redis_key_expires(redis_url: str, redis_prefix: str) -> Non
         for name in names:
             assert name.startswith(f"{redis_prefix}:limit:".encode())
             assert await client.pttl(name) > 0, name
-        spent = await client.hget(f"{redis_prefix}:limit:budget:key:alice:{hold.periods[0]}", "spent")
+        spent = await client.hget(f"{redis_prefix}:limit:key:alice:budget:{hold.periods[0]}", "spent")
         assert spent == b"50000000"  # nano-dollars
     finally:
         await client.aclose()

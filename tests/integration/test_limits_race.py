@@ -96,7 +96,7 @@ def run_race(redis_url: str, prefix: str, reserve: Decimal) -> list[Outcome]:
 async def spent_in_redis(redis_url: str, prefix: str) -> Decimal:
     client = aioredis.Redis.from_url(redis_url)
     try:
-        names = [name async for name in client.scan_iter(match=f"{prefix}:limit:budget:key:racer:*")]
+        names = [name async for name in client.scan_iter(match=f"{prefix}:limit:key:racer:budget:*")]
         (budget,) = names  # the month's hash; its holds went with the last reservation taken back
         spent, reserved = cast("list[bytes | None]", await client.hmget(budget, ["spent", "reserved"]))
     finally:
@@ -151,7 +151,7 @@ async def test_a_stopped_redis_falls_back_to_counting_per_process_and_comes_back
     )
     try:
         in_redis = await limiter.acquire([racer("a")], reserve_usd=Decimal("0.10"))
-        assert await client.exists("t:limit:rpm:key:a") == 1
+        assert await client.exists("t:limit:key:a:rpm") == 1
         own_redis.stop()
 
         unsettled = await limiter.acquire([racer("a")], reserve_usd=Decimal(0))  # per process: a fresh window
@@ -165,17 +165,17 @@ async def test_a_stopped_redis_falls_back_to_counting_per_process_and_comes_back
 
         own_redis.start()  # empty: a Redis restarted without persistence
         await limiter.acquire([racer("b")], reserve_usd=Decimal(0))  # still skipped: retry_after has not passed
-        assert await client.exists("t:limit:rpm:key:b") == 0
+        assert await client.exists("t:limit:key:b:rpm") == 0
         await clock.advance(5.0)
         await limiter.acquire([racer("b")], reserve_usd=Decimal(0))
-        assert await client.exists("t:limit:rpm:key:b") == 1
+        assert await client.exists("t:limit:key:b:rpm") == 1
         assert "redis answers again" in caplog.text
         assert len(fallbacks) == 4
         # Admitted in memory, settled now: Redis has no budget for "a" since its restart, so the ledger has it.
         await limiter.settle(unsettled, cost_usd=Decimal("0.30"), tokens=5)
         ledger = Decimal("0.95")  # 0.25 before, 0.40 and 0.30 since
         hold = await limiter.acquire([racer("a")], reserve_usd=Decimal(0))  # seeds a's budget from the ledger
-        budget = f"t:limit:budget:key:a:{hold.periods[0]}"
+        budget = f"t:limit:key:a:budget:{hold.periods[0]}"
         assert await client.hget(budget, "spent") == str(nano(Decimal("0.95"))).encode()
         await limiter.settle(hold, cost_usd=Decimal("0.05"), tokens=0)
         assert await client.hget(budget, "spent") == str(nano(Decimal("1.00"))).encode()
@@ -211,7 +211,7 @@ async def test_what_redis_did_not_count_while_down_is_counted_when_it_answers(ow
     limiter = FallbackLimiter(RedisLimiter(client, prefix="t", timeout=0.5), retry_after=5.0, clock=clock.now)
     try:
         hold = await limiter.acquire([racer("a")], reserve_usd=Decimal("0.20"))
-        budget = f"t:limit:budget:key:a:{hold.periods[0]}"
+        budget = f"t:limit:key:a:budget:{hold.periods[0]}"
         await client.save()  # the restarted server reads it back: Redis was away, its counters were not lost
         own_redis.stop()
         await limiter.settle(hold, cost_usd=Decimal("0.15"), tokens=3)  # refused a connection: never sent, kept
