@@ -8,6 +8,10 @@
     + MethodNotAllowedError       405
     + RequestTooLargeError        413
     + UnsupportedMediaTypeError   415
+    + AuthenticationError         401 invalid_api_key       (no Turnout key, or not a valid one)
+    + PermissionDeniedError       403 permission_denied     (a route or model the key may not use)
+    + RateLimitError              429 rate_limit_exceeded, type `requests` (or `tokens`), with retry-after
+      + QuotaExceededError        429 insufficient_quota    (the key's or team's budget is spent)
   x UpstreamError                 502 upstream_error          (the upstream failed, not the caller)  route failure
     + UpstreamRejectedError       400/422 as the upstream said, its message kept            not a route failure
     + UpstreamRateLimitError      429 with retry-after                                      route failure
@@ -34,14 +38,19 @@ import msgspec
 from proxy.wire.redaction import Redactor, redact
 
 __all__ = [
+    "AuthenticationError",
     "InvalidPathError",
     "InvalidRequestError",
     "KnowledgeUnavailableError",
     "MethodNotAllowedError",
     "NotFoundError",
+    "PermissionDeniedError",
     "ProxyError",
+    "QuotaExceededError",
+    "RateLimitError",
     "RequestTooLargeError",
     "RouteUnavailableError",
+    "TokenRateLimitError",
     "UnsupportedMediaTypeError",
     "UpstreamError",
     "UpstreamRateLimitError",
@@ -166,6 +175,41 @@ class UnsupportedMediaTypeError(InvalidRequestError):
 
     status_code = 415
     code = "unsupported_media_type"
+
+
+class AuthenticationError(InvalidRequestError):
+    """No Turnout key, or one that is not valid (unknown, revoked and expired look alike)."""
+
+    status_code = 401
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(InvalidRequestError):
+    """A valid key asking for a route or a model it may not use."""
+
+    status_code = 403
+    code = "permission_denied"
+
+
+class RateLimitError(InvalidRequestError):
+    """A caller's own limit (Turnout's, not the upstream's): requests per minute; `retry-after` says when to retry."""
+
+    status_code = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class TokenRateLimitError(RateLimitError):
+    """A caller's tokens per minute."""
+
+    type = "tokens"
+
+
+class QuotaExceededError(RateLimitError):
+    """The key's or its team's budget for the period is spent: retrying does not help until the period ends."""
+
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class UpstreamError(ProxyError):

@@ -26,10 +26,11 @@ MIN_SECRET_LENGTH = 8
 """Shorter values are not removed by value: no one can keep them secret (they are guessed in a moment),
 and removing a word such as `ollama` from every answer and log line would mangle ordinary text."""
 
-# OpenAI keys (sk-..., sk-proj-...), bearer tokens and other long key-like strings a message might echo.
-_SECRET = re.compile(r"(?i)\b(sk-[a-z0-9_\-*]{6,}|bearer\s+(?=\S*\d)[a-z0-9._\-~+/=*]{8,}|key[-_][a-z0-9_\-*]{16,})")
+# OpenAI keys (sk-..., sk-proj-...), Turnout's own (tk-...), bearer tokens and other long key-like strings a message
+# might echo.
+_SECRET = re.compile(r"(?i)\b([st]k-[a-z0-9_\-*]{6,}|bearer\s+(?=\S*\d)[a-z0-9._\-~+/=*]{8,}|key[-_][a-z0-9_\-*]{16,})")
 
-_SECRET_HINTS = ("sk-", "bearer", "key")
+_SECRET_HINTS = ("sk-", "tk-", "bearer", "key")
 """Every match of `_SECRET` contains one of these (case aside): text without any needs no regex search."""
 
 
