@@ -8,8 +8,9 @@ the settings of its kind (`routes.registry`), which checks it against the rest o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -17,12 +18,14 @@ from policies import PolicyEngine, PolicyError, load_policy
 from proxy.config.errors import ConfigError
 from proxy.config.rag import IndexLoader, embedder_identity
 from proxy.config.sections import (
+    AuthSettings,
     BreakerSettings,
     CacheSettings,
     EmbedderSettings,
     PassthroughSettings,
     Price,
     RetrySettings,
+    TeamLimits,
     UpstreamFile,
 )
 from proxy.config.yamlsource import Key, YamlDocument
@@ -48,6 +51,8 @@ class _PolicyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     embedder: EmbedderSettings = EmbedderSettings()
     cache: CacheSettings = CacheSettings()
     passthrough: PassthroughSettings = PassthroughSettings()
+    auth: Any = None
+    database_url: Annotated[str, msgspec.Meta(pattern="^(sqlite|postgres|postgresql)://")] | None = None
     rules: Any = None
 
 
@@ -72,6 +77,11 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     """The knowledge index of each route that searches one (RAG), loaded and checked against the embedder."""
     passthrough: str | None = None
     """The upstream that the requests Turnout does not route are passed through to (None: the default one)."""
+    auth: AuthSettings = AuthSettings()
+    """Who may call, and their teams' limits (`proxy.gate`)."""
+    database_url: str | None = None
+    """Where keys and the spend ledger live: `sqlite:///path` or `postgresql://...` (None: the SQLite default).
+    It may carry a password, so it is never shown whole."""
 
     def model_names(self) -> dict[str, str]:
         """Model names that select a route directly (route names and aliases), when the policy allows it."""
@@ -184,6 +194,36 @@ def _passthrough(document: YamlDocument, file: _PolicyFile, upstreams: Sequence[
     return name
 
 
+_TEAM = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _auth(document: YamlDocument, raw: Any) -> AuthSettings:
+    """`auth: keys`, `auth: off` (YAML reads a bare `off` as false) or the whole block."""
+    if raw is None:
+        return AuthSettings()
+    if raw is False or raw == "off":
+        return AuthSettings(mode="off")
+    if raw == "keys":
+        return AuthSettings(mode="keys")
+    if not isinstance(raw, dict):
+        raise document.error(("auth",), "auth: `keys`, `off` or a mapping (mode, teams, redis_url, ...)")
+    if raw.get("mode") is False:  # `mode: off`
+        raw = {**raw, "mode": "off"}
+    teams = raw.get("teams") or {}
+    if not isinstance(teams, dict):
+        raise document.error(("auth", "teams"), "auth.teams: a mapping of team names to their limits")
+    auth = document.convert({**raw, "teams": {}}, AuthSettings, ("auth",))
+    for name in teams:
+        if not isinstance(name, str) or not _TEAM.fullmatch(name):
+            raise document.error(("auth", "teams", name), f"auth.teams: {name!r} is not a team name ({_TEAM.pattern})")
+    limits = {name: document.convert(value, TeamLimits, ("auth", "teams", name)) for name, value in teams.items()}
+    auth = msgspec.structs.replace(auth, teams=limits)
+    problem = redis_url_problem(auth.redis_url) if auth.redis_url is not None else None
+    if problem is not None:
+        raise document.error(("auth", "redis_url"), f"auth.redis_url is not a Redis URL: {problem}")
+    return auth
+
+
 def parse_deployment(
     document: YamlDocument, data: Mapping[str, Any], default_upstream: UpstreamFile
 ) -> tuple[dict[str, UpstreamFile], Deployment]:
@@ -202,6 +242,7 @@ def parse_deployment(
     prices = _entries(document, "prices", file.prices, Price)
     _check_names(document, file, routes)
     _check_cache(document, file.cache)
+    auth, database_url = _auth(document, file.auth), file.database_url
     if file.rules is None:
         if file.routes or file.aliases or len(file.upstreams) > 1:
             raise document.error(("routes",), "routes and several upstreams need `rules`")
@@ -213,6 +254,8 @@ def parse_deployment(
             circuit_breaker=file.circuit_breaker,
             cache=file.cache,
             prices=prices,
+            auth=auth,
+            database_url=database_url,
         )
         return {name: upstream}, deployment
     if not file.routes:
@@ -234,4 +277,6 @@ def parse_deployment(
         embedder=file.embedder,
         indexes=_check_routes(document, file, list(upstreams), routes, policy),
         passthrough=_passthrough(document, file, list(upstreams)),
+        auth=auth,
+        database_url=database_url,
     )

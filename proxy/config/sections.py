@@ -15,6 +15,7 @@ from proxy.wire.redisurl import redact_url
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "AuthSettings",
     "BreakerSettings",
     "CacheSettings",
     "CorsSettings",
@@ -23,6 +24,7 @@ __all__ = [
     "Price",
     "RetrySettings",
     "ServerSettings",
+    "TeamLimits",
     "TimeoutSettings",
     "UpstreamFile",
 ]
@@ -178,3 +180,55 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Put the request's messages and the answer in the access log line (off: no message content)."""
     cors: CorsSettings | None = None
     """Browser clients allowed (None, the default: no CORS headers, browsers keep pages out)."""
+
+
+Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+Usd = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class TeamLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A team's limits, shared by all its keys (each key has its own too: `turnout keys create`)."""
+
+    rpm: AtLeastOne | None = None
+    """Requests per minute, all the team's keys together."""
+    tpm: AtLeastOne | None = None
+    """Tokens per minute (prompt and completion), all the team's keys together."""
+    budget_usd: Usd | None = None
+    """USD per `period`: a request that would start over it is refused (429 `insufficient_quota`)."""
+    period: Literal["day", "month"] = "month"
+    """UTC calendar day or month."""
+
+
+class AuthSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Who may call: `keys` (a Turnout key on every request) or `off` (anyone who can reach Turnout)."""
+
+    mode: Literal["keys", "off"] = "off"
+    teams: dict[Name, TeamLimits] = {}
+    redis_url: Annotated[str, msgspec.Meta(pattern="^(redis|rediss|unix)://")] | None = None
+    """Where the limits' counters live, shared by every replica (None: the cache's Redis when it has one, else
+    each process counts alone)."""
+    redis_timeout: Seconds = 0.5
+    """Seconds one limits command may take (a connection from the pool included); slower counts as Redis being
+    unreachable. Longer than the cache's: a limit that falls back to per-process counting can be overspent."""
+    fail_closed: bool = False
+    """When the limits' Redis is unreachable, refuse (503) rather than count per process."""
+    soft_budget: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.8
+    """Share of a budget past which each request counts in `turnout_budget_soft_exceeded_total`."""
+    shadow_spend: bool = False
+    """Shadow copies' spend counts against the caller's team budget (it is always in the metrics)."""
+    refresh: Seconds = 2.0
+    """Seconds between two looks at the key table: a revoked or expired key stops working within it."""
+    metric_keys: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 50
+    """Keys (and teams) with a metric label of their own, the first seen by each process; the rest are `other`."""
+    failed_attempts: AtLeastOne = 30
+    """Failed key checks a client address may make per minute; past it, 429 without looking at the key."""
+
+    @property
+    def keys(self) -> bool:
+        """Whether every request needs a key."""
+        return self.mode == "keys"
+
+    def __repr__(self) -> str:
+        return (
+            f"AuthSettings(mode={self.mode!r}, teams={sorted(self.teams)!r}, redis_url={redact_url(self.redis_url)!r})"
+        )

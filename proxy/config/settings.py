@@ -57,6 +57,9 @@ ENV_VARS: Mapping[str, str] = {
     "TURNOUT_UPSTREAM_MAX_CONNECTIONS": "connections kept open to the upstream (default 1000)",
     "TURNOUT_ACCESS_LOG": "one JSON line per request on stderr: true or false (default true)",
     "TURNOUT_LOG_CONTENT": "put the messages and the answer in the access log: true or false (default false)",
+    "TURNOUT_AUTH": "keys (every request needs a Turnout key) or off (default: the policy file's `auth`, else off)",
+    "TURNOUT_DATABASE_URL": "keys and spend: sqlite:///PATH or postgresql://... (default: an SQLite file, see README)",
+    "TURNOUT_ADMIN_KEY": "the admin HTTP API's key (/admin/...; without it the admin API is off)",
     "PROMETHEUS_MULTIPROC_DIR": "where worker processes keep their metrics (`serve --workers N` sets one)",
 }
 
@@ -107,6 +110,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     config_path: str | None = None
     metrics_dir: str | None = None
     """Where worker processes keep their metric values (prometheus_client's multiprocess mode); None: one process."""
+    admin_key: Secret | None = None
+    """The admin HTTP API's key (`TURNOUT_ADMIN_KEY`); None: the admin API is off."""
 
     @property
     def upstream(self) -> UpstreamSettings:
@@ -123,6 +128,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         for upstream in self.upstreams.values():
             found.extend(url_secrets(upstream.base_url))
         found.extend(url_secrets(self.deployment.cache.url))
+        found.extend(url_secrets(self.deployment.auth.redis_url))
+        found.extend(url_secrets(self.deployment.database_url))
+        if self.admin_key is not None:
+            found.append(self.admin_key.reveal())
         return tuple(dict.fromkeys(found))
 
 
@@ -235,6 +244,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     default_upstream = _env_upstream(env)
     upstream_files, deployment = parse_deployment(document, data, default_upstream)
     upstreams = {name: _upstream(name, upstream, env) for name, upstream in upstream_files.items()}
+    deployment = _auth_overridden(deployment, env)
+    admin_key = env.get("TURNOUT_ADMIN_KEY") or None
     return Settings(
         server=_overridden(server, _SERVER_ENV, env),
         upstreams=upstreams,
@@ -242,7 +253,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         simulated=not config_path and default_upstream.api_key is None and not env.get("OPENAI_BASE_URL"),
         config_path=config_path,
         metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        admin_key=Secret(admin_key) if admin_key else None,
     )
+
+
+_DATABASE_URL = re.compile(r"^(sqlite|postgres|postgresql)://")
+
+
+def _auth_overridden(deployment: Deployment, env: Mapping[str, str]) -> Deployment:
+    """`TURNOUT_AUTH` and `TURNOUT_DATABASE_URL` over the policy file's `auth.mode` and `database_url`."""
+    mode, database_url = env.get("TURNOUT_AUTH"), env.get("TURNOUT_DATABASE_URL")
+    if mode:
+        if mode not in ("keys", "off"):
+            raise ConfigError(f"TURNOUT_AUTH={mode!r}: keys or off")
+        auth = msgspec.structs.replace(deployment.auth, mode=mode)
+        deployment = msgspec.structs.replace(deployment, auth=auth)
+    if database_url:
+        if not _DATABASE_URL.match(database_url):
+            raise ConfigError("TURNOUT_DATABASE_URL: sqlite:///PATH, postgres://... or postgresql://...")
+        deployment = msgspec.structs.replace(deployment, database_url=database_url)
+    return deployment
 
 
 def load_embedder_settings(
