@@ -6,8 +6,8 @@ compiler, which checks the YAML value (raising `PolicyError` with the path insid
 request) and `explain(features) -> Check` for `turnout explain`, which says why it matched or failed.
 
 The keys:
-- `model`, `user`, `caller`, `reasoning_effort`: a glob or a list of globs (fnmatch-style, case-sensitive); an
-  absent user, caller or effort matches nothing.
+- `model`, `user`, `caller`, `team`, `reasoning_effort`: a glob or a list of globs (fnmatch-style,
+  case-sensitive); an absent user, caller, team or effort matches nothing.
 - `header`, `metadata`: a mapping of name to glob(s), every name must match; header names in any case.
 - `last_user_message`, `conversation`: `keywords` (whole words, any case) and/or `regex` (`policies.text`).
 - `prompt_tokens` (estimated), `n` (1 when unset), `temperature` (unset matches nothing): a mapping of
@@ -110,6 +110,10 @@ def _user(raw: object, path: Path) -> Condition:
 
 def _caller(raw: object, path: Path) -> Condition:
     return _glob_condition("caller", operator.attrgetter("caller"), _globs(raw, path))
+
+
+def _team(raw: object, path: Path) -> Condition:
+    return _glob_condition("team", operator.attrgetter("team"), _globs(raw, path))
 
 
 def _reasoning_effort(raw: object, path: Path) -> Condition:
@@ -236,6 +240,7 @@ OPERATORS: Mapping[str, Callable[[object, Path], Condition]] = {
     "all": _all,
     "any": _any,
     "caller": _caller,
+    "team": _team,
     "conversation": text_condition("conversation", "conversation"),
     "has_tools": _flag("has_tools"),
     "header": _header,

@@ -165,7 +165,9 @@ class RequestFeatures:
     metadata: Mapping[str, str] = field(default_factory=dict)
     """The OpenAI `metadata` field (empty when absent)."""
     caller: str | None = None
-    """Who is calling (today a name from a header)."""
+    """Who is calling: the key's name with `auth: keys`, else the `x-turnout-caller` header."""
+    team: str | None = None
+    """The calling key's team (with `auth: keys`)."""
     stream: bool = False
     """Whether the client asked for a stream."""
     n: int = 1
@@ -254,8 +256,10 @@ class RequestFeatures:
         return tokens
 
 
-def extract_features(request: ChatRequest, headers: Mapping[str, str], caller: str | None) -> RequestFeatures:
-    """The features of `request` as its rules see them; `caller` is who sent it, when known."""
+def extract_features(
+    request: ChatRequest, headers: Mapping[str, str], caller: str | None, team: str | None = None
+) -> RequestFeatures:
+    """The features of `request` as its rules see them; `caller` is who sent it (of `team`), when known."""
     return RequestFeatures(
         model=request.model,
         messages=request.messages,
@@ -263,6 +267,7 @@ def extract_features(request: ChatRequest, headers: Mapping[str, str], caller: s
         user=request.user,
         metadata=request.metadata or {},
         caller=caller,
+        team=team,
         stream=bool(request.stream),
         n=1 if request.n is None else request.n,
         temperature=request.temperature,

@@ -32,7 +32,9 @@ class Call(Generic[ViewT]):
     headers: Mapping[str, str]
     """End-to-end headers to send upstream (the client's, minus credentials and hop-by-hop, plus the request id)."""
     caller: str | None = None
-    """Who is calling (from `x-turnout-caller` until API keys with names arrive); never sent upstream."""
+    """Who is calling (the key's name with `auth: keys`, else from `x-turnout-caller`); never sent upstream."""
+    team: str | None = None
+    """The calling key's team (with `auth: keys`); never sent upstream."""
     credential: str = ""
     """A digest of the client's own key (`Authorization`, `api-key`), so that the response cache never gives
     one key's answers to another; "" without one. Never sent upstream."""

@@ -130,7 +130,7 @@ class ChatCodec:
 
     def features(self, call: ChatCall) -> RequestFeatures:
         """The request's policy features (`policies.extract_features`)."""
-        return extract_features(call.request, call.headers, call.caller)
+        return extract_features(call.request, call.headers, call.caller, call.team)
 
     def upstream_body(self, body: Body[ChatRequest], *, model: str | None, stream: bool) -> bytes:
         """`raw` unchanged, except `model` and, for a stream, `stream_options.include_usage`.

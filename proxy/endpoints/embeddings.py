@@ -59,6 +59,7 @@ def text_features(call: Call[Any], model: str, text: str, user: str | None, **sa
         headers={name.lower(): value for name, value in call.headers.items()},
         user=user,
         caller=call.caller,
+        team=call.team,
         **sampling,
     )
 

@@ -263,6 +263,7 @@ class ResponsesCodec:
             user=request.user,
             metadata=request.metadata or {},
             caller=call.caller,
+            team=call.team,
             stream=bool(request.stream),
             temperature=request.temperature,
             has_tools=bool(request.tools),

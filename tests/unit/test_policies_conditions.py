@@ -133,9 +133,15 @@ def test_every_documented_key_has_an_operator():
         "retrieval_score",
         "similar_to",
         "stream",
+        "team",
         "temperature",
         "user",
     ]
+
+
+def test_team_matches_the_keys_team():
+    assert verdict({"team": "support*"}, features(team="support-eu")) == (True, "team 'support-eu' matches 'support*'")
+    assert verdict({"team": "support*"}, features())[0] is False
 
 
 # --- text ------------------------------------------------------------------------------------------------------
