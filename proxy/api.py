@@ -8,6 +8,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, cast
 
 from litestar import Request, Response, asgi, get, route
@@ -18,20 +19,23 @@ from litestar.handlers import ASGIRouteHandler
 from litestar.params import FromPath
 from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
+from policies import Decision
 from proxy.accounting.metrics import CONTENT_TYPE
 from proxy.accounting.recorder import Recorder
+from proxy.admin import ADMIN_HANDLERS
 from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream, unless_gone
 from proxy.endpoints.base import Codec
 from proxy.endpoints.chat import CHAT
 from proxy.endpoints.completions import COMPLETIONS
 from proxy.endpoints.embeddings import EMBEDDINGS
 from proxy.endpoints.responses import RESPONSES
+from proxy.gate import Identity, identity_of
 from proxy.headers import forwardable_headers
 from proxy.lifespan import Resources
 from proxy.middleware import request_id_of, tally_of
 from proxy.outcome import OutcomeError
 from proxy.passthrough import pass_through, passthrough
-from proxy.pipeline import CALLER_HEADER
+from proxy.pipeline import CALLER_HEADER, Admit
 from proxy.wire.errors import (
     InvalidPathError,
     InvalidRequestError,
@@ -46,6 +50,7 @@ from routes import Call, UpstreamPath
 
 __all__ = [
     "HANDLERS",
+    "ROUTED_PATHS",
     "handle_http_exception",
     "handle_outcome_error",
     "handle_proxy_error",
@@ -99,29 +104,38 @@ def routed(codec: Codec[Any], *paths: str, stored_upstream: bool = False) -> ASG
         except ClientDisconnectedError:
             return
         body = codec.decode(raw)
-        caller = headers.get(_CALLER, b"").decode("latin-1") or None
+        identity = identity_of(scope)
+        if identity is None:
+            caller = headers.get(_CALLER, b"").decode("latin-1") or None
+        else:  # with keys, the key says who calls, never a header
+            caller = identity.key.name
+            model = codec.requested_model(body)
+            if not identity.key.may_use_model(model):
+                raise resources.access_or_fail().forbidden(f"the model '{model}'")
         call = Call(
             endpoint=codec,
             body=body,
             headers=forwardable_headers(scope["headers"], request_id_of(scope)),
             caller=caller,
+            team=identity.key.team if identity is not None else None,
             credential=_credential(headers),
         )
         stream = codec.streams(body)
         tally.caller, tally.stream = caller and caller[:_MAX_CALLER], stream
         tally.request, tally.reader = body, codec
+        admit = _admit(resources, identity) if identity is not None else None
         homes = resources.homes if stored_upstream else None
         previous = body.view.previous_response_id if homes is not None else None
         steer = await homes.steer(generation.pipeline.routes, previous) if homes is not None else None
         remember = homes is not None and body.view.store is not False
         routes = generation.pipeline.routes
         if stream:
-            relay, outcome = await generation.pipeline.stream(codec, call, tally, steer)
+            relay, outcome = await generation.pipeline.stream(codec, call, tally, steer, admit)
             chunks = homes.relayed(routes, outcome, relay) if homes is not None and remember else relay
             await send_stream(send, receive, chunks, [*outcome.headers(), _server_timing(started)], codec.ends)
             return
         try:
-            answer, outcome = await unless_gone(receive, generation.pipeline.complete(codec, call, tally, steer))
+            answer, outcome = await unless_gone(receive, generation.pipeline.complete(codec, call, tally, steer, admit))
         except ClientDisconnectedError:
             return
         if homes is not None and remember:
@@ -132,6 +146,18 @@ def routed(codec: Codec[Any], *paths: str, stored_upstream: bool = False) -> ASG
     handle.__name__ = handle.__qualname__ = f"{codec.kind}_handler"
     handle.__doc__ = f"`POST {paths[0]}`: {codec.kind} requests, answered through the pipeline."
     return asgi(list(paths), is_mount=False, copy_scope=False, name=codec.kind)(handle)
+
+
+def _admit(resources: Resources, identity: Identity) -> Admit:
+    """What lets a keyed call in once its route is chosen: a route the key may use, within its limits."""
+    access = resources.access_or_fail()
+
+    async def admit(decision: Decision, reserve_usd: Decimal) -> None:
+        if not identity.key.may_use_route(decision.route):
+            raise access.forbidden(f"the route '{decision.route}'")
+        await access.admit(identity, reserve_usd=reserve_usd)
+
+    return admit
 
 
 async def _not_served(scope: Scope, receive: Receive, send: Send, allow: str | None) -> None:
@@ -155,6 +181,8 @@ chat_completions = routed(CHAT, "/v1/chat/completions", "/chat/completions")
 responses = routed(RESPONSES, "/v1/responses", "/responses", stored_upstream=True)
 embeddings = routed(EMBEDDINGS, "/v1/embeddings", "/embeddings")
 completions = routed(COMPLETIONS, "/v1/completions", "/completions")
+ROUTED_PATHS = frozenset(path for each in (chat_completions, responses, embeddings, completions) for path in each.paths)
+"""The paths whose `POST`s the pipeline answers (and admits, once their route is chosen: `proxy.gate`)."""
 
 
 def _credential(headers: Mapping[bytes, bytes]) -> str:
@@ -310,6 +338,7 @@ HANDLERS = (
     healthz,
     readyz,
     metrics,
+    *ADMIN_HANDLERS,
     passthrough,
 )
 """Every handler; a path under `/v1/` that none of the others takes, or that one takes but does not serve

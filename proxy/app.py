@@ -9,12 +9,15 @@ from collections.abc import AsyncIterator, Callable
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
+from litestar.types import ASGIApp
 
+from proxy.access import Access
 from proxy.accounting.accesslog import AccessLog
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.recorder import Recorder
 from proxy.api import (
     HANDLERS,
+    ROUTED_PATHS,
     handle_http_exception,
     handle_outcome_error,
     handle_proxy_error,
@@ -22,6 +25,7 @@ from proxy.api import (
 )
 from proxy.config.settings import Settings, load_settings
 from proxy.cors import Cors
+from proxy.gate import Gate
 from proxy.lifespan import open_resources
 from proxy.middleware import RequestIdMiddleware
 from proxy.outcome import OutcomeError
@@ -42,7 +46,8 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
     reload_settings = reload if settings is not None else load_settings
     metrics = Metrics(multiprocess_dir=resolved.metrics_dir)
     server = resolved.server
-    recorder = Recorder(metrics, AccessLog(enabled=server.access_log, content=server.log_content))
+    access_log = AccessLog(enabled=server.access_log, content=server.log_content)
+    recorder = Recorder(metrics, access_log, metric_keys=resolved.deployment.auth.metric_keys)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -69,8 +74,15 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
         logging_config=None,
         state=State({"recorder": recorder}),
     )
-    # Browser clients, when configured: their preflights answered before the router sees them.
-    handler = app.asgi_handler if server.cors is None else Cors(app.asgi_handler, server.cors)
+
+    def access() -> Access | None:
+        resources = app.state.get("resources")
+        return resources.access if resources is not None else None
+
+    # With keys on, only callers with a valid key get through, within their limits.
+    handler: ASGIApp = Gate(app.asgi_handler, access, routed_paths=ROUTED_PATHS)
+    # Browser clients, when configured: their preflights answered before the router sees them (and the gate).
+    handler = handler if server.cors is None else Cors(handler, server.cors)
     # Outermost, so that even the router's own 404s and 405s (and preflights) carry the request id.
     app.asgi_handler = RequestIdMiddleware(handler, recorder=recorder)
     return app

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import aiohttp
 import msgspec
 
+from proxy.access import Access, open_access
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import priced
@@ -69,15 +70,30 @@ class Generation:
 class Resources:
     """What request handlers share for the app's lifetime; `current` is replaced whole on reload."""
 
-    def __init__(self, current: Generation, tasks: BackgroundTasks, models: ModelCatalog, homes: ResponseHomes) -> None:
+    def __init__(
+        self,
+        current: Generation,
+        tasks: BackgroundTasks,
+        models: ModelCatalog,
+        homes: ResponseHomes,
+        access: Access | None = None,
+    ) -> None:
         self.current = current
         self.tasks = tasks
         self.models = models
         """What `GET /v1/models` lists with a policy, refreshed in the background and on each reload."""
         self.homes = homes
         """Where each response id Turnout relayed lives (kept across reloads; in Redis when the cache is there)."""
+        self.access = access
+        """The keys, limits and ledger (`proxy.access`); None when keys are off and the admin API too."""
         self.reloads = 0
         """Successful reloads so far."""
+
+    def access_or_fail(self) -> Access:
+        """The keys, limits and ledger, which a request that the gate identified always has."""
+        if self.access is None:  # pragma: no cover - the gate identifies callers only when it has them
+            raise ProxyError("Keys are not open.")
+        return self.access
 
 
 class _Sessions:
@@ -148,6 +164,7 @@ def _build(
     local: LocalEmbedders,
     recorder: Recorder | None,
     redactor: Redactor,
+    access: Access | None = None,
 ) -> Generation:
     upstreams = {
         name: Upstream(
@@ -180,6 +197,7 @@ def _build(
         named=deployment.model_names(),
         prices=prices,
         recorder=recorder,
+        shadow_spent=access.shadow_spent if access is not None else None,
         cache=caches.answer_cache(
             deployment.cache, tasks, semantic=deployment.policy is not None and deployment.policy.semantic_cache
         ),
@@ -250,8 +268,13 @@ async def open_resources(
         homes = ResponseHomes(open_homes(settings.deployment.cache))
         stack.push_async_callback(homes.homes.aclose)
         models = ModelCatalog()
+        access = await stack.enter_async_context(open_access(settings, tasks, recorder))
         resources = Resources(
-            _build(settings, sessions, tasks, base_url, caches, local, recorder, redactor), tasks, models, homes
+            _build(settings, sessions, tasks, base_url, caches, local, recorder, redactor, access),
+            tasks,
+            models,
+            homes,
+            access,
         )
         models.follow(settings.deployment, resources.current.upstreams)
         models.start()
@@ -271,7 +294,7 @@ async def open_resources(
             try:
                 reloaded = reload_settings()
                 with_new = redactor | Redactor(reloaded.secrets())
-                new = _build(reloaded, sessions, tasks, base_url, caches, local, recorder, with_new)
+                new = _build(reloaded, sessions, tasks, base_url, caches, local, recorder, with_new, access)
             except ConfigError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
                 if recorder is not None:
@@ -282,6 +305,8 @@ async def open_resources(
             redactor = with_new
             redact_logs_with(redactor)
             resources.current = new
+            if access is not None:  # the teams' limits follow the file; whether keys are on needs a restart
+                access.settings = msgspec.structs.replace(reloaded.deployment.auth, mode=access.settings.mode)
             models.follow(reloaded.deployment, new.upstreams)
             if recorder is not None:
                 recorder.reloaded(ok=True)

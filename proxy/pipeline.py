@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from policies import Decision, PolicyEngine
@@ -26,6 +27,7 @@ from proxy.cache.lookup import AnswerCache, Ticket
 from proxy.config.sections import BreakerSettings, RetrySettings
 from proxy.decide import decide_by_model, decide_semantically
 from proxy.endpoints.base import Codec
+from proxy.estimate import AnswerSizes
 from proxy.outcome import Outcome, OutcomeError
 from proxy.semantic import SemanticScorer
 from proxy.streaming import Relay, open_relay, replay_relay
@@ -35,18 +37,21 @@ from proxy.wire.schemas import Usage
 from routes import Answer, AnswerStream, Call, Route
 from routes.kind import CONVERSATIONS
 
-__all__ = ["CALLER_HEADER", "Pipeline", "Steer"]
+__all__ = ["CALLER_HEADER", "Admit", "Pipeline", "Steer"]
 
 logger = logging.getLogger("turnout.pipeline")
 
 CALLER_HEADER = "x-turnout-caller"
-"""Who is calling, for `caller` conditions and sticky splits (API keys with names come later)."""
+"""Who is calling, for `caller` conditions and sticky splits, when keys are off (with keys: the key's name)."""
 
 T = TypeVar("T")
 
 Steer = Callable[[Decision], Decision]
 """Turns the policy's decision into the one to follow (a Responses request continuing a stored response goes to
 the upstream that holds it: `proxy.response_homes`)."""
+
+Admit = Callable[[Decision, Decimal], Awaitable[None]]
+"""Lets a call in on its chosen route, reserving what its answer may cost (USD), or raises 403 or 429 (`proxy.gate`)."""
 
 
 class Pipeline:
@@ -66,6 +71,7 @@ class Pipeline:
         semantic: SemanticScorer | None = None,
         prices: PriceTable | None = None,
         recorder: Recorder | None = None,
+        shadow_spent: Callable[[str | None, Decimal], Awaitable[None]] | None = None,
         cache: AnswerCache | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -88,6 +94,7 @@ class Pipeline:
         """Prices every answer (and its baseline); from the policy file's `prices` and `baseline`."""
         self._recorder = recorder
         """Given each finished shadow copy's tally: a shadow's tokens are spend too."""
+        self._shadow_spent = shadow_spent  # a shadow copy's team and cost, for the team's budget (`proxy.access`)
         self.cache = cache
         """The response cache; None: every request bypasses it."""
         self.breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown, clock) for name in self._routes}
@@ -95,6 +102,7 @@ class Pipeline:
         self._tasks = tasks
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._sleep = sleep
+        self._sizes = AnswerSizes()
 
     async def decide(self, codec: Codec[Any], call: Call[Any]) -> Decision:
         """Where `call` goes (see `proxy.decide`); meaning-based features are computed once, when a rule needs them.
@@ -109,9 +117,16 @@ class Pipeline:
         )
 
     async def _begin(
-        self, codec: Codec[Any], call: Call[Any], tally: Tally, *, stream: bool, steer: Steer | None = None
+        self,
+        codec: Codec[Any],
+        call: Call[Any],
+        tally: Tally,
+        *,
+        stream: bool,
+        steer: Steer | None = None,
+        admit: Admit | None = None,
     ) -> tuple[Decision, Ticket]:
-        """Decide (and `steer`), then look the answer up in the form asked; a hit is priced (saves its baseline)."""
+        """Decide (and `steer`, and `admit`), then look the answer up in the form asked; a hit is priced."""
         try:
             decision = await self.decide(codec, call)
         finally:
@@ -119,6 +134,9 @@ class Pipeline:
         if steer is not None:
             decision = steer(decision)
         tally.decided(decision.route, decision.rule)
+        if admit is not None:
+            route = self._routes[decision.route]
+            await admit(decision, self._sizes.reservation(self.prices, codec, call, decision, route))
         if self.cache is None:
             ticket = Ticket(status="bypass")
         else:
@@ -133,17 +151,23 @@ class Pipeline:
         return decision, ticket
 
     async def complete(
-        self, codec: Codec[Any], call: Call[Any], tally: Tally | None = None, steer: Steer | None = None
+        self,
+        codec: Codec[Any],
+        call: Call[Any],
+        tally: Tally | None = None,
+        steer: Steer | None = None,
+        admit: Admit | None = None,
     ) -> tuple[Answer, Outcome]:
         """Answer `call` in one response: from the cache, or from the decided route (or its fallbacks).
 
-        `tally` gets the decision, the cache result, the attempts and the charge; `steer` may change the decision.
+        `tally` gets the decision, the cache result, the attempts and the charge; `steer` may change the decision;
+        `admit` lets the call in (or raises its caller's error) once its route is chosen.
 
         Raises:
             OutcomeError: no route could answer; the error to send, with the outcome it belongs to.
         """
         tally = Tally() if tally is None else tally
-        decision, ticket = await self._begin(codec, call, tally, stream=False, steer=steer)
+        decision, ticket = await self._begin(codec, call, tally, stream=False, steer=steer, admit=admit)
         if ticket.hit is not None:
             answer = Answer(body=ticket.hit.body, model=tally.model, usage=tally.usage)
             return answer, Outcome(decision.route, decision.rule, cache="hit")
@@ -165,17 +189,22 @@ class Pipeline:
         return answer, Outcome(name, decision.rule, failed, ticket.status, answer.headers)
 
     async def stream(
-        self, codec: Codec[Any], call: Call[Any], tally: Tally | None = None, steer: Steer | None = None
+        self,
+        codec: Codec[Any],
+        call: Call[Any],
+        tally: Tally | None = None,
+        steer: Steer | None = None,
+        admit: Admit | None = None,
     ) -> tuple[Relay, Outcome]:
         """Answer `call` as SSE bytes; an error before the first event (on every route tried) raises here.
 
-        `steer` may change the decision.
+        `steer` may change the decision; `admit` lets the call in once its route is chosen.
 
         Raises:
             OutcomeError: no route could open a stream; the error to send, with the outcome it belongs to.
         """
         tally = Tally() if tally is None else tally
-        decision, ticket = await self._begin(codec, call, tally, stream=True, steer=steer)
+        decision, ticket = await self._begin(codec, call, tally, stream=True, steer=steer, admit=admit)
         if ticket.hit is not None:
             return replay_relay(ticket.hit.body), Outcome(decision.route, decision.rule, cache="hit")
         self._shadow(codec, call, decision)
@@ -306,7 +335,7 @@ class Pipeline:
     def _shadow(self, codec: Codec[Any], call: Call[Any], decision: Decision) -> None:
         if decision.shadow is not None and decision.shadow in self.routes:
             headers = {**call.headers, "x-request-id": f"{call.headers.get('x-request-id', 'req')}-shadow"}
-            shadow_call = Call(endpoint=call.endpoint, body=call.body, headers=headers, caller=call.caller)
+            shadow_call = Call(call.endpoint, call.body, headers, caller=call.caller, team=call.team)
             task = self._run_shadow(codec, shadow_call, decision.shadow)
             self._tasks.spawn(task, name=f"shadow:{decision.shadow}")
 
@@ -341,6 +370,8 @@ class Pipeline:
             self._spent(call, tally)
         if self._recorder is not None:
             self._recorder.shadow(tally)
+        if self._shadow_spent is not None and tally.cost:
+            await self._shadow_spent(call.team, tally.cost)
         elapsed = (time.perf_counter() - started) * 1000
         logger.info("shadow %s to route %s %s in %.0f ms", call.headers.get("x-request-id"), name, outcome, elapsed)
 
@@ -356,6 +387,7 @@ class Pipeline:
     ) -> None:
         """Price the usage `route` reported: by the model that answered, else the route's, else the caller's."""
         answered_by = model or self._routes[route].model or codec.requested_model(call.body)
+        self._sizes.observe(route, codec.kind, usage.completion_tokens)
         tally.charge_for(self.prices, answered_by, usage, compared=codec.kind in self._compared)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(

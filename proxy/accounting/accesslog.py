@@ -31,6 +31,7 @@ class AccessLine(msgspec.Struct, kw_only=True):
     path: str
     status: int
     caller: str | None = None
+    team: str | None = None
     route: str | None = None
     rule: str | None = None
     fallback_from: list[str] | None = None
@@ -94,9 +95,10 @@ class AccessLog:
             status=tally.status,
             duration_ms=_ms(tally.seconds()),
         )
+        line.caller, line.team = tally.caller, tally.team
         if not tally.counted:
             return line
-        line.caller, line.route, line.rule, line.model = tally.caller, tally.route, tally.rule, tally.model
+        line.route, line.rule, line.model = tally.route, tally.rule, tally.model
         line.stream, line.cache = tally.stream, tally.cache
         line.fallback_from = list(tally.fallback_from) or None
         if tally.usage is not None:

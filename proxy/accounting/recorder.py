@@ -6,6 +6,8 @@ and calls it with what it measured:
 - the middleware, when a request's response has ended: the request's `Tally` (`request`);
 - the pipeline, when a shadow copy has finished: the copy's tally (`shadow`);
 - the Redis cache backend, for each command that failed or timed out (`cache_failed`);
+- the gate (`proxy.gate`), for what it refused (`auth_failed`, `limit_refused`), budgets past their soft share
+  (`budget_soft_exceeded`), the limits' Redis lost (`limits_fell_back`) and spend the ledger dropped;
 - the app's resources, for tokens embedded with no request to charge (a policy's examples, at load:
   `embedded`), and for each policy file: the routes it has (`routes_known`), whether it loaded
   (`reloaded`), and its circuit breakers (`follow_breakers`).
@@ -27,6 +29,7 @@ from typing import Protocol
 
 from proxy.accounting.accesslog import AccessLog
 from proxy.accounting.batch import LiveCount
+from proxy.accounting.callers import CallerMetrics
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.tally import Embedding, Tally
 
@@ -45,11 +48,12 @@ class Breaker(Protocol):
 class Recorder:
     """Receives every measurement and hands it to the metrics and, for a finished request, the access log."""
 
-    __slots__ = ("_access_log", "_breakers", "_metrics", "in_flight")
+    __slots__ = ("_access_log", "_breakers", "_callers", "_metrics", "in_flight")
 
-    def __init__(self, metrics: Metrics, access_log: AccessLog | None = None) -> None:
+    def __init__(self, metrics: Metrics, access_log: AccessLog | None = None, *, metric_keys: int = 50) -> None:
         self._metrics = metrics
         self._access_log = access_log
+        self._callers = CallerMetrics(metrics.registry, metrics.batch, top=metric_keys)
         self._breakers: Mapping[str, Breaker] = {}
         self.in_flight: LiveCount = metrics.in_flight
         """Requests being answered now: the middleware counts each in and out."""
@@ -58,12 +62,34 @@ class Recorder:
         """A request's response has ended (or its client left): count a routed or passed-through one, log every one."""
         if tally.counted:
             self._metrics.record(tally)
+        if tally.keyed:
+            self._callers.record(tally)
         if self._access_log is not None:
             self._access_log.write(tally, method, path)
 
     def shadow(self, tally: Tally) -> None:
         """A shadow copy has finished: its tokens, cost and errors count on its route; it is no request."""
         self._metrics.record(tally)
+
+    def auth_failed(self, reason: str) -> None:
+        """The gate refused a request: `missing`, `invalid` key, `throttled` address, `forbidden` route or model."""
+        self._callers.auth_failed(reason)
+
+    def limit_refused(self, scope: str, name: str, limit: str) -> None:
+        """A key's or team's (`scope`) limit refused a request: `rpm`, `tpm`, `budget` or `unavailable`."""
+        self._callers.refused(scope, name, limit)
+
+    def budget_soft_exceeded(self, scope: str, name: str) -> None:
+        """A request was admitted past the soft share of its key's or team's budget."""
+        self._callers.soft_exceeded(scope, name)
+
+    def limits_fell_back(self) -> None:
+        """The limits' Redis is unreachable: this process counts on its own."""
+        self._callers.limits_fell_back()
+
+    def ledger_dropped(self) -> None:
+        """A spend entry was dropped: the ledger's queue is full."""
+        self._callers.ledger_dropped()
 
     def cache_failed(self) -> None:
         """A cache backend command failed or timed out (and was answered as a miss)."""

@@ -74,6 +74,11 @@ class Tally:
     shadow: bool = False
     """A shadow copy, sent in the background: its tokens and cost count, it is no request of its own."""
     caller: str | None = None
+    """Who is calling: the key's name with `auth: keys`, else what `x-turnout-caller` says."""
+    team: str | None = None
+    """The key's team, with `auth: keys`."""
+    keyed: bool = False
+    """The caller is a checked key (`proxy.gate`), not a header anyone can write: it may be a metric label."""
     stream: bool = False
     request: Body[Any] | None = None
     """The request's body, for the access log's optional content (read by `reader`)."""

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import logging.config
 import math
@@ -141,6 +142,7 @@ def _serve(args: argparse.Namespace) -> int:
     redactor = Redactor(settings.secrets())
     logging.config.dictConfig(_log_config(settings.server.log_level, redactor))
     logger.info(_describe_upstream(settings))
+    _describe_auth(settings)
     _raise_open_file_limit(settings)
     server = settings.server
     # uvicorn drains, then raises again the signal it stopped on; a drained SIGTERM is a clean stop (exit 0).
@@ -220,6 +222,28 @@ def _describe_upstream(settings: Settings) -> str:
     upstream = settings.upstream
     key = "with an API key" if upstream.api_key else "without an API key"
     return f"Forwarding to upstream '{upstream.name}' at {redact_url(upstream.base_url)} {key}."
+
+
+def _describe_auth(settings: Settings) -> None:
+    """Say who may call: with keys off on an address other machines reach, loudly."""
+    host = settings.server.host
+    if settings.deployment.auth.keys:
+        logger.info("auth: keys: every request needs a Turnout key (turnout keys create NAME)")
+    elif not _loopback(host):
+        logger.warning(
+            "auth is off and Turnout listens on %s: anyone who can reach it calls through on the upstream's key. "
+            "Set `auth: keys` in the policy file (or TURNOUT_AUTH=keys) and create keys with `turnout keys create`.",
+            host,
+        )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def _simulate(args: argparse.Namespace) -> int:
