@@ -18,9 +18,17 @@ KUBE_VERSION = "1.31.0"
 RELEASE = "shop"
 NAMESPACE = "ai"
 PLACEHOLDER_KEY = "sk-chart-test-key-0123456789"
+ADMIN_KEY = "chart-test-admin-key-0123456789"
+DATABASE_PASSWORD = "chart-test-db-password-0123456789"  # noqa: S105 - a test value
+DATABASE_URL = f"postgresql://turnout:{DATABASE_PASSWORD}@postgres.db.svc:5432/turnout"
+
+SHARED_DATABASE: dict[str, Any] = {"database": {"existingSecret": "turnout-database"}}
+"""The one value the defaults lack: with keys on (the default) and two replicas, a database they share."""
 
 EVERYTHING_ON: dict[str, Any] = {
     "upstreamKeys": {"values": {"OPENAI_API_KEY": PLACEHOLDER_KEY}},
+    "auth": {"adminKey": {"value": ADMIN_KEY}},
+    "database": {"url": DATABASE_URL},
     "redis": {"bundled": {"enabled": True}},
     "knowledge": {"enabled": True},
     "autoscaling": {"enabled": True, "targetMemoryUtilizationPercentage": 80},
@@ -53,6 +61,11 @@ class Rendered:
         assert len(found) == 1, f"expected one {kind} ({component}), found {len(found)}"
         return found[0]
 
+    def named(self, kind: str, name: str) -> dict[str, Any]:
+        """The object of `kind` called `name`."""
+        [found] = [obj for obj in self.all(kind) if obj["metadata"]["name"] == name]
+        return found
+
     @property
     def deployment(self) -> dict[str, Any]:
         """Turnout's own Deployment (not the bundled Redis)."""
@@ -68,6 +81,11 @@ class Rendered:
     def env(self) -> dict[str, Any]:
         """The container's env entries by name (a value or a valueFrom)."""
         return {entry["name"]: entry.get("value", entry.get("valueFrom")) for entry in self.container["env"]}
+
+    @property
+    def volumes(self) -> dict[str, dict[str, Any]]:
+        """The pod's volumes by name."""
+        return {volume["name"]: volume for volume in self.deployment["spec"]["template"]["spec"]["volumes"]}
 
     @property
     def policy_file(self) -> str:

@@ -18,12 +18,16 @@ from proxy._version import __version__
 from proxy.config.sections import ServerSettings
 from proxy.config.settings import ENV_VARS, load_settings
 from tests.deploy.helm_chart import (
+    ADMIN_KEY,
     CHART,
+    DATABASE_PASSWORD,
+    DATABASE_URL,
     EVERYTHING_ON,
     KUBE_VERSION,
     NAMESPACE,
     PLACEHOLDER_KEY,
     RELEASE,
+    SHARED_DATABASE,
     Rendered,
     chart_copy,
     render,
@@ -35,11 +39,26 @@ CRD_KINDS = {"ServiceMonitor"}
 """Kinds that the Prometheus Operator's CRDs define: not in the Kubernetes schemas, checked by hand below."""
 CHART_VARIABLES = {"TURNOUT_REDIS_URL", "TURNOUT_KNOWLEDGE_DIR"}
 """Variables the chart sets for the policy file's ${VAR} references, beside Turnout's own settings."""
+AUTH_VARIABLES = {"TURNOUT_AUTH", "TURNOUT_ADMIN_KEY", "TURNOUT_DATABASE_URL", "TURNOUT_DATA_DIR"}
+"""Issue 14's settings (keys, the admin API, the database), which the server is being taught to read: until
+they are in ENV_VARS they are let through by name here (then this set can go)."""
 
 
 @pytest.fixture(scope="module")
 def defaults() -> Rendered:
-    return render()
+    """The chart's defaults, with the one value they lack (keys on two replicas need a shared database)."""
+    return render(SHARED_DATABASE)
+
+
+@pytest.fixture(scope="module")
+def one_replica() -> Rendered:
+    """The defaults on one replica, which may keep its keys in its own SQLite file."""
+    return render({"replicaCount": 1})
+
+
+@pytest.fixture(scope="module")
+def auth_off() -> Rendered:
+    return render({"auth": {"mode": "off"}})
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +74,7 @@ def test_helm_lint_finds_nothing_worse_than_info(values: dict[str, Any]) -> None
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
 
-@pytest.mark.parametrize("which", ["defaults", "everything"])
+@pytest.mark.parametrize("which", ["defaults", "everything", "one_replica", "auth_off"])
 def test_every_manifest_validates_against_the_kubernetes_schemas(which: str, request: pytest.FixtureRequest) -> None:
     rendered: Rendered = request.getfixturevalue(which)
     for obj in rendered.objects:
@@ -92,7 +111,7 @@ def test_the_charts_own_dashboards_ship_by_default(defaults: Rendered) -> None:
 def test_everything_on_renders_every_optional_part(everything: Rendered) -> None:
     kinds = sorted(obj["kind"] for obj in everything.objects)
     core = ["ConfigMap", "ConfigMap", "Deployment", "Deployment", "Secret", "Service", "Service", "ServiceAccount"]
-    optional = ["HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "PersistentVolumeClaim"]
+    optional = ["HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "PersistentVolumeClaim", "Secret"]
     assert kinds == sorted(core + optional)
 
 
@@ -140,7 +159,7 @@ def test_probes_ask_healthz_and_readyz_on_turnouts_port(defaults: Rendered) -> N
 
 @pytest.mark.parametrize(("drain", "pre_stop"), [(30, 5), (120, 0), (7.5, 10)])
 def test_the_grace_period_outlasts_the_pre_stop_sleep_and_the_drain(drain: float, pre_stop: int) -> None:
-    rendered = render({"turnout": {"drainTimeout": drain}, "preStopSleepSeconds": pre_stop})
+    rendered = render({**SHARED_DATABASE, "turnout": {"drainTimeout": drain}, "preStopSleepSeconds": pre_stop})
     pod = rendered.deployment["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > pre_stop + drain
     assert float(rendered.env["TURNOUT_DRAIN_TIMEOUT"]) == drain
@@ -150,7 +169,7 @@ def test_the_grace_period_outlasts_the_pre_stop_sleep_and_the_drain(drain: float
 
 def test_the_chart_sets_only_variables_turnout_reads(everything: Rendered) -> None:
     turnout_vars = {name for name in everything.env if name.startswith("TURNOUT_")}
-    assert turnout_vars - CHART_VARIABLES <= set(ENV_VARS)
+    assert turnout_vars - CHART_VARIABLES - AUTH_VARIABLES <= set(ENV_VARS)
     assert turnout_vars >= {"TURNOUT_CONFIG", "TURNOUT_DRAIN_TIMEOUT", "TURNOUT_HOST", "TURNOUT_PORT"}
 
 
@@ -182,7 +201,7 @@ def test_the_shipped_policy_passes_turnout_check(defaults: Rendered, tmp_path: P
 
 def test_the_connection_limits_reach_turnout() -> None:
     values = {"maxConnections": 500, "idleTimeout": 120, "headerTimeout": 5, "bodyTimeout": 2.5}
-    env = render({"turnout": values}).env
+    env = render({**SHARED_DATABASE, "turnout": values}).env
     settings = load_settings(
         {name: value for name, value in env.items() if name in ENV_VARS and name != "TURNOUT_CONFIG"}
     )
@@ -201,16 +220,17 @@ def test_the_checksum_annotation_follows_the_policy_and_nothing_else() -> None:
         value: str = annotations["checksum/policy"]
         return value
 
-    first = checksum({})
+    first = checksum(SHARED_DATABASE)
     assert len(first) == 64
-    assert checksum({}) == first
-    assert checksum({"replicaCount": 5}) == first
-    changed = render().policy_file.replace("gt: 2500", "gt: 3000")
-    assert checksum({"policy": {"file": changed}}) != first
+    assert checksum(SHARED_DATABASE) == first
+    assert checksum({**SHARED_DATABASE, "replicaCount": 5}) == first
+    assert checksum({"auth": {"mode": "off"}}) == first
+    changed = render(SHARED_DATABASE).policy_file.replace("gt: 2500", "gt: 3000")
+    assert checksum({**SHARED_DATABASE, "policy": {"file": changed}}) != first
 
 
 def test_the_upstream_keys_come_from_the_charts_secret(everything: Rendered) -> None:
-    secret = everything.one("Secret")
+    secret = everything.named("Secret", f"{RELEASE}-turnout-upstream-keys")
     assert base64.b64decode(secret["data"]["OPENAI_API_KEY"]).decode() == PLACEHOLDER_KEY
     assert everything.container["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
     annotations = everything.deployment["spec"]["template"]["metadata"]["annotations"]
@@ -226,7 +246,9 @@ def test_an_empty_key_is_left_out_so_that_turnout_names_it_at_startup(defaults: 
 
 
 def test_an_existing_secret_replaces_the_charts_own() -> None:
-    rendered = render({"upstreamKeys": {"existingSecret": "openai-keys"}, "redis": {"existingSecret": "redis-url"}})
+    rendered = render(
+        {**SHARED_DATABASE, "upstreamKeys": {"existingSecret": "openai-keys"}, "redis": {"existingSecret": "redis-url"}}
+    )
     assert rendered.all("Secret") == []
     assert rendered.container["envFrom"] == [{"secretRef": {"name": "openai-keys"}}]
     assert rendered.env["TURNOUT_REDIS_URL"] == {"secretKeyRef": {"name": "redis-url", "key": "url"}}
@@ -246,12 +268,12 @@ def test_the_bundled_redis_is_its_own_workload_behind_its_own_service(everything
 
 def test_an_external_redis_url_wins_over_the_bundled_one() -> None:
     url = "redis://redis.cache.svc:6379/3"
-    rendered = render({"redis": {"url": url, "bundled": {"enabled": True}}})
+    rendered = render({**SHARED_DATABASE, "redis": {"url": url, "bundled": {"enabled": True}}})
     assert rendered.env["TURNOUT_REDIS_URL"] == url
     assert len(rendered.all("Deployment")) == 1
     assert "Redis" not in rendered.notes
-    assert "TURNOUT_REDIS_URL" not in render().env
-    assert "No Redis is set" in render().notes
+    assert "TURNOUT_REDIS_URL" not in render(SHARED_DATABASE).env
+    assert "No Redis is set" in render(SHARED_DATABASE).notes
 
 
 def test_selectors_find_turnouts_pods(everything: Rendered) -> None:
@@ -280,15 +302,17 @@ def test_the_service_monitor_scrapes_metrics_on_the_services_port(everything: Re
 
 def test_every_dashboard_file_ships_in_a_configmap_with_the_sidecars_label(tmp_path: Path) -> None:
     chart = chart_copy(tmp_path, {"turnout.json": DASHBOARD, "cache.json": "{}", "notes.txt": "not a dashboard"})
-    dashboards = [c for c in render({}, chart).objects if _is_dashboards(c)]
+    dashboards = [c for c in render(SHARED_DATABASE, chart).objects if _is_dashboards(c)]
     [dashboards_map] = dashboards
     assert dashboards_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboards_map["data"] == {"turnout.json": DASHBOARD, "cache.json": "{}"}
-    relabelled = render({"dashboards": {"label": "grafana-dashboard", "labelValue": "turnout"}}, chart)
+    relabelled = render(
+        {**SHARED_DATABASE, "dashboards": {"label": "grafana-dashboard", "labelValue": "turnout"}}, chart
+    )
     [other] = [c for c in relabelled.objects if _is_dashboards(c)]
     assert other["metadata"]["labels"]["grafana-dashboard"] == "turnout"
     assert "grafana_dashboard" not in other["metadata"]["labels"]
-    switched_off = render({"dashboards": {"enabled": False}}, chart)
+    switched_off = render({**SHARED_DATABASE, "dashboards": {"enabled": False}}, chart)
     assert not [c for c in switched_off.objects if _is_dashboards(c)]
 
 
@@ -299,7 +323,7 @@ def test_the_knowledge_index_is_a_read_only_volume(everything: Rendered) -> None
     assert everything.env["TURNOUT_KNOWLEDGE_DIR"] == mount["mountPath"] == "/var/lib/turnout/knowledge"
     volume = next(v for v in everything.deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "knowledge")
     assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
-    existing = render({"knowledge": {"enabled": True, "existingClaim": "docs-index"}})
+    existing = render({**SHARED_DATABASE, "knowledge": {"enabled": True, "existingClaim": "docs-index"}})
     assert existing.all("PersistentVolumeClaim") == []
     volumes = existing.deployment["spec"]["template"]["spec"]["volumes"]
     assert {"name": "knowledge", "persistentVolumeClaim": {"claimName": "docs-index", "readOnly": True}} in volumes
@@ -318,6 +342,11 @@ def test_the_knowledge_index_is_a_read_only_volume(everything: Rendered) -> None
         ({"upstreamKeys": {"values": {"OPENAI-API-KEY": "x"}}}, "OPENAI-API-KEY"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"policy": {"file": ""}}, "/policy/file"),
+        ({"auth": {"mode": "on"}}, "/auth/mode"),
+        ({"auth": {"adminKey": {"key": "x"}}}, "key"),
+        ({"auth": {"adminKey": {"existingSecret": "Admin_Keys"}}}, "/auth/adminKey/existingSecret"),
+        ({"database": {"url": "mysql://db/turnout"}}, "/database/url"),
+        ({"database": {"existingSecretKey": ""}}, "/database/existingSecretKey"),
     ],
 )
 def test_the_values_schema_rejects_bad_values(values: dict[str, Any], complaint: str) -> None:
@@ -353,5 +382,131 @@ def test_a_redis_the_chart_gives_the_pods_becomes_the_policys_cache(everything: 
 
 def test_a_policy_with_its_own_cache_block_keeps_it() -> None:
     own = "upstreams:\n  openai: {api_key: x}\ncache: {ttl: 60}\n"
-    rendered = render({"policy": {"file": own}, "redis": {"bundled": {"enabled": True}}})
+    rendered = render({**SHARED_DATABASE, "policy": {"file": own}, "redis": {"bundled": {"enabled": True}}})
     assert rendered.policy_file == own
+
+
+def test_keys_are_on_by_default(defaults: Rendered, one_replica: Rendered) -> None:
+    assert defaults.env["TURNOUT_AUTH"] == one_replica.env["TURNOUT_AUTH"] == "keys"
+    assert "TURNOUT_ADMIN_KEY" not in defaults.env  # no admin key given: the admin API stays off
+    assert "admin HTTP API, /admin/keys and /admin/usage, is off" in defaults.notes
+    assert "WARNING: auth.mode is off" not in defaults.notes
+
+
+def test_the_admin_key_and_the_database_url_come_from_the_charts_secret(everything: Rendered) -> None:
+    secret = everything.named("Secret", f"{RELEASE}-turnout-auth")
+    decoded = {name: base64.b64decode(value).decode() for name, value in secret["data"].items()}
+    assert decoded == {"admin-key": ADMIN_KEY, "database-url": DATABASE_URL}
+    env = everything.env
+    assert env["TURNOUT_ADMIN_KEY"] == {"secretKeyRef": {"name": f"{RELEASE}-turnout-auth", "key": "admin-key"}}
+    assert env["TURNOUT_DATABASE_URL"] == {"secretKeyRef": {"name": f"{RELEASE}-turnout-auth", "key": "database-url"}}
+    assert "TURNOUT_DATA_DIR" not in env
+    assert "data" not in everything.volumes  # the keys live in PostgreSQL, not in the pod
+    annotations = everything.deployment["spec"]["template"]["metadata"]["annotations"]
+    assert len(annotations["checksum/auth"]) == 64  # a new admin key or URL rolls the pods
+    others = [obj for obj in everything.objects if obj["kind"] != "Secret"]
+    for secret_text in (ADMIN_KEY, DATABASE_PASSWORD):
+        assert not any(secret_text in str(value) for value in walk(others)), "a secret leaked outside the Secret"
+    assert f"get secret {RELEASE}-turnout-auth -o jsonpath='{{.data.admin-key}}'" in everything.notes
+
+
+def test_the_charts_secret_holds_only_what_was_given() -> None:
+    only_url = render({"database": {"url": DATABASE_URL}, "auth": {"adminKey": {"existingSecret": "turnout-admin"}}})
+    assert sorted(only_url.named("Secret", f"{RELEASE}-turnout-auth")["data"]) == ["database-url"]
+    assert only_url.env["TURNOUT_ADMIN_KEY"] == {"secretKeyRef": {"name": "turnout-admin", "key": "admin-key"}}
+    only_admin = render({**SHARED_DATABASE, "replicaCount": 1, "auth": {"adminKey": {"value": ADMIN_KEY}}})
+    assert sorted(only_admin.named("Secret", f"{RELEASE}-turnout-auth")["data"]) == ["admin-key"]
+    empty = render({"auth": {"adminKey": {"value": ""}}, "database": {"existingSecret": "turnout-db", "url": ""}})
+    assert [obj["metadata"]["name"] for obj in empty.all("Secret")] == [f"{RELEASE}-turnout-upstream-keys"]
+    assert "checksum/auth" not in empty.deployment["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_existing_secrets_give_the_admin_key_and_the_database_url() -> None:
+    rendered = render(
+        {
+            "upstreamKeys": {"existingSecret": "openai-keys"},
+            "auth": {"adminKey": {"existingSecret": "turnout-admin", "existingSecretKey": "token"}},
+            "database": {"existingSecret": "turnout-db", "existingSecretKey": "dsn", "url": DATABASE_URL},
+        }
+    )
+    assert rendered.all("Secret") == []  # a named Secret wins over a value, which is then not written anywhere
+    assert rendered.env["TURNOUT_ADMIN_KEY"] == {"secretKeyRef": {"name": "turnout-admin", "key": "token"}}
+    assert rendered.env["TURNOUT_DATABASE_URL"] == {"secretKeyRef": {"name": "turnout-db", "key": "dsn"}}
+    assert not any(DATABASE_PASSWORD in str(value) for value in walk(rendered.objects))
+    assert "get secret turnout-admin -o jsonpath='{.data.token}'" in rendered.notes
+    for obj in rendered.objects:
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("values", "pods"),
+    [
+        ({}, "the 2 replicas (replicaCount)"),
+        ({"replicaCount": 3, "database": {"url": ""}}, "the 3 replicas (replicaCount)"),
+        ({"replicaCount": 1, "autoscaling": {"enabled": True}}, "the up to 10 replicas (autoscaling.maxReplicas)"),
+    ],
+    ids=["defaults", "three", "autoscaling"],
+)
+def test_keys_without_a_database_on_several_replicas_refuse_to_render(values: dict[str, Any], pods: str) -> None:
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError) as refused:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    message = str(refused.value)
+    assert f"auth.mode is keys and no database is set: {pods} would each keep their keys" in message
+    for remedy in ("database.existingSecret", "database.url", "replicaCount=1", "auth.mode=off"):
+        assert remedy in message
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"replicaCount": 1},
+        {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 1}},
+        {"replicaCount": 3, "database": {"existingSecret": "turnout-db"}},
+        {"autoscaling": {"enabled": True}, "database": {"url": DATABASE_URL}},
+        {"replicaCount": 3, "auth": {"mode": "off"}},
+    ],
+    ids=["one-replica", "autoscaling-to-one", "database-secret", "database-url", "auth-off"],
+)
+def test_one_replica_a_database_or_auth_off_render(values: dict[str, Any]) -> None:
+    assert render(values).deployment["metadata"]["name"] == f"{RELEASE}-turnout"
+
+
+def test_one_replica_without_a_database_keeps_sqlite_in_an_empty_dir(one_replica: Rendered) -> None:
+    assert "TURNOUT_DATABASE_URL" not in one_replica.env
+    data_dir = one_replica.env["TURNOUT_DATA_DIR"]
+    mount = next(m for m in one_replica.container["volumeMounts"] if m["mountPath"] == data_dir)
+    assert mount.get("readOnly") is not True  # the root filesystem is read-only; this is where turnout.db goes
+    assert "emptyDir" in one_replica.volumes[mount["name"]]
+    assert "WARNING: no database is set" in one_replica.notes
+    assert "lost when the pod is replaced" in one_replica.notes
+
+
+def test_auth_off_renders_without_a_database_and_warns(auth_off: Rendered) -> None:
+    assert auth_off.env["TURNOUT_AUTH"] == "off"
+    assert auth_off.deployment["spec"]["replicas"] == 2
+    assert "TURNOUT_DATABASE_URL" not in auth_off.env
+    assert "TURNOUT_ADMIN_KEY" not in auth_off.env
+    assert auth_off.all("Secret") == [auth_off.named("Secret", f"{RELEASE}-turnout-upstream-keys")]
+    assert "WARNING: auth.mode is off: anyone who can reach the Service is let in" in auth_off.notes
+    assert "turnout keys create" not in auth_off.notes
+    assert 'api_key="anything"' in auth_off.notes
+
+
+def test_a_bare_off_in_a_values_file_is_off_too() -> None:
+    values = helm.values_from_yaml("auth:\n  mode: off\n")
+    assert values == {"auth": {"mode": False}}  # YAML 1.1, as Helm reads a values file
+    assert render(values).env["TURNOUT_AUTH"] == "off"
+
+
+def test_notes_tell_how_to_create_the_first_key(everything: Rendered, defaults: Rendered) -> None:
+    create = f"kubectl --namespace {NAMESPACE} exec deploy/{RELEASE}-turnout -- turnout keys create first-team"
+    assert create in defaults.notes
+    assert create in everything.notes
+    assert everything.deployment["metadata"]["name"] == f"{RELEASE}-turnout"  # what `deploy/...` names
+    pod_annotations = everything.deployment["spec"]["template"]["metadata"]["annotations"]
+    assert pod_annotations["kubectl.kubernetes.io/default-container"] == everything.container["name"]
+    assert "TURNOUT_DATABASE_URL" in everything.env  # `turnout keys create` in the pod reads it like the server
+    assert "Authorization: Bearer $ADMIN_KEY" in everything.notes
+    assert "http://127.0.0.1:8000/admin/keys" in everything.notes
+    assert 'api_key="tk-..."' in everything.notes
+    assert "/admin/keys" not in defaults.notes.replace("/admin/keys and /admin/usage, is off", "")

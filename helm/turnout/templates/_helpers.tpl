@@ -87,3 +87,43 @@ shares one cache and its single flight; a file with its own `cache:` block is le
 {{- $file -}}
 {{- end -}}
 {{- end }}
+
+{{/* `keys` or `off`: a values file's bare `off` is YAML's false, and means off too. */}}
+{{- define "turnout.authMode" -}}
+{{- if eq (toString .Values.auth.mode) "keys" }}keys{{ else }}off{{ end }}
+{{- end }}
+
+{{/* "true" when the pods get a database URL (the keys and the ledger then live there, shared by the replicas). */}}
+{{- define "turnout.hasDatabase" -}}
+{{- if or .Values.database.existingSecret .Values.database.url }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the pods get an admin key (the admin HTTP API is off without one). */}}
+{{- define "turnout.hasAdminKey" -}}
+{{- if or .Values.auth.adminKey.existingSecret .Values.auth.adminKey.value }}true{{ end }}
+{{- end }}
+
+{{/* The chart's own Secret for the admin key and the database URL given as values (only those). */}}
+{{- define "turnout.authSecretName" -}}
+{{- printf "%s-auth" (include "turnout.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "turnout.authSecretNeeded" -}}
+{{- if or (and .Values.auth.adminKey.value (not .Values.auth.adminKey.existingSecret)) (and .Values.database.url (not .Values.database.existingSecret)) }}true{{ end }}
+{{- end }}
+
+{{/* Where the SQLite file lives when no database is set: an emptyDir, the root filesystem being read-only. */}}
+{{- define "turnout.dataDir" -}}/var/lib/turnout/data{{- end }}
+
+{{/*
+More than one pod with keys but no shared database would give each pod its own SQLite file: a key made in
+one pod would be refused by the others, a revoked one still let in, and every budget counted per pod. The
+chart refuses to render that rather than deploy it.
+*/}}
+{{- define "turnout.checkAuth" -}}
+{{- $many := ternary (gt (int .Values.autoscaling.maxReplicas) 1) (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled }}
+{{- if and (eq (include "turnout.authMode" .) "keys") (not (include "turnout.hasDatabase" .)) $many }}
+{{- $pods := ternary (printf "the up to %d replicas (autoscaling.maxReplicas)" (int .Values.autoscaling.maxReplicas)) (printf "the %d replicas (replicaCount)" (int .Values.replicaCount)) .Values.autoscaling.enabled }}
+{{- fail (printf "auth.mode is keys and no database is set: %s would each keep their keys in an SQLite file of their own, so a key made in one pod would be refused by the others. Give them one PostgreSQL with database.existingSecret (a Secret holding its URL) or database.url; or run one replica (replicaCount=1; its keys are lost when the pod is replaced); or set auth.mode=off." $pods) }}
+{{- end }}
+{{- end }}
