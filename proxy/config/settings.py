@@ -60,6 +60,7 @@ ENV_VARS: Mapping[str, str] = {
     "TURNOUT_AUTH": "keys (every request needs a Turnout key) or off (default: the policy file's `auth`, else off)",
     "TURNOUT_DATABASE_URL": "keys and spend: sqlite:///PATH or postgresql://... (default: an SQLite file, see README)",
     "TURNOUT_ADMIN_KEY": "the admin HTTP API's key (/admin/...; without it the admin API is off)",
+    "TURNOUT_DATA_DIR": "where the default SQLite file for keys and spend goes (default ~/.local/share/turnout)",
     "PROMETHEUS_MULTIPROC_DIR": "where worker processes keep their metrics (`serve --workers N` sets one)",
 }
 

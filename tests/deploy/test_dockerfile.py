@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from proxy.config.settings import load_settings
-from tests.deploy.helm_chart import render
+from tests.deploy.helm_chart import SHARED_DATABASE, render
 from tests.dockerfile import DOCKERFILE, ROOT, Instruction, environment, stages
 
 BUILD, RUNTIME = stages()
@@ -48,7 +48,7 @@ def test_it_runs_turnout_serve_on_all_addresses_as_the_charts_non_root_user() ->
     uid, gid = (int(part) for part in user.arguments.split(":"))
     assert uid > 0
     assert gid > 0
-    pod = render().deployment["spec"]["template"]["spec"]["securityContext"]
+    pod = render(SHARED_DATABASE).deployment["spec"]["template"]["spec"]["securityContext"]
     assert (pod["runAsUser"], pod["runAsGroup"]) == (uid, gid)
     [entrypoint] = _all(RUNTIME, "ENTRYPOINT")
     [cmd] = _all(RUNTIME, "CMD")

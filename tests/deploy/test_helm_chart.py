@@ -39,9 +39,6 @@ CRD_KINDS = {"ServiceMonitor"}
 """Kinds that the Prometheus Operator's CRDs define: not in the Kubernetes schemas, checked by hand below."""
 CHART_VARIABLES = {"TURNOUT_REDIS_URL", "TURNOUT_KNOWLEDGE_DIR"}
 """Variables the chart sets for the policy file's ${VAR} references, beside Turnout's own settings."""
-AUTH_VARIABLES = {"TURNOUT_AUTH", "TURNOUT_ADMIN_KEY", "TURNOUT_DATABASE_URL", "TURNOUT_DATA_DIR"}
-"""Issue 14's settings (keys, the admin API, the database), which the server is being taught to read: until
-they are in ENV_VARS they are let through by name here (then this set can go)."""
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +166,7 @@ def test_the_grace_period_outlasts_the_pre_stop_sleep_and_the_drain(drain: float
 
 def test_the_chart_sets_only_variables_turnout_reads(everything: Rendered) -> None:
     turnout_vars = {name for name in everything.env if name.startswith("TURNOUT_")}
-    assert turnout_vars - CHART_VARIABLES - AUTH_VARIABLES <= set(ENV_VARS)
+    assert turnout_vars - CHART_VARIABLES <= set(ENV_VARS)
     assert turnout_vars >= {"TURNOUT_CONFIG", "TURNOUT_DRAIN_TIMEOUT", "TURNOUT_HOST", "TURNOUT_PORT"}
 
 
@@ -203,7 +200,11 @@ def test_the_connection_limits_reach_turnout() -> None:
     values = {"maxConnections": 500, "idleTimeout": 120, "headerTimeout": 5, "bodyTimeout": 2.5}
     env = render({**SHARED_DATABASE, "turnout": values}).env
     settings = load_settings(
-        {name: value for name, value in env.items() if name in ENV_VARS and name != "TURNOUT_CONFIG"}
+        {
+            name: value
+            for name, value in env.items()
+            if name in ENV_VARS and name != "TURNOUT_CONFIG" and isinstance(value, str)  # not a Secret's reference
+        }
     )
     server = settings.server
     assert (server.max_connections, server.idle_timeout, server.header_timeout, server.body_timeout) == (
