@@ -270,9 +270,14 @@ def test_keys_never_reach_the_log_or_the_upstream(keyed: RunningProcess, setup: 
 
 
 def test_the_admin_api(keyed: RunningProcess) -> None:
-    admin = httpx.Client(base_url=keyed.origin, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
-    assert httpx.get(f"{keyed.origin}/admin/keys", timeout=10).status_code == 401
-    bad = httpx.get(f"{keyed.origin}/admin/keys", headers={"authorization": "Bearer nope"}, timeout=10)
+    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+    with httpx.Client(base_url=keyed.origin, headers=headers, timeout=10) as admin:
+        check_admin_api(admin, keyed.origin)
+
+
+def check_admin_api(admin: httpx.Client, origin: str) -> None:
+    assert httpx.get(f"{origin}/admin/keys", timeout=10).status_code == 401
+    bad = httpx.get(f"{origin}/admin/keys", headers={"authorization": "Bearer nope"}, timeout=10)
     assert bad.status_code == 401
     assert bad.json()["error"]["code"] == "invalid_api_key"
     made = admin.post("/admin/keys", json={"name": "from-admin", "team": "ops", "rpm": 100, "budget_usd": "5"})
@@ -282,7 +287,7 @@ def test_the_admin_api(keyed: RunningProcess) -> None:
     assert made.json()["period"] == "month"
     assert admin.post("/admin/keys", json={"name": "from-admin"}).status_code == 409
     assert admin.post("/admin/keys", json={"name": "bad name!"}).status_code == 400
-    sdk(keyed.origin, key).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    sdk(origin, key).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     listed = admin.get("/admin/keys").json()["data"]
     assert any(entry["name"] == "from-admin" for entry in listed)
     assert key not in admin.get("/admin/keys").text
