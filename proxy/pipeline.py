@@ -21,6 +21,7 @@ from policies import Decision, PolicyEngine
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import CacheStatus, Tally
+from proxy.billing import Billing
 from proxy.breaker import CircuitBreaker
 from proxy.cache.lookup import AnswerCache, Ticket
 from proxy.config.sections import BreakerSettings, RetrySettings
@@ -86,6 +87,7 @@ class Pipeline:
         """Computes meaning-based features when a rule needs them (None: the policy has no such rule)."""
         self.prices = prices or PriceTable()
         """Prices every answer (and its baseline); from the policy file's `prices` and `baseline`."""
+        self._billing = Billing(self._routes, baseline=baseline, compared=self._compared)
         self._recorder = recorder
         """Given each finished shadow copy's tally: a shadow's tokens are spend too."""
         self.cache = cache
@@ -129,7 +131,7 @@ class Pipeline:
         tally.cache = ticket.status
         hit = ticket.hit
         if hit is not None and hit.model is not None and hit.usage is not None:
-            tally.charge_for(self.prices, hit.model, hit.usage, cached=True, compared=codec.kind in self._compared)
+            self._account(codec, call, tally, decision.route, hit.model, hit.usage, cached=True)
         return decision, ticket
 
     async def complete(
@@ -182,13 +184,26 @@ class Pipeline:
         wants_usage = codec.wants_usage(call.body)
 
         async def open_on(route: Route) -> tuple[Relay, AnswerStream]:
+            reported = False
+
             def on_usage(usage: Usage, model: str | None) -> None:
+                nonlocal reported
+                reported = True
                 self._account(codec, call, tally, route.name, model, usage)
 
-            def on_end(error: ProxyError | None) -> bytes:
+            def on_cut(sent: int) -> None:
+                # The stream ended without its usage (the client left, the upstream broke off or sent none):
+                # priced from an estimate, and marked so.
+                nonlocal reported
+                if not reported:
+                    reported = True
+                    self._billing.estimate(self.prices, codec, call, tally, route.name, sent)
+
+            def on_end(error: ProxyError | None, sent: int) -> bytes:
                 # Headers left before the usage came: the cost ends the stream as SSE comments instead.
                 if error is not None:
                     tally.upstream_error(route.name, "midstream")
+                on_cut(sent)
                 comments = "".join(f": {name}: {value}\n" for name, value in tally.cost_items())
                 return f"{comments}\n".encode() if comments else b""
 
@@ -196,7 +211,9 @@ class Pipeline:
             events = opened.events
             if route.name == decision.route:  # a fallback's answer is not the decided route's to cache
                 events = ticket.recording(events, codec)
-            relay = await open_relay(events, codec, wants_usage=wants_usage, on_usage=on_usage, on_end=on_end)
+            relay = await open_relay(
+                events, codec, wants_usage=wants_usage, on_usage=on_usage, on_end=on_end, on_cut=on_cut
+            )
             return relay, opened
 
         try:
@@ -352,11 +369,19 @@ class Pipeline:
         spent.clear()
 
     def _account(
-        self, codec: Codec[Any], call: Call[Any], tally: Tally, route: str, model: str | None, usage: Usage
+        self,
+        codec: Codec[Any],
+        call: Call[Any],
+        tally: Tally,
+        route: str,
+        model: str | None,
+        usage: Usage,
+        *,
+        cached: bool = False,
+        estimated: bool = False,
     ) -> None:
-        """Price the usage `route` reported: by the model that answered, else the route's, else the caller's."""
-        answered_by = model or self._routes[route].model or codec.requested_model(call.body)
-        tally.charge_for(self.prices, answered_by, usage, compared=codec.kind in self._compared)
+        """Price the usage `route` reported (`proxy.billing`: the tier, the counterfactual baseline)."""
+        self._billing.account(self.prices, codec, call, tally, route, model, usage, cached=cached, estimated=estimated)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "request %s on route %s used %d prompt + %d completion tokens",

@@ -85,7 +85,7 @@ def embeddings() -> Sample:
     datum = {"object": "embedding", "index": 0, "embedding": vector_as([0.5, -0.25, 0.125], "base64")}
     usage = {"prompt_tokens": 5, "total_tokens": 5}
     answer = msgspec.json.encode({"object": "list", "data": [datum], "model": request["model"], "usage": usage})
-    return Sample(EMBEDDINGS, request, answer, None, Usage(**usage), sampled=False, semantic=False)
+    return Sample(EMBEDDINGS, request, answer, None, msgspec.convert(usage, Usage), sampled=False, semantic=False)
 
 
 def completions() -> Sample:
