@@ -100,8 +100,8 @@ async def _relay(
                         if on_end is not None:  # an end marker (`[DONE]`) stays last; without one, the comments are
                             events = events[: len(events) - len(end)] + on_end(None, sent + events.count(_DATA)) + end
                     if events:
+                        sent += events.count(_DATA)  # counted as sent when handed over
                         yield events
-                        sent += events.count(_DATA)
                         last = events
                     events = await anext(source, None)
             except ProxyError as exc:

@@ -21,6 +21,7 @@ on the baseline route's model; `savings = baseline - cost`, negative when the ro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -176,6 +177,7 @@ SHIPPED_PRICES: Mapping[str, ModelPrice] = {model: rates.standard for model, rat
 """The shipped standard prices."""
 
 
+@functools.lru_cache(maxsize=4096)  # model names come from upstreams: bounded
 def tokenizer_of(model: str) -> str | None:
     """The tokenizer OpenAI counts `model`'s prompts with (`cl100k_base`, `o200k_base`), or None when unknown."""
     base = model[3:] if model.startswith("ft:") else model
