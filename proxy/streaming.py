@@ -33,19 +33,27 @@ count of `data:` events relayed until then."""
 class Relay:
     """A route's stream as SSE bytes; `aclose()` closes the route's stream whether iteration began or not."""
 
-    __slots__ = ("_events", "_source")
+    __slots__ = ("_events", "_on_cut", "_source")
 
-    def __init__(self, events: AsyncGenerator[bytes, None], source: AsyncGenerator[bytes, None]) -> None:
+    def __init__(
+        self, events: AsyncGenerator[bytes, None], source: AsyncGenerator[bytes, None], on_cut: CutHook | None = None
+    ) -> None:
         self._events = events
         self._source = source
+        self._on_cut = on_cut
+        """Called (with 0 events sent) when the relay is closed before anyone iterated it: the client left first."""
 
     def __aiter__(self) -> AsyncIterator[bytes]:
+        self._on_cut = None  # from here on, the relay's own end (or cut) is reported by the relay
         return self._events
 
     async def aclose(self) -> None:
         """Stop relaying and close the route's stream (and with it the upstream request)."""
         await self._events.aclose()
         await self._source.aclose()
+        if self._on_cut is not None:
+            on_cut, self._on_cut = self._on_cut, None
+            on_cut(0)
 
 
 async def open_relay(
@@ -72,7 +80,7 @@ async def open_relay(
         await source.aclose()
         raise
     relay = _relay(first, source, codec, wants_usage=wants_usage, on_usage=on_usage, on_end=on_end, on_cut=on_cut)
-    return Relay(relay, source)
+    return Relay(relay, source, on_cut)
 
 
 async def _relay(

@@ -234,3 +234,14 @@ async def test_a_finished_or_broken_relay_calls_the_end_hook_and_never_the_cut_h
     )
     assert [chunk async for chunk in relay]
     assert log.calls == [("end", error, 2)]
+
+
+async def test_a_relay_closed_before_anyone_iterated_it_reports_a_cut_with_nothing_sent() -> None:
+    source, log = Source([[ROLE], [HELLO, DONE]]), EndLog()
+    relay = await open_relay(
+        source.generator, CHAT, wants_usage=False, on_usage=UsageLog(), on_end=log.end, on_cut=log.cut
+    )
+    await relay.aclose()
+    await relay.aclose()  # once only
+    assert log.calls == [("cut", None, 0)]
+    assert source.is_closed()
