@@ -24,7 +24,9 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from proxy._version import __version__
-from proxy.accounting.batch import FLUSH_SECONDS, Batch, Children, PendingCount, PendingHistogram, WithoutCreated
+from proxy.accounting.batch import FLUSH_SECONDS, Batch, Labels, PendingCount, PendingHistogram
+from proxy.accounting.batch import Children as _Children
+from proxy.accounting.batch import WithoutCreated as _WithoutCreated
 from proxy.accounting.spend import Spend
 from proxy.accounting.tally import Embedding, Tally
 
@@ -62,7 +64,7 @@ class _Series:
         "requests",
     )
 
-    def __init__(self, metrics: Metrics, labels: tuple[str, ...]) -> None:
+    def __init__(self, metrics: Metrics, labels: Labels) -> None:
         route, rule, model, status, cache, endpoint = labels
         self._metrics, self._labels = metrics, (route, model, cache)
         self._batch = batch = metrics.batch
@@ -115,14 +117,14 @@ class Metrics:
         self.batch = batch = Batch()
         """What requests add up between flushes (see `proxy.accounting.batch`)."""
         self.in_flight = batch.live(self.in_flight_gauge)
-        self._series: dict[tuple[str, ...], _Series] = {}
-        self.tokens_of, self.cost_of = Children(self.tokens, batch), Children(self.cost, batch)
-        self._fallbacks, self._retries = Children(self.fallbacks, batch), Children(self.retries, batch)
-        self._upstream_errors = Children(self.upstream_errors, batch)
-        self._embedding_tokens = Children(self.embedding_tokens, batch)
-        self._embedding_cost = Children(self.embedding_cost, batch)
+        self._series: dict[Labels, _Series] = {}
+        self.tokens_of, self.cost_of = _Children(self.tokens, batch), _Children(self.cost, batch)
+        self._fallbacks, self._retries = _Children(self.fallbacks, batch), _Children(self.retries, batch)
+        self._upstream_errors = _Children(self.upstream_errors, batch)
+        self._embedding_tokens = _Children(self.embedding_tokens, batch)
+        self._embedding_cost = _Children(self.embedding_cost, batch)
         self.spend = Spend(registry, batch)
-        self._overspend_of = Children(self.overspend, batch)
+        self._overspend_of = _Children(self.overspend, batch)
 
     def _define_traffic(self, registry: CollectorRegistry) -> None:
         """Requests and their timing."""
@@ -377,10 +379,10 @@ class Metrics:
         """The Prometheus text format of every metric (every worker's, in multiprocess mode); flushes first."""
         self.batch.flush()
         if self.multiprocess_dir is None:
-            return generate_latest(WithoutCreated(self.registry))
+            return generate_latest(_WithoutCreated(self.registry))
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]  # untyped upstream
-        return generate_latest(WithoutCreated(merged))
+        return generate_latest(_WithoutCreated(merged))
 
     def close(self) -> None:
         """This worker is stopping: its last values are written, its live gauges (in flight, circuits) leave."""

@@ -33,9 +33,15 @@ class Spend:
             multiprocess_mode="max",
             registry=registry,
         )
+        self._version: str | None = None
         self.prices_in_force(PRICES_VERSION)
 
     def prices_in_force(self, version: str) -> None:
-        """The price data now in force (`proxy.accounting.cost.PriceTable.version`): the gauge's one series."""
-        self.price_data.clear()
+        """The price data now in force (`proxy.accounting.cost.PriceTable.version`): its series 1, the last one's 0.
+
+        Set to 0 rather than removed: with several workers, a value once written stays in the workers' files.
+        """
+        if self._version is not None and self._version != version:
+            self.price_data.labels(self._version).set(0)
+        self._version = version
         self.price_data.labels(version).set(1)

@@ -231,17 +231,19 @@ def test_a_shadow_copy_is_spend_without_a_baseline(
     assert math.isclose(net, baseline - cost, abs_tol=1e-9)
 
 
+@pytest.mark.parametrize("endpoint", ["chat", "responses"])
 def test_a_stream_the_client_cuts_off_is_priced_from_an_estimate_and_says_so(
-    served: RunningProcess, sdk: openai.OpenAI, simulator_call: SimulatorCalls
+    served: RunningProcess, sdk: openai.OpenAI, simulator_call: SimulatorCalls, endpoint: str
 ) -> None:
     request_id = new_request_id()
     before = total(served.origin, "turnout_cost_estimated_usd_total")
-    stream = sdk.chat.completions.create(
-        model="gpt-4",
-        messages=[{"role": "user", "content": question()}],
-        stream=True,
-        extra_headers={"x-request-id": request_id, "x-simulated-chunks": "100", "x-simulated-chunk-interval-ms": "50"},
-    )
+    slow = {"x-request-id": request_id, "x-simulated-chunks": "100", "x-simulated-chunk-interval-ms": "50"}
+    if endpoint == "chat":
+        stream: Any = sdk.chat.completions.create(
+            model="gpt-4", messages=[{"role": "user", "content": question()}], stream=True, extra_headers=slow
+        )
+    else:
+        stream = sdk.responses.create(model="gpt-4", input=question(), stream=True, extra_headers=slow)
     next(stream)
     next(stream)
     stream.close()
