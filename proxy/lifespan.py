@@ -185,6 +185,7 @@ def _build(
     default = _default_route(settings, routes, upstreams)
     if recorder is not None:
         recorder.routes_known([*routes, *([] if default.name in routes else [default.name])])
+        recorder.prices_in_force(prices.version)
     pipeline = Pipeline(
         routes=routes,
         default=default,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import random
@@ -22,6 +23,7 @@ from policies import Decision, PolicyEngine
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import CacheStatus, Tally
+from proxy.billing import Billing
 from proxy.breaker import CircuitBreaker
 from proxy.cache.lookup import AnswerCache, Ticket
 from proxy.config.sections import BreakerSettings, RetrySettings
@@ -30,6 +32,7 @@ from proxy.endpoints.base import Codec
 from proxy.estimate import AnswerSizes
 from proxy.outcome import Outcome, OutcomeError
 from proxy.semantic import SemanticScorer
+from proxy.shadow import ShadowSpent, run_shadow
 from proxy.streaming import Relay, open_relay, replay_relay
 from proxy.tasks import BackgroundTasks
 from proxy.wire.errors import InvalidRequestError, ProxyError, RouteUnavailableError
@@ -71,7 +74,7 @@ class Pipeline:
         semantic: SemanticScorer | None = None,
         prices: PriceTable | None = None,
         recorder: Recorder | None = None,
-        shadow_spent: Callable[[str | None, Decimal], Awaitable[None]] | None = None,
+        shadow_spent: ShadowSpent | None = None,
         cache: AnswerCache | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -92,6 +95,7 @@ class Pipeline:
         """Computes meaning-based features when a rule needs them (None: the policy has no such rule)."""
         self.prices = prices or PriceTable()
         """Prices every answer (and its baseline); from the policy file's `prices` and `baseline`."""
+        self._billing = Billing(self._routes, baseline=baseline, compared=self._compared)
         self._recorder = recorder
         """Given each finished shadow copy's tally: a shadow's tokens are spend too."""
         self._shadow_spent = shadow_spent  # a shadow copy's team and cost, for the team's budget (`proxy.access`)
@@ -147,7 +151,7 @@ class Pipeline:
         tally.cache = ticket.status
         hit = ticket.hit
         if hit is not None and hit.model is not None and hit.usage is not None:
-            tally.charge_for(self.prices, hit.model, hit.usage, cached=True, compared=codec.kind in self._compared)
+            self._account(codec, call, tally, decision.route, hit.model, hit.usage, cached=True)
         return decision, ticket
 
     async def complete(
@@ -211,13 +215,26 @@ class Pipeline:
         wants_usage = codec.wants_usage(call.body)
 
         async def open_on(route: Route) -> tuple[Relay, AnswerStream]:
+            reported = False
+
             def on_usage(usage: Usage, model: str | None) -> None:
+                nonlocal reported
+                reported = True
                 self._account(codec, call, tally, route.name, model, usage)
 
-            def on_end(error: ProxyError | None) -> bytes:
+            def on_cut(sent: int) -> None:
+                # The stream ended without its usage (the client left, the upstream broke off or sent none):
+                # priced from an estimate, and marked so.
+                nonlocal reported
+                if not reported:
+                    reported = True
+                    self._billing.estimate(self.prices, codec, call, tally, route.name, sent)
+
+            def on_end(error: ProxyError | None, sent: int) -> bytes:
                 # Headers left before the usage came: the cost ends the stream as SSE comments instead.
                 if error is not None:
                     tally.upstream_error(route.name, "midstream")
+                on_cut(sent)
                 comments = "".join(f": {name}: {value}\n" for name, value in tally.cost_items())
                 return f"{comments}\n".encode() if comments else b""
 
@@ -225,7 +242,9 @@ class Pipeline:
             events = opened.events
             if route.name == decision.route:  # a fallback's answer is not the decided route's to cache
                 events = ticket.recording(events, codec)
-            relay = await open_relay(events, codec, wants_usage=wants_usage, on_usage=on_usage, on_end=on_end)
+            relay = await open_relay(
+                events, codec, wants_usage=wants_usage, on_usage=on_usage, on_end=on_end, on_cut=on_cut
+            )
             return relay, opened
 
         try:
@@ -336,44 +355,13 @@ class Pipeline:
         if decision.shadow is not None and decision.shadow in self.routes:
             headers = {**call.headers, "x-request-id": f"{call.headers.get('x-request-id', 'req')}-shadow"}
             shadow_call = Call(call.endpoint, call.body, headers, caller=call.caller, team=call.team)
-            task = self._run_shadow(codec, shadow_call, decision.shadow)
+            account, spent = (
+                functools.partial(self._account, codec, shadow_call),
+                functools.partial(self._spent, shadow_call),
+            )
+            route, recorder = self._routes[decision.shadow], self._recorder
+            task = run_shadow(codec, shadow_call, route, account, spent, recorder, self._shadow_spent)
             self._tasks.spawn(task, name=f"shadow:{decision.shadow}")
-
-    async def _run_shadow(self, codec: Codec[Any], call: Call[Any], name: str) -> None:
-        """Send the copy; its answer is dropped, its outcome logged, its cost recorded."""
-        route, started = self._routes[name], time.perf_counter()
-        streams = codec.streams(call.body)
-        tally = Tally(shadow=True, stream=streams)
-        tally.decided(name, "shadow")
-
-        def account(usage: Usage, model: str | None) -> None:
-            self._account(codec, call, tally, name, model, usage)
-
-        try:
-            if streams:
-                opened = await route.stream(call)
-                async with contextlib.aclosing(opened.events) as events:
-                    async for events_run in events:
-                        found = codec.take_usage(events_run, keep=True)
-                        if found.usage is not None:
-                            account(found.usage, found.model)
-            else:
-                answer = await route.complete(call)
-                if answer.usage is not None:
-                    account(answer.usage, answer.model)
-        except ProxyError as exc:
-            outcome = f"failed with {exc.status} ({exc.message})"
-            tally.failed_attempt(name, exc, retried=False)
-        else:
-            outcome = "answered"
-        finally:
-            self._spent(call, tally)
-        if self._recorder is not None:
-            self._recorder.shadow(tally)
-        if self._shadow_spent is not None and tally.cost:
-            await self._shadow_spent(call.team, tally.cost)
-        elapsed = (time.perf_counter() - started) * 1000
-        logger.info("shadow %s to route %s %s in %.0f ms", call.headers.get("x-request-id"), name, outcome, elapsed)
 
     def _spent(self, call: Call[Any], tally: Tally) -> None:
         """Charge `tally` with the embeddings the call's question was billed since the last look (then forgotten)."""
@@ -383,12 +371,21 @@ class Pipeline:
         spent.clear()
 
     def _account(
-        self, codec: Codec[Any], call: Call[Any], tally: Tally, route: str, model: str | None, usage: Usage
+        self,
+        codec: Codec[Any],
+        call: Call[Any],
+        tally: Tally,
+        route: str,
+        model: str | None,
+        usage: Usage,
+        *,
+        cached: bool = False,
+        estimated: bool = False,
     ) -> None:
-        """Price the usage `route` reported: by the model that answered, else the route's, else the caller's."""
-        answered_by = model or self._routes[route].model or codec.requested_model(call.body)
-        self._sizes.observe(route, codec.kind, usage.completion_tokens)
-        tally.charge_for(self.prices, answered_by, usage, compared=codec.kind in self._compared)
+        """Price the usage `route` reported (`proxy.billing`: the tier, the counterfactual baseline)."""
+        if not (cached or estimated):  # what the route's answers are like, for the next budget reservations
+            self._sizes.observe(route, codec.kind, usage.completion_tokens)
+        self._billing.account(self.prices, codec, call, tally, route, model, usage, cached=cached, estimated=estimated)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "request %s on route %s used %d prompt + %d completion tokens",

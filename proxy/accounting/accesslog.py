@@ -43,6 +43,8 @@ class AccessLine(msgspec.Struct, kw_only=True):
     cost_usd: str | None = None
     baseline_cost_usd: str | None = None
     savings_usd: str | None = None
+    cost_estimated: bool = False
+    """The cost rests on estimated usage (a stream that ended before its upstream reported usage)."""
     duration_ms: float
     upstream_ms: float | None = None
     ttft_ms: float | None = None
@@ -105,7 +107,7 @@ class AccessLog:
             line.prompt_tokens, line.completion_tokens = tally.usage.prompt_tokens, tally.usage.completion_tokens
         if tally.charge is not None:
             line.cost_usd, line.baseline_cost_usd = _money(tally.cost), _money(tally.charge.baseline)
-            line.savings_usd = _money(tally.savings)
+            line.savings_usd, line.cost_estimated = _money(tally.savings), tally.charge.estimated
         upstream = tally.upstream_total()
         line.upstream_ms = _ms(upstream) if upstream > 0 else None
         if tally.stream and tally.first_byte_at is not None:

@@ -15,12 +15,24 @@ from __future__ import annotations
 import asyncio
 import threading
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
-__all__ = ["FLUSH_SECONDS", "Batch", "LiveCount", "PendingCount", "PendingHistogram"]
+__all__ = [
+    "FLUSH_SECONDS",
+    "Batch",
+    "Children",
+    "LiveCount",
+    "PendingCount",
+    "PendingHistogram",
+    "WithoutCreated",
+]
+
+Labels = tuple[str, ...]
 
 FLUSH_SECONDS = 0.5
 """With several workers: how often each worker writes what it counted where the others' scrapes read it."""
@@ -188,3 +200,35 @@ class Batch:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+class WithoutCreated:
+    """A collector without `_created` series (twice the series, no use); prometheus_client's switch is process-wide."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: Collector) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        """The source's metrics, each without its `_created` samples."""
+        for metric in self._source.collect():
+            created = metric.name + "_created"
+            metric.samples = [sample for sample in metric.samples if sample.name != created]
+            yield metric
+
+
+class Children:
+    """A counter's pending children by label values: a dict lookup per update instead of `labels()`'s work."""
+
+    __slots__ = ("_batch", "_by_labels", "_metric")
+
+    def __init__(self, metric: Counter, batch: Batch) -> None:
+        self._metric, self._batch = metric, batch
+        self._by_labels: dict[Labels, PendingCount] = {}
+
+    def __getitem__(self, labels: Labels) -> PendingCount:
+        child = self._by_labels.get(labels)
+        if child is None:
+            child = self._by_labels[labels] = self._batch.count(self._metric.labels(*labels))
+        return child

@@ -16,16 +16,18 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-from prometheus_client.registry import Collector
 
 from proxy._version import __version__
-from proxy.accounting.batch import FLUSH_SECONDS, Batch, PendingCount, PendingHistogram
+from proxy.accounting.batch import FLUSH_SECONDS, Batch, Labels, PendingCount, PendingHistogram
+from proxy.accounting.batch import Children as _Children
+from proxy.accounting.batch import WithoutCreated as _WithoutCreated
+from proxy.accounting.spend import Spend
 from proxy.accounting.tally import Embedding, Tally
 
 __all__ = ["CONTENT_TYPE", "LATENCY_BUCKETS", "OVERHEAD_BUCKETS", "Metrics"]
@@ -39,40 +41,6 @@ CIRCUIT_VALUES: Mapping[str, int] = {"closed": 0, "half_open": 1, "open": 2}
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 NONE = "none"
 """The label value when a request never got that far (no decision, no answer)."""
-
-
-Labels = tuple[str, ...]
-
-
-class _WithoutCreated:
-    """A collector without `_created` series (twice the series, no use); prometheus_client's switch is process-wide."""
-
-    __slots__ = ("_source",)
-
-    def __init__(self, source: Collector) -> None:
-        self._source = source
-
-    def collect(self) -> Iterator[Metric]:
-        for metric in self._source.collect():
-            created = metric.name + "_created"
-            metric.samples = [sample for sample in metric.samples if sample.name != created]
-            yield metric
-
-
-class _Children:
-    """A counter's pending children by label values: a dict lookup per update instead of `labels()`'s work."""
-
-    __slots__ = ("_batch", "_by_labels", "_metric")
-
-    def __init__(self, metric: Counter, batch: Batch) -> None:
-        self._metric, self._batch = metric, batch
-        self._by_labels: dict[Labels, PendingCount] = {}
-
-    def __getitem__(self, labels: Labels) -> PendingCount:
-        child = self._by_labels.get(labels)
-        if child is None:
-            child = self._by_labels[labels] = self._batch.count(self._metric.labels(*labels))
-        return child
 
 
 class _Series:
@@ -155,6 +123,8 @@ class Metrics:
         self._upstream_errors = _Children(self.upstream_errors, batch)
         self._embedding_tokens = _Children(self.embedding_tokens, batch)
         self._embedding_cost = _Children(self.embedding_cost, batch)
+        self.spend = Spend(registry, batch)
+        self._overspend_of = _Children(self.overspend, batch)
 
     def _define_traffic(self, registry: CollectorRegistry) -> None:
         """Requests and their timing."""
@@ -200,10 +170,15 @@ class Metrics:
         self.tokens = Counter(
             "turnout_tokens", "Tokens the upstream reported, by kind.", [route, model, "kind"], registry=registry
         )
-        self.cost = Counter("turnout_cost_usd", "What the answers cost, in USD.", [route, model], registry=registry)
+        self.cost = Counter(
+            "turnout_cost_usd",
+            "What the answers, their embeddings and shadows cost, in USD.",
+            [route, model],
+            registry=registry,
+        )
         self.baseline = Counter(
             "turnout_baseline_cost_usd",
-            "What the same tokens would have cost on the baseline route, in USD (cache hits included).",
+            "What the clients' requests would have cost on the baseline route, in USD (cache hits included).",
             [route, model],
             registry=registry,
         )
@@ -307,26 +282,38 @@ class Metrics:
         if usage is not None and series.prompt_tokens is not None and series.completion_tokens is not None:
             series.prompt_tokens.inc(usage.prompt_tokens)
             series.completion_tokens.inc(usage.completion_tokens)
-        charge = tally.charge
-        if charge is not None and series.cost is not None and series.baseline is not None:
-            series.cost.inc(float(charge.cost))
-            series.baseline.inc(float(charge.baseline))
-            saved = float(charge.savings)
-            if saved > 0:
-                series.savings().inc(saved)
-            elif saved < 0:
-                series.overspend().inc(-saved)
+        charge, cost = tally.charge, tally.cost
+        if charge is not None and cost is not None and series.cost is not None and series.baseline is not None:
+            self._money(series, tally.route or NONE, tally.model_label or NONE, cost, charge.baseline, charge.estimated)
         if tally.fallback_from or tally.retries or tally.upstream_errors or tally.embeddings or tally.circuits:
             self._record_rare(tally)
 
+    def _money(
+        self, series: _Series, route: str, model: str, cost: Decimal, baseline: Decimal, estimated: bool
+    ) -> None:
+        """Cost, baseline and their difference (as savings or overspend): `savings - overspend = baseline - cost`."""
+        if series.cost is not None and series.baseline is not None:
+            series.cost.inc(float(cost))
+            series.baseline.inc(float(baseline))
+        saved = float(baseline - cost)  # the difference in Decimal, then a float: the sums stay consistent
+        if saved > 0:
+            series.savings().inc(saved)
+        elif saved < 0:
+            series.overspend().inc(-saved)
+        if estimated:
+            self.spend.estimated[(route, model)].inc(float(cost))
+
     def _record_shadow(self, tally: Tally) -> None:
-        """A shadow copy: its tokens and cost on its route (it saves nothing), its errors; not a request."""
+        """A shadow copy: its tokens and cost on its route, spend with no baseline (overspend); not a request."""
         route, model = tally.route or NONE, tally.model_label or NONE
         if tally.usage is not None:
             self.tokens_of[(route, model, "prompt")].inc(tally.usage.prompt_tokens)
             self.tokens_of[(route, model, "completion")].inc(tally.usage.completion_tokens)
-        if tally.charge is not None:
-            self.cost_of[(route, model)].inc(float(tally.charge.cost))
+        cost = tally.cost
+        if tally.charge is not None and cost is not None:
+            self.cost_of[(route, model)].inc(float(cost))
+            if cost > 0:
+                self._overspend_of[(route, model)].inc(float(cost))
         for labels in tally.upstream_errors or ():
             self._upstream_errors[labels].inc()
 
@@ -339,7 +326,9 @@ class Metrics:
         for labels in tally.upstream_errors or ():
             self._upstream_errors[labels].inc()
         for embedding in tally.embeddings or ():
-            self.embedded(embedding)
+            self._embedding_tokens[(embedding.model,)].inc(embedding.tokens)
+            if embedding.cost is not None:
+                self._embedding_cost[(embedding.model,)].inc(float(embedding.cost))
         self.circuit_states(tally.circuits or ())
 
     def circuit_states(self, states: Iterable[tuple[str, str]]) -> None:
@@ -360,11 +349,14 @@ class Metrics:
             self.retries.labels(route)
 
     def embedded(self, embedding: Embedding) -> None:
-        """Count embedding tokens and their cost (a request's, or those spent at load)."""
+        """Embedding tokens no request pays for (a policy's examples): spend with no baseline, on route `none`."""
         with self.batch.lock:
             self._embedding_tokens[(embedding.model,)].inc(embedding.tokens)
             if embedding.cost is not None:
                 self._embedding_cost[(embedding.model,)].inc(float(embedding.cost))
+                self.cost_of[(NONE, embedding.model)].inc(float(embedding.cost))
+                if embedding.cost > 0:
+                    self._overspend_of[(NONE, embedding.model)].inc(float(embedding.cost))
 
     def cache_failed(self) -> None:
         """Count a Redis cache command that failed or timed out."""

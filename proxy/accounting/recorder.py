@@ -103,6 +103,10 @@ class Recorder:
         """A policy file's routes: their rare counters start at zero (see `Metrics.routes_known`)."""
         self._metrics.routes_known(routes)
 
+    def prices_in_force(self, version: str) -> None:
+        """The price data a policy file's routes are priced by (`PriceTable.version`)."""
+        self._metrics.spend.prices_in_force(version)
+
     def reloaded(self, *, ok: bool) -> None:
         """A policy reload, applied (`ok`) or refused (the running policy stays)."""
         self._metrics.reloaded(ok=ok)

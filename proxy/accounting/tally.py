@@ -6,8 +6,8 @@ decision, the attempts, the usage and the charge; at the end the middleware hand
 
 How the response cache and the embedders fill it in:
 - a cache lookup: `tally.cache = "hit"` or `"miss"` (it stays `"bypass"` when the cache was not asked);
-- a cache hit's saving: `tally.charge_for(prices, model, usage, cached=True)` (costs 0, saves the whole
-  baseline cost of the cached answer's tokens);
+- a cache hit's saving: `tally.charge_for(prices, model, usage, cached=True, ...)` (costs 0, saves the whole
+  baseline cost of the client's request);
 - embeddings spent for the request (RAG retrieval, semantic conditions): `tally.embedded(prices, model, tokens)`,
   by the pipeline, from what the request's own `Question` was billed (`routes.knowledge.embedding`); usage
   with no request (a policy's examples, embedded at load) is `priced()` and counted on its own.
@@ -16,7 +16,7 @@ How the response cache and the embedders fill it in:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,10 +26,11 @@ from proxy.wire.errors import ProxyError
 from proxy.wire.schemas import Usage
 
 if TYPE_CHECKING:
-    from proxy.accounting.cost import Charge, PriceTable
+    from proxy.accounting.cost import Charge, PriceTable, Tier
 
 __all__ = [
     "COST_HEADER",
+    "ESTIMATED_HEADER",
     "SAVINGS_HEADER",
     "CacheStatus",
     "Embedding",
@@ -42,6 +43,8 @@ CacheStatus = Literal["hit", "miss", "bypass"]
 """What the response cache did for a request: a hit, a miss (looked up, not found), or not looked up."""
 COST_HEADER = "x-turnout-cost-usd"
 SAVINGS_HEADER = "x-turnout-savings-usd"
+ESTIMATED_HEADER = "x-turnout-cost-estimated"
+"""Present (`true`) when the cost rests on estimated usage: a stream that ended before its upstream reported it."""
 
 
 def usd(amount: Decimal) -> str:
@@ -121,14 +124,36 @@ class Tally:
         self.route, self.rule = route, rule
 
     def charge_for(
-        self, prices: PriceTable, model: str, usage: Usage, *, cached: bool = False, compared: bool = True
+        self,
+        prices: PriceTable,
+        model: str,
+        usage: Usage,
+        *,
+        cached: bool = False,
+        compared: bool = True,
+        baseline_usage: Usage | None = None,
+        tier: Tier = "standard",
+        estimated: bool = False,
     ) -> None:
         """Price `usage` by `model`, which answered (or, `cached`, whose answer came from the cache).
 
-        `compared`: against the baseline (False when the baseline route serves no request of this kind).
+        `compared`: against the baseline (False when the baseline route serves no request of this kind);
+        `baseline_usage`: the client's own request as the baseline would have billed it (see `PriceTable.charge`).
+        A shadow copy has no baseline: its whole cost is spend that lowers the savings.
         """
         self.model, self.model_label, self.usage = model, prices.label(model), usage
-        self.charge = prices.charge(model, usage, cached=cached, compared=compared)
+        charge = prices.charge(
+            model,
+            usage,
+            cached=cached,
+            compared=compared,
+            baseline_usage=baseline_usage,
+            tier=tier,
+            estimated=estimated,
+        )
+        if charge is not None and self.shadow:
+            charge = replace(charge, baseline=Decimal(0))
+        self.charge = charge
 
     def embedded(self, prices: PriceTable, model: str, tokens: int) -> None:
         """Embedding tokens spent for this request (the RAG path's retrieval, semantic conditions)."""
@@ -162,7 +187,10 @@ class Tally:
         cost, savings = self.cost, self.savings
         if cost is None or savings is None:
             return []
-        return [(COST_HEADER, usd(cost)), (SAVINGS_HEADER, usd(savings))]
+        items = [(COST_HEADER, usd(cost)), (SAVINGS_HEADER, usd(savings))]
+        if self.estimated:
+            items.append((ESTIMATED_HEADER, "true"))
+        return items
 
     @property
     def cost(self) -> Decimal | None:
@@ -175,9 +203,20 @@ class Tally:
         return total
 
     @property
+    def baseline(self) -> Decimal | None:
+        """What the client's own request would have cost on the baseline route; None while unknown."""
+        return None if self.charge is None else self.charge.baseline
+
+    @property
     def savings(self) -> Decimal | None:
-        """Baseline cost minus what the answer cost (embeddings are not compared); None while unknown."""
-        return None if self.charge is None else self.charge.savings
+        """`baseline - cost`: the embeddings spent for the request lower it (they have no baseline of their own)."""
+        cost = self.cost
+        return None if cost is None or self.charge is None else self.charge.baseline - cost
+
+    @property
+    def estimated(self) -> bool:
+        """The charge rests on estimated usage (a stream that ended before its usage came)."""
+        return self.charge is not None and self.charge.estimated
 
     def seconds(self) -> float:
         """Total time from arrival to the response's last byte (or to now, before the end)."""

@@ -25,6 +25,7 @@ __all__ = [
     "RetrySettings",
     "ServerSettings",
     "TeamLimits",
+    "TierPrice",
     "TimeoutSettings",
     "UpstreamFile",
 ]
@@ -113,11 +114,29 @@ class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         return f"CacheSettings(backend={'redis' if self.uses_redis else 'memory'}, url={redact_url(self.url)!r})"
 
 
-class Price(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """USD per 1,000 tokens."""
+class TierPrice(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A model's USD per 1,000 tokens at one service tier (`flex`, `priority`, `batch`)."""
 
     input: Annotated[float, msgspec.Meta(ge=0)]
     output: Annotated[float, msgspec.Meta(ge=0)]
+    cached_input: Annotated[float, msgspec.Meta(ge=0)] | None = None
+
+
+class Price(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """USD per 1,000 tokens: `input` and `output`, and optionally cached input, audio and the other tiers.
+
+    A rate left out is the plain one (cached input at `input`, audio at `input`/`output`); a tier left out is
+    the standard price (`batch`: half of it). See `proxy.accounting.cost`.
+    """
+
+    input: Annotated[float, msgspec.Meta(ge=0)]
+    output: Annotated[float, msgspec.Meta(ge=0)]
+    cached_input: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    audio_input: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    audio_output: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    flex: TierPrice | None = None
+    priority: TierPrice | None = None
+    batch: TierPrice | None = None
 
 
 class EmbedderSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -24,7 +24,7 @@ import msgspec
 
 from proxy.endpoints.base import Replay
 from proxy.wire.answers import UnreadableAnswerError, read_answer
-from proxy.wire.schemas import TokenCount, Usage
+from proxy.wire.schemas import CompletionTokensDetails, PromptTokensDetails, TokenCount, Usage
 from proxy.wire.sse import event_data, split_events
 
 __all__ = [
@@ -45,12 +45,24 @@ STREAM = b"E"
 _WORD = re.compile(r"\S+\s*|\s+")
 
 
+class _InputDetails(msgspec.Struct, frozen=True):
+    cached_tokens: TokenCount = 0
+    audio_tokens: TokenCount = 0
+
+
+class _OutputDetails(msgspec.Struct, frozen=True):
+    reasoning_tokens: TokenCount = 0
+    audio_tokens: TokenCount = 0
+
+
 class ResponsesUsage(msgspec.Struct, frozen=True):
-    """The Responses API's usage (`input_tokens`, `output_tokens`), as far as Turnout prices it."""
+    """The Responses API's usage (`input_tokens`, `output_tokens` and their details), as far as Turnout prices it."""
 
     input_tokens: TokenCount = 0
     output_tokens: TokenCount = 0
     total_tokens: TokenCount = 0
+    input_tokens_details: _InputDetails | None = None
+    output_tokens_details: _OutputDetails | None = None
 
 
 class _Item(msgspec.Struct, frozen=True):
@@ -82,7 +94,18 @@ def usage_of(response: ResponseView | None) -> Usage | None:
         return None
     used = response.usage
     total = used.total_tokens or used.input_tokens + used.output_tokens
-    return Usage(prompt_tokens=used.input_tokens, completion_tokens=used.output_tokens, total_tokens=total)
+    given, made = used.input_tokens_details, used.output_tokens_details
+    return Usage(
+        prompt_tokens=used.input_tokens,
+        completion_tokens=used.output_tokens,
+        total_tokens=total,
+        prompt_tokens_details=None
+        if given is None
+        else PromptTokensDetails(cached_tokens=given.cached_tokens, audio_tokens=given.audio_tokens),
+        completion_tokens_details=None
+        if made is None
+        else CompletionTokensDetails(reasoning_tokens=made.reasoning_tokens, audio_tokens=made.audio_tokens),
+    )
 
 
 def output_texts(response: ResponseView) -> list[str | None]:

@@ -29,7 +29,9 @@ __all__ = [
     "ChatBody",
     "ChatMessage",
     "ChatRequest",
+    "CompletionTokensDetails",
     "ContentPart",
+    "PromptTokensDetails",
     "ResponseFormat",
     "StreamOptions",
     "TokenCount",
@@ -117,12 +119,44 @@ TokenCount = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
 (prices and metrics compute in floats and decimals; a JSON reader in JavaScript reads no larger integer exactly)."""
 
 
+class PromptTokensDetails(msgspec.Struct, frozen=True, kw_only=True):
+    """The parts of `prompt_tokens` billed at other rates: read from the cache, audio (both included in the total)."""
+
+    cached_tokens: TokenCount = 0
+    audio_tokens: TokenCount = 0
+
+
+class CompletionTokensDetails(msgspec.Struct, frozen=True, kw_only=True):
+    """The parts of `completion_tokens`: reasoning (billed as output, already in the total) and audio."""
+
+    reasoning_tokens: TokenCount = 0
+    audio_tokens: TokenCount = 0
+
+
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
-    """Token counts as the upstream reported them (decoding refuses counts out of `TokenCount`'s range)."""
+    """Token counts as the upstream reported them (decoding refuses counts out of `TokenCount`'s range).
+
+    The details are what the bill needs beyond the totals (`proxy.accounting.cost`); the Responses API's
+    `input_tokens_details` / `output_tokens_details` are read into the same two (`proxy.endpoints.responses_replay`).
+    """
 
     prompt_tokens: TokenCount = 0
     completion_tokens: TokenCount = 0
     total_tokens: TokenCount = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens read from the prompt cache (at most `prompt_tokens`)."""
+        details = self.prompt_tokens_details
+        return 0 if details is None else min(details.cached_tokens, self.prompt_tokens)
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Completion tokens spent reasoning (part of `completion_tokens`)."""
+        details = self.completion_tokens_details
+        return 0 if details is None else details.reasoning_tokens
 
 
 _FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])

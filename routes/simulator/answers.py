@@ -57,6 +57,8 @@ class Answer:
     fault: str
     id: str = field(default_factory=lambda: f"chatcmpl-{random.getrandbits(116):029x}")
     created: int = field(default_factory=lambda: int(time.time()))
+    reported: dict[str, Any] | None = None
+    """The usage to report as given (`x-simulated-usage`) instead of the simulator's count."""
     _pieces: list[str] | None = None
 
     @property
@@ -86,7 +88,9 @@ class Answer:
         return int(self.body.get("top_logprobs") or 0)
 
     def usage(self) -> dict[str, Any]:
-        """Token counts in OpenAI's shape: a rough prompt estimate, one token per content piece."""
+        """Token counts in OpenAI's shape: a rough prompt estimate, one token per content piece (or as `reported`)."""
+        if self.reported is not None:
+            return self.reported
         prompt = sum(4 + len(str(m.get("content") or "")) // 4 for m in self.body.get("messages") or [])
         completion = len(self.pieces()) * self.choices
         return {

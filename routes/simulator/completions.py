@@ -26,7 +26,7 @@ from proxy.wire.errors import InvalidRequestError
 from proxy.wire.inputs import CompletionsRequest, decode_completions_body
 from proxy.wire.sse import DONE_EVENT, encode_event
 from routes.simulator.common import CONFIG, error_response, read_body, record_call
-from routes.simulator.limits import SimulatorRejectedError, chunk_count, fault_of, wait_ms
+from routes.simulator.limits import SimulatorRejectedError, chunk_count, fault_of, reported_usage, wait_ms
 
 __all__ = ["batch_completion", "completions", "render_completion"]
 
@@ -73,6 +73,8 @@ class _Completion:
     chunks: int
     id: str = field(default_factory=lambda: f"cmpl-{random.getrandbits(116):029x}")
     created: int = field(default_factory=lambda: int(time.time()))
+    reported: dict[str, Any] | None = None
+    """The usage to report as given (`x-simulated-usage`)."""
 
     @property
     def n(self) -> int:
@@ -89,7 +91,9 @@ class _Completion:
     def envelope(self) -> dict[str, Any]:
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.request.model}
 
-    def usage(self, prompts: list[str | list[int]]) -> dict[str, int]:
+    def usage(self, prompts: list[str | list[int]]) -> dict[str, Any]:
+        if self.reported is not None:
+            return self.reported
         prompt = sum(_tokens(text) for text in prompts)
         completion = len(self.words()) * len(prompts) * self.n
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -184,7 +188,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
     raw = await read_body(request)
     asked, prompts = _asked(raw)
     config, headers = request.app[CONFIG], request.headers
-    completion = _Completion(asked, chunk_count(headers, config.chunks, len(prompts) * (asked.n or 1)))
+    completion = _Completion(
+        asked, chunk_count(headers, config.chunks, len(prompts) * (asked.n or 1)), reported=reported_usage(headers)
+    )
     fault = fault_of(headers, asked.model)
     latency = wait_ms(headers, "x-simulated-latency-ms", config.latency_ms) / 1000
     interval = wait_ms(headers, "x-simulated-chunk-interval-ms", config.chunk_interval_ms) / 1000

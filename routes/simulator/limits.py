@@ -52,6 +52,7 @@ __all__ = [
     "chunk_count",
     "embeddings_ask",
     "fault_of",
+    "reported_usage",
     "wait_ms",
 ]
 
@@ -165,6 +166,27 @@ def chunk_count(headers: Mapping[str, str], default: int, choices: int) -> int:
         )
         raise SimulatorRejectedError(message, param="n")
     return chunks
+
+
+def reported_usage(headers: Mapping[str, str]) -> dict[str, Any] | None:
+    """`x-simulated-usage`: the usage object to report instead of the simulator's own count (None: none given).
+
+    Any JSON object, reported as given (chat's, the Responses API's or an embedding's shape, details and all), so
+    that a test can make the simulator bill exactly what a recorded OpenAI answer billed.
+
+    Raises:
+        SimulatorRejectedError: the header is not a JSON object.
+    """
+    text = headers.get("x-simulated-usage")
+    if text is None:
+        return None
+    try:
+        usage = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        usage = None
+    if not isinstance(usage, dict):
+        raise SimulatorRejectedError(f"Invalid 'x-simulated-usage': expected a JSON object, got {text[:40]!r}.")
+    return usage
 
 
 def fault_of(headers: Mapping[str, str], model: object) -> str:

@@ -28,7 +28,7 @@ from proxy.wire.errors import InvalidRequestError
 from proxy.wire.jsonbody import decode_json_object
 from routes.simulator.answers import formatted_pieces
 from routes.simulator.common import CONFIG, error_response, json_response, read_body, record_call
-from routes.simulator.limits import SimulatorRejectedError, chunk_count, fault_of, wait_ms
+from routes.simulator.limits import SimulatorRejectedError, chunk_count, fault_of, reported_usage, wait_ms
 
 __all__ = ["KEEP_RESPONSES", "MAX_INPUT_ITEMS", "SimulatedResponse", "SimulatedResponses"]
 
@@ -175,7 +175,7 @@ class SimulatedResponses:
                 await asyncio.sleep(latency)
                 record["outcome"] = "fault"
                 return error_response(int(status), fault)
-            answer = SimulatedResponse(body, chunks)
+            answer = SimulatedResponse(body, chunks, reported_usage(headers))
             if body.get("background"):
                 return self._background(answer, latency, record)
             if latency:
@@ -301,10 +301,9 @@ class SimulatedResponses:
 class SimulatedResponse:
     """One simulated response, in every form it is sent in."""
 
-    def __init__(self, body: dict[str, Any], chunks: int) -> None:
-        self.body = body
-        self.id = _id("resp")
-        self.created = int(time.time())
+    def __init__(self, body: dict[str, Any], chunks: int, reported: dict[str, Any] | None = None) -> None:
+        self.body, self.reported = body, reported  # `reported`: the usage `x-simulated-usage` gives
+        self.id, self.created = _id("resp"), int(time.time())
         self.function = _function(body)
         self.item_id = _id("fc" if self.function else "msg")
         self.call_id = "call_" + secrets.token_hex(12)
@@ -339,15 +338,16 @@ class SimulatedResponse:
         }
         if status == "completed":
             response["usage"] = self.usage()
-        for name in _ECHOED:
-            response[name] = body.get(name)
+        response.update((name, body.get(name)) for name in _ECHOED)
         response["metadata"] = response["metadata"] or {}
         response["tools"] = [_echoed_tool(tool) for tool in response["tools"] or ()]
         response["tool_choice"] = response["tool_choice"] or "auto"
         return response
 
     def usage(self) -> dict[str, Any]:
-        """Token counts in the Responses' shape: a rough input estimate, one output token per word."""
+        """Token counts in the Responses' shape: a rough input estimate, one output token per word (or `reported`)."""
+        if self.reported is not None:
+            return self.reported
         texts = [self.body.get("instructions") or "", *(_text_of(item.get("content")) for item in self.items)]
         prompt = sum(4 + len(str(text)) // 4 for text in texts)
         output = len(self.words)

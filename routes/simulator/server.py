@@ -28,6 +28,8 @@ any other end-to-end header:
 - `x-simulated-fault-for`: apply the fault only to requests for this model (to fail one route of several).
 - `x-simulated-step-ms`: on a fine-tuning job's or a batch's create call, how long each stage of its
   life cycle lasts (`lifecycle.DEFAULT_STEP_MS` by default).
+- `x-simulated-usage`: a JSON usage object to report as given (chat, Responses, embeddings, completions;
+  whole or streamed), so that a test bills exactly what a recorded OpenAI answer billed.
 
 `POST /v1/embeddings` answers deterministic vectors: each word of an input is hashed to a few
 dimensions, so texts that share words point the same way (a crude but stable stand-in for meaning),
@@ -82,6 +84,7 @@ from routes.simulator.limits import (
     chunk_count,
     embeddings_ask,
     fault_of,
+    reported_usage,
     wait_ms,
 )
 from routes.simulator.moderations import add_moderation_routes, moderation_answer
@@ -108,7 +111,7 @@ class _Simulator:
         schema (in `response_format` or in the prompt), so those are rendered afresh every time.
         """
         body = answer.body
-        if answer.functions() or body.get("response_format"):
+        if answer.functions() or body.get("response_format") or answer.reported is not None:
             return msgspec.json.encode(render_completion(answer))
         shape = (body.get("logprobs"), body.get("top_logprobs"))
         key = (answer.model, answer.chunks, body.get("n"), answer.created, answer.usage()["prompt_tokens"], shape)
@@ -131,6 +134,7 @@ class _Simulator:
             interval=wait_ms(headers, "x-simulated-chunk-interval-ms", config.chunk_interval_ms) / 1000,
             chunks=chunk_count(headers, config.chunks, checked.view.n or 1),
             fault=fault_of(headers, checked.view.model),
+            reported=reported_usage(headers),
         )
         record = record_call(request, raw, body)
         try:
@@ -186,7 +190,7 @@ class _Simulator:
         fault = fault_of(request.headers, ask.model)
         if fault.removeprefix("text-").isdigit():
             return error_response(int(fault.removeprefix("text-")), fault)
-        return json_response(_embeddings_answer(ask))
+        return json_response(_embeddings_answer(ask, reported_usage(request.headers)))
 
     async def models(self, request: web.Request) -> web.Response:
         return json_response({"object": "list", "data": [self._model(m) for m in _MODELS]})
@@ -207,7 +211,7 @@ class _Simulator:
 _WORDS = re.compile(r"\w+")
 
 
-def _embeddings_answer(ask: EmbeddingsAsk) -> dict[str, Any]:
+def _embeddings_answer(ask: EmbeddingsAsk, reported: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `CreateEmbeddingResponse` for an embeddings request."""
     data = [
         {"object": "embedding", "index": index, "embedding": encoded(_hashed_vector(text, ask.dimension), ask.encoding)}
@@ -218,7 +222,7 @@ def _embeddings_answer(ask: EmbeddingsAsk) -> dict[str, Any]:
         "object": "list",
         "data": data,
         "model": ask.model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "usage": reported if reported is not None else {"prompt_tokens": tokens, "total_tokens": tokens},
     }
 
 

@@ -25,7 +25,7 @@ from proxy.endpoints.embeddings import EMBEDDINGS
 from proxy.endpoints.responses import RESPONSES
 from proxy.wire.answers import UnreadableAnswerError
 from proxy.wire.errors import InvalidRequestError, UpstreamError, upstream_status_error
-from proxy.wire.schemas import Usage
+from proxy.wire.schemas import CompletionTokensDetails, PromptTokensDetails, Usage
 from proxy.wire.sse import split_events
 from routes import Call
 from routes.kind import ENDPOINT_KINDS
@@ -75,7 +75,13 @@ def responses() -> Sample:
     events = b"".join(simulated.events())
     used = simulated.usage()
     usage = Usage(
-        prompt_tokens=used["input_tokens"], completion_tokens=used["output_tokens"], total_tokens=used["total_tokens"]
+        prompt_tokens=used["input_tokens"],
+        completion_tokens=used["output_tokens"],
+        total_tokens=used["total_tokens"],
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=used["input_tokens_details"]["cached_tokens"]),
+        completion_tokens_details=CompletionTokensDetails(
+            reasoning_tokens=used["output_tokens_details"]["reasoning_tokens"]
+        ),
     )
     return Sample(RESPONSES, request, answer, events, usage, usage_apart=False)
 
@@ -85,7 +91,7 @@ def embeddings() -> Sample:
     datum = {"object": "embedding", "index": 0, "embedding": vector_as([0.5, -0.25, 0.125], "base64")}
     usage = {"prompt_tokens": 5, "total_tokens": 5}
     answer = msgspec.json.encode({"object": "list", "data": [datum], "model": request["model"], "usage": usage})
-    return Sample(EMBEDDINGS, request, answer, None, Usage(**usage), sampled=False, semantic=False)
+    return Sample(EMBEDDINGS, request, answer, None, msgspec.convert(usage, Usage), sampled=False, semantic=False)
 
 
 def completions() -> Sample:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import msgspec
 import pytest
 
-from proxy.accounting.cost import SHIPPED_PRICES, Charge, ModelPrice, PriceTable, cost_usd
+from proxy.accounting.cost import SHIPPED_PRICES, SHIPPED_RATES, Charge, ModelPrice, PriceTable, cost_usd, tokenizer_of
+from proxy.accounting.prices import PRICES_VERSION
 from proxy.accounting.tally import Tally, usd
-from proxy.config.sections import Price
+from proxy.config.sections import Price, TierPrice
 from proxy.wire.schemas import Usage
 
 FT = "ft:gpt-3.5-turbo-0613:acme::8Xyz"
@@ -102,7 +104,7 @@ def test_embeddings_are_priced_by_input_tokens_and_the_local_model_is_free():
     tally.embedded(table, "text-embedding-3-small", 5000)
     tally.embedded(table, "wordllama", 20)
     assert tally.cost == Decimal("0.0301")
-    assert tally.savings == 0
+    assert tally.savings == Decimal("-0.0001")  # the embeddings are spend with no baseline of their own
 
 
 def test_every_shipped_price_is_a_non_negative_decimal():
@@ -120,3 +122,60 @@ def test_every_shipped_price_is_a_non_negative_decimal():
 )
 def test_usd_amounts_are_plain_decimals(amount, text):
     assert usd(amount) == text
+
+
+def details(prompt: int, completion: int, *, cached: int = 0, audio_in: int = 0, audio_out: int = 0) -> Usage:
+    return msgspec.convert(
+        {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": audio_in},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": audio_out},
+        },
+        Usage,
+    )
+
+
+def test_cached_tokens_are_billed_at_the_cached_rate_where_the_model_has_one() -> None:
+    assert cost_usd("gpt-4o", details(1000, 0, cached=600)) == Decimal("0.00175")  # (400*2.5 + 600*1.25) / 1e6
+    assert cost_usd("gpt-4", details(1000, 0, cached=600)) == Decimal("0.03")  # no cached rate: the input rate
+    assert cost_usd("gpt-4o", details(10, 0, cached=99)) == Decimal("0.0000125")  # never more than the prompt
+
+
+def test_audio_tokens_are_billed_at_the_audio_rates() -> None:
+    usage = details(100, 100, audio_in=60, audio_out=50)
+    assert cost_usd("gpt-4o-audio-preview", usage) == Decimal("0.007")  # (40*2.5 + 60*40 + 50*10 + 50*80) / 1e6
+
+
+def test_tiers_batch_flex_and_priority() -> None:
+    usage = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    assert cost_usd("gpt-4o", usage, tier="batch") == Decimal("6.25")
+    assert cost_usd("gpt-4o", usage, tier="priority") == Decimal("21.25")
+    assert cost_usd("gpt-4o", usage, tier="flex") == Decimal("12.5")  # no flex for gpt-4o: standard
+    assert cost_usd("o3", usage, tier="flex") == cost_usd("o3", usage, tier="batch") == Decimal("5")
+    assert cost_usd("ft:gpt-4o-mini-2024-07-18:acme::x", usage, tier="batch") == Decimal("0.75")
+
+
+def test_the_policy_file_prices_cached_input_and_tiers_too() -> None:
+    price = Price(input=0.001, output=0.002, cached_input=0.0001, priority=TierPrice(input=0.002, output=0.004))
+    table = PriceTable({"ft:gpt-4o-mini": price})
+    model = "ft:gpt-4o-mini-2024-07-18:acme::x"
+    assert table.cost(model, details(1000, 1000, cached=500)) == Decimal("0.00255")  # 0.0005 + 0.00005 + 0.002
+    assert table.cost(model, details(1000, 1000), "priority") == Decimal("0.006")
+    assert table.cost(model, details(1000, 1000), "batch") == Decimal("0.0015")  # half, when not given
+    assert table.version.endswith("+policy")
+    assert PriceTable().version == PRICES_VERSION
+
+
+def test_tokenizers_by_model_family() -> None:
+    assert tokenizer_of("gpt-4-0613") == tokenizer_of("ft:gpt-3.5-turbo-0613:a::b") == "cl100k_base"
+    assert tokenizer_of("gpt-4o-mini") == tokenizer_of("o3-mini") == tokenizer_of("ft:gpt-4.1:a::b") == "o200k_base"
+    assert tokenizer_of("llama-3") is None
+
+
+def test_the_shipped_data_parses_and_every_tier_is_no_dearer_than_priority() -> None:
+    usage = Usage(prompt_tokens=1000, completion_tokens=1000)
+    for model in SHIPPED_RATES:
+        standard = cost_usd(model, usage)
+        assert cost_usd(model, usage, tier="batch") <= standard <= cost_usd(model, usage, tier="priority")
+        assert cost_usd(model, usage, tier="flex") <= standard

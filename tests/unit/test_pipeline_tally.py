@@ -70,14 +70,20 @@ async def test_a_failed_request_names_the_route_that_failed_last() -> None:
     assert (tally.route, tally.fallback_from, tally.charge) == ("a", (), None)
 
 
-async def test_a_stream_is_priced_when_its_usage_arrives_and_ends_with_its_cost() -> None:
+async def test_a_stream_without_usage_is_priced_from_an_estimate_and_says_so() -> None:
     chat = pipeline(FakeRoute("gpt-4"))
     tally = Tally(stream=True)
     relay, _ = await chat.stream(CHAT, call(), tally)
     assert tally.answered_at is not None
     chunks = [chunk async for chunk in relay]
-    assert tally.charge is None  # FakeRoute's stream reports no usage: nothing to price, no comment
-    assert not any(b": x-turnout-cost-usd" in chunk for chunk in chunks)
+    # FakeRoute's stream reports no usage: the client's prompt as estimated, a token per event relayed.
+    assert tally.charge is not None
+    assert tally.estimated
+    assert tally.usage is not None
+    assert tally.usage.completion_tokens > 0
+    ending = b"".join(chunks)
+    assert b": x-turnout-cost-usd: " in ending
+    assert b": x-turnout-cost-estimated: true\n" in ending
 
 
 async def test_each_shadow_copy_is_recorded_as_spend_on_its_route_with_its_errors() -> None:

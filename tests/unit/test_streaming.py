@@ -189,3 +189,59 @@ async def test_closing_the_relay_before_reading_it_closes_the_source():
         assert source.is_closed() is True
     finally:
         await source.generator.aclose()
+
+
+class EndLog:
+    """Records the end hook's and the cut hook's calls: (kind, error, data events relayed)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ProxyError | None, int]] = []
+
+    def end(self, error: ProxyError | None, sent: int) -> bytes:
+        self.calls.append(("end", error, sent))
+        return b""
+
+    def cut(self, sent: int) -> None:
+        self.calls.append(("cut", None, sent))
+
+
+async def test_a_relay_closed_before_the_end_reports_the_events_it_relayed() -> None:
+    source, log = Source([[ROLE], [HELLO], [HELLO, HELLO], [STOP, DONE]]), EndLog()
+    relay = await open_relay(
+        source.generator, CHAT, wants_usage=False, on_usage=UsageLog(), on_end=log.end, on_cut=log.cut
+    )
+    iterator = aiter(relay)
+    await anext(iterator)
+    await anext(iterator)
+    await anext(iterator)
+    await relay.aclose()  # the client left after four data events
+    assert log.calls == [("cut", None, 4)]
+    assert source.is_closed()
+
+
+async def test_a_finished_or_broken_relay_calls_the_end_hook_and_never_the_cut_hook() -> None:
+    finished, log = Source([[ROLE], [HELLO, DONE]]), EndLog()
+    relay = await open_relay(
+        finished.generator, CHAT, wants_usage=False, on_usage=UsageLog(), on_end=log.end, on_cut=log.cut
+    )
+    assert [chunk async for chunk in relay]
+    await relay.aclose()
+    assert log.calls == [("end", None, 3)]  # role, hello and [DONE]: the data events up to the end
+    error = UpstreamError("gone")
+    broken, log = Source([[ROLE], [HELLO]], error=error), EndLog()
+    relay = await open_relay(
+        broken.generator, CHAT, wants_usage=False, on_usage=UsageLog(), on_end=log.end, on_cut=log.cut
+    )
+    assert [chunk async for chunk in relay]
+    assert log.calls == [("end", error, 2)]
+
+
+async def test_a_relay_closed_before_anyone_iterated_it_reports_a_cut_with_nothing_sent() -> None:
+    source, log = Source([[ROLE], [HELLO, DONE]]), EndLog()
+    relay = await open_relay(
+        source.generator, CHAT, wants_usage=False, on_usage=UsageLog(), on_end=log.end, on_cut=log.cut
+    )
+    await relay.aclose()
+    await relay.aclose()  # once only
+    assert log.calls == [("cut", None, 0)]
+    assert source.is_closed()
