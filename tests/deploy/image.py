@@ -15,7 +15,8 @@ host and the image's HEALTHCHECK, refuses a write to its root, and exits 0 on SI
 
 Run: `make image` (or `.venv/bin/python -m tests.deploy.image`); `tests/deploy/test_image.py` runs the same.
 Idempotent: the debootstrap base is cached as a tarball under ~/.cache/turnout/image/ (keyed by suite, mirror and
-packages), imported once, and podman's layer cache makes an unchanged rebuild take seconds.
+packages), imported once; podman's layer cache makes an unchanged rebuild take seconds, and the images a changed
+build supersedes are removed.
 
 Two things this machine needs that a plain Debian host does not (both harmless there):
 - runc, not crun: crun refuses the hybrid cgroup v1/v2 layout here ("cgroups in hybrid mode not supported");
@@ -57,6 +58,7 @@ TRIM = ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", 
 TOOLS = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
 """Each command this needs, and the Debian package it comes in."""
 IMAGE = "localhost/turnout:dev"
+BUILD_STAGE = "localhost/turnout:dev-build"
 CLIENT_KEY = "sk-image-client-key-0123456789"
 UPSTREAM_KEY = "sk-image-upstream-key-0123456789"
 """The chart's upstream keys Secret, for the policy's ${OPENAI_API_KEY}; the simulator takes any key."""
@@ -168,18 +170,32 @@ def runtime_flags() -> list[str]:
 
 
 def build(base: str, work: Path) -> str:
-    """`podman build` of the Dockerfile on `base`, in Docker format (OCI has no HEALTHCHECK)."""
+    """`podman build` of the Dockerfile on `base`, in Docker format (OCI has no HEALTHCHECK).
+
+    The build stage is tagged too (`--target build` first, from the same cache), so that the images a rebuild
+    supersedes can be removed by their ids: without it each changed build would leave about 0.7 GB behind.
+    """
     mounts: list[str] = []
     bundle = Path("/etc/ssl/certs/ca-certificates.crt")
     if bundle.exists():
         pip_conf = work / "pip.conf"
         pip_conf.write_text(f"[global]\ncert = {bundle}\n", encoding="utf-8")
         mounts = ["--volume", f"{bundle}:{bundle}:ro", "--volume", f"{pip_conf}:/etc/pip.conf:ro"]
-    run(
-        "podman", "build", *runtime_flags(), "--format", "docker", "--network", "host", *mounts,
-        "--build-arg", f"PYTHON_IMAGE={base}", "--tag", IMAGE, "--file", str(ROOT / "Dockerfile"), str(ROOT),
-    )  # fmt: skip
+    before = {tag: image_id(tag) for tag in (BUILD_STAGE, IMAGE)}
+    for target, tag in (["--target", "build"], BUILD_STAGE), ([], IMAGE):
+        run(
+            "podman", "build", *runtime_flags(), "--format", "docker", "--network", "host", *mounts, *target,
+            "--build-arg", f"PYTHON_IMAGE={base}", "--tag", tag, "--file", str(ROOT / "Dockerfile"), str(ROOT),
+        )  # fmt: skip
+    for tag, old in before.items():
+        if old and old != image_id(tag):
+            run("podman", "rmi", old, check=False)  # and its untagged parents; kept if a container still uses it
     return IMAGE
+
+
+def image_id(name: str) -> str:
+    """The id `name` points at, empty when there is no such image."""
+    return run("podman", "image", "inspect", "--format", "{{.Id}}", name, check=False).stdout.strip()
 
 
 def image_bytes(name: str) -> int:
