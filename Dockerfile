@@ -1,5 +1,7 @@
 # The production image: `turnout serve` on 0.0.0.0:8000 as a non-root user, the policy file and the
 # knowledge index read from mounted paths. Build: `docker build -t turnout .` (README, "Deploy").
+# The base is any Debian-like image with Python 3.11 as `python3` and its venv module: without a registry,
+# `make image` builds on Debian bookworm made by debootstrap (--build-arg PYTHON_IMAGE=...; tests/deploy/image.py).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # Stage 1: install Turnout and its dependencies (the ranges pinned in pyproject.toml) into a virtualenv.
@@ -9,18 +11,20 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-RUN python -m venv /opt/turnout
+RUN python3 -m venv /opt/turnout
 COPY pyproject.toml README.md ./
 COPY proxy/ proxy/
 COPY routes/ routes/
 COPY policies/ policies/
 # Turnout's own wheel is pure Python (setuptools in an isolated build env); its dependencies come as
-# binary wheels only, and pip itself is removed from the virtualenv once it has done its job.
+# binary wheels only, and pip itself (and the setuptools venv puts beside it, which nothing imports at run time)
+# is removed from the virtualenv once it has done its job.
 RUN /opt/turnout/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && /opt/turnout/bin/pip install --no-cache-dir --only-binary=:all: /wheels/turnout-*.whl \
-    && /opt/turnout/bin/pip uninstall --yes pip
+    && /opt/turnout/bin/pip uninstall --yes pip setuptools
 
 # Stage 2: the runtime: the slim base, the virtualenv, a non-root user; no compiler, no pip, no caches.
+# The virtualenv's python links to the base's python3, so both stages use the same base.
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="turnout" \
       org.opencontainers.image.description="An OpenAI-compatible routing proxy: fine-tuned GPT-3.5, GPT-4 or RAG per request, by policy."

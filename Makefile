@@ -10,7 +10,7 @@ VENV_OPENAI2 := .venv-openai2
 # Every shipped policy file, each checked and run against the cases file beside it.
 POLICIES := $(filter-out %.cases.yaml,$(wildcard policies/*.yaml policies/examples/*.yaml))
 
-.PHONY: install check check-policies test test-deps test-openai2 serve bench clean
+.PHONY: install check check-policies test test-deps test-openai2 serve bench image clean
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ $(VENV_OPENAI2)/.installed: pyproject.toml | $(BIN)/uv
 test-openai2: $(VENV_OPENAI2)/.installed
 	$(VENV_OPENAI2)/bin/python -c 'import openai; print("e2e again with openai", openai.__version__)'
 	$(VENV_OPENAI2)/bin/python -m pytest tests/e2e tests/clients tests/deploy/test_deploy.py
+
+# The image built and run for real without a Docker engine or a registry (tests/deploy/image.py): Debian's podman
+# (installed here when missing, as root) builds the Dockerfile on a debootstrap base and runs it as the chart does.
+image: install
+	$(BIN)/python -m tests.deploy.image
 
 serve: install
 	$(BIN)/turnout serve
