@@ -17,7 +17,7 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -59,6 +59,8 @@ _MISSING = (
 )
 _INVALID = "Incorrect API key provided. Ask your Turnout administrator for a key (turnout keys create)."
 _WINDOW = 60.0
+_MAX_ADDRESSES = 100_000
+"""Addresses whose failures are remembered at once (a dict entry each)."""
 
 
 @dataclass(slots=True)
@@ -68,8 +70,8 @@ class Identity:
     key: KeyRecord
     scopes: tuple[LimitScope, ...]
     """The key's own limits and its team's, those that limit anything."""
-    holds: list[Hold] = field(default_factory=list)
-    """What the request was admitted with: settled when its response ends."""
+    hold: Hold | None = None
+    """What the request was admitted with (None: no limits): settled when its response ends."""
     admitted: bool = False
     """Let in within its limits: what it spends goes to the ledger (a refused or malformed request spends nothing)."""
 
@@ -101,9 +103,8 @@ class _FailedAttempts:
         if now - started >= _WINDOW:
             started, count = now, 0
         self._by_address[address] = (started, count + 1)
-        if len(self._by_address) > 100_000:  # a sweep of many addresses: forget the oldest windows
-            for old in [a for a, (at, _) in self._by_address.items() if now - at >= _WINDOW]:
-                del self._by_address[old]
+        if len(self._by_address) > _MAX_ADDRESSES:  # many addresses at once: forget the one seen first
+            del self._by_address[next(iter(self._by_address))]
 
 
 class Access:
@@ -139,13 +140,13 @@ class Access:
         """The request holds the admin key (compared in constant time).
 
         Raises:
-            RateLimitError: the client's address failed too many key checks in the last minute.
+            RateLimitError: it does not, from an address that failed too many key checks in the last minute.
             AuthenticationError: it does not.
         """
-        address = self._throttled(scope)
         presented = _presented_key(scope["headers"])
         digest = hashlib.sha256(presented).digest()
         if self._admin is None or not presented or not hmac.compare_digest(digest, self._admin):
+            address = self._throttled(scope)
             self._attempts.failed(address)
             self._auth_failed("missing" if not presented else "invalid")
             raise AuthenticationError(_MISSING if not presented else "Incorrect admin key provided.")
@@ -184,19 +185,22 @@ class Access:
     async def identify(self, scope: Scope) -> Identity:
         """The key the request presents, found and valid.
 
-        A key the ring does not know may have been made a moment ago (by `turnout keys create`, on another
-        replica): unless the ring was confirmed current after the request arrived, it looks at the database
-        once more before refusing (one look at a time, which every request waiting then shares).
+        A valid key always gets in. A key the ring does not know may have been made a moment ago (by `turnout
+        keys create`, on another replica): unless the ring was confirmed current after the request arrived, it
+        looks at the database once more before refusing (one look at a time, which every request waiting then
+        shares). An address that failed too many checks in the last minute is refused without that look.
 
         Raises:
-            RateLimitError: the client's address failed too many key checks in the last minute.
+            RateLimitError: no valid key, from an address that failed too many key checks in the last minute.
             AuthenticationError: no key, or not a valid one.
         """
         arrived = time.monotonic()
-        address = self._throttled(scope)
         presented = _presented_key(scope["headers"])
         key = self.keyring.find(presented) if presented else None
-        if key is None and presented and await self._confirmed_since(arrived):
+        if key is not None:
+            return Identity(key=key, scopes=self.scopes_for(key))
+        address = self._throttled(scope)
+        if presented and await self._confirmed_since(arrived):
             key = self.keyring.find(presented)
         if key is None:
             self._attempts.failed(address)
@@ -239,8 +243,7 @@ class Access:
                 scope = refused.scope
                 self._recorder.limit_refused(scope.kind if scope else "none", scope.name if scope else "", refused.kind)
             raise _refusal_error(refused) from None
-        identity.holds.append(hold)
-        identity.admitted = True
+        identity.hold, identity.admitted = hold, True
         if hold.soft_exceeded and self._recorder is not None:
             for scope in hold.soft_exceeded:
                 self._recorder.budget_soft_exceeded(scope.kind, scope.name)
@@ -254,13 +257,12 @@ class Access:
         await self._settling.drain(grace)
 
     async def settle(self, identity: Identity, tally: Tally) -> None:
-        """The request has ended: its real cost and tokens replace its reservations, and go to the ledger."""
+        """The request has ended: its real cost and tokens replace its reservation, and go to the ledger."""
         cost = tally.cost or Decimal(0)
         usage = tally.usage
-        tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
-        for index, hold in enumerate(identity.holds):  # cost and tokens once, on the first hold
-            first = index == 0
-            await self.limiter.settle(hold, cost_usd=cost if first else Decimal(0), tokens=tokens if first else 0)
+        if identity.hold is not None:
+            tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
+            await self.limiter.settle(identity.hold, cost_usd=cost, tokens=tokens)
         if not identity.admitted:
             return
         key = identity.key

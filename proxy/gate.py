@@ -20,7 +20,6 @@ Nothing here logs a key, and no error message quotes one.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from typing import cast
 
@@ -33,8 +32,6 @@ from proxy.middleware import tally_of
 from proxy.wire.errors import ProxyError
 
 __all__ = ["Gate", "Identity", "identity_of"]
-
-logger = logging.getLogger("turnout.gate")
 
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Probes and the scrape: a cluster's kubelet and Prometheus hold no Turnout key."""

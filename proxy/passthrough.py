@@ -39,6 +39,7 @@ from litestar.types import HTTPScope, Receive, Scope, Send
 from proxy.accounting.tally import Tally
 from proxy.asgi import ClientDisconnectedError
 from proxy.config.policyfile import PASSTHROUGH_LABEL
+from proxy.gate import identity_of
 from proxy.headers import forwardable_headers
 from proxy.lifespan import Generation, Resources
 from proxy.middleware import request_id_of, tally_of
@@ -111,9 +112,12 @@ async def _passthrough(scope: Scope, receive: Receive, send: Send) -> None:
         raise NotFoundError(f"Invalid URL ({method} {raw_path.decode('latin-1')})")
     tally = tally_of(scope)
     tally.endpoint, tally.route = family_of(raw_path), PASSTHROUGH_LABEL
+    resources: Resources = scope["app"].state.resources
+    identity = identity_of(scope)
+    if identity is not None and not identity.key.may_use_route(PASSTHROUGH_LABEL):  # files, batches: spend too
+        raise resources.access_or_fail().forbidden(f"the pass-through ('{PASSTHROUGH_LABEL}' is not among its routes)")
     query = http["query_string"] or inline_query
     path = UpstreamPath.from_client(raw_path[len(_PREFIX) - 1 :].decode("latin-1"), query.decode("latin-1"))
-    resources: Resources = scope["app"].state.resources
     upstream = _upstream_of(resources.current)
     request_headers = dict(http["headers"])
     headers = forwardable_headers(http["headers"], request_id_of(scope))

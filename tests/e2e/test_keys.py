@@ -44,9 +44,15 @@ auth:
   mode: keys
   refresh: 0.3
   failed_attempts: 1000
+  shadow_spend: true
   teams:
     capped: {rpm: 2}
+    evaluated: {budget_usd: 0.5, period: day}
 rules:
+  - name: evaluated
+    when: {team: evaluated}
+    route: cheap
+    shadow: {route: frontier, sample: 1.0}
   - name: default
     route: cheap
 """
@@ -185,6 +191,9 @@ def test_a_route_or_model_the_key_may_not_use_is_403(keyed: RunningProcess, setu
     assert "frontier" in str(raised.value.body)
     with pytest.raises(openai.PermissionDeniedError):  # embeddings go to the default upstream's route
         only_cheap.embeddings.create(model="text-embedding-3-small", input="hello")
+    with pytest.raises(openai.PermissionDeniedError):  # files, batches: the pass-through is a route of its own
+        only_cheap.files.list()
+    only_cheap.models.list()  # what Turnout answers itself is no route
     mini_only = sdk(keyed.origin, create_key(setup, "mini-only", "--models", "gpt-4o-mini*"))
     mini_only.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     for call in (
@@ -226,7 +235,7 @@ def test_a_spent_budget_is_insufficient_quota(keyed: RunningProcess, setup: dict
     raw = probe.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
     cost = Decimal(raw.headers["x-turnout-cost-usd"])
     assert cost > 0
-    budget = cost * Decimal("2.5")  # the third answer starts with 2 spent of 2.5: admitted; the fourth is refused
+    budget = cost * Decimal("2.2")  # the third answer starts with 2 spent of 2.2 (past 80%): admitted; not a fourth
     client = sdk(keyed.origin, create_key(setup, "budgeted", "--budget-usd", str(budget), "--period", "day"))
     for _ in range(3):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
@@ -241,6 +250,40 @@ def test_a_spent_budget_is_insufficient_quota(keyed: RunningProcess, setup: dict
     usage = turnout_cli("keys", "usage", "budgeted", "--json", env=setup)
     assert usage.returncode == 0, usage.stderr
     assert '"cost_usd"' in usage.stdout
+    metrics = httpx.get(f"{keyed.origin}/metrics", timeout=10).text
+    assert 'turnout_budget_soft_exceeded_total{name="budgeted",scope="key"} 1.0' in metrics
+    assert 'turnout_limit_refusals_total{limit="budget",name="budgeted",scope="key"} 1.0' in metrics
+
+
+def _until_refused(client: openai.OpenAI, attempts: int, pause: float) -> tuple[int, openai.RateLimitError | None]:
+    """Chat requests until one is refused (or `attempts` are answered): how many were answered, and the refusal."""
+    for answered in range(attempts):
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        except openai.RateLimitError as refused:
+            return answered, refused
+        time.sleep(pause)  # what an answer spent is counted once it has ended, in the background
+    return attempts, None
+
+
+def test_tokens_per_minute_are_429_of_type_tokens(keyed: RunningProcess, setup: dict[str, str]) -> None:
+    client = sdk(keyed.origin, create_key(setup, "tpm", "--tpm", "20"))  # an answer here has 18 tokens
+    answered, refused = _until_refused(client, 5, 0.2)
+    assert refused is not None, "the tokens per minute never refused a request"
+    assert answered == 2
+    assert isinstance(refused.body, dict)
+    assert refused.body["type"] == "tokens"
+    assert int(refused.response.headers["retry-after"]) >= 1
+
+
+def test_shadow_copies_spend_the_teams_budget(keyed: RunningProcess, setup: dict[str, str]) -> None:
+    # Each answer costs 0.03 on `cheap`; its shadow copy on `frontier` 0.42: with the copies paid, the team's 0.5
+    # lasts two requests; without them, sixteen.
+    client = sdk(keyed.origin, create_key(setup, "evaluated-1", "--team", "evaluated"))
+    answered, refused = _until_refused(client, 6, 0.5)
+    assert refused is not None, "the shadow copies were not charged to the team"
+    assert "team 'evaluated'" in str(refused.body)
+    assert answered == 2
 
 
 def test_the_key_is_the_caller_and_the_header_is_ignored(keyed: RunningProcess, setup: dict[str, str]) -> None:
@@ -327,6 +370,19 @@ def test_a_restart_keeps_the_spend(simulator: RunningProcess, tmp_path: Path) ->
     spent = turnout_cli("keys", "usage", "survivor", "--json", env=env)
     assert spent.returncode == 0, spent.stderr
     assert '"requests": 3' in spent.stdout.replace('"requests":3', '"requests": 3'), spent.stdout
+
+
+def test_an_address_that_keeps_failing_is_throttled(simulator: RunningProcess, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.replace("failed_attempts: 1000", "failed_attempts: 3"), encoding="utf-8")
+    env = keys_env(simulator, tmp_path / "turnout.db", policy)
+    key = create_key(env, "neighbour")
+    with running(start_turnout(env)) as server:
+        statuses = [_error(server.origin, f"tk-guess-{n:030d}").status_code for n in range(5)]
+        assert statuses == [401, 401, 401, 429, 429]
+        assert _error(server.origin, key).status_code == 200  # a valid key from that address still gets in
+        metrics = httpx.get(f"{server.origin}/metrics", timeout=10).text
+        assert 'turnout_auth_failures_total{reason="throttled"} 2.0' in metrics
 
 
 def test_auth_off_with_a_public_address_says_so(simulator: RunningProcess) -> None:

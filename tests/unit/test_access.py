@@ -62,3 +62,20 @@ def test_refusals_are_openai_errors() -> None:
     down = _refusal_error(Refused("unavailable"))
     assert down.status == 503
     assert down.instance_code == "limits_unavailable"
+
+
+def test_metric_labels_are_the_first_keys_seen_then_other() -> None:
+    from proxy.accounting.callers import CallerMetrics
+    from proxy.accounting.metrics import Metrics
+    from proxy.accounting.tally import Tally
+
+    metrics = Metrics()
+    callers = CallerMetrics(metrics.registry, metrics.batch, top=2)
+    for name in ("a", "b", "c", "d", "a"):
+        callers.record(Tally(caller=name, team="t", keyed=True, status=200))
+    callers.record(Tally(caller="header-says", status=200))  # keys off: never a label
+    text = metrics.exposition().decode()
+    assert 'turnout_key_requests_total{key="a",status_class="2xx",team="t"} 2.0' in text
+    assert 'turnout_key_requests_total{key="b",status_class="2xx",team="t"} 1.0' in text
+    assert 'turnout_key_requests_total{key="other",status_class="2xx",team="t"} 2.0' in text
+    assert "header-says" not in text
