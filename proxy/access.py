@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from litestar.types import Scope
 
+from proxy.auth.attempts import FailedAttempts, presented_key
 from proxy.auth.keyring import KeyRing
 from proxy.auth.keys import KeyRecord
 from proxy.auth.ledger import Ledger
@@ -52,15 +53,11 @@ __all__ = ["Access", "Identity", "open_access"]
 
 logger = logging.getLogger("turnout.auth")
 
-_BEARER = b"bearer "
 _MISSING = (
     "You didn't provide an API key. You need to provide your Turnout key in an Authorization header using Bearer "
     "auth (i.e. Authorization: Bearer YOUR_KEY)."
 )
 _INVALID = "Incorrect API key provided. Ask your Turnout administrator for a key (turnout keys create)."
-_WINDOW = 60.0
-_MAX_ADDRESSES = 100_000
-"""Addresses whose failures are remembered at once (a dict entry each)."""
 
 
 @dataclass(slots=True)
@@ -74,37 +71,6 @@ class Identity:
     """What the request was admitted with (None: no limits): settled when its response ends."""
     admitted: bool = False
     """Let in within its limits: what it spends goes to the ledger (a refused or malformed request spends nothing)."""
-
-
-class _FailedAttempts:
-    """Failed key checks per client address in the current minute (per process: enough to slow a guesser down)."""
-
-    __slots__ = ("_by_address", "_clock", "_limit")
-
-    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._limit, self._clock = limit, clock
-        self._by_address: dict[str, tuple[float, int]] = {}
-
-    def blocked(self, address: str) -> float | None:
-        """Seconds until `address` may try again, or None when it may now."""
-        entry = self._by_address.get(address)
-        if entry is None:
-            return None
-        started, count = entry
-        left = started + _WINDOW - self._clock()
-        if left <= 0:
-            del self._by_address[address]
-            return None
-        return left if count >= self._limit else None
-
-    def failed(self, address: str) -> None:
-        now = self._clock()
-        started, count = self._by_address.get(address, (now, 0))
-        if now - started >= _WINDOW:
-            started, count = now, 0
-        self._by_address[address] = (started, count + 1)
-        if len(self._by_address) > _MAX_ADDRESSES:  # many addresses at once: forget the one seen first
-            del self._by_address[next(iter(self._by_address))]
 
 
 class Access:
@@ -126,7 +92,7 @@ class Access:
         """The running policy's `auth` block (its teams' limits follow a reload; its mode does not)."""
         self._admin = hashlib.sha256(admin_key.reveal().encode()).digest() if admin_key is not None else None
         self._recorder = recorder
-        self._attempts = _FailedAttempts(settings.failed_attempts)
+        self._attempts = FailedAttempts(settings.failed_attempts)
         self._recheck = asyncio.Lock()
         self._settling = BackgroundTasks()
         """The settlements of ended requests: off the request path, waited for at close."""
@@ -143,7 +109,7 @@ class Access:
             RateLimitError: it does not, from an address that failed too many key checks in the last minute.
             AuthenticationError: it does not.
         """
-        presented = _presented_key(scope["headers"])
+        presented = presented_key(scope["headers"])
         digest = hashlib.sha256(presented).digest()
         if self._admin is None or not presented or not hmac.compare_digest(digest, self._admin):
             address = self._throttled(scope)
@@ -195,7 +161,7 @@ class Access:
             AuthenticationError: no key, or not a valid one.
         """
         arrived = time.monotonic()
-        presented = _presented_key(scope["headers"])
+        presented = presented_key(scope["headers"])
         key = self.keyring.find(presented) if presented else None
         if key is not None:
             return Identity(key=key, scopes=self.scopes_for(key))
@@ -225,8 +191,10 @@ class Access:
         self._auth_failed("forbidden")
         return PermissionDeniedError(f"This key may not use {what}.")
 
-    async def admit(self, identity: Identity, *, reserve_usd: Decimal = Decimal(0)) -> None:
-        """Count the request against its limits, reserving `reserve_usd` of its budgets.
+    async def admit(self, identity: Identity, *, reserve: Callable[[], Decimal] | None = None) -> None:
+        """Count the request against its limits, reserving what `reserve()` says the answer may cost of its budgets.
+
+        `reserve` is called only when a scope has a budget (None: nothing to reserve).
 
         Raises:
             RateLimitError: over requests (or tokens) per minute, with `retry-after`.
@@ -236,6 +204,8 @@ class Access:
         if not identity.scopes:
             identity.admitted = True
             return
+        budgeted = reserve is not None and any(scope.limits.budget_usd is not None for scope in identity.scopes)
+        reserve_usd = reserve() if budgeted and reserve is not None else Decimal(0)
         try:
             hold = await self.limiter.acquire(identity.scopes, reserve_usd=reserve_usd)
         except Refused as refused:
@@ -319,18 +289,6 @@ def _refusal_error(refused: Refused) -> ProxyError:
     message = f"Rate limit reached for {whose} on {unit}: Limit {limit}.{wait}"
     error_class = RateLimitError if refused.kind == "rpm" else TokenRateLimitError
     return error_class(message, headers=retry)
-
-
-def _presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """The key of `Authorization: Bearer KEY` (else of `api-key`), b"" when there is none."""
-    api_key = b""
-    for name, value in headers:
-        if name == b"authorization":
-            if value[:7].lower() == _BEARER:
-                return value[7:].strip()
-        elif name == b"api-key":
-            api_key = value.strip()
-    return api_key
 
 
 def _address(scope: Scope) -> str:

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, cast
 
@@ -152,10 +152,10 @@ def _admit(resources: Resources, identity: Identity) -> Admit:
     """What lets a keyed call in once its route is chosen: a route the key may use, within its limits."""
     access = resources.access_or_fail()
 
-    async def admit(decision: Decision, reserve_usd: Decimal) -> None:
+    async def admit(decision: Decision, reserve: Callable[[], Decimal]) -> None:
         if not identity.key.may_use_route(decision.route):
             raise access.forbidden(f"the route '{decision.route}'")
-        await access.admit(identity, reserve_usd=reserve_usd)
+        await access.admit(identity, reserve=reserve)
 
     return admit
 

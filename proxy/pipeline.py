@@ -53,8 +53,9 @@ Steer = Callable[[Decision], Decision]
 """Turns the policy's decision into the one to follow (a Responses request continuing a stored response goes to
 the upstream that holds it: `proxy.response_homes`)."""
 
-Admit = Callable[[Decision, Decimal], Awaitable[None]]
-"""Lets a call in on its chosen route, reserving what its answer may cost (USD), or raises 403 or 429 (`proxy.gate`)."""
+Admit = Callable[[Decision, Callable[[], Decimal]], Awaitable[None]]
+"""Lets a call in on its chosen route, reserving what its answer may cost (USD, worked out when a budget needs it),
+or raises 403 or 429 (`proxy.gate`)."""
 
 
 class Pipeline:
@@ -140,7 +141,7 @@ class Pipeline:
         tally.decided(decision.route, decision.rule)
         if admit is not None:
             route = self._routes[decision.route]
-            await admit(decision, self._sizes.reservation(self.prices, codec, call, decision, route))
+            await admit(decision, functools.partial(self._sizes.reservation, self.prices, codec, call, decision, route))
         if self.cache is None:
             ticket = Ticket(status="bypass")
         else:

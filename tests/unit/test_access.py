@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from proxy.access import _FailedAttempts, _presented_key, _refusal_error
+from proxy.access import _refusal_error
+from proxy.auth.attempts import FailedAttempts, presented_key
 from proxy.auth.limits import Limits, Refused, Scope
 from proxy.wire.errors import QuotaExceededError, RateLimitError, TokenRateLimitError
 
@@ -24,13 +25,13 @@ pytestmark = pytest.mark.unit
         ([], b""),
     ],
 )
-def test_the_presented_key(headers: list[tuple[bytes, bytes]], key: bytes) -> None:
-    assert _presented_key(headers) == key
+def test_thepresented_key(headers: list[tuple[bytes, bytes]], key: bytes) -> None:
+    assert presented_key(headers) == key
 
 
 def test_an_address_is_throttled_after_its_failures_for_the_rest_of_the_minute() -> None:
     now = [100.0]
-    attempts = _FailedAttempts(3, clock=lambda: now[0])
+    attempts = FailedAttempts(3, clock=lambda: now[0])
     for _ in range(3):
         assert attempts.blocked("10.0.0.1") is None
         attempts.failed("10.0.0.1")
