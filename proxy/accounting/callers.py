@@ -9,7 +9,7 @@ key. Defined in the registry of `proxy.accounting.metrics.Metrics` and added up 
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from proxy.accounting.batch import Batch, PendingCount
 from proxy.accounting.tally import Tally
@@ -42,54 +42,54 @@ class _Bounded:
 class CallerMetrics:
     """The per-key and per-team metrics, and the gate's refusals and failures."""
 
-    def __init__(self, registry: object, batch: Batch, *, top: int = 50) -> None:
+    def __init__(self, registry: CollectorRegistry, batch: Batch, *, top: int = 50) -> None:
         self._batch = batch
         self._key, self._team = _Bounded(top), _Bounded(top)
         self.requests = Counter(
             "turnout_key_requests",
             "Requests by Turnout key and team (auth: keys), by status class.",
             ["key", "team", "status_class"],
-            registry=registry,  # type: ignore[arg-type]  # a CollectorRegistry
+            registry=registry,
         )
         self.tokens = Counter(
             "turnout_key_tokens",
             "Tokens the upstream reported for each key's requests, by kind (prompt, completion).",
             ["key", "team", "kind"],
-            registry=registry,  # type: ignore[arg-type]
+            registry=registry,
         )
         self.spend = Counter(
             "turnout_key_spend_usd",
             "What each key's requests cost, in USD (what its budget counts; cache hits cost nothing).",
             ["key", "team"],
-            registry=registry,  # type: ignore[arg-type]
+            registry=registry,
         )
         self.refusals = Counter(
             "turnout_limit_refusals",
             "Requests refused by a key's or team's limit: rpm, tpm, budget, or unavailable (limits store down).",
             ["scope", "name", "limit"],
-            registry=registry,  # type: ignore[arg-type]
+            registry=registry,
         )
         self.soft = Counter(
             "turnout_budget_soft_exceeded",
             "Requests admitted while their key's or team's spend was past the soft share of its budget.",
             ["scope", "name"],
-            registry=registry,  # type: ignore[arg-type]
+            registry=registry,
         )
         self.auth_failures = Counter(
             "turnout_auth_failures",
             "Requests refused by the gate: missing or invalid key, throttled address, forbidden route or model.",
             ["reason"],
-            registry=registry,  # type: ignore[arg-type]
+            registry=registry,
         )
         self.limits_fallbacks = Counter(
             "turnout_limits_fallbacks",
             "Times the limits' Redis became unreachable and this process began counting on its own.",
-            registry=registry,  # type: ignore[arg-type]
+            registry=registry,
         )
         self.ledger_drops = Counter(
             "turnout_ledger_dropped",
             "Spend entries dropped because the ledger's queue was full (the database is too slow or down).",
-            registry=registry,  # type: ignore[arg-type]
+            registry=registry,
         )
         for reason in ("missing", "invalid", "throttled", "forbidden"):
             self.auth_failures.labels(reason)
