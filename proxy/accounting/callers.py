@@ -83,7 +83,7 @@ class CallerMetrics:
         )
         self.limits_fallbacks = Counter(
             "turnout_limits_fallbacks",
-            "Times the limits' Redis became unreachable and this process began counting on its own.",
+            "Requests whose limits this process counted on its own because the limits' Redis did not answer.",
             registry=registry,
         )
         self.ledger_drops = Counter(

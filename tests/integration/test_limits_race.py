@@ -57,12 +57,15 @@ async def _race(redis_url: str, prefix: str, reserve: Decimal, seed: int, ready:
 
     async def one() -> str:
         nonlocal in_flight, most
+        # Counted from before the acquire: one admitted in Redis whose answer has not come back yet is in flight
+        # too (counting it only once acquire returns undercounts F, and the bound below then fails spuriously).
+        in_flight += 1
+        most = max(most, in_flight)
         try:
             hold = await limiter.acquire([KEY, TEAM], reserve_usd=reserve)
         except Refused as refusal:
+            in_flight -= 1
             return refusal.kind
-        in_flight += 1
-        most = max(most, in_flight)
         await asyncio.sleep(rng.uniform(0.001, 0.02))
         await limiter.settle(hold, cost_usd=ANSWER, tokens=10)
         in_flight -= 1
