@@ -26,6 +26,7 @@ from proxy.access import Access, open_access
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import priced
+from proxy.batches import BatchBilling, MemoryClaims, open_claims
 from proxy.cache.lookup import SharedCache
 from proxy.config.errors import ConfigError
 from proxy.config.settings import Settings, UpstreamSettings
@@ -77,6 +78,7 @@ class Resources:
         models: ModelCatalog,
         homes: ResponseHomes,
         access: Access | None = None,
+        batches: BatchBilling | None = None,
     ) -> None:
         self.current = current
         self.tasks = tasks
@@ -86,6 +88,8 @@ class Resources:
         """Where each response id Turnout relayed lives (kept across reloads; in Redis when the cache is there)."""
         self.access = access
         """The keys, limits and ledger (`proxy.access`); None when keys are off and the admin API too."""
+        self.batches = batches or BatchBilling(MemoryClaims())
+        """Charges each ended Batch API job once, when the pass-through first relays it."""
         self.reloads = 0
         """Successful reloads so far."""
 
@@ -268,6 +272,8 @@ async def open_resources(
         redact_logs_with(redactor)
         homes = ResponseHomes(open_homes(settings.deployment.cache))
         stack.push_async_callback(homes.homes.aclose)
+        claims = open_claims(settings.deployment.cache)
+        stack.push_async_callback(claims.aclose)
         models = ModelCatalog()
         access = await stack.enter_async_context(open_access(settings, tasks, recorder))
         resources = Resources(
@@ -276,6 +282,7 @@ async def open_resources(
             models,
             homes,
             access,
+            BatchBilling(claims),
         )
         models.follow(settings.deployment, resources.current.upstreams)
         models.start()

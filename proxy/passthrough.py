@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import cast
 
 from litestar import asgi
@@ -132,7 +133,7 @@ async def _passthrough(scope: Scope, receive: Receive, send: Send) -> None:
     started = time.perf_counter()
     try:
         async with client.guard(), upstream.forward(method, path, headers, body) as answer:
-            await _relay(send, answer, upstream.redactor, tally)
+            await _relay(send, answer, upstream.redactor, tally, _biller(resources, tally))
     except ClientDisconnectedError:
         tally.status = 499  # also when the response had begun: the client did not get all of it
     finally:
@@ -151,6 +152,13 @@ async def pass_through(scope: Scope, receive: Receive, send: Send) -> None:
 def _upstream_of(generation: Generation) -> Upstream:
     name = generation.settings.deployment.passthrough
     return generation.first_upstream() if name is None else generation.upstreams[name]
+
+
+def _biller(resources: Resources, tally: Tally) -> Callable[[bytes], Awaitable[None]] | None:
+    """What charges a `/v1/batches` answer for the batch it shows (`proxy.batches`); None for other families."""
+    if tally.endpoint != "batches":
+        return None
+    return functools.partial(resources.batches.relayed, resources.current.pipeline.prices, tally)
 
 
 def _has_body(headers: Mapping[bytes, bytes]) -> bool:
@@ -260,7 +268,13 @@ def _redactable(answer: Forwarded) -> bool:
     return declared is None or not declared.isdigit() or int(declared) <= REDACTED_UP_TO
 
 
-async def _relay(send: Send, answer: Forwarded, redactor: Redactor, tally: Tally) -> None:
+async def _relay(
+    send: Send,
+    answer: Forwarded,
+    redactor: Redactor,
+    tally: Tally,
+    bill: Callable[[bytes], Awaitable[None]] | None = None,
+) -> None:
     """Send the upstream's answer on: its status, the headers that matter, its body as it comes.
 
     A small error or JSON answer has Turnout's secrets removed (a fresh `content-length` then); an error that
@@ -268,6 +282,7 @@ async def _relay(send: Send, answer: Forwarded, redactor: Redactor, tally: Tally
     larger, or of another type, is relayed as it came, unredacted: it is the client's own data (a file it
     uploaded, audio made for it), and a secret removed from the middle of a stream would change a length
     already sent. An upstream that breaks off after the headers leaves the response cut short, as it was.
+    `bill` charges a whole JSON answer of 200 (a batch's) before it is sent, with the cost headers.
     """
     if _redactable(answer):
         head, whole = await answer.head(REDACTED_UP_TO)
@@ -275,6 +290,9 @@ async def _relay(send: Send, answer: Forwarded, redactor: Redactor, tally: Tally
             body, relayed = redactor.data(head), _relayed_headers(answer, redactor, length=False)
             if answer.status >= 400 and not _is_json(answer):  # a proxy's or a server's own page: made OpenAI's
                 body, relayed = _wrapped(answer.status, body, redactor), [*_without_type(relayed), _JSON_TYPE]
+            elif bill is not None and answer.status == 200:
+                await bill(head)
+                relayed += [(name.encode(), value.encode()) for name, value in tally.cost_items()]
             headers = [*relayed, (b"content-length", str(len(body)).encode())]
             await send({"type": "http.response.start", "status": answer.status, "headers": headers})
             await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -32,12 +32,14 @@ __all__ = [
     "STREAM",
     "EventView",
     "ResponseView",
+    "ResponsesUsage",
     "encode_typed",
     "entry",
     "output_texts",
     "replay",
     "replayable",
     "usage_of",
+    "usage_of_counts",
 ]
 
 RESPONSE = b"R"
@@ -92,7 +94,11 @@ def usage_of(response: ResponseView | None) -> Usage | None:
     """A Response's usage in `proxy.wire.schemas.Usage`'s terms (input → prompt, output → completion)."""
     if response is None or response.usage is None:
         return None
-    used = response.usage
+    return usage_of_counts(response.usage)
+
+
+def usage_of_counts(used: ResponsesUsage) -> Usage:
+    """Counts in the Responses API's terms (a Response's, a batch's) as a `Usage`."""
     total = used.total_tokens or used.input_tokens + used.output_tokens
     given, made = used.input_tokens_details, used.output_tokens_details
     return Usage(

@@ -8,7 +8,8 @@ lines' `errors`. On completion every line is answered by the simulator's own log
 (`ANSWERERS`: chat and embeddings are registered by the server, other endpoints register theirs), and
 the answers are written, one JSON line per input line with its `custom_id`, to the `output_file_id`
 (`batch_output`); lines the endpoint refuses go to the `error_file_id`. `request_counts` and `usage` say
-what was answered. A cancelled batch is `cancelling` for one step, then `cancelled`.
+what was answered (`usage` as `x-simulated-usage` gave it at creation, if it did). A cancelled batch is
+`cancelling` for one step, then `cancelled`.
 
 Bounds: OpenAI's, an input of at most 50,000 lines and 200 MB.
 """
@@ -29,7 +30,7 @@ from routes.simulator.common import read_body
 from routes.simulator.faults import simulated, with_faults
 from routes.simulator.files import FILES, page
 from routes.simulator.lifecycle import CLOCK, Lifecycle, SimulatorClock, now, step_seconds
-from routes.simulator.limits import SimulatorRejectedError
+from routes.simulator.limits import SimulatorRejectedError, reported_usage
 
 __all__ = ["ANSWERERS", "BATCHES", "MAX_INPUT_BYTES", "MAX_INPUT_LINES", "Answerer", "add_batch_routes"]
 
@@ -58,6 +59,8 @@ class _Batch:
     """Each input line's `custom_id` and raw request body."""
     cancelled: float | None = None
     done: bool = False
+    reported: dict[str, Any] | None = None
+    """`x-simulated-usage` at creation: the usage to report once done, instead of the lines' sum."""
 
 
 ANSWERERS = web.AppKey[dict[str, Answerer]]("batch_answerers")
@@ -147,7 +150,9 @@ async def _create(request: web.Request) -> web.Response:
     batches = request.app[BATCHES]
     if len(batches) >= MAX_BATCHES:
         batches.pop(next(iter(batches)))
-    batch = batches[described["id"]] = _Batch(described, started, step_seconds(request.headers), lines)
+    batch = batches[described["id"]] = _Batch(
+        described, started, step_seconds(request.headers), lines, reported=reported_usage(request.headers)
+    )
     return web.json_response(_current(request.app, batch))
 
 
@@ -210,6 +215,8 @@ def _answer(app: web.Application, batch: _Batch) -> None:
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": usage["input_tokens"] + usage["output_tokens"],
     }
+    if batch.reported is not None:
+        described["usage"] = batch.reported
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:

@@ -29,7 +29,8 @@ any other end-to-end header:
 - `x-simulated-step-ms`: on a fine-tuning job's or a batch's create call, how long each stage of its
   life cycle lasts (`lifecycle.DEFAULT_STEP_MS` by default).
 - `x-simulated-usage`: a JSON usage object to report as given (chat, Responses, embeddings, completions;
-  whole or streamed), so that a test bills exactly what a recorded OpenAI answer billed.
+  whole or streamed; on a batch's create call, the batch's `usage` once done), so that a test bills exactly
+  what a recorded OpenAI answer billed.
 
 `POST /v1/embeddings` answers deterministic vectors: each word of an input is hashed to a few
 dimensions, so texts that share words point the same way (a crude but stable stand-in for meaning),

@@ -52,6 +52,7 @@ rules:
     route: any
 """
 THROUGH_PROXY = [entry for entry in CORPUS if entry.endpoint != "batch"]
+BATCHES = [entry for entry in CORPUS if entry.endpoint == "batch"]
 STREAMED = [entry for entry in THROUGH_PROXY if entry.endpoint != "embeddings"]
 TABLE = PriceTable(baseline_model="gpt-4")
 
@@ -281,3 +282,66 @@ def test_the_price_data_in_force_is_a_metric(served: RunningProcess) -> None:
     text = httpx.get(f"{served.origin}/metrics", timeout=5.0).text
     info = [line for line in text.splitlines() if line.startswith("turnout_price_data_info{")]
     assert info == ['turnout_price_data_info{version="2026-12-03"} 1.0']
+
+
+def batch_usage(entry: Entry) -> dict[str, Any]:
+    """The entry's usage as a batch object reports it (the Responses API's names)."""
+    usage = entry.as_usage()
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": usage.total_tokens,
+    }
+
+
+@pytest.mark.parametrize("entry", BATCHES, ids=lambda entry: entry.id)
+def test_a_batch_is_charged_once_at_the_batch_rates(served: RunningProcess, sdk: openai.OpenAI, entry: Entry) -> None:
+    embeds = entry.model.startswith("text-embedding")
+    url, body = (
+        ("/v1/embeddings", {"model": entry.model, "input": question()})
+        if embeds
+        else ("/v1/chat/completions", {"model": entry.model, "messages": [{"role": "user", "content": question()}]})
+    )
+    line = {"custom_id": "req-0", "method": "POST", "url": url, "body": body}
+    uploaded = sdk.files.create(file=("batch.jsonl", json.dumps(line).encode() + b"\n"), purpose="batch")
+    costs = samples(served.origin, "turnout_cost_usd_total")
+    created_id = new_request_id()
+    created = sdk.batches.with_raw_response.create(
+        input_file_id=uploaded.id,
+        endpoint=url,  # type: ignore[arg-type]
+        completion_window="24h",
+        extra_headers={
+            "x-request-id": created_id,
+            "x-simulated-step-ms": "200",
+            "x-simulated-usage": json.dumps(batch_usage(entry)),
+        },
+    )
+    batch = created.parse()
+    assert batch.status == "validating"
+    assert "x-turnout-cost-usd" not in created.headers  # nothing to bill yet
+    deadline = time.monotonic() + 10.0
+    while True:
+        request_id = new_request_id()
+        raw = sdk.batches.with_raw_response.retrieve(batch.id, extra_headers={"x-request-id": request_id})
+        if raw.parse().status == "completed" or time.monotonic() > deadline:
+            break
+        assert "x-turnout-cost-usd" not in raw.headers
+        time.sleep(0.1)
+    assert raw.parse().status == "completed"
+    assert Decimal(raw.headers["x-turnout-cost-usd"]) == entry.cost  # the corpus's hand computation, batch rates
+    assert Decimal(raw.headers["x-turnout-savings-usd"]) == 0  # the client's own request: its own baseline
+    logged = wait_for_log_line(served, request_id)
+    assert Decimal(logged["cost_usd"]) == entry.cost
+    assert logged["model"] == entry.model
+    assert Decimal(logged["savings_usd"]) == 0
+    again_id = new_request_id()
+    again = sdk.batches.with_raw_response.retrieve(batch.id, extra_headers={"x-request-id": again_id})
+    assert "x-turnout-cost-usd" not in again.headers  # charged once
+    assert wait_for_log_line(served, again_id)["cost_usd"] is None
+    label = TABLE.label(entry.model)
+    added = samples(served.origin, "turnout_cost_usd_total")[("passthrough", label)] - costs.get(
+        ("passthrough", label), 0.0
+    )
+    assert math.isclose(added, float(entry.cost), rel_tol=1e-9)
