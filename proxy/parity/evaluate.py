@@ -1,0 +1,86 @@
+"""`evaluate`: a pair through the rule's deterministic evaluators in order, then the judge where none decides;
+and `agreement`, how often the judge agrees with the deterministic evaluators where both gave a verdict.
+
+The first deterministic evaluator with a verdict decides. The judge is asked only when none does, or, with
+`audit`, on a pair they decided too (a sampled share, so that `agreement` has pairs to count); an audited
+pair's outcome stays the deterministic one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from proxy.parity.answers import Pair
+from proxy.parity.evaluators import Evaluator, Outcome, Verdict
+
+__all__ = ["Agreement", "Evaluation", "agreement", "evaluate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """A pair's outcome, which evaluator decided it, and the verdicts asked for."""
+
+    outcome: Outcome
+    decided_by: str | None
+    """The evaluator whose verdict is the outcome (None: undecided)."""
+    deterministic: Verdict | None = None
+    """The deciding deterministic verdict, or the last undecided one."""
+    judge: Verdict | None = None
+
+
+async def evaluate(
+    pair: Pair, evaluators: Sequence[Evaluator], judge: Evaluator | None = None, *, audit: bool = False
+) -> Evaluation:
+    """`pair`'s outcome by the first deciding evaluator, else by the judge (and the judge's too, with `audit`)."""
+    last: Verdict | None = None
+    for evaluator in evaluators:
+        last = await evaluator.evaluate(pair)
+        if last.outcome.decided:
+            judged = await judge.evaluate(pair) if judge is not None and audit else None
+            return Evaluation(last.outcome, last.evaluator, last, judged)
+    if judge is None:
+        return Evaluation(Outcome.UNDECIDED, None, last)
+    judged = await judge.evaluate(pair)
+    return Evaluation(judged.outcome, judged.evaluator if judged.outcome.decided else None, last, judged)
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """The judge against the deterministic evaluators, over the pairs both decided."""
+
+    pairs: int = 0
+    same_outcome: int = 0
+    """Pairs where the judge's outcome is the deterministic one."""
+    same_success: int = 0
+    """Pairs where both agree on what the gate counts: the candidate at least as good, or not."""
+    table: dict[tuple[Outcome, Outcome], int] = field(default_factory=dict)
+    """(deterministic, judge) → pairs."""
+
+    @property
+    def outcome_rate(self) -> float | None:
+        """The share of pairs with the same outcome (None: no pair)."""
+        return self.same_outcome / self.pairs if self.pairs else None
+
+    @property
+    def success_rate(self) -> float | None:
+        """The share of pairs where both agree on success (None: no pair)."""
+        return self.same_success / self.pairs if self.pairs else None
+
+
+def agreement(evaluations: Iterable[Evaluation]) -> Agreement:
+    """How the judge agreed with the deterministic verdicts, on the pairs where both decided."""
+    table: Counter[tuple[Outcome, Outcome]] = Counter()
+    for evaluation in evaluations:
+        deterministic, judged = evaluation.deterministic, evaluation.judge
+        if deterministic is not None and judged is not None and deterministic.outcome.decided and judged.outcome.decided:
+            table[deterministic.outcome, judged.outcome] += 1
+    return Agreement(
+        pairs=sum(table.values()),
+        same_outcome=sum(count for (left, right), count in table.items() if left is right),
+        same_success=sum(
+            count for (left, right), count in table.items() if left.at_least_as_good == right.at_least_as_good
+        ),
+        table=dict(table),
+    )
