@@ -79,11 +79,15 @@ def tool_calls_of(answer: Mapping[str, Any]) -> list[Call]:
     """The answer's tool calls (chat's `tool_calls` or legacy `function_call`; Responses `function_call` items)."""
     if "output" in answer:
         items: Sequence[Any] = [
-            item for item in _list(answer.get("output")) if isinstance(item, Mapping) and item.get("type") == "function_call"
+            item
+            for item in _list(answer.get("output"))
+            if isinstance(item, Mapping) and item.get("type") == "function_call"
         ]
     else:
         message = _first_message(answer) or {}
-        functions = [_mapping(call.get("function")) for call in _list(message.get("tool_calls")) if isinstance(call, Mapping)]
+        functions = [
+            _mapping(call.get("function")) for call in _list(message.get("tool_calls")) if isinstance(call, Mapping)
+        ]
         items = [function for function in functions if function is not None]
         legacy = _mapping(message.get("function_call"))
         if legacy is not None:

@@ -1,5 +1,6 @@
-"""`evaluate`: a pair through the rule's deterministic evaluators in order, then the judge where none decides;
-and `agreement`, how often the judge agrees with the deterministic evaluators where both gave a verdict.
+"""`evaluate`: a pair through the rule's evaluators, then the judge; `agreement`: the judge against them.
+
+`agreement` counts how often the judge agrees with the deterministic evaluators where both gave a verdict.
 
 The first deterministic evaluator with a verdict decides. The judge is asked only when none does, or, with
 `audit`, on a pair they decided too (a sampled share, so that `agreement` has pairs to count); an audited
@@ -11,11 +12,23 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from proxy.parity.answers import Pair
-from proxy.parity.evaluators import Evaluator, Outcome, Verdict
+from proxy.parity.evaluators import (
+    EmbedFunction,
+    Evaluator,
+    JsonMatch,
+    LabelMatch,
+    Outcome,
+    SemanticMatch,
+    ToolCallMatch,
+    Verdict,
+)
+from proxy.parity.judge import Complete, Judge, load_prompt
+from proxy.parity.settings import EvaluatorSpec, ExactSpec, JsonSpec, JudgeSettings, NormalisedSpec, ToolCallsSpec
 
-__all__ = ["Agreement", "Evaluation", "agreement", "evaluate"]
+__all__ = ["Agreement", "Evaluation", "agreement", "build_evaluators", "build_judge", "evaluate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +87,12 @@ def agreement(evaluations: Iterable[Evaluation]) -> Agreement:
     table: Counter[tuple[Outcome, Outcome]] = Counter()
     for evaluation in evaluations:
         deterministic, judged = evaluation.deterministic, evaluation.judge
-        if deterministic is not None and judged is not None and deterministic.outcome.decided and judged.outcome.decided:
+        if (
+            deterministic is not None
+            and judged is not None
+            and deterministic.outcome.decided
+            and judged.outcome.decided
+        ):
             table[deterministic.outcome, judged.outcome] += 1
     return Agreement(
         pairs=sum(table.values()),
@@ -84,3 +102,36 @@ def agreement(evaluations: Iterable[Evaluation]) -> Agreement:
         ),
         table=dict(table),
     )
+
+
+def build_evaluators(specs: Sequence[EvaluatorSpec], embed: EmbedFunction | None = None) -> list[Evaluator]:
+    """The evaluators a rule's `parity.evaluators` name, in order.
+
+    Raises:
+        ValueError: `semantic` is named but no embed function is given.
+    """
+    built: list[Evaluator] = []
+    for spec in specs:
+        disagree = Outcome(getattr(spec, "disagree", "undecided"))
+        if isinstance(spec, ExactSpec | NormalisedSpec):
+            built.append(LabelMatch(normalised=isinstance(spec, NormalisedSpec), disagree=disagree))
+        elif isinstance(spec, JsonSpec):
+            built.append(JsonMatch(spec.schema, tuple(spec.fields), spec.use_request_schema, disagree))
+        elif isinstance(spec, ToolCallsSpec):
+            built.append(ToolCallMatch(arguments=spec.arguments, disagree=disagree))
+        else:
+            if embed is None:
+                raise ValueError("the semantic evaluator needs an embed function")
+            built.append(SemanticMatch(embed, spec.threshold))
+    return built
+
+
+def build_judge(settings: JudgeSettings, complete: Complete, base: Path | None = None) -> Judge:
+    """The judge a rule's `parity.judge` describes, its prompt read from its file (relative to `base`).
+
+    Raises:
+        JudgeError: the prompt file cannot be read or lacks its placeholders.
+    """
+    prompt = settings.prompt
+    path = (base / prompt if base is not None else Path(prompt)) if prompt is not None else None
+    return Judge(complete, load_prompt(path), name="judge")

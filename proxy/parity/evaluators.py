@@ -91,7 +91,7 @@ _PUNCTUATION = re.compile(r"[\W_]+", re.UNICODE)
 
 
 def normalise_label(text: str) -> str:
-    """A label as compared: NFKC, case-folded, punctuation dropped, whitespace collapsed (`" Positive."` → `positive`)."""
+    """A label as compared: NFKC, case-folded, punctuation dropped, whitespace collapsed (` Positive.`: `positive`)."""
     folded = unicodedata.normalize("NFKC", text).casefold()
     return " ".join(_PUNCTUATION.sub(" ", folded).split())
 
@@ -142,8 +142,9 @@ def _field(value: Any, path: str) -> tuple[bool, Any]:
 
 @dataclass(frozen=True, slots=True)
 class JsonMatch:
-    """Structured output: each answer's text must be JSON (valid against `schema`, else the request's own schema,
-    when there is one); two valid answers tie when the `fields` (dotted paths; none: the whole value) are equal.
+    """Structured output: valid JSON, and the same `fields` (dotted paths; none: the whole value).
+
+    Valid: the text parses, and follows `schema`, else the request's own schema when there is one.
     """
 
     schema: Mapping[str, Any] | None = None
@@ -216,7 +217,9 @@ class ToolCallMatch:
         candidate_ok, reference_ok = None not in candidate, None not in reference
         if candidate_ok != reference_ok:
             outcome = Outcome.WIN if candidate_ok else Outcome.LOSS
-            return Verdict(outcome, self.name, f"the {'reference' if candidate_ok else 'candidate'}'s arguments are not JSON")
+            return Verdict(
+                outcome, self.name, f"the {'reference' if candidate_ok else 'candidate'}'s arguments are not JSON"
+            )
         if Counter(candidate) == Counter(reference):
             return Verdict(Outcome.TIE, self.name)
         names = sorted(call.name for call in candidate_calls), sorted(call.name for call in reference_calls)

@@ -33,14 +33,15 @@ __all__ = ["GateResult", "GateVerdict", "gate", "log_evidence", "pass_boundary",
 class GateVerdict(StrEnum):
     """What the gate says of a candidate route."""
 
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105 (a verdict, not a password)
     FAIL = "fail"
     UNDECIDED = "undecided"
 
 
 def wilson_interval(successes: int, pairs: int, confidence: float, *, two_sided: bool = False) -> tuple[float, float]:
-    """The Wilson score interval for `successes` of `pairs`: bounds each at `confidence` one-sided (or both at
-    `confidence` together, `two_sided`); (0, 1) without pairs.
+    """The Wilson score interval for `successes` of `pairs`; (0, 1) without pairs.
+
+    Each bound is one-sided at `confidence`, or, `two_sided`, both together are at `confidence`.
     """
     if not 0 <= successes <= pairs:
         raise ValueError(f"{successes} successes of {pairs} pairs")
@@ -62,7 +63,10 @@ def _beta_fraction(x: float, a: float, b: float) -> float:
     result = d
     for m in range(1, 100_000):
         m2 = 2 * m
-        for numerator in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+        for numerator in (
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ):
             d = 1 + numerator * d
             d = 1 / (d if abs(d) > tiny else tiny)
             c = 1 + numerator / c
@@ -78,7 +82,7 @@ def _log_beta(a: float, b: float) -> float:
 
 
 def _log_beta_tail(x: float, a: float, b: float, *, upper: bool) -> float:
-    """log of I_x(a, b) (the Beta(a, b) mass under x), or of 1 - I_x(a, b) with `upper`, accurate in both tails."""
+    """The log of I_x(a, b) (the Beta(a, b) mass under x), or of 1 - I_x(a, b) with `upper`, accurate in both tails."""
     if upper:
         return _log_beta_tail(1 - x, b, a, upper=False)
     if x <= 0:
@@ -92,9 +96,13 @@ def _log_beta_tail(x: float, a: float, b: float, *, upper: bool) -> float:
     return math.log1p(-min(other, 1.0)) if other < 1 else -math.inf
 
 
-def log_evidence(successes: int, pairs: int, margin: float, *, above: bool, prior: tuple[float, float] = (1, 1)) -> float:
-    """log of the mixture likelihood ratio against p = margin, the Beta `prior` truncated above the margin
-    (`above`: evidence that p >= margin) or below it (evidence that p < margin).
+def log_evidence(
+    successes: int, pairs: int, margin: float, *, above: bool, prior: tuple[float, float] = (1, 1)
+) -> float:
+    """The log of the mixture likelihood ratio against p = margin.
+
+    The Beta `prior` is truncated above the margin (`above`: evidence that p >= margin) or below it (evidence
+    that p < margin).
     """
     a, b = prior
     failures = pairs - successes

@@ -51,7 +51,9 @@ def load_prompt(path: Path | str | None = None) -> string.Template:
     used = set(template.get_identifiers())
     if used != _PLACEHOLDERS:
         missing, unknown = sorted(_PLACEHOLDERS - used), sorted(used - _PLACEHOLDERS)
-        raise JudgeError(f"{where}: the prompt must use $request, $answer_a and $answer_b (missing {missing}, unknown {unknown})")
+        raise JudgeError(
+            f"{where}: the prompt must use $request, $answer_a and $answer_b (missing {missing}, unknown {unknown})"
+        )
     return template
 
 

@@ -15,8 +15,9 @@ rather than depending on `jsonschema` at run time: the subset is this small, and
 from __future__ import annotations
 
 import math
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["UnsupportedSchemaError", "same_json", "schema_errors"]
@@ -46,7 +47,7 @@ UNSUPPORTED = frozenset(
 )
 """Validation keywords outside the subset: a schema with one of them is refused, not half-checked."""
 _MAX_DEPTH = 64
-_TYPES: dict[str, Any] = {
+_TYPES: dict[str, Callable[[object], bool]] = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
@@ -168,14 +169,14 @@ def _check_array(
 
 
 def _check_number(value: Any, schema: Mapping[str, Any], path: str, errors: list[str]) -> None:
-    bounds = (
-        ("minimum", lambda bound: value >= bound),
-        ("maximum", lambda bound: value <= bound),
-        ("exclusiveMinimum", lambda bound: value > bound),
-        ("exclusiveMaximum", lambda bound: value < bound),
+    bounds: tuple[tuple[str, Callable[[Any, Any], bool]], ...] = (
+        ("minimum", operator.ge),
+        ("maximum", operator.le),
+        ("exclusiveMinimum", operator.gt),
+        ("exclusiveMaximum", operator.lt),
     )
     for keyword, holds in bounds:
-        if keyword in schema and not holds(schema[keyword]):
+        if keyword in schema and not holds(value, schema[keyword]):
             errors.append(f"{path}: {value!r} breaks {keyword} {schema[keyword]!r}")
     step = schema.get("multipleOf")
     if step is not None:
@@ -196,4 +197,7 @@ def same_json(left: object, right: object) -> bool:
 
 
 def _kind(value: object) -> str:
-    return next((name for name in ("null", "boolean", "integer", "number", "string", "array", "object") if _TYPES[name](value)), "value")
+    return next(
+        (name for name in ("null", "boolean", "integer", "number", "string", "array", "object") if _TYPES[name](value)),
+        "value",
+    )
