@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from statistics import NormalDist
 
-__all__ = ["GateResult", "GateVerdict", "gate", "log_evidence", "pass_boundary", "wilson_interval"]
+__all__ = [
+    "GateResult",
+    "GateVerdict",
+    "fail_boundary",
+    "gate",
+    "log_evidence",
+    "pass_boundary",
+    "wilson_interval",
+]
 
 
 class GateVerdict(StrEnum):
@@ -125,6 +133,21 @@ def pass_boundary(pairs: int, margin: float, confidence: float, *, prior: tuple[
             high = middle
         else:
             low = middle + 1
+    return low
+
+
+def fail_boundary(pairs: int, margin: float, confidence: float, *, prior: tuple[float, float] = (1, 1)) -> int | None:
+    """The most successes of `pairs` with which the sequential test fails (None: not even with none)."""
+    threshold = -math.log1p(-confidence)
+    if log_evidence(0, pairs, margin, above=False, prior=prior) < threshold:
+        return None
+    low, high = 0, pairs  # the evidence shrinks with the successes: bisect for the last that is enough
+    while low < high:
+        middle = (low + high + 1) // 2
+        if log_evidence(middle, pairs, margin, above=False, prior=prior) >= threshold:
+            low = middle
+        else:
+            high = middle - 1
     return low
 
 
