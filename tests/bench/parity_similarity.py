@@ -71,7 +71,9 @@ def table(split: str, values: dict[str, np.ndarray]) -> None:
     print("threshold  " + "  ".join(f"{kind:>14}" for kind in values))
     for threshold in THRESHOLDS:
         if round(threshold * 100) % 5 == 0 or threshold >= 0.85:
-            print(f"{threshold:9.2f}  " + "  ".join(f"{(found >= threshold).mean():14.3f}" for found in values.values()))
+            print(
+                f"{threshold:9.2f}  " + "  ".join(f"{(found >= threshold).mean():14.3f}" for found in values.values())
+            )
 
 
 def main() -> None:
@@ -88,7 +90,9 @@ def main() -> None:
     train = cosines(embedder, pairs(utterances(path, "train"), args.pairs, seed=17))
     test = cosines(embedder, pairs(utterances(path, "test"), args.pairs, seed=18))
     for split, values in (("train", train), ("test", test)):
-        quartiles = {kind: np.percentile(found, [5, 25, 50, 75, 95]).round(3).tolist() for kind, found in values.items()}
+        quartiles = {
+            kind: np.percentile(found, [5, 25, 50, 75, 95]).round(3).tolist() for kind, found in values.items()
+        }
         print(f"{split}: cosine percentiles 5/25/50/75/95: {quartiles}")
         table(split, values)
     chosen = next(t for t in THRESHOLDS if (train["same scenario"] >= t).mean() <= args.max_false)

@@ -62,12 +62,15 @@ def test_answers_read_every_shape():
     assert tool_calls_of(responses(None, [("g", "{}")])) == [Call("g", "{}")]
     legacy = {"choices": [{"message": {"function_call": {"name": "h", "arguments": "{}"}}}]}
     assert tool_calls_of(legacy) == [Call("h", "{}")]
-    assert request_text({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}) == (
-        "system: be brief\nuser: hi"
-    )
+    assert request_text(
+        {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}
+    ) == ("system: be brief\nuser: hi")
     assert request_text({"instructions": "x", "input": "y"}) == "system: x\nuser: y"
     schema = {"type": "object"}
-    assert request_schema({"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}}) == schema
+    assert (
+        request_schema({"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}})
+        == schema
+    )
     assert request_schema({"text": {"format": {"type": "json_schema", "name": "n", "schema": schema}}}) == schema
     assert request_schema({"response_format": {"type": "json_object"}}) is None
 
@@ -75,7 +78,7 @@ def test_answers_read_every_shape():
 def test_labels_are_normalised_for_case_whitespace_and_punctuation():
     assert normalise_label("  Positive. ") == "positive"
     assert normalise_label("NOT_spam!!") == "not spam"
-    assert normalise_label("Ｐｏｓｉｔｉｖｅ") == "positive"  # full-width letters, NFKC
+    assert normalise_label("\uff30\uff4f\uff53\uff49\uff54\uff49\uff56\uff45") == "positive"  # full-width letters, NFKC
 
 
 async def test_label_match_ties_on_the_same_label_and_loses_on_another():
@@ -84,7 +87,9 @@ async def test_label_match_ties_on_the_same_label_and_loses_on_another():
     assert await outcome(exact, chat("Positive."), chat("positive")) is Outcome.LOSS
     assert await outcome(exact, chat("positive"), chat("positive")) is Outcome.TIE
     assert await outcome(normalised, chat("negative"), chat("positive")) is Outcome.LOSS
-    assert await outcome(LabelMatch(disagree=Outcome.UNDECIDED), chat("negative"), chat("positive")) is Outcome.UNDECIDED
+    assert (
+        await outcome(LabelMatch(disagree=Outcome.UNDECIDED), chat("negative"), chat("positive")) is Outcome.UNDECIDED
+    )
     assert await outcome(normalised, chat(None, [("f", {})]), chat("positive")) is Outcome.UNDECIDED
 
 
@@ -107,7 +112,9 @@ async def test_json_schema_validity_and_field_agreement():
     }
     by_fields = JsonMatch(schema=schema, fields=("label",))
     good = '{"label": "a", "score": 0.2, "why": "x"}'
-    assert await outcome(by_fields, chat('{"label": "a", "score": 0.9, "why": "other words"}'), chat(good)) is Outcome.TIE
+    assert (
+        await outcome(by_fields, chat('{"label": "a", "score": 0.9, "why": "other words"}'), chat(good)) is Outcome.TIE
+    )
     assert await outcome(by_fields, chat('{"label": "b", "score": 0.2, "why": "x"}'), chat(good)) is Outcome.LOSS
     assert await outcome(by_fields, chat('{"label": "c", "score": 0.2, "why": "x"}'), chat(good)) is Outcome.LOSS
     assert await outcome(by_fields, chat(good), chat('{"label": "a"}')) is Outcome.WIN
@@ -116,7 +123,9 @@ async def test_json_schema_validity_and_field_agreement():
     # The request's own schema is used when the evaluator has none.
     request = {"response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}}
     assert await outcome(JsonMatch(), chat('{"label": "a"}'), chat(good), request) is Outcome.LOSS
-    assert await outcome(JsonMatch(use_request_schema=False), chat('{"label": "a"}'), chat(good), request) is Outcome.LOSS
+    assert (
+        await outcome(JsonMatch(use_request_schema=False), chat('{"label": "a"}'), chat(good), request) is Outcome.LOSS
+    )
     assert await outcome(JsonMatch(use_request_schema=False), chat(good), chat(good), request) is Outcome.TIE
     unsupported = JsonMatch(schema={"type": "string", "minLength": 3})
     verdict = await unsupported.evaluate(Pair(chat('"ab"'), chat('"abc"')))
@@ -129,21 +138,24 @@ async def test_tool_calls_agree_in_any_order_with_arguments_as_json():
     reference = chat(None, [("weather", {"city": "Oslo", "days": 2}), ("time", {"zone": "CET"})])
     swapped = chat(None, [("time", '{"zone":"CET"}'), ("weather", '{"days": 2.0, "city": "Oslo"}')])
     assert await outcome(tools, swapped, reference) is Outcome.TIE
-    assert await outcome(tools, chat(None, [("weather", {"city": "Bergen", "days": 2}), ("time", {"zone": "CET"})]), reference) is (
-        Outcome.LOSS
-    )
+    assert await outcome(
+        tools, chat(None, [("weather", {"city": "Bergen", "days": 2}), ("time", {"zone": "CET"})]), reference
+    ) is (Outcome.LOSS)
     assert await outcome(tools, chat(None, [("weather", {"city": "Oslo", "days": 2})]), reference) is Outcome.LOSS
     assert await outcome(tools, chat("It is sunny"), reference) is Outcome.LOSS
     assert await outcome(tools, chat(None, [("weather", "{oops")]), chat(None, [("weather", "{}")])) is Outcome.LOSS
     assert await outcome(tools, chat(None, [("weather", "{}")]), chat(None, [("weather", "{oops")])) is Outcome.WIN
-    assert await outcome(ToolCallMatch(arguments=False), chat(None, [("weather", {"city": "x"})]), reference) is Outcome.LOSS
+    assert (
+        await outcome(ToolCallMatch(arguments=False), chat(None, [("weather", {"city": "x"})]), reference)
+        is Outcome.LOSS
+    )
     names_only = chat(None, [("time", {}), ("weather", {})])
     assert await outcome(ToolCallMatch(arguments=False), names_only, reference) is Outcome.TIE
     assert await outcome(tools, chat("a"), chat("b")) is Outcome.UNDECIDED
     # The same call in a Responses answer and in a chat answer.
-    assert await outcome(tools, responses(None, [("time", '{"zone": "CET"}')]), chat(None, [("time", {"zone": "CET"})])) is (
-        Outcome.TIE
-    )
+    assert await outcome(
+        tools, responses(None, [("time", '{"zone": "CET"}')]), chat(None, [("time", {"zone": "CET"})])
+    ) is (Outcome.TIE)
 
 
 async def test_semantic_match_by_the_cosine_of_an_injected_embed_function():
@@ -226,3 +238,39 @@ async def test_evaluators_are_built_from_the_policy_specs_in_order():
     assert await outcome(built[1], chat('{"a": 1, "b": 1}'), chat('{"a": 1}')) is Outcome.TIE
     with pytest.raises(ValueError, match="embed function"):
         build_evaluators([SemanticSpec()])
+
+
+def test_the_package_surface_is_pinned():
+    import proxy.parity
+
+    assert proxy.parity.__all__ == [
+        "DEFAULT_SIMILARITY_THRESHOLD",
+        "Action",
+        "Agreement",
+        "CanarySettings",
+        "CanaryState",
+        "Evaluation",
+        "Evaluator",
+        "GateResult",
+        "GateVerdict",
+        "GuardrailReadings",
+        "GuardrailSettings",
+        "Judge",
+        "JudgeError",
+        "JudgeSettings",
+        "Outcome",
+        "Pair",
+        "ParitySettings",
+        "Status",
+        "Transition",
+        "Verdict",
+        "agreement",
+        "build_evaluators",
+        "build_judge",
+        "check_blocks",
+        "evaluate",
+        "gate",
+        "load_prompt",
+        "wilson_interval",
+    ]
+    assert all(hasattr(proxy.parity, name) for name in proxy.parity.__all__)

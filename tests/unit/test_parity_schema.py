@@ -26,7 +26,10 @@ TREE = {
     "$defs": {
         "node": {
             "type": "object",
-            "properties": {"value": {"type": "integer"}, "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+            "properties": {
+                "value": {"type": "integer"},
+                "children": {"type": "array", "items": {"$ref": "#/$defs/node"}},
+            },
             "required": ["value"],
             "additionalProperties": False,
         }
