@@ -34,6 +34,7 @@ __all__ = [
     "SemanticMatch",
     "ToolCallMatch",
     "Verdict",
+    "cosine",
     "normalise_label",
 ]
 
@@ -121,6 +122,12 @@ class LabelMatch:
         return Verdict(self.disagree, self.name, f"{candidate[:40]!r} is not {reference[:40]!r}")
 
 
+def _only_one(candidate_ok: bool, evaluator: str, what: str) -> Verdict:
+    """One answer alone keeps the contract: a win when it is the candidate's, a loss when the reference's."""
+    who = "candidate" if candidate_ok else "reference"
+    return Verdict(Outcome.WIN if candidate_ok else Outcome.LOSS, evaluator, f"only the {who} {what}")
+
+
 def _json(text: str | None) -> tuple[bool, Any]:
     if text is None:
         return False, None
@@ -169,8 +176,7 @@ class JsonMatch:
         except UnsupportedSchemaError as exc:
             return Verdict(Outcome.UNDECIDED, self.name, str(exc))
         if candidate_ok != reference_ok:
-            outcome = Outcome.WIN if candidate_ok else Outcome.LOSS
-            return Verdict(outcome, self.name, f"only the {'candidate' if candidate_ok else 'reference'} is valid")
+            return _only_one(candidate_ok, self.name, "is valid")
         if not candidate_ok:
             return Verdict(Outcome.UNDECIDED, self.name, "neither answer is valid")
         for path in self.fields or ("",):
@@ -217,10 +223,7 @@ class ToolCallMatch:
         reference = [_canonical(call, self.arguments) for call in reference_calls]
         candidate_ok, reference_ok = None not in candidate, None not in reference
         if candidate_ok != reference_ok:
-            outcome = Outcome.WIN if candidate_ok else Outcome.LOSS
-            return Verdict(
-                outcome, self.name, f"the {'reference' if candidate_ok else 'candidate'}'s arguments are not JSON"
-            )
+            return _only_one(candidate_ok, self.name, "has arguments that are JSON")
         if Counter(candidate) == Counter(reference):
             return Verdict(Outcome.TIE, self.name)
         names = sorted(call.name for call in candidate_calls), sorted(call.name for call in reference_calls)

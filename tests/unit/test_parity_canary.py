@@ -3,10 +3,13 @@ guardrail, and the team's pause, pin, resume and reset."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
+from pathlib import Path
 
 import msgspec
 import pytest
+import yaml
 
 from proxy.parity.canary import (
     Action,
@@ -191,3 +194,15 @@ def test_the_shorthand_names_stand_for_the_kinds_with_their_defaults():
     assert [type(spec).__name__ for spec in parity.specs()] == ["NormalisedSpec", "SemanticSpec"]
     assert parity.specs()[1].threshold == 0.8  # type: ignore[union-attr]
     assert SETTINGS.steps == [1, 5, 25, 50, 100]
+
+
+def test_the_readme_sketch_is_valid():
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Parity and canary") :]
+    match = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert match is not None
+    blocks = yaml.safe_load(match.group(1))
+    parity = msgspec.convert(blocks["parity"], ParitySettings)
+    canary = msgspec.convert(blocks["canary"], CanarySettings)
+    check_blocks(parity, canary, frozenset({"gpt4", "ft35"}))
+    assert (parity.margin, canary.steps, canary.holdout) == (0.95, [1, 5, 25, 50, 100], 0.05)
