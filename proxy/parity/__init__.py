@@ -9,7 +9,7 @@ rule's `parity:` and `canary:` blocks), `canary` (the state machine). Imports no
 
 from proxy.parity.answers import Pair
 from proxy.parity.canary import Action, CanaryState, GuardrailReadings, Status, Transition
-from proxy.parity.evaluate import Agreement, Evaluation, agreement, build_evaluators, build_judge, evaluate
+from proxy.parity.evaluate import Agreement, Evaluation, agreement, build_evaluators, build_judge, evaluate, gate_of
 from proxy.parity.evaluators import DEFAULT_SIMILARITY_THRESHOLD, Evaluator, Outcome, Verdict
 from proxy.parity.gate import GateResult, GateVerdict, gate, wilson_interval
 from proxy.parity.judge import Judge, JudgeError, load_prompt
@@ -42,6 +42,7 @@ __all__ = [
     "check_blocks",
     "evaluate",
     "gate",
+    "gate_of",
     "load_prompt",
     "wilson_interval",
 ]

@@ -137,6 +137,15 @@ def tripped(readings: GuardrailReadings, settings: CanarySettings) -> str | None
     return None
 
 
+def _figures(gate: GateResult) -> str:
+    """The gate's evidence, as an event's reason gives it."""
+    figures = f"{gate.successes} of {gate.pairs} pairs ({gate.test} test"
+    if gate.test == "sequential":
+        evidence = gate.evidence_pass if gate.verdict is GateVerdict.PASS else gate.evidence_fail
+        figures += f", likelihood ratio {evidence:.3g} >= {1 / (1 - gate.confidence):.3g}"
+    return figures + f"), one-sided Wilson bounds {gate.lower:.4f} to {gate.upper:.4f}, margin {gate.margin}"
+
+
 def _move(state: CanaryState, event: Event, **changes: object) -> Transition:
     return Transition(replace(state, version=state.version + 1, **changes), event)  # type: ignore[arg-type]
 
@@ -162,7 +171,7 @@ def step(
     if trip is not None:
         return _rollback(state, f"guardrail: {trip}", gate, readings)
     if gate.verdict is GateVerdict.FAIL:
-        reason = f"gate failed: {gate.successes} of {gate.pairs} pairs, upper bound {gate.upper:.4f} < {gate.margin}"
+        reason = f"gate failed: {_figures(gate)}"
         return _rollback(state, reason, gate, readings)
     if state.status is not Status.RUNNING or gate.verdict is not GateVerdict.PASS:
         return Transition(state)
@@ -173,7 +182,7 @@ def step(
         return Transition(state)
     target = later[0]
     status = Status.COMPLETE if target == settings.steps[-1] else Status.RUNNING
-    reason = f"gate passed: {gate.successes} of {gate.pairs} pairs, lower bound {gate.lower:.4f} (margin {gate.margin})"
+    reason = f"gate passed: {_figures(gate)}"
     passed = state.passed if state.share in state.passed else (*state.passed, state.share)
     return _move(
         state,

@@ -25,10 +25,19 @@ from proxy.parity.evaluators import (
     ToolCallMatch,
     Verdict,
 )
+from proxy.parity.gate import GateResult, gate
 from proxy.parity.judge import Complete, Judge, load_prompt
-from proxy.parity.settings import EvaluatorSpec, ExactSpec, JsonSpec, JudgeSettings, NormalisedSpec, ToolCallsSpec
+from proxy.parity.settings import (
+    EvaluatorSpec,
+    ExactSpec,
+    JsonSpec,
+    JudgeSettings,
+    NormalisedSpec,
+    ParitySettings,
+    ToolCallsSpec,
+)
 
-__all__ = ["Agreement", "Evaluation", "agreement", "build_evaluators", "build_judge", "evaluate"]
+__all__ = ["Agreement", "Evaluation", "agreement", "build_evaluators", "build_judge", "evaluate", "gate_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +144,17 @@ def build_judge(settings: JudgeSettings, complete: Complete, base: Path | None =
     prompt = settings.prompt
     path = (base / prompt if base is not None else Path(prompt)) if prompt is not None else None
     return Judge(complete, load_prompt(path), name="judge")
+
+
+def gate_of(evaluations: Iterable[Evaluation], settings: ParitySettings) -> GateResult:
+    """The parity gate on a rule's evaluated pairs, by its `parity` block; undecided pairs are left out."""
+    decided = [evaluation.outcome for evaluation in evaluations if evaluation.outcome.decided]
+    successes = sum(outcome.at_least_as_good for outcome in decided)
+    return gate(
+        successes,
+        len(decided),
+        margin=settings.margin,
+        confidence=settings.confidence,
+        test=settings.test,
+        min_pairs=settings.min_pairs,
+    )

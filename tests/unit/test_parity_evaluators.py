@@ -270,6 +270,7 @@ def test_the_package_surface_is_pinned():
         "check_blocks",
         "evaluate",
         "gate",
+        "gate_of",
         "load_prompt",
         "wilson_interval",
     ]
