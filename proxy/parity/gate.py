@@ -10,7 +10,7 @@ traffic, the gate tests non-inferiority, H0: p < margin against H1: p >= margin,
 - `sequential` (the default, since the canary looks after every pair): two one-sided mixture likelihood ratios
   (Robbins 1970, "Statistical methods related to the law of the iterated logarithm"; the beta-binomial mixture
   of Howard, Ramdas, McAuliffe and Sekhon 2021, "Time-uniform, nonparametric, nonasymptotic confidence
-  sequences", Ann. Statist. 49(2), §3). To pass: the binomial likelihood under a Beta(a, b) prior on p,
+  sequences", Ann. Statist. 49(2)). To pass: the binomial likelihood under a Beta(a, b) prior on p,
   truncated to (margin, 1), over the likelihood at p = margin. For any p0 <= margin this is a nonnegative
   supermartingale with mean at most 1, so by Ville's inequality it ever reaches 1 / (1 - confidence) with
   probability at most 1 - confidence, however often it is checked and whenever one stops. To fail: the

@@ -3,9 +3,11 @@
 The prompt is a file teams edit (`proxy/parity/judge.md` ships; the policy can name another). Each of the two
 asks reads the reply's last `VERDICT: A|B|TIE` line. The candidate scores +1 for each ask it wins and -1 for
 each it loses: a positive sum is a win, a negative one a loss, zero a tie. So a judge that always prefers
-the first answer it is shown gives a tie, not a win (Zheng et al. 2023, "Judging LLM-as-a-Judge with MT-Bench
-and Chatbot Arena", §3.3: swap the positions and count an inconsistent pair as a tie). A reply without a
-verdict line, or a failed call, leaves the pair undecided.
+the first answer it is shown gives a tie, not a win. Zheng et al. 2023 ("Judging LLM-as-a-Judge with MT-Bench
+and Chatbot Arena") swap the positions the same way and call an inconsistent pair a tie; unlike their
+conservative rule, a win and a tie here make a win. A reply without a
+verdict line leaves the pair undecided; a failed call raises the route's error (the caller leaves the pair
+out, as it would an undecided one).
 """
 
 from __future__ import annotations
