@@ -29,6 +29,7 @@ PARTS = (
     "proxy._version",
     "proxy.tasks",
     "proxy.auth",
+    "proxy.parity",
     "proxy",
     "routes.knowledge",
     "routes.simulator",
