@@ -1,7 +1,8 @@
-"""`Dispatcher`: runs one call on its decided route, with retries and backoff, then on each fallback.
+"""`Dispatcher`: runs one call on its decided route, with retries and backoff, then on each fallback, by a deadline.
 
-The breakers live here, one per route. `Pipeline` decides and looks in the cache; what an attempt is
-(`once`: answer, or open a stream) it passes in, so the loop is the same for every endpoint kind.
+The breakers live here, one per route; the deadline's math is `proxy.deadline`. `Pipeline` decides and looks
+in the cache; what an attempt is (`once`: answer, or open a stream) it passes in, so the loop is the same for
+every endpoint kind.
 """
 
 from __future__ import annotations
@@ -19,9 +20,16 @@ from policies import Decision
 from proxy.accounting.tally import CacheStatus, Tally
 from proxy.breaker import CircuitBreaker
 from proxy.config.sections import BreakerSettings, RetrySettings
+from proxy.deadline import Deadline
 from proxy.endpoints.base import Codec
 from proxy.outcome import Outcome, OutcomeError
-from proxy.wire.errors import InvalidRequestError, ProxyError, RouteUnavailableError
+from proxy.wire.errors import (
+    DeadlineExceededError,
+    InvalidRequestError,
+    ProxyError,
+    RouteUnavailableError,
+    UpstreamTimeoutError,
+)
 from routes import Call, Route
 
 __all__ = ["Dispatcher"]
@@ -45,7 +53,8 @@ class Dispatcher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._routes = routes
-        self.breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown, clock) for name in routes}
+        self.breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown, clock, name=name) for name in routes}
+        self._breaker = breaker
         self._retry = retry
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._sleep = sleep
@@ -58,14 +67,16 @@ class Dispatcher:
         once: Callable[[Route], Awaitable[T]],
         tally: Tally,
         cache: CacheStatus,
+        deadline: Deadline,
     ) -> tuple[str, T, tuple[str, ...]]:
-        """Run `once` on the decided route, then on each fallback while the failure is the route's.
+        """Run `once` on the decided route, then on each fallback while the failure is the route's, by `deadline`.
 
-        Only the routes that serve the call's endpoint kind are tried.
+        Only the routes that serve the call's endpoint kind are tried; each attempt is cut to its share of what
+        is left of the deadline (`Deadline.for_attempt`).
 
         Raises:
-            OutcomeError: the last error, with the outcome that shows the decision (which route failed, sent by
-                which rule, what the cache did).
+            OutcomeError: the last error (`DeadlineExceededError` once the deadline passed), with the outcome
+                that shows the decision (which route failed, sent by which rule, what the cache did).
         """
         failed: list[str] = []
         kind = codec.kind
@@ -78,12 +89,17 @@ class Dispatcher:
             last = index == len(candidates) - 1
             tally.route, tally.fallback_from = name, tuple(failed)
             try:
-                result = await self._on_route(name, once, tally, skip_when_open=not last, codec=codec, call=call)
+                result = await self._on_route(name, once, tally, (index, len(candidates)), deadline, codec, call)
                 return name, result, tuple(failed)
             except ProxyError as exc:
+                if exc.route_failure and deadline.expired():
+                    message = f"No route answered within the request's deadline of {deadline.seconds:g} s."
+                    late = DeadlineExceededError(message)
+                    raise OutcomeError(late, Outcome(name, decision.rule, tuple(failed), cache)) from exc
                 if not exc.route_failure or last:
                     raise OutcomeError(exc, Outcome(name, decision.rule, tuple(failed), cache)) from exc
-                logger.warning("route %s failed (%s %s); falling back", name, exc.status, exc.message)
+                if not isinstance(exc, RouteUnavailableError):  # an open circuit logs when it opens, not each time
+                    logger.warning("route %s failed (%s %s); falling back", name, exc.status, exc.message)
                 failed.append(name)
         raise AssertionError("unreachable: the last route's error is raised")  # pragma: no cover
 
@@ -92,49 +108,81 @@ class Dispatcher:
         name: str,
         once: Callable[[Route], Awaitable[T]],
         tally: Tally,
-        *,
-        skip_when_open: bool,
+        position: tuple[int, int],
+        deadline: Deadline,
         codec: Codec[Any],
         call: Call[Any],
     ) -> T:
-        """Run `once` on route `name`, retrying with backoff.
+        """Run `once` on route `name` (at `position` of the candidates), retrying with backoff while there is time.
 
-        With `skip_when_open`, an open circuit sends the request on to the fallbacks at once. The last
+        Before the last candidate an open circuit sends the request on to the fallbacks at once. The last
         candidate is always tried, open or not (as Envoy's panic mode does): failing fast there would
-        turn a degraded upstream into a full outage. Its outcomes still move the breaker. An error is first
-        read as the codec reads it for this call (`Codec.upstream_error`): one that is the caller's moves nothing.
+        turn a degraded upstream into a full outage. Its outcomes still move the breaker, once per request
+        however many attempts it took; a 429 only with `count_rate_limits`. An error is first read as the codec
+        reads it for this call (`Codec.upstream_error`): one that is the caller's moves nothing.
         """
         breaker = self.breakers[name]
-        for attempt in itertools.count():
-            if skip_when_open and not breaker.allow():
-                error = RouteUnavailableError(f"The route '{name}' is failing; its fallbacks answer until it recovers.")
-                tally.failed_attempt(name, error, retried=False)
-                raise error
-            started = time.perf_counter()
-            try:
-                result = await once(self._routes[name])
-            except ProxyError as exc:
-                tally.upstream_seconds += time.perf_counter() - started
-                callers = codec.upstream_error(call.body, exc)
-                if callers is not exc:
-                    raise callers from exc
-                if not exc.route_failure:
-                    raise
-                breaker.record_failure()
-                tally.circuit(name, breaker.state)
-                retry = attempt < self._retry.attempts and exc.retryable
-                tally.failed_attempt(name, exc, retried=retry)
-                if not retry:
-                    raise
-                await self._sleep(self._backoff(attempt, exc))
-            else:
-                tally.answered_at = now = time.perf_counter()
-                tally.upstream_seconds += now - started
-                if breaker.state != "closed":
-                    tally.circuit(name, "closed")
-                breaker.record_success()
-                return result
+        index, candidates = position
+        if index < candidates - 1 and not breaker.allow():
+            error = RouteUnavailableError(f"The route '{name}' is failing; its fallbacks answer until it recovers.")
+            tally.failed_attempt(name, error, retried=False)
+            raise error
+        counted = settled = False
+        try:
+            for attempt in itertools.count():
+                budget = deadline.for_attempt(index, candidates)
+                if budget <= 0:
+                    raise UpstreamTimeoutError(f"No time was left for the route '{name}' within the deadline.")
+                try:
+                    result = await self._attempt(name, once, tally, budget)
+                except ProxyError as exc:
+                    callers = codec.upstream_error(call.body, exc)
+                    if callers is not exc:
+                        raise callers from exc
+                    if not exc.route_failure:
+                        raise
+                    counted = counted or self._breaker.count_rate_limits or exc.kind != "rate_limit"
+                    wait = self._backoff(attempt, exc)
+                    retry = attempt < self._retry.attempts and exc.retryable
+                    retry = retry and wait < deadline.for_attempt(index, candidates)
+                    tally.failed_attempt(name, exc, retried=retry)
+                    if not retry:
+                        if counted:
+                            breaker.record_failure()
+                            settled = True
+                            tally.circuit(name, breaker.state)
+                        raise
+                    await self._sleep(wait)
+                else:
+                    if breaker.state != "closed":
+                        tally.circuit(name, "closed")
+                    breaker.record_success()
+                    settled = True
+                    return result
+        finally:
+            if not settled:
+                breaker.release()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(self, name: str, once: Callable[[Route], Awaitable[T]], tally: Tally, budget: float) -> T:
+        """One try of `once` on route `name`, given at most `budget` seconds (then an `UpstreamTimeoutError`).
+
+        The one place an upstream attempt runs: a span per attempt wraps this call.
+        """
+        started = time.perf_counter()
+        limit = asyncio.timeout(budget)
+        try:
+            async with limit:
+                result = await once(self._routes[name])
+        except TimeoutError as exc:
+            if not limit.expired():
+                raise
+            message = f"The route '{name}' did not answer within its share of the deadline ({budget:.3g} s)."
+            raise UpstreamTimeoutError(message) from exc
+        finally:
+            tally.upstream_seconds += time.perf_counter() - started
+        tally.answered_at = time.perf_counter()
+        return result
 
     def _backoff(self, attempt: int, error: ProxyError) -> float:
         """Seconds before the next try: the upstream's `retry-after`, or full-jitter exponential backoff."""

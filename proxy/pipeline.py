@@ -23,7 +23,8 @@ from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import Tally
 from proxy.billing import Billing
 from proxy.cache.lookup import AnswerCache, Ticket
-from proxy.config.sections import BreakerSettings, RetrySettings
+from proxy.config.sections import BreakerSettings, DeadlineSettings, RetrySettings
+from proxy.deadline import Deadline, client_deadline, deadline_seconds
 from proxy.decide import decide_by_model, decide_semantically
 from proxy.dispatch import Dispatcher
 from proxy.endpoints.base import Codec
@@ -67,6 +68,7 @@ class Pipeline:
         retry: RetrySettings,
         breaker: BreakerSettings,
         tasks: BackgroundTasks,
+        deadline: DeadlineSettings | None = None,
         named: Mapping[str, str] | None = None,
         semantic: SemanticScorer | None = None,
         prices: PriceTable | None = None,
@@ -100,6 +102,7 @@ class Pipeline:
         """The response cache; None: every request bypasses it."""
         self._dispatcher = Dispatcher(self._routes, retry=retry, breaker=breaker, rng=rng, sleep=sleep, clock=clock)
         self.breakers = self._dispatcher.breakers
+        self._deadline = deadline or DeadlineSettings()
         self._tasks = tasks
         self._sizes = AnswerSizes()
 
@@ -124,8 +127,12 @@ class Pipeline:
         stream: bool,
         steer: Steer | None = None,
         admit: Admit | None = None,
-    ) -> tuple[Decision, Ticket]:
-        """Decide (and `steer`, and `admit`), then look the answer up in the form asked; a hit is priced."""
+    ) -> tuple[Decision, Ticket, Deadline]:
+        """Decide (and `steer`, and `admit`), then look the answer up in the form asked; a hit is priced.
+
+        The request's deadline is set from its arrival (`proxy.deadline`); a bad `x-turnout-timeout` is a 400 first.
+        """
+        asked = client_deadline(call.headers)
         try:
             decision = await self.decide(codec, call)
         finally:
@@ -147,7 +154,8 @@ class Pipeline:
         hit = ticket.hit
         if hit is not None and hit.model is not None and hit.usage is not None:
             self._account(codec, call, tally, decision.route, hit.model, hit.usage, cached=True)
-        return decision, ticket
+        seconds = deadline_seconds(self._deadline, decision.deadline, asked)
+        return decision, ticket, Deadline(seconds, tally.started, self._deadline.fallback_share)
 
     async def complete(
         self,
@@ -166,7 +174,7 @@ class Pipeline:
             OutcomeError: no route could answer; the error to send, with the outcome it belongs to.
         """
         tally = Tally() if tally is None else tally
-        decision, ticket = await self._begin(codec, call, tally, stream=False, steer=steer, admit=admit)
+        decision, ticket, deadline = await self._begin(codec, call, tally, stream=False, steer=steer, admit=admit)
         if ticket.hit is not None:
             answer = Answer(body=ticket.hit.body, model=tally.model, usage=tally.usage)
             return answer, Outcome(decision.route, decision.rule, cache="hit")
@@ -176,7 +184,8 @@ class Pipeline:
             return route.complete(call)
 
         try:
-            name, answer, failed = await self._dispatcher.run(codec, call, decision, complete_on, tally, ticket.status)
+            dispatched = await self._dispatcher.run(codec, call, decision, complete_on, tally, ticket.status, deadline)
+            name, answer, failed = dispatched
         except BaseException:
             ticket.finish(None)
             raise
@@ -203,7 +212,7 @@ class Pipeline:
             OutcomeError: no route could open a stream; the error to send, with the outcome it belongs to.
         """
         tally = Tally() if tally is None else tally
-        decision, ticket = await self._begin(codec, call, tally, stream=True, steer=steer, admit=admit)
+        decision, ticket, deadline = await self._begin(codec, call, tally, stream=True, steer=steer, admit=admit)
         if ticket.hit is not None:
             return replay_relay(ticket.hit.body), Outcome(decision.route, decision.rule, cache="hit")
         self._shadow(codec, call, decision)
@@ -243,9 +252,8 @@ class Pipeline:
             return relay, opened
 
         try:
-            name, (relay, opened), failed = await self._dispatcher.run(
-                codec, call, decision, open_on, tally, ticket.status
-            )
+            dispatched = await self._dispatcher.run(codec, call, decision, open_on, tally, ticket.status, deadline)
+            name, (relay, opened), failed = dispatched
         except BaseException:
             ticket.finish(None)
             raise
