@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from proxy.config.sections import DeadlineSettings
@@ -19,17 +19,16 @@ from proxy.wire.errors import InvalidRequestError
 
 __all__ = ["DEADLINE_HEADER", "Deadline", "client_deadline", "deadline_seconds"]
 
-DEADLINE_HEADER = "x-turnout-timeout"
-"""The client's own deadline for its request, in seconds (a decimal number)."""
+DEADLINE_HEADER = b"x-turnout-timeout"
+"""The client's own deadline for its request, in seconds (a decimal number); never sent upstream."""
 
 
-def client_deadline(headers: Mapping[str, str]) -> float | None:
-    """The seconds the client's `x-turnout-timeout` asks for, unclamped; None without the header.
+def client_deadline(raw: str | None) -> float | None:
+    """The seconds the client's `x-turnout-timeout` (`raw`, as sent) asks for, unclamped; None without one.
 
     Raises:
         InvalidRequestError: the header is not a positive, finite number of seconds.
     """
-    raw = headers.get(DEADLINE_HEADER)
     if raw is None:
         return None
     try:
@@ -37,8 +36,8 @@ def client_deadline(headers: Mapping[str, str]) -> float | None:
     except ValueError:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
-        message = f"The {DEADLINE_HEADER} header must be a positive number of seconds, such as 30 or 2.5."
-        raise InvalidRequestError(message, param=DEADLINE_HEADER, code="invalid_timeout")
+        message = "The x-turnout-timeout header must be a positive number of seconds, such as 30 or 2.5."
+        raise InvalidRequestError(message, param="x-turnout-timeout", code="invalid_timeout")
     return seconds
 
 

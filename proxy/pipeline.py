@@ -132,7 +132,7 @@ class Pipeline:
 
         The request's deadline is set from its arrival (`proxy.deadline`); a bad `x-turnout-timeout` is a 400 first.
         """
-        asked = client_deadline(call.headers)
+        asked = client_deadline(call.deadline)
         try:
             decision = await self.decide(codec, call)
         finally:
@@ -238,6 +238,7 @@ class Pipeline:
                 # Headers left before the usage came: the cost ends the stream as SSE comments instead.
                 if error is not None:
                     tally.upstream_error(route.name, "midstream")
+                    tally.failure = error
                 on_cut(sent)
                 comments = "".join(f": {name}: {value}\n" for name, value in tally.cost_items())
                 return f"{comments}\n".encode() if comments else b""

@@ -17,7 +17,6 @@ import pytest
 from policies import Decision
 from proxy.accounting.tally import Tally
 from proxy.config.sections import BreakerSettings, DeadlineSettings, RetrySettings
-from proxy.deadline import DEADLINE_HEADER
 from proxy.endpoints.chat import CHAT
 from proxy.outcome import OutcomeError
 from proxy.pipeline import Pipeline
@@ -75,21 +74,20 @@ def dispatching(
     return chat
 
 
-def call(**headers: str) -> ChatCall:
-    return Call(endpoint=CHAT, body=CHAT.decode(RAW), headers={"x-request-id": "req-1", **headers})
+def call(deadline: str | None = None) -> ChatCall:
+    """A chat call, with the client's `x-turnout-timeout` when `deadline` is given."""
+    return Call(endpoint=CHAT, body=CHAT.decode(RAW), headers={"x-request-id": "req-1"}, deadline=deadline)
 
 
-def streaming(**headers: str) -> ChatCall:
+def streaming(deadline: str | None = None) -> ChatCall:
     raw = RAW.replace(b'"messages"', b'"stream":true,"messages"')
-    return Call(endpoint=CHAT, body=CHAT.decode(raw), headers={"x-request-id": "req-1", **headers})
+    return Call(endpoint=CHAT, body=CHAT.decode(raw), headers={"x-request-id": "req-1"}, deadline=deadline)
 
 
 async def test_a_hung_route_leaves_its_fallback_time_to_answer_within_the_deadline() -> None:
     hung, backup = HungRoute("a"), FakeRoute("b")
     tally = Tally()
-    answer, outcome = await dispatching(hung, backup, fallbacks=("b",)).complete(
-        CHAT, call(**{DEADLINE_HEADER: "0.2"}), tally
-    )
+    answer, outcome = await dispatching(hung, backup, fallbacks=("b",)).complete(CHAT, call(deadline="0.2"), tally)
     assert answer.model == "b"
     assert outcome.fallback_from == ("a",)
     assert (hung.calls, backup.calls) == (1, 1)  # its share of the deadline spent, no retry of the hung route
@@ -104,9 +102,7 @@ async def test_a_rules_deadline_applies_without_a_header() -> None:
 
 async def test_a_hung_stream_falls_back_before_its_first_byte_within_the_deadline() -> None:
     hung, backup = HungRoute("a"), FakeRoute("b")
-    relay, outcome = await dispatching(hung, backup, fallbacks=("b",)).stream(
-        CHAT, streaming(**{DEADLINE_HEADER: "0.2"})
-    )
+    relay, outcome = await dispatching(hung, backup, fallbacks=("b",)).stream(CHAT, streaming(deadline="0.2"))
     body = b"".join([chunk async for chunk in relay])
     assert b'"content":"b"' in body
     assert outcome.fallback_from == ("a",)
@@ -115,7 +111,7 @@ async def test_a_hung_stream_falls_back_before_its_first_byte_within_the_deadlin
 async def test_when_the_deadline_passes_the_client_gets_a_504_timeout() -> None:
     chat = dispatching(HungRoute("a"), HungRoute("b"), fallbacks=("b",))
     with pytest.raises(OutcomeError) as caught:
-        await chat.complete(CHAT, call(**{DEADLINE_HEADER: "0.1"}))
+        await chat.complete(CHAT, call(deadline="0.1"))
     error = caught.value.error
     assert isinstance(error, DeadlineExceededError)
     assert (error.status, error.type, error.instance_code) == (504, "timeout_error", "timeout")
@@ -126,13 +122,13 @@ async def test_a_header_past_the_max_is_cut_to_it() -> None:
     settings = DeadlineSettings(default=600, max=0.1)
     chat = dispatching(HungRoute("a"), deadline=settings)
     with pytest.raises(OutcomeError, check=lambda failed: isinstance(failed.error, DeadlineExceededError)):
-        await chat.complete(CHAT, call(**{DEADLINE_HEADER: "3600"}))
+        await chat.complete(CHAT, call(deadline="3600"))
 
 
 async def test_a_bad_header_is_a_400_before_any_route_is_tried() -> None:
     route = FakeRoute("a")
     with pytest.raises(InvalidRequestError) as caught:
-        await dispatching(route).complete(CHAT, call(**{DEADLINE_HEADER: "forever"}))
+        await dispatching(route).complete(CHAT, call(deadline="forever"))
     assert caught.value.status == 400
     assert route.calls == 0
 
@@ -142,7 +138,7 @@ async def test_no_retry_whose_wait_would_pass_the_routes_share_of_the_deadline()
     limited = UpstreamRateLimitError("slow down", headers={"retry-after": "3"})
     primary, backup = FakeRoute("a", limited), FakeRoute("b")
     chat = dispatching(primary, backup, fallbacks=("b",), sleep=sleeps)
-    _, outcome = await chat.complete(CHAT, call(**{DEADLINE_HEADER: "4"}))  # a's share: 4 s less 2 s held back
+    _, outcome = await chat.complete(CHAT, call(deadline="4"))  # a's share: 4 s less 2 s held back
     assert sleeps.waits == []
     assert (primary.calls, outcome.route) == (1, "b")
 
