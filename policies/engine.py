@@ -52,6 +52,9 @@ class Decision:
     """The route that also gets a copy of this request (its answer discarded), when it was sampled."""
     cache: CacheRule = DEFAULT_CACHE_RULE
     """How this request uses the response cache (the rule's `cache:`)."""
+    deadline: float | None = None
+    """Seconds the whole request may take, retries and fallbacks included (the rule's `deadline:`; None: the
+    policy file's default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,7 @@ class Rule:
     fallbacks: tuple[str, ...] = ()
     shadow: Shadow | None = None
     cache: CacheRule = DEFAULT_CACHE_RULE
+    deadline: float | None = None
 
     @property
     def label(self) -> str:
@@ -141,7 +145,7 @@ def _sampled(plain: Decision, shadowed: Decision, sample: float, rng: random.Ran
 def _variants(rule: Rule, route: str, reason: str) -> tuple[Decision, Decision]:
     """The decision for `route`, without and with the rule's shadow copy (the same object when none applies)."""
     fallbacks = tuple(name for name in rule.fallbacks if name != route)
-    plain = Decision(route=route, rule=rule.name, reason=reason, fallbacks=fallbacks, cache=rule.cache)
+    plain = Decision(route, rule.name, reason, fallbacks, cache=rule.cache, deadline=rule.deadline)
     if rule.shadow is None or rule.shadow.route == route:
         return plain, plain
     return plain, replace(plain, shadow=rule.shadow.route)

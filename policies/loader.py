@@ -20,7 +20,7 @@ from policies.errors import Path, PolicyError
 
 __all__ = ["RULE_KEYS", "load_policy"]
 
-RULE_KEYS = ("name", "when", "route", "split", "sticky", "fallback", "shadow", "cache")
+RULE_KEYS = ("name", "when", "route", "split", "sticky", "fallback", "shadow", "cache", "deadline")
 """The keys a rule may have."""
 _SHADOW_KEYS = ("route", "sample")
 _STICKY: tuple[Sticky, ...] = ("user", "caller")
@@ -71,7 +71,16 @@ class _RuleReader:
             fallbacks=fallbacks,
             shadow=self.read_shadow(routes, split),
             cache=self.read_cache(),
+            deadline=self.read_deadline(),
         )
+
+    def read_deadline(self) -> float | None:
+        raw = self.raw.get("deadline")
+        if raw is None:
+            return None
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 < raw < float("inf"):
+            raise self.error(("deadline",), f"deadline must be a number of seconds > 0, got {raw!r}")
+        return float(raw)
 
     def read_cache(self) -> CacheRule:
         if "cache" not in self.raw:

@@ -24,6 +24,7 @@ from proxy.accounting.metrics import CONTENT_TYPE
 from proxy.accounting.recorder import Recorder
 from proxy.admin import ADMIN_HANDLERS
 from proxy.asgi import ClientDisconnectedError, read_body, send_json, send_stream, unless_gone
+from proxy.deadline import DEADLINE_HEADER
 from proxy.endpoints.base import Codec
 from proxy.endpoints.chat import CHAT
 from proxy.endpoints.completions import COMPLETIONS
@@ -119,6 +120,7 @@ def routed(codec: Codec[Any], *paths: str, stored_upstream: bool = False) -> ASG
             caller=caller,
             team=identity.key.team if identity is not None else None,
             credential=_credential(headers),
+            deadline=headers[DEADLINE_HEADER].decode("latin-1") if DEADLINE_HEADER in headers else None,
         )
         stream = codec.streams(body)
         tally.caller, tally.stream = caller and caller[:_MAX_CALLER], stream

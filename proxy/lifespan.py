@@ -198,6 +198,7 @@ def _build(
         policy=deployment.policy,
         retry=deployment.retry,
         breaker=deployment.circuit_breaker,
+        deadline=deployment.deadline,
         tasks=tasks,
         named=deployment.model_names(),
         prices=prices,

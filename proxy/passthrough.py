@@ -310,5 +310,6 @@ async def _relay(
     except ProxyError as exc:  # the response has begun: nothing to do but leave it incomplete
         logger.warning("passthrough: %s", exc.message)
         tally.upstream_error(PASSTHROUGH_LABEL, "midstream")
+        tally.failure = exc
         return
     await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -9,33 +9,32 @@ a request that fails raises `OutcomeError`, its error with the outcome it belong
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import itertools
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from policies import Decision, PolicyEngine
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.recorder import Recorder
-from proxy.accounting.tally import CacheStatus, Tally
+from proxy.accounting.tally import Tally
 from proxy.billing import Billing
-from proxy.breaker import CircuitBreaker
 from proxy.cache.lookup import AnswerCache, Ticket
-from proxy.config.sections import BreakerSettings, RetrySettings
+from proxy.config.sections import BreakerSettings, DeadlineSettings, RetrySettings
+from proxy.deadline import Deadline, client_deadline, deadline_seconds
 from proxy.decide import decide_by_model, decide_semantically
+from proxy.dispatch import Dispatcher
 from proxy.endpoints.base import Codec
 from proxy.estimate import AnswerSizes
-from proxy.outcome import Outcome, OutcomeError
+from proxy.outcome import Outcome
 from proxy.semantic import SemanticScorer
 from proxy.shadow import ShadowSpent, run_shadow
 from proxy.streaming import Relay, open_relay, replay_relay
 from proxy.tasks import BackgroundTasks
-from proxy.wire.errors import InvalidRequestError, ProxyError, RouteUnavailableError
+from proxy.wire.errors import ProxyError
 from proxy.wire.schemas import Usage
 from routes import Answer, AnswerStream, Call, Route
 from routes.kind import CONVERSATIONS
@@ -46,8 +45,6 @@ logger = logging.getLogger("turnout.pipeline")
 
 CALLER_HEADER = "x-turnout-caller"
 """Who is calling, for `caller` conditions and sticky splits, when keys are off (with keys: the key's name)."""
-
-T = TypeVar("T")
 
 Steer = Callable[[Decision], Decision]
 """Turns the policy's decision into the one to follow (a Responses request continuing a stored response goes to
@@ -71,6 +68,7 @@ class Pipeline:
         retry: RetrySettings,
         breaker: BreakerSettings,
         tasks: BackgroundTasks,
+        deadline: DeadlineSettings | None = None,
         named: Mapping[str, str] | None = None,
         semantic: SemanticScorer | None = None,
         prices: PriceTable | None = None,
@@ -102,11 +100,10 @@ class Pipeline:
         self._shadow_spent = shadow_spent  # a shadow copy's team and cost, for the team's budget (`proxy.access`)
         self.cache = cache
         """The response cache; None: every request bypasses it."""
-        self.breakers = {name: CircuitBreaker(breaker.failures, breaker.cooldown, clock) for name in self._routes}
-        self._retry = retry
+        self._dispatcher = Dispatcher(self._routes, retry=retry, breaker=breaker, rng=rng, sleep=sleep, clock=clock)
+        self.breakers = self._dispatcher.breakers
+        self._deadline = deadline or DeadlineSettings()
         self._tasks = tasks
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._sleep = sleep
         self._sizes = AnswerSizes()
 
     async def decide(self, codec: Codec[Any], call: Call[Any]) -> Decision:
@@ -130,8 +127,12 @@ class Pipeline:
         stream: bool,
         steer: Steer | None = None,
         admit: Admit | None = None,
-    ) -> tuple[Decision, Ticket]:
-        """Decide (and `steer`, and `admit`), then look the answer up in the form asked; a hit is priced."""
+    ) -> tuple[Decision, Ticket, Deadline]:
+        """Decide (and `steer`, and `admit`), then look the answer up in the form asked; a hit is priced.
+
+        The request's deadline is set from its arrival (`proxy.deadline`); a bad `x-turnout-timeout` is a 400 first.
+        """
+        asked = client_deadline(call.deadline)
         try:
             decision = await self.decide(codec, call)
         finally:
@@ -153,7 +154,8 @@ class Pipeline:
         hit = ticket.hit
         if hit is not None and hit.model is not None and hit.usage is not None:
             self._account(codec, call, tally, decision.route, hit.model, hit.usage, cached=True)
-        return decision, ticket
+        seconds = deadline_seconds(self._deadline, decision.deadline, asked)
+        return decision, ticket, Deadline(seconds, tally.started, self._deadline.fallback_share)
 
     async def complete(
         self,
@@ -172,7 +174,7 @@ class Pipeline:
             OutcomeError: no route could answer; the error to send, with the outcome it belongs to.
         """
         tally = Tally() if tally is None else tally
-        decision, ticket = await self._begin(codec, call, tally, stream=False, steer=steer, admit=admit)
+        decision, ticket, deadline = await self._begin(codec, call, tally, stream=False, steer=steer, admit=admit)
         if ticket.hit is not None:
             answer = Answer(body=ticket.hit.body, model=tally.model, usage=tally.usage)
             return answer, Outcome(decision.route, decision.rule, cache="hit")
@@ -182,7 +184,8 @@ class Pipeline:
             return route.complete(call)
 
         try:
-            name, answer, failed = await self._dispatch(codec, call, decision, complete_on, tally, ticket.status)
+            dispatched = await self._dispatcher.run(codec, call, decision, complete_on, tally, ticket.status, deadline)
+            name, answer, failed = dispatched
         except BaseException:
             ticket.finish(None)
             raise
@@ -209,7 +212,7 @@ class Pipeline:
             OutcomeError: no route could open a stream; the error to send, with the outcome it belongs to.
         """
         tally = Tally() if tally is None else tally
-        decision, ticket = await self._begin(codec, call, tally, stream=True, steer=steer, admit=admit)
+        decision, ticket, deadline = await self._begin(codec, call, tally, stream=True, steer=steer, admit=admit)
         if ticket.hit is not None:
             return replay_relay(ticket.hit.body), Outcome(decision.route, decision.rule, cache="hit")
         self._shadow(codec, call, decision)
@@ -235,6 +238,7 @@ class Pipeline:
                 # Headers left before the usage came: the cost ends the stream as SSE comments instead.
                 if error is not None:
                     tally.upstream_error(route.name, "midstream")
+                    tally.failure = error
                 on_cut(sent)
                 comments = "".join(f": {name}: {value}\n" for name, value in tally.cost_items())
                 return f"{comments}\n".encode() if comments else b""
@@ -249,7 +253,8 @@ class Pipeline:
             return relay, opened
 
         try:
-            name, (relay, opened), failed = await self._dispatch(codec, call, decision, open_on, tally, ticket.status)
+            dispatched = await self._dispatcher.run(codec, call, decision, open_on, tally, ticket.status, deadline)
+            name, (relay, opened), failed = dispatched
         except BaseException:
             ticket.finish(None)
             raise
@@ -258,99 +263,6 @@ class Pipeline:
         if name != decision.route:
             ticket.finish(None)
         return relay, Outcome(name, decision.rule, failed, ticket.status, opened.headers)
-
-    async def _dispatch(
-        self,
-        codec: Codec[Any],
-        call: Call[Any],
-        decision: Decision,
-        once: Callable[[Route], Awaitable[T]],
-        tally: Tally,
-        cache: CacheStatus,
-    ) -> tuple[str, T, tuple[str, ...]]:
-        """Run `once` on the decided route, then on each fallback while the failure is the route's.
-
-        Only the routes that serve the call's endpoint kind are tried.
-
-        Raises:
-            OutcomeError: the last error, with the outcome that shows the decision (which route failed, sent by
-                which rule, what the cache did).
-        """
-        failed: list[str] = []
-        kind = codec.kind
-        candidates = [name for name in (decision.route, *decision.fallbacks) if kind in self._routes[name].endpoints]
-        if not candidates:
-            message = f"The route '{decision.route}' (rule '{decision.rule}') does not answer {kind} requests."
-            error = InvalidRequestError(message, param="model", code="unsupported_endpoint")
-            raise OutcomeError(error, Outcome(decision.route, decision.rule, cache=cache))
-        for index, name in enumerate(candidates):
-            last = index == len(candidates) - 1
-            tally.route, tally.fallback_from = name, tuple(failed)
-            try:
-                result = await self._on_route(name, once, tally, skip_when_open=not last, codec=codec, call=call)
-                return name, result, tuple(failed)
-            except ProxyError as exc:
-                if not exc.route_failure or last:
-                    raise OutcomeError(exc, Outcome(name, decision.rule, tuple(failed), cache)) from exc
-                logger.warning("route %s failed (%s %s); falling back", name, exc.status, exc.message)
-                failed.append(name)
-        raise AssertionError("unreachable: the last route's error is raised")  # pragma: no cover
-
-    async def _on_route(
-        self,
-        name: str,
-        once: Callable[[Route], Awaitable[T]],
-        tally: Tally,
-        *,
-        skip_when_open: bool,
-        codec: Codec[Any],
-        call: Call[Any],
-    ) -> T:
-        """Run `once` on route `name`, retrying with backoff.
-
-        With `skip_when_open`, an open circuit sends the request on to the fallbacks at once. The last
-        candidate is always tried, open or not (as Envoy's panic mode does): failing fast there would
-        turn a degraded upstream into a full outage. Its outcomes still move the breaker. An error is first
-        read as the codec reads it for this call (`Codec.upstream_error`): one that is the caller's moves nothing.
-        """
-        breaker = self.breakers[name]
-        for attempt in itertools.count():
-            if skip_when_open and not breaker.allow():
-                error = RouteUnavailableError(f"The route '{name}' is failing; its fallbacks answer until it recovers.")
-                tally.failed_attempt(name, error, retried=False)
-                raise error
-            started = time.perf_counter()
-            try:
-                result = await once(self._routes[name])
-            except ProxyError as exc:
-                tally.upstream_seconds += time.perf_counter() - started
-                callers = codec.upstream_error(call.body, exc)
-                if callers is not exc:
-                    raise callers from exc
-                if not exc.route_failure:
-                    raise
-                breaker.record_failure()
-                tally.circuit(name, breaker.state)
-                retry = attempt < self._retry.attempts and exc.retryable
-                tally.failed_attempt(name, exc, retried=retry)
-                if not retry:
-                    raise
-                await self._sleep(self._backoff(attempt, exc))
-            else:
-                tally.answered_at = now = time.perf_counter()
-                tally.upstream_seconds += now - started
-                if breaker.state != "closed":
-                    tally.circuit(name, "closed")
-                breaker.record_success()
-                return result
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _backoff(self, attempt: int, error: ProxyError) -> float:
-        """Seconds before the next try: the upstream's `retry-after`, or full-jitter exponential backoff."""
-        cap = self._retry.max_backoff
-        with contextlib.suppress(KeyError, ValueError):
-            return min(float(error.headers["retry-after"]), cap)
-        return self._rng.uniform(0, min(cap, self._retry.backoff * 2**attempt))
 
     def _shadow(self, codec: Codec[Any], call: Call[Any], decision: Decision) -> None:
         if decision.shadow is not None and decision.shadow in self.routes:

@@ -38,6 +38,8 @@ class Call(Generic[ViewT]):
     credential: str = ""
     """A digest of the client's own key (`Authorization`, `api-key`), so that the response cache never gives
     one key's answers to another; "" without one. Never sent upstream."""
+    deadline: str | None = None
+    """The client's `x-turnout-timeout` as it was sent (the proxy reads it); never sent upstream."""
     question: Question = field(init=False, repr=False, compare=False)
     """The request's question, embedded when something needs its meaning (and what that cost): its own."""
 

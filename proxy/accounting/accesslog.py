@@ -15,11 +15,21 @@ import msgspec
 from proxy.accounting.tally import Tally, usd
 from proxy.wire.schemas import ChatMessage
 
-__all__ = ["ACCESS_LOGGER", "AccessLine", "AccessLog"]
+__all__ = ["ACCESS_LOGGER", "AccessLine", "AccessLog", "Failure"]
 
 ACCESS_LOGGER = "turnout.access"
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Probes and scrapes: logged only when they fail."""
+
+
+class Failure(msgspec.Struct, kw_only=True):
+    """What broke a response off after its status was sent: the error as the stream's error event carried it."""
+
+    status: int
+    """The status the error has (504 for a timeout, ...); the line's `status` stays what the client got."""
+    type: str
+    code: str | None
+    message: str
 
 
 class AccessLine(msgspec.Struct, kw_only=True):
@@ -50,6 +60,8 @@ class AccessLine(msgspec.Struct, kw_only=True):
     ttft_ms: float | None = None
     retries: int = 0
     upstream_errors: list[str] | None = None
+    failure: Failure | None = None
+    """Set when the response broke off after it had begun (a failed stream); None for one that ended whole."""
     messages: list[ChatMessage] | None = None
     input: msgspec.Raw | None = None
     answer: list[str | None] | None = None
@@ -114,6 +126,10 @@ class AccessLog:
             line.ttft_ms = _ms(tally.first_byte_at - tally.started)
         line.retries = len(tally.retries or ())
         line.upstream_errors = [f"{route}:{kind}" for route, kind in tally.upstream_errors or ()] or None
+        if (failure := tally.failure) is not None:
+            line.failure = Failure(
+                status=failure.status, type=failure.type, code=failure.instance_code, message=failure.message
+            )
         if self.content:
             self._add_content(line, tally)
         return line

@@ -106,6 +106,9 @@ class Tally:
     """(route, kind) of each failed upstream attempt."""
     circuits: list[tuple[str, str]] | None = None
     """(route, breaker state) each time a route's breaker may have changed, in order."""
+    failure: ProxyError | None = None
+    """What broke a response off after it had begun (a stream's upstream failing midway): its status, sent
+    before, stays what the client saw."""
     upstream_seconds: float = 0.0
     """Time spent waiting on upstreams; a stream's answering attempt counts until its first event."""
     answered_at: float | None = None

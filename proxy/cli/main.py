@@ -161,7 +161,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _run_uvicorn(settings: Settings, redactor: Redactor) -> None:
     import uvicorn
 
-    from proxy.protocol import ConnectionLimits, ServerConnections, TurnoutHttpProtocol
+    from proxy.drain import DrainingHttpProtocol
+    from proxy.protocol import ConnectionLimits, ServerConnections
 
     server = settings.server
     limits = ConnectionLimits(
@@ -172,7 +173,7 @@ def _run_uvicorn(settings: Settings, redactor: Redactor) -> None:
         body_timeout=server.body_timeout,
     )
     # A partial, not a class made here: with --workers N, uvicorn pickles its config for each worker.
-    protocol = functools.partial(TurnoutHttpProtocol, limits=limits, shared=ServerConnections())
+    protocol = functools.partial(DrainingHttpProtocol, limits=limits, shared=ServerConnections())
     uvicorn.run(
         "proxy.app:create_app",
         factory=True,

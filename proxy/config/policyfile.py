@@ -21,6 +21,7 @@ from proxy.config.sections import (
     AuthSettings,
     BreakerSettings,
     CacheSettings,
+    DeadlineSettings,
     EmbedderSettings,
     PassthroughSettings,
     Price,
@@ -48,6 +49,7 @@ class _PolicyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     model_selects_route: bool = True
     retry: RetrySettings = RetrySettings()
     circuit_breaker: BreakerSettings = BreakerSettings()
+    deadline: DeadlineSettings = DeadlineSettings()
     embedder: EmbedderSettings = EmbedderSettings()
     cache: CacheSettings = CacheSettings()
     passthrough: PassthroughSettings = PassthroughSettings()
@@ -69,6 +71,7 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     """A request whose `model` is a route's name or alias goes to that route, bypassing the rules."""
     retry: RetrySettings = RetrySettings()
     circuit_breaker: BreakerSettings = BreakerSettings()
+    deadline: DeadlineSettings = DeadlineSettings()
     cache: CacheSettings = CacheSettings()
     policy: PolicyEngine | None = None
     """None: no rules, every request takes the one route with the caller's `model`."""
@@ -252,6 +255,7 @@ def parse_deployment(
             passthrough=_passthrough(document, file, [name]),
             retry=file.retry,
             circuit_breaker=file.circuit_breaker,
+            deadline=file.deadline,
             cache=file.cache,
             prices=prices,
             auth=auth,
@@ -272,6 +276,7 @@ def parse_deployment(
         model_selects_route=file.model_selects_route,
         retry=file.retry,
         circuit_breaker=file.circuit_breaker,
+        deadline=file.deadline,
         cache=file.cache,
         policy=policy,
         embedder=file.embedder,

@@ -19,6 +19,7 @@ __all__ = [
     "BreakerSettings",
     "CacheSettings",
     "CorsSettings",
+    "DeadlineSettings",
     "EmbedderSettings",
     "PassthroughSettings",
     "Price",
@@ -74,7 +75,21 @@ class BreakerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """Per-route circuit breaker: open after `failures` failures in a row, probe again after `cooldown` s."""
 
     failures: AtLeastOne = 5
+    """Failed requests in a row (a request with its retries counts once)."""
     cooldown: Seconds = 30.0
+    count_rate_limits: bool = False
+    """Whether an upstream's 429 counts as a failure (off: a rate-limited route is busy, not broken)."""
+
+
+class DeadlineSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One deadline per request, across its attempts, retries and fallbacks (`proxy.deadline`), in seconds."""
+
+    default: Seconds = 600.0
+    """A request's deadline when neither its rule nor its client gives one."""
+    max: Seconds = 600.0
+    """The longest a client's `x-turnout-timeout` may ask for; a longer one is cut to this."""
+    fallback_share: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.5
+    """The part of the deadline held back for the fallbacks while a route before them is tried."""
 
 
 class CacheSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -16,6 +16,7 @@
     + UpstreamRejectedError       400/422 as the upstream said, its message kept            not a route failure
     + UpstreamRateLimitError      429 with retry-after                                      route failure
     + UpstreamTimeoutError        504                                                       route failure
+      + DeadlineExceededError     504 timeout (the request's deadline passed, every route tried that had time)
     + RouteUnavailableError       503 (a route's circuit is open: its fallbacks answer instead)  route failure
   x KnowledgeUnavailableError     503 (a RAG route's index is missing or made by another embedder)
 ```
@@ -39,6 +40,7 @@ from proxy.wire.redaction import Redactor, redact
 
 __all__ = [
     "AuthenticationError",
+    "DeadlineExceededError",
     "InvalidPathError",
     "InvalidRequestError",
     "KnowledgeUnavailableError",
@@ -246,6 +248,13 @@ class UpstreamTimeoutError(UpstreamError):
     status_code = 504
     code = "upstream_timeout"
     kind = "timeout"
+
+
+class DeadlineExceededError(UpstreamTimeoutError):
+    """The request's deadline passed before any route answered (`proxy.deadline`)."""
+
+    type = "timeout_error"
+    code = "timeout"
 
 
 class RouteUnavailableError(UpstreamError):

@@ -126,7 +126,7 @@ async def test_the_breaker_keeps_requests_off_a_failing_route(
     routed: httpx.AsyncClient, simulator: SimulatorServer
 ) -> None:
     fault = {"x-simulated-fault": "500", "x-simulated-fault-for": FT}
-    for attempt in range(2):  # two tries each: four failures open the circuit
+    for attempt in range(4):  # four failed requests open the circuit (two tries each, one failure each)
         await routed.post(CHAT, json=body(), headers={**fault, "x-request-id": f"req-breaker-{attempt}"})
     response = await routed.post(CHAT, json=body(), headers={"x-request-id": "req-breaker-open"})
     assert response.headers["x-turnout-route"] == "gpt4"

@@ -161,20 +161,23 @@ async def test_the_last_routes_error_reaches_the_caller() -> None:
 
 
 async def test_an_open_circuit_sends_requests_straight_to_the_fallback() -> None:
-    primary, backup = FakeRoute("a", *[UpstreamError("x")] * 2), FakeRoute("b")
+    primary, backup = FakeRoute("a", *[UpstreamError("x")] * 4), FakeRoute("b")
     chat = with_fallback(pipeline(primary, backup, attempts=1, failures=2), "a", "b")
     await chat.complete(CHAT, call())
-    assert chat.breakers["a"].state == "open"
+    assert state(chat, "a") == "closed"  # one failed request (of two attempts) is one failure
+    await chat.complete(CHAT, call())
+    assert state(chat, "a") == "open"
     _, outcome = await chat.complete(CHAT, call())
-    assert primary.calls == 2  # not tried again while open
+    assert primary.calls == 4  # not tried again while open
     assert outcome.fallback_from == ("a",)
 
 
 async def test_the_last_route_is_tried_even_with_its_circuit_open() -> None:
     route = FakeRoute("a", *[UpstreamError("x")] * 2)
-    chat = pipeline(route, attempts=1, failures=2)
-    with pytest.raises(OutcomeError, check=lambda failed: isinstance(failed.error, UpstreamError)):
-        await chat.complete(CHAT, call())
+    chat = pipeline(route, attempts=0, failures=2)
+    for _ in range(2):
+        with pytest.raises(OutcomeError, check=lambda failed: isinstance(failed.error, UpstreamError)):
+            await chat.complete(CHAT, call())
     assert state(chat, "a") == "open"
     _, outcome = await chat.complete(CHAT, call())  # nothing to fall back to: tried anyway, and it recovered
     assert route.calls == 3

@@ -68,9 +68,10 @@ app.kubernetes.io/component: redis
 {{- default (printf "%s-knowledge" (include "turnout.fullname" .)) .Values.knowledge.existingClaim }}
 {{- end }}
 
-{{/* The shutdown budget: the preStop sleep, then the drain, then a margin before the kubelet kills. */}}
+{{/* The shutdown budget: the preStop sleep, then the drain (requests get drainTimeout, then the background
+work they left, cache writes, shadow copies and spend, gets up to as long again), then a margin before the kubelet kills. */}}
 {{- define "turnout.terminationGracePeriodSeconds" -}}
-{{- add (int .Values.preStopSleepSeconds) (int (ceil .Values.turnout.drainTimeout)) (int .Values.terminationGraceMarginSeconds) }}
+{{- add (int .Values.preStopSleepSeconds) (mul 2 (int (ceil .Values.turnout.drainTimeout))) (int .Values.terminationGraceMarginSeconds) }}
 {{- end }}
 
 {{/*
