@@ -102,8 +102,8 @@ class Receiver:
 
 
 @contextmanager
-def otlp_receiver() -> Iterator[Receiver]:
-    """A receiver listening on a free loopback port until the block ends; its `url` is the OTLP/HTTP base URL."""
+def otlp_receiver(port: int = 0) -> Iterator[Receiver]:
+    """A receiver listening on loopback (a free port by default) until the block ends; `url`: its OTLP/HTTP base URL."""
     receiver = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -123,10 +123,10 @@ def otlp_receiver() -> Iterator[Receiver]:
             self.end_headers()
             self.wfile.write(answer)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     receiver.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, name="otlp-receiver", daemon=True)
     thread.start()
@@ -135,3 +135,11 @@ def otlp_receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+if __name__ == "__main__":  # `python -m tests.otlp_receiver PORT`: for the benchmarks, until terminated
+    import signal
+    import sys
+
+    with otlp_receiver(int(sys.argv[1])):
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})

@@ -125,7 +125,9 @@ def test_a_request_and_its_attempt_continue_the_clients_trace(
     assert seen["tracestate"] == "acme=1"
 
 
-def test_a_stream_s_attempt_lasts_until_its_end_and_carries_the_usage(traced: openai.OpenAI, receiver: Receiver) -> None:
+def test_a_stream_s_attempt_lasts_until_its_end_and_carries_the_usage(
+    traced: openai.OpenAI, receiver: Receiver
+) -> None:
     trace_id, _, header = traceparent()
     with traced.chat.completions.create(
         model="gpt-4o",
@@ -151,7 +153,12 @@ def test_retries_and_fallbacks_are_attempts_and_events(
 ) -> None:
     trace_id, _, header = traceparent()
     request_id = new_request_id()
-    headers = {"x-simulated-fault": "503", "x-simulated-fault-for": FT, "x-request-id": request_id, "traceparent": header}
+    headers = {
+        "x-simulated-fault": "503",
+        "x-simulated-fault-for": FT,
+        "x-request-id": request_id,
+        "traceparent": header,
+    }
     raw = traced.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, extra_headers=headers)
     assert raw.headers["x-turnout-fallback-from"] == "support-ft"
     spans = receiver.trace(trace_id, 4)
