@@ -1,4 +1,4 @@
-"""Traces from the real `turnout serve` to a real OTLP/HTTP receiver, the simulator as the upstream, the SDK as the client.
+"""Traces from the real `turnout serve` to a real OTLP/HTTP receiver: the simulator is the upstream, the SDK the client.
 
 The receiver (`tests.otlp_receiver`) decodes the protobuf the SDK's exporter posts; the simulator records the
 `traceparent` each attempt carried. Asserted: span names, kinds and GenAI attributes, parent and child, the client's
