@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Callable
 
 from litestar import Litestar
@@ -57,6 +58,9 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
         async with open_resources(resolved, reload_settings=reload_settings, recorder=recorder, hooks=hooks) as res:
             app.state.resources = res
             metrics.start_flushing(asyncio.get_running_loop())
+            # What startup built lives as long as the worker, out of the collector's sight: a full collection then
+            # walks the requests' objects only, not 100,000 more (31 ms a time here, a stall for every open stream).
+            gc.freeze()
             try:
                 yield
             finally:
