@@ -206,6 +206,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000, help="concurrent streams per round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; medians are reported")
     parser.add_argument("--no-tracing", action="store_true", help="skip the Turnout that exports spans")
+    parser.add_argument("--chunks", type=int, default=CHUNKS, help="content chunks a stream")
     args = parser.parse_args()
     open_files(4 * args.streams + 256)  # the servers inherit it: each holds its clients' and its upstream's
     python = sys.executable
@@ -217,7 +218,14 @@ def main() -> None:
         "TURNOUT_LOG_LEVEL": "warning",
         "TURNOUT_ACCESS_LOG": "false",
     }
-    timing = ["--latency-ms", str(FIRST_TOKEN_MS), "--chunk-interval-ms", str(INTERVAL_MS), "--chunks", str(CHUNKS)]
+    timing = [
+        "--latency-ms",
+        str(FIRST_TOKEN_MS),
+        "--chunk-interval-ms",
+        str(INTERVAL_MS),
+        "--chunks",
+        str(args.chunks),
+    ]
     serve = [python, "-m", "proxy", "serve", "--workers", "1", "--port"]
     with ExitStack() as stack:
         pids = {
@@ -240,7 +248,7 @@ def main() -> None:
         for port in ports.values():  # warm the pools, the imports and the allocator a little
             run_streams(port, 20)
         print(
-            f"cores: {os.cpu_count()}; {args.streams} streams a round, {args.rounds} rounds; {CHUNKS} chunks, "
+            f"cores: {os.cpu_count()}; {args.streams} streams a round, {args.rounds} rounds; {args.chunks} chunks, "
             f"first after {FIRST_TOKEN_MS} ms, then every {INTERVAL_MS} ms"
         )
         results = {name: Figures() for name in ports}
