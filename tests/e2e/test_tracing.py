@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
@@ -25,26 +24,17 @@ from tests.e2e.conftest import (
     start_turnout,
     turnout_env,
 )
+from tests.e2e.test_policy import FT, MESSAGES
+from tests.e2e.test_policy import POLICY as ROUTED_POLICY
 from tests.otlp_receiver import ReceivedSpan, Receiver, otlp_receiver
 
-FT = "ft:gpt-3.5-turbo-0613:acme::8Xyz"
-POLICY = """
-upstreams:
-  sim:
-    base_url: ${SIM_URL}
-    api_key: ${OPENAI_API_KEY}
-routes:
-  support-ft: {upstream: sim, model: "ft:gpt-3.5-turbo-0613:acme::8Xyz"}
-  gpt4: {upstream: sim, model: gpt-4}
-baseline: gpt4
-retry: {attempts: 1, backoff: 0.01}
+# test_policy's file (a fine-tune with GPT-4 as its fallback), with one retry and a service name for the traces.
+POLICY = (
+    ROUTED_POLICY
+    + """retry: {attempts: 1, backoff: 0.01}
 tracing: {service_name: turnout-e2e}
-rules:
-  - name: default
-    route: support-ft
-    fallback: [gpt4]
 """
-MESSAGES: list[Any] = [{"role": "user", "content": "Where is my order?"}]
+)
 
 
 @pytest.fixture(scope="module")
