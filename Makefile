@@ -85,6 +85,8 @@ bench: install
 	$(BIN)/python -m tests.bench.slow_clients
 	$(BIN)/python -m tests.bench.lock_outage
 	$(BIN)/python -m tests.bench.log_redaction
+	$(BIN)/python -m tests.bench.streams
+	$(BIN)/python -m tests.bench.tracing
 
 clean:
 	rm -rf $(VENV) $(VENV_OPENAI2) *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -103,7 +103,8 @@ class Resources:
 class _Sessions:
     """One pooled HTTP session per distinct upstream definition, reused across reloads while unchanged."""
 
-    def __init__(self) -> None:
+    def __init__(self, hooks: Sequence[aiohttp.TraceConfig] = ()) -> None:
+        self._hooks = hooks  # the attempts' spans (`proxy.tracing`), when tracing is on
         self._by_upstream: dict[UpstreamSettings, aiohttp.ClientSession] = {}
         self._retired: dict[aiohttp.ClientSession, asyncio.Task[None]] = {}
 
@@ -113,7 +114,9 @@ class _Sessions:
             timeouts = UpstreamTimeouts(
                 connect=upstream.timeout.connect, read=upstream.timeout.read, total=upstream.timeout.total
             )
-            session = self._by_upstream[upstream] = new_session(timeouts, max_connections=upstream.max_connections)
+            session = self._by_upstream[upstream] = new_session(
+                timeouts, max_connections=upstream.max_connections, hooks=self._hooks
+            )
         return session
 
     def retire_unused(self, used: set[UpstreamSettings], grace: float) -> None:
@@ -249,11 +252,13 @@ async def open_resources(
     reload_settings: Callable[[], Settings] | None = None,
     watch_interval: float = 1.0,
     recorder: Recorder | None = None,
+    hooks: Sequence[aiohttp.TraceConfig] = (),
 ) -> AsyncIterator[Resources]:
     """Open the upstream sessions (and the simulated upstream when configured); reload on change or SIGHUP.
 
     `reload_settings` loads the file again (by default: not at all, as for settings built in code);
-    `recorder` is told each policy's routes and breakers, each reload's result, and what is spent at load.
+    `recorder` is told each policy's routes and breakers, each reload's result, and what is spent at load;
+    `hooks` go on every upstream session (the attempts' spans, `proxy.tracing`).
     """
     one_blas_thread()
     async with contextlib.AsyncExitStack() as stack:
@@ -263,7 +268,7 @@ async def open_resources(
             stack.push_async_callback(simulator.aclose)
             base_url = simulator.base_url
             logger.info("simulated upstream listening at %s", base_url)
-        sessions, tasks, local = _Sessions(), BackgroundTasks(), LocalEmbedders()
+        sessions, tasks, local = _Sessions(hooks), BackgroundTasks(), LocalEmbedders()
         caches = SharedCache(lambda: local.get(256), recorder)  # the semantic cache compares all 256 dimensions
         stack.push_async_callback(sessions.close)
         stack.push_async_callback(caches.aclose)

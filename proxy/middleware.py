@@ -12,10 +12,11 @@ import secrets
 import time
 
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import COST_HEADER, Tally
+from proxy.tracing import Tracing
 
 __all__ = ["REQUEST_ID_HEADER", "RequestIdMiddleware", "request_id_of", "tally_of"]
 
@@ -63,27 +64,22 @@ class RequestIdMiddleware:
     Raw ASGI rather than Litestar's middleware base: it runs on every request, including the framework's
     own 404s, and costs one header scan. It also times the request, adds the cost header to a chat
     answer whose cost is known when its headers leave and, with a `recorder`, counts the request in
-    flight and hands it to the recorder when its response has ended.
+    flight and hands it to the recorder when its response has ended. With `tracing`, it also starts and ends the
+    request's span (`proxy.tracing`).
     """
 
-    def __init__(self, app: ASGIApp, *, recorder: Recorder | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, recorder: Recorder | None = None, tracing: Tracing | None = None) -> None:
         self.app = app
         self._ids = _RequestIds()
         self._recorder = recorder
+        self._tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope."""
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        request_id = b""
-        for name, value in scope["headers"]:
-            if name == _HEADER:
-                if _VALID_ID.fullmatch(value):
-                    request_id = value
-                break
-        if not request_id:
-            request_id = self._ids.next()
+        request_id = _caller_id(scope) or self._ids.next()
         tally = Tally(request_id=request_id.decode(), started=time.perf_counter())
         state = scope.setdefault("state", {})
         state[_STATE_KEY], state[_TALLY_KEY] = tally.request_id, tally
@@ -105,6 +101,7 @@ class RequestIdMiddleware:
         in_flight = recorder.in_flight if recorder is not None and path not in _NOT_COUNTED else None
         if in_flight is not None:
             in_flight.inc()
+        trace = self._tracing.begin(scope, tally) if self._tracing is not None else None
         try:
             await self.app(scope, receive, send_with_id)
         finally:
@@ -112,12 +109,22 @@ class RequestIdMiddleware:
             if in_flight is not None:
                 in_flight.dec()
             self._record(tally, scope["method"], path)
+            if trace is not None:
+                trace.end(scope["method"], path)
 
     def _record(self, tally: Tally, method: str, path: str) -> None:
         if tally.status == 0:
             tally.status = _CLIENT_GONE
         if self._recorder is not None:
             self._recorder.request(tally, method, path)
+
+
+def _caller_id(scope: HTTPScope) -> bytes:
+    """The caller's `x-request-id` when it is a plain token, else b""."""
+    for name, value in scope["headers"]:
+        if name == _HEADER:
+            return value if _VALID_ID.fullmatch(value) else b""
+    return b""
 
 
 def _cost_headers(tally: Tally) -> list[tuple[bytes, bytes]]:

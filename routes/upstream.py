@@ -119,12 +119,19 @@ class UpstreamTimeouts:
     """For a whole request, stream included."""
 
 
-def new_session(timeouts: UpstreamTimeouts, *, max_connections: int = 1000) -> aiohttp.ClientSession:
-    """A pooled client session with explicit timeouts and limits; the caller owns it and closes it."""
+def new_session(
+    timeouts: UpstreamTimeouts, *, max_connections: int = 1000, hooks: Sequence[aiohttp.TraceConfig] = ()
+) -> aiohttp.ClientSession:
+    """A pooled client session with explicit timeouts and limits; the caller owns it and closes it.
+
+    `hooks`: aiohttp's request hooks (the attempts' spans when tracing is on); none costs nothing.
+    """
     connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=max_connections, keepalive_timeout=30)
     timeout = aiohttp.ClientTimeout(total=timeouts.total, connect=timeouts.connect, sock_read=timeouts.read)
     # The caller's headers are forwarded as they are; aiohttp must not add its own User-Agent.
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",))
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",), trace_configs=list(hooks) or None
+    )
 
 
 @contextlib.contextmanager

@@ -85,8 +85,14 @@ class Ticket:
         if finish is not None:
             finish(stored)
 
-    async def recording(self, source: AsyncGenerator[bytes, None], codec: Codec[Any]) -> AsyncGenerator[bytes, None]:
-        """Pass `source` through; when it ends as a finished stream does (not cut off, no error), finish with it."""
+    def recording(self, source: AsyncGenerator[bytes, None], codec: Codec[Any]) -> AsyncGenerator[bytes, None]:
+        """Pass `source` through; when it ends as a finished stream does (not cut off, no error), finish with it.
+
+        With nothing to finish (a request the cache does not see), `source` itself: no copy of the stream is kept.
+        """
+        return source if self._finish is None else self._recording(source, codec)
+
+    async def _recording(self, source: AsyncGenerator[bytes, None], codec: Codec[Any]) -> AsyncGenerator[bytes, None]:
         parts: list[bytes] = []
         stored = None
         try:

@@ -56,6 +56,7 @@ class _PolicyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     auth: Any = None
     database_url: Annotated[str, msgspec.Meta(pattern="^(sqlite|postgres|postgresql)://")] | None = None
     rules: Any = None
+    tracing: Any = None  # read by `proxy.config.tracing`
 
 
 class Deployment(msgspec.Struct, frozen=True, kw_only=True):

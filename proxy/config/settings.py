@@ -25,6 +25,7 @@ from proxy.config.sections import (
     TimeoutSettings,
     UpstreamFile,
 )
+from proxy.config.tracing import TRACING_ENV_VARS, TracingFile, TracingSettings, tracing_settings
 from proxy.config.yamlsource import YamlDocument, load_yaml
 from proxy.wire.redisurl import url_secrets
 from routes.openai_chat import OpenAIChatSettings
@@ -62,6 +63,7 @@ ENV_VARS: Mapping[str, str] = {
     "TURNOUT_ADMIN_KEY": "the admin HTTP API's key (/admin/...; without it the admin API is off)",
     "TURNOUT_DATA_DIR": "where the default SQLite file for keys and spend goes (default ~/.local/share/turnout)",
     "PROMETHEUS_MULTIPROC_DIR": "where worker processes keep their metrics (`serve --workers N` sets one)",
+    **TRACING_ENV_VARS,
 }
 
 
@@ -113,6 +115,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Where worker processes keep their metric values (prometheus_client's multiprocess mode); None: one process."""
     admin_key: Secret | None = None
     """The admin HTTP API's key (`TURNOUT_ADMIN_KEY`); None: the admin API is off."""
+    tracing: TracingSettings = TracingSettings()
+    """Where spans are exported (`proxy.tracing`); off unless an OTLP endpoint is configured."""
 
     @property
     def upstream(self) -> UpstreamSettings:
@@ -133,6 +137,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         found.extend(url_secrets(self.deployment.database_url))
         if self.admin_key is not None:
             found.append(self.admin_key.reveal())
+        found.extend(url_secrets(self.tracing.traces_url))
         return tuple(dict.fromkeys(found))
 
 
@@ -247,6 +252,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     upstreams = {name: _upstream(name, upstream, env) for name, upstream in upstream_files.items()}
     deployment = _auth_overridden(deployment, env)
     admin_key = env.get("TURNOUT_ADMIN_KEY") or None
+    tracing = document.convert(data.get("tracing", {}), TracingFile, ("tracing",))
     return Settings(
         server=_overridden(server, _SERVER_ENV, env),
         upstreams=upstreams,
@@ -255,6 +261,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         config_path=config_path,
         metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
         admin_key=Secret(admin_key) if admin_key else None,
+        tracing=tracing_settings(tracing, env),
     )
 
 

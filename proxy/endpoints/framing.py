@@ -77,6 +77,13 @@ def joined(events: Sequence[bytes]) -> bytes:
 
 def cut(events: bytes, chunk: type[ChunkShape]) -> StreamCut:
     """The events up to `[DONE]` (normalised; anything after it dropped), an unreadable chunk or an error."""
+    if events.startswith(b"data: {") and events.count(b"\n") == 2:  # one one-line chunk: nearly every read
+        payload = events[6:-2]
+        try:
+            read_answer(payload, chunk)
+        except UnreadableAnswerError as exc:
+            return StreamCut(b"", unreadable=str(exc))
+        return StreamCut(events) if upstream_stream_error(payload) is None else StreamCut(b"", error=payload)
     parts = split_events(events)
     for index, event in enumerate(parts):
         data = event_data(event)
