@@ -30,7 +30,7 @@ routes:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -45,7 +45,7 @@ from routes.knowledge.index import KnowledgeIndex, KnowledgeIndexError
 from routes.knowledge.retrieval import Passage, Retriever
 from routes.prompting import build_rag_instructions, build_rag_messages
 
-__all__ = ["SOURCES_FIELD", "SOURCES_HEADER", "RagRoute", "RagSettings", "Source"]
+__all__ = ["SOURCES_FIELD", "SOURCES_HEADER", "RagRoute", "RagSettings", "Source", "sources_header"]
 
 SOURCES_HEADER = "x-turnout-sources"
 SOURCES_FIELD = "turnout_sources"
@@ -60,6 +60,14 @@ class Source(msgspec.Struct, frozen=True, kw_only=True):
     heading: str
     position: int
     similarity: float
+
+
+def sources_header(sources: Sequence[Source]) -> str:
+    """The `x-turnout-sources` value: each passage's `source#heading`, percent-encoded, comma-separated.
+
+    A cache hit rebuilds it from the `turnout_sources` its stored answer carries (`proxy.endpoints`).
+    """
+    return ", ".join(quote(f"{s.source}#{s.heading}" if s.heading else s.source, safe="/#") for s in sources)
 
 
 _MESSAGES = msgspec.json.Decoder(list[msgspec.Raw])
@@ -194,9 +202,8 @@ class RagRoute:
             Source(index=number, source=p.source, heading=p.heading, position=p.position, similarity=p.similarity)
             for number, p in enumerate(used, start=1)
         ]
-        header = ", ".join(quote(f"{s.source}#{s.heading}" if s.heading else s.source, safe="/#") for s in sources)
         inner = Call(endpoint=call.endpoint, body=body, headers=call.headers, caller=call.caller)
-        return inner, ((SOURCES_HEADER, header),), msgspec.json.encode(sources)
+        return inner, ((SOURCES_HEADER, sources_header(sources)),), msgspec.json.encode(sources)
 
     async def complete(self, call: Call[Any]) -> Answer:
         """Retrieve, then answer with `answer_with`; the body carries the sources, the headers name them."""
