@@ -106,6 +106,8 @@ class Tally:
     """(route, kind) of each failed upstream attempt."""
     circuits: list[tuple[str, str]] | None = None
     """(route, breaker state) each time a route's breaker may have changed, in order."""
+    rag: str | None = None
+    """The RAG route's `x-turnout-rag` (`no-context`: no passage above its floor, its `no_context` answered)."""
     upstream_seconds: float = 0.0
     """Time spent waiting on upstreams; a stream's answering attempt counts until its first event."""
     answered_at: float | None = None
