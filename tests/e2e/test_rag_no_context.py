@@ -19,19 +19,15 @@ import openai
 import pytest
 
 from tests.e2e.conftest import RunningProcess, SimulatorCalls, new_request_id, running, sdk_client, start_turnout
+from tests.e2e.test_rag import POLICY as RAG_POLICY
 from tests.e2e.test_rag import setup
 from tests.openapi import validate
 
 __all__ = ["setup"]
 
-POLICY = """
-upstreams:
-  sim: {base_url: "${SIM_URL}", api_key: "${OPENAI_API_KEY}"}
-embedder: {upstream: sim, model: text-embedding-3-small, dimension: 256}
-routes:
-  support-ft: {upstream: sim, model: "ft:gpt-3.5-turbo-0613:acme::8Xyz"}
-  gpt4: {upstream: sim, model: gpt-4}
-  strict:
+POLICY = (
+    RAG_POLICY[: RAG_POLICY.index("  docs:")]
+    + """  strict:
     kind: rag
     index: ./index
     answer_with: support-ft
@@ -42,6 +38,7 @@ rules:
   - name: default
     route: gpt4
 """
+)
 TEXT = "Our documents do not say."
 
 
