@@ -34,7 +34,8 @@ RUN groupadd --system --gid 10001 turnout \
 COPY --from=build /opt/turnout /opt/turnout
 # TURNOUT_CONFIG is left unset: with no policy file and no OPENAI_API_KEY the image answers from the
 # built-in simulated upstream. Mount a policy file (e.g. at /etc/turnout/policy.yaml) and set
-# TURNOUT_CONFIG to it; a RAG route's `knowledge:` names the mounted index (/var/lib/turnout/knowledge).
+# TURNOUT_CONFIG to it; a RAG route's `index:` names the mounted index (/var/lib/turnout/knowledge), or an
+# image FROM this one bakes the index in with `turnout index add` (README, "Deploy").
 ENV PATH=/opt/turnout/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

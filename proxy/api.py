@@ -133,6 +133,7 @@ def routed(codec: Codec[Any], *paths: str, stored_upstream: bool = False) -> ASG
         routes = generation.pipeline.routes
         if stream:
             relay, outcome = await generation.pipeline.stream(codec, call, tally, steer, admit)
+            tally.rag = dict(outcome.route_headers).get("x-turnout-rag")
             chunks = homes.relayed(routes, outcome, relay) if homes is not None and remember else relay
             await send_stream(send, receive, chunks, [*outcome.headers(), _server_timing(started)], codec.ends)
             return
@@ -142,7 +143,7 @@ def routed(codec: Codec[Any], *paths: str, stored_upstream: bool = False) -> ASG
             return
         if homes is not None and remember:
             await homes.answered(routes, outcome, answer.body)
-        tally.answer = answer.body
+        tally.answer, tally.rag = answer.body, dict(outcome.route_headers).get("x-turnout-rag")
         await send_json(send, answer.body, [*outcome.headers(), _server_timing(started)])
 
     handle.__name__ = handle.__qualname__ = f"{codec.kind}_handler"

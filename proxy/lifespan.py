@@ -232,17 +232,32 @@ def _file_stamp(path: str) -> tuple[float, int] | None:
     return stat.st_mtime, stat.st_size
 
 
-async def _watch(path: str, reload: Callable[[], None], interval: float, stamp: tuple[float, int] | None) -> None:
-    """Call `reload` when the file's modification time or size differs from `stamp` (taken at load time).
+Stamps = dict[str, tuple[float, int] | None]
+"""Files by path, with their modification time and size (None: missing)."""
 
-    A ConfigMap update replaces the file (a symlink swap), which changes both.
+
+def _watched(settings: Settings) -> Stamps:
+    """The policy file and each knowledge index's manifest (written last: its version marker), stamped now."""
+    manifests = {str(index.directory / "manifest.json") for index in settings.deployment.indexes.values()}
+    policy = [settings.config_path] if settings.config_path else []
+    return {path: _file_stamp(path) for path in [*policy, *sorted(manifests)]}
+
+
+async def _watch(watched: Callable[[], Settings], reload: Callable[[], None], interval: float, stamps: Stamps) -> None:
+    """Call `reload` when the policy file, or the manifest of an index it loaded, differs from its `stamps`.
+
+    A ConfigMap update replaces the file (a symlink swap), which changes both its time and size; `turnout
+    index add` replaces an index's manifest last, once the rest is in place. So a new index version on a
+    shared volume reaches every pod without a SIGHUP to each. A file that is gone is no change (the next
+    one written is). After a reload the files of the policy then running are watched.
     """
     while True:
         await asyncio.sleep(interval)
-        now = _file_stamp(path)
-        if now is not None and now != stamp:
-            stamp = now
+        now = _watched(watched())
+        if any(stamp is not None and stamp != stamps.get(path, stamp) for path, stamp in now.items()):
             reload()
+            now = _watched(watched())
+        stamps = {path: stamp if stamp is not None else stamps.get(path) for path, stamp in now.items()}
 
 
 @contextlib.asynccontextmanager
@@ -333,7 +348,7 @@ async def open_resources(
         if settings.config_path and reload_settings is not None:
             loop = asyncio.get_running_loop()
             # Scoped to the app's life and cancelled with it, not a background job to drain.
-            watch = _watch(settings.config_path, reload, watch_interval, _file_stamp(settings.config_path))
+            watch = _watch(lambda: resources.current.settings, reload, watch_interval, _watched(settings))
             watcher = loop.create_task(watch, name="policy-watch")
             stack.callback(watcher.cancel)
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows, nor off the main thread

@@ -177,7 +177,7 @@ class Pipeline:
         decision, ticket, deadline = await self._begin(codec, call, tally, stream=False, steer=steer, admit=admit)
         if ticket.hit is not None:
             answer = Answer(body=ticket.hit.body, model=tally.model, usage=tally.usage)
-            return answer, Outcome(decision.route, decision.rule, cache="hit")
+            return answer, Outcome(decision.route, decision.rule, cache="hit", route_headers=ticket.hit.headers)
         self._shadow(codec, call, decision)
 
         def complete_on(route: Route) -> Awaitable[Answer]:
@@ -214,7 +214,8 @@ class Pipeline:
         tally = Tally() if tally is None else tally
         decision, ticket, deadline = await self._begin(codec, call, tally, stream=True, steer=steer, admit=admit)
         if ticket.hit is not None:
-            return replay_relay(ticket.hit.body), Outcome(decision.route, decision.rule, cache="hit")
+            hit = Outcome(decision.route, decision.rule, cache="hit", route_headers=ticket.hit.headers)
+            return replay_relay(ticket.hit.body), hit
         self._shadow(codec, call, decision)
         wants_usage = codec.wants_usage(call.body)
 

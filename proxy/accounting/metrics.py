@@ -210,6 +210,12 @@ class Metrics:
             "turnout_fallbacks", "Requests that left a failing route for its fallback.", [route], registry=registry
         )
         self.retries = Counter("turnout_retries", "Retries on the same route.", [route], registry=registry)
+        self.rag_no_context = Counter(
+            "turnout_rag_no_context",
+            "RAG answers with no passage above the floor (no_context).",
+            [route],
+            registry=registry,
+        )
         self.upstream_errors = Counter(
             "turnout_upstream_errors", "Failed upstream attempts, by kind.", [route, "kind"], registry=registry
         )
@@ -287,6 +293,8 @@ class Metrics:
             self._money(series, tally.route or NONE, tally.model_label or NONE, cost, charge.baseline, charge.estimated)
         if tally.fallback_from or tally.retries or tally.upstream_errors or tally.embeddings or tally.circuits:
             self._record_rare(tally)
+        if tally.rag == "no-context":
+            self.rag_no_context.labels(tally.route or NONE).inc()
 
     def _money(
         self, series: _Series, route: str, model: str, cost: Decimal, baseline: Decimal, estimated: bool

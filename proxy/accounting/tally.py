@@ -109,6 +109,8 @@ class Tally:
     failure: ProxyError | None = None
     """What broke a response off after it had begun (a stream's upstream failing midway): its status, sent
     before, stays what the client saw."""
+    rag: str | None = None
+    """The RAG route's `x-turnout-rag` (`no-context`: no passage above its floor, its `no_context` answered)."""
     upstream_seconds: float = 0.0
     """Time spent waiting on upstreams; a stream's answering attempt counts until its first event."""
     answered_at: float | None = None

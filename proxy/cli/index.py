@@ -1,5 +1,9 @@
 """`turnout index add | remove | stats | search`: build a knowledge index directory, and look into it.
 
+`search --queries FILE` runs many queries against one loaded index and embedder (the start-up, about
+1.5 s, is paid once), printing one JSON line per query: its `id` when given, the query, and its passages
+with their rank, source, heading, position, similarity, fused score and text.
+
 The embedder is the local model unless `--config FILE` names a policy file whose `embedder` section
 says otherwise (only that section and its upstream are read, so an index can be built before the
 policy that uses it is valid). An index made by one embedder is never added to or searched with
@@ -16,13 +20,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from tqdm import tqdm
 
 from proxy.config.errors import ConfigError
 from proxy.config.settings import load_embedder_settings
 from proxy.semantic import open_upstream
 from proxy.wire.errors import ProxyError
-from routes import HybridRetriever, KnowledgeIndex, KnowledgeIndexError, OpenAIEmbedder
+from routes import HybridRetriever, KnowledgeIndex, KnowledgeIndexError, OpenAIEmbedder, Passage
 from routes.knowledge.embedding import Embedder, EmbedderMismatchError, LocalEmbedder, check_compatible
 from routes.knowledge.indexer import add_files, expand_paths, remove_files
 from routes.knowledge.ingest import UnsupportedFileError
@@ -87,12 +92,51 @@ async def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _search(args: argparse.Namespace) -> int:
-    index = _open(Path(args.index))
-    async with _embedder(args.config) as embedder:
-        check_compatible(index.embedder, index.dimension, embedder)
-        retriever = HybridRetriever(index, embedder)
-        passages = (await retriever.search(args.query, top_k=args.top_k, min_score=args.min_score)).passages
+class _Query(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    query: str
+    id: Any = None
+
+
+def _queries(path: str) -> list[_Query]:
+    """The queries of a file (`-`: standard input): one a line, or JSON lines `{"query": ..., "id": ...}`.
+
+    Raises:
+        ValueError: a JSON line without a string `query` (its line number said).
+    """
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    found: list[_Query] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        if not line.startswith("{"):
+            found.append(_Query(line))
+            continue
+        try:
+            found.append(msgspec.json.decode(line, type=_Query))
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"{path}:{number}: not a query ({exc})") from None
+    return found
+
+
+def _found(query: _Query, passages: list[Passage]) -> bytes:
+    hits = [
+        {
+            "rank": rank,
+            "source": p.source,
+            "heading": p.heading,
+            "position": p.position,
+            "similarity": round(p.similarity, 6),
+            "score": round(p.score, 6),
+            "text": p.text,
+        }
+        for rank, p in enumerate(passages, start=1)
+    ]
+    head = {"id": query.id} if query.id is not None else {}
+    return msgspec.json.encode({**head, "query": query.query, "passages": hits})
+
+
+def _print_passages(passages: list[Passage]) -> None:
     if not passages:
         _print("no passage found")
     for rank, passage in enumerate(passages, start=1):
@@ -101,6 +145,23 @@ async def _search(args: argparse.Namespace) -> int:
         _print(f"{rank}. {where} (chunk {passage.position}; {scores})")
         text = passage.text if len(passage.text) <= 240 else passage.text[:237] + "..."
         _print(f"   {text}")
+
+
+async def _search(args: argparse.Namespace) -> int:
+    if (args.query is None) == (args.queries is None):
+        print("turnout index search: give one QUERY, or --queries FILE", file=sys.stderr)  # noqa: T201
+        return 2
+    queries = [_Query(args.query)] if args.query is not None else _queries(args.queries)
+    index = _open(Path(args.index))
+    async with _embedder(args.config) as embedder:
+        check_compatible(index.embedder, index.dimension, embedder)
+        retriever = HybridRetriever(index, embedder)  # loaded once, whatever the number of queries
+        for query in queries:
+            passages = (await retriever.search(query.query, top_k=args.top_k, min_score=args.min_score)).passages
+            if args.json or args.queries is not None:
+                _print(_found(query, passages).decode())
+            else:
+                _print_passages(passages)
     return 0
 
 
@@ -116,8 +177,14 @@ def add_index_commands(commands: Any) -> None:
     remove = actions.add_parser("remove", help="drop files from the index")
     remove.add_argument("paths", nargs="+", metavar="PATH")
     stats = actions.add_parser("stats", help="what the index holds")
-    search = actions.add_parser("search", help="what a query finds (hybrid search)")
-    search.add_argument("query")
+    search = actions.add_parser("search", help="what a query (or a file of queries) finds (hybrid search)")
+    search.add_argument("query", nargs="?")
+    search.add_argument(
+        "--queries",
+        metavar="FILE",
+        help="many queries in one run: one a line, or JSON lines {query, id} (`-`: stdin); prints JSON lines",
+    )
+    search.add_argument("--json", action="store_true", help="one JSON line per query: its passages and scores")
     search.add_argument("--top-k", type=int, default=5, metavar="K")
     search.add_argument("--min-score", type=float, default=-1.0, metavar="S", help="least cosine similarity")
     search.add_argument("--config", metavar="FILE", help=config_help)
@@ -137,6 +204,7 @@ def run_index_command(args: argparse.Namespace) -> int:
         UnsupportedFileError,
         ProxyError,
         OSError,
+        ValueError,
     ) as exc:
         print(f"turnout index {args.index_command}: {exc}", file=sys.stderr)  # noqa: T201
         return 1

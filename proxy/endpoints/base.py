@@ -36,6 +36,9 @@ class Replay:
     """The model that answered, as the answer (or its stream's usage event) names it."""
     usage: Usage | None
     """Its usage, when it reported one."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """What the route added to the response when it answered, as far as the stored answer tells it
+    (a RAG answer's `x-turnout-sources`, from the `turnout_sources` it carries: `proxy.endpoints.cited`)."""
 
 
 class UsageFound(NamedTuple):

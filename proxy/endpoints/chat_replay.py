@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from proxy.endpoints.cited import SOURCES_FIELD, first_sources
 from proxy.endpoints.framing import COMPLETION, STREAM, StoredForms, entry, keep_envelope
 from proxy.wire.answers import ChunkView, CompletionView
 from proxy.wire.sse import DONE_EVENT, encode_event
@@ -102,6 +103,9 @@ def _assemble(chunks: list[dict[str, Any]]) -> bytes:
     body["choices"] = [choices[index].render() for index in sorted(choices)]
     if usage is not None:  # optional, but not nullable, in a completion
         body["usage"] = usage
+    sources = first_sources(chunks)  # a RAG answer's, from its first chunk: last in the body, as a live one has it
+    if sources is not None:
+        body[SOURCES_FIELD] = sources
     return msgspec.json.encode(body)
 
 
@@ -138,10 +142,12 @@ def _to_events(body: dict[str, Any], wants_usage: bool) -> bytes:
     if wants_usage:
         envelope["usage"] = None
     out = []
+    cited = {SOURCES_FIELD: body[SOURCES_FIELD]} if body.get(SOURCES_FIELD) is not None else {}
     for choice in body.get("choices") or ():
         for delta, logprobs, finish in _choice_deltas(choice):
             chunk = {"index": choice.get("index", 0), "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-            out.append(encode_event(msgspec.json.encode({**envelope, "choices": [chunk]})))
+            out.append(encode_event(msgspec.json.encode({**envelope, "choices": [chunk], **cited})))
+            cited = {}  # a RAG answer's sources go with the first chunk, as a live stream's do
     if wants_usage and body.get("usage") is not None:
         out.append(encode_event(msgspec.json.encode({**envelope, "choices": [], "usage": body["usage"]})))
     out.append(DONE_EVENT)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from proxy.endpoints.base import Replay, UsageFound
+from proxy.endpoints.cited import first_sources, headers_of
 from proxy.wire.answers import UnreadableAnswerError, read_answer
 from proxy.wire.endpoint import StreamCut
 from proxy.wire.errors import UpstreamError, upstream_stream_error
@@ -173,12 +174,13 @@ class StoredForms(Generic[AnswerT, ChunkT]):
         if kind == COMPLETION:
             plain, view = read_answer(body, self.answer)
             replayed = self.to_events(plain, wants_usage) if stream else body
-            return Replay(body=replayed, model=view.model, usage=view.usage)
+            return Replay(body=replayed, model=view.model, usage=view.usage, headers=headers_of(first_sources([plain])))
         if kind != STREAM:
             raise UnreadableAnswerError("it is not an entry this version stores")
         events, chunks, found = self._read_stream(body, wants_usage=wants_usage)
         model, usage = (found.model, found.usage) if found is not None else (None, None)
-        return Replay(body=events if stream else self.assemble(chunks), model=model, usage=usage)
+        headers = headers_of(first_sources(chunks))
+        return Replay(body=events if stream else self.assemble(chunks), model=model, usage=usage, headers=headers)
 
     def replayable(self, stored: bytes) -> bool:
         """Whether `stored` replays in both forms (checked before it is stored).

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from proxy.endpoints.base import Replay
+from proxy.endpoints.cited import SOURCES_FIELD, headers_of
 from proxy.wire.answers import UnreadableAnswerError, read_answer
 from proxy.wire.schemas import CompletionTokensDetails, PromptTokensDetails, TokenCount, Usage
 from proxy.wire.sse import event_data, split_events
@@ -178,29 +179,41 @@ def _item_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def to_events(response: dict[str, Any]) -> bytes:
     """The typed events of a live stream of `response` (read, its shape checked), `response.completed` last."""
-    opened = {key: value for key, value in response.items() if key != "usage"}
+    # A RAG answer's sources go with the `response.created` event, as a live stream's do (`routes.rag`).
+    finished = {key: value for key, value in response.items() if key != SOURCES_FIELD}
+    opened = {key: value for key, value in finished.items() if key != "usage"}
     opened.update(status="in_progress", output=[], completed_at=None)
+    cited = {SOURCES_FIELD: response[SOURCES_FIELD]} if response.get(SOURCES_FIELD) is not None else {}
     typed: list[dict[str, Any]] = [
-        {"type": "response.created", "response": opened},
+        {"type": "response.created", "response": opened, **cited},
         {"type": "response.in_progress", "response": opened},
     ]
     for index, item in enumerate(response.get("output") or ()):
         typed.extend(_item_events(index, item))
-    typed.append({"type": "response.completed", "response": response})
+    typed.append({"type": "response.completed", "response": finished})
     numbers = itertools.count()
     return b"".join(encode_typed({**event, "sequence_number": next(numbers)}) for event in typed)
 
 
 def _completed(events: bytes) -> tuple[dict[str, Any], ResponseView]:
-    """The `Response` a stored stream's last event (`response.completed`) carries, every event read first."""
+    """The `Response` a stored stream's last event (`response.completed`) carries, every event read first.
+
+    A RAG answer's sources, which its stream gave with its `response.created` event, are added to it.
+    """
     last: tuple[dict[str, Any], EventView] | None = None
+    sources = None
     for event in split_events(events):
         data = event_data(event)
         if data:
             last = read_answer(data, EventView)
+            if sources is None and last[1].type == "response.created":
+                sources = last[0].get(SOURCES_FIELD)
     if last is None or last[1].type != "response.completed" or last[1].response is None:
         raise UnreadableAnswerError("its events do not end with response.completed")
-    return last[0]["response"], last[1].response
+    plain: dict[str, Any] = last[0]["response"]
+    if sources is not None and SOURCES_FIELD not in plain:
+        plain = {**plain, SOURCES_FIELD: sources}
+    return plain, last[1].response
 
 
 def _finished(view: ResponseView) -> ResponseView:
@@ -220,12 +233,15 @@ def replay(stored: bytes, *, stream: bool) -> Replay:
     if kind == RESPONSE:
         plain, view = read_answer(body, ResponseView)
         _finished(view)
-        return Replay(body=to_events(plain) if stream else body, model=view.model, usage=usage_of(view))
+        replayed = to_events(plain) if stream else body
+        headers = headers_of(plain.get(SOURCES_FIELD))
+        return Replay(body=replayed, model=view.model, usage=usage_of(view), headers=headers)
     if kind != STREAM:
         raise UnreadableAnswerError("it is not an entry this version stores")
     plain, view = _completed(body)
     _finished(view)
-    return Replay(body=body if stream else msgspec.json.encode(plain), model=view.model, usage=usage_of(view))
+    replayed = body if stream else msgspec.json.encode(plain)
+    return Replay(body=replayed, model=view.model, usage=usage_of(view), headers=headers_of(plain.get(SOURCES_FIELD)))
 
 
 def replayable(stored: bytes) -> bool:

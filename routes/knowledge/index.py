@@ -36,7 +36,7 @@ class KnowledgeIndexError(Exception):
     """The knowledge index directory is missing, unreadable or inconsistent."""
 
 
-class ChunkRecord(msgspec.Struct, frozen=True, kw_only=True):
+class ChunkRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One indexed passage, as stored in `chunks.jsonl`."""
 
     source: str
@@ -44,7 +44,9 @@ class ChunkRecord(msgspec.Struct, frozen=True, kw_only=True):
     position: int
     text: str
     terms: dict[str, int]
-    """Term counts of the heading and text (`routes.knowledge.lexical.term_counts`), for BM25."""
+    """Term counts of the title, heading and text (`routes.knowledge.lexical.term_counts`), for BM25."""
+    title: str = ""
+    """Its document's title, embedded and counted with it (`routes.knowledge.ingest`); "" when none."""
 
 
 class FileEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,6 +78,8 @@ def _version(embedder: str, dimension: int, chunks: Iterable[ChunkRecord]) -> st
     digest = hashlib.sha256(f"{FORMAT}\0{embedder}\0{dimension}\0".encode())
     for chunk in chunks:
         digest.update(f"{chunk.source}\0{chunk.heading}\0{chunk.position}\0{chunk.text}\0\0".encode())
+        if chunk.title:  # an index of documents without titles keeps the version it had before titles were kept
+            digest.update(f"{chunk.title}\0\0\0".encode())
     return digest.hexdigest()[:16]
 
 
@@ -152,7 +156,9 @@ class KnowledgeIndex:
 
     def without(self, sources: Iterable[str]) -> KnowledgeIndex:
         """This index without the chunks of `sources`."""
-        dropped = set(sources)
+        dropped = set(sources).intersection(self.files)
+        if not dropped:
+            return self
         keep = [number for number, chunk in enumerate(self.chunks) if chunk.source not in dropped]
         return self._with(
             tuple(self.chunks[number] for number in keep),
@@ -162,12 +168,22 @@ class KnowledgeIndex:
 
     def replacing(self, source: str, sha256: str, chunks: Sequence[ChunkRecord], vectors: Vectors) -> KnowledgeIndex:
         """This index with `source`'s chunks (if any) replaced by `chunks` and their `vectors`, at the end."""
-        rest = self.without([source])
-        return rest._with(
-            (*rest.chunks, *chunks),
-            np.concatenate([rest.vectors, vectors.astype(np.float32, copy=False)]),
-            {**rest.files, source: FileEntry(sha256=sha256, chunks=len(chunks))},
-        )
+        return self.changed([(source, sha256, chunks, vectors)])
+
+    def changed(self, files: Sequence[tuple[str, str, Sequence[ChunkRecord], Vectors]]) -> KnowledgeIndex:
+        """This index with each `(source, sha256, chunks, vectors)` of `files` in place of that source's chunks.
+
+        One pass however many files change: the old chunks of every source given are dropped together, the
+        new ones appended in order, and the vectors concatenated and the version hashed once (adding N files
+        one by one would copy and re-hash the whole index N times).
+        """
+        if not files:
+            return self
+        rest = self.without(source for source, _, _, _ in files)
+        chunks = (*rest.chunks, *(chunk for _, _, records, _ in files for chunk in records))
+        vectors = np.concatenate([rest.vectors, *(v.astype(np.float32, copy=False) for _, _, _, v in files)])
+        entries = {source: FileEntry(sha256=sha, chunks=len(records)) for source, sha, records, _ in files}
+        return rest._with(chunks, vectors, {**rest.files, **entries})
 
     def _with(self, chunks: tuple[ChunkRecord, ...], vectors: Vectors, files: dict[str, FileEntry]) -> KnowledgeIndex:
         version = _version(self.embedder, self.dimension, chunks)

@@ -1,5 +1,8 @@
 """Adding files to a knowledge index and removing them: incremental, by each file's content hash.
 
+Linear in the number of files: chunks are embedded in batches across files, and the index is rebuilt
+once with every change (`KnowledgeIndex.changed`), not copied and re-hashed after each file.
+
 A file whose content hash is the one recorded is skipped; a changed file's chunks are replaced whole; a
 file can be dropped by name. Directories are walked for the suffixes `routes.knowledge.ingest` reads. The caller
 saves the returned index (`KnowledgeIndex.save`).
@@ -14,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from routes.knowledge.embedding import Embedder, check_compatible
+from routes.knowledge.embedding import Embedder, Vectors, check_compatible
 from routes.knowledge.index import ChunkRecord, KnowledgeIndex, source_name
-from routes.knowledge.ingest import SUFFIXES, read_chunks
+from routes.knowledge.ingest import SUFFIXES, Chunk, read_chunks
 from routes.knowledge.lexical import term_counts
 
 __all__ = ["AddReport", "add_files", "expand_paths", "remove_files"]
@@ -72,35 +75,53 @@ async def add_files(
     """
     check_compatible(index.embedder, index.dimension, embedder)
     report = AddReport()
-    for path in files:
-        source = source_name(path, index.directory)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        known = index.files.get(source)
-        if known is not None and known.sha256 == digest:
-            report.unchanged.append(source)
-            progress(1)
-            continue
-        chunks = read_chunks(path)
-        records = [
-            ChunkRecord(
-                source=source,
-                heading=chunk.heading,
-                position=chunk.position,
-                text=chunk.text,
-                terms=term_counts(chunk.indexed_text),
-            )
-            for chunk in chunks
-        ]
-        texts = [chunk.indexed_text for chunk in chunks]
+    changes: list[tuple[str, str, list[ChunkRecord], Vectors]] = []
+    pending: list[tuple[str, str, list[Chunk]]] = []  # read, not yet embedded
+    waiting = 0  # their chunks
+
+    async def embed_pending() -> None:
+        nonlocal waiting
+        texts = [chunk.indexed_text for _, _, chunks in pending for chunk in chunks]
         batches = [
             (await embedder.embed(texts[at : at + _EMBED_BATCH])).vectors for at in range(0, len(texts), _EMBED_BATCH)
         ]
         vectors = np.concatenate(batches) if batches else np.zeros((0, index.dimension), dtype=np.float32)
-        index = index.replacing(source, digest, records, vectors)
+        at = 0
+        for source, digest, chunks in pending:
+            changes.append(
+                (source, digest, [_record(source, chunk) for chunk in chunks], vectors[at : at + len(chunks)])
+            )
+            at += len(chunks)
+        progress(len(pending))
+        pending.clear()
+        waiting = 0
+
+    seen: set[str] = set()
+    for path in files:
+        source = source_name(path, index.directory)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        known = index.files.get(source)
+        if source in seen or (known is not None and known.sha256 == digest):
+            report.unchanged.append(source)
+            progress(1)
+            continue
+        seen.add(source)
+        chunks = read_chunks(path)
+        pending.append((source, digest, chunks))
+        waiting += len(chunks)
         (report.replaced if known is not None else report.added).append(source)
-        report.chunks += len(records)
-        progress(1)
-    return index, report
+        report.chunks += len(chunks)
+        if waiting >= _EMBED_BATCH:
+            await embed_pending()
+    await embed_pending()
+    return index.changed(changes), report
+
+
+def _record(source: str, chunk: Chunk) -> ChunkRecord:
+    terms = term_counts(chunk.indexed_text)
+    return ChunkRecord(
+        source=source, heading=chunk.heading, position=chunk.position, text=chunk.text, terms=terms, title=chunk.title
+    )
 
 
 def remove_files(index: KnowledgeIndex, paths: Iterable[Path | str]) -> tuple[KnowledgeIndex, list[str], list[str]]:

@@ -9,16 +9,33 @@ A section's text is cut into chunks of about `CHUNK_WORDS` words that overlap by
 sentence cut at one chunk's end is whole in the next. Every chunk keeps its heading path ("Billing >
 Refunds"), which is also embedded and indexed with it: a passage under "Refunds" is found by "refund"
 even when its own words never say it.
+
+A document's title reaches every one of its chunks: it is embedded and indexed with each (unless the
+chunk's heading path already starts with it), so the passages deep in "Refund policy" are found by
+"refund policy" too. The title is a Markdown file's front-matter `title:` or else its first level-1
+heading, an HTML page's `<title>` or else its first `h1`, a PDF's metadata title; a plain text file has none.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["CHUNK_WORDS", "OVERLAP_WORDS", "SUFFIXES", "Chunk", "Section", "UnsupportedFileError", "read_chunks"]
+__all__ = [
+    "CHUNK_WORDS",
+    "OVERLAP_WORDS",
+    "SUFFIXES",
+    "Chunk",
+    "Document",
+    "Section",
+    "UnsupportedFileError",
+    "read_chunks",
+    "read_document",
+]
 
 CHUNK_WORDS = 120
 """Words per chunk: a passage of a few sentences, well inside a small embedding model's reach."""
@@ -49,41 +66,89 @@ class Chunk:
     """The heading path, joined by " > " ("" when the file has no headings)."""
     position: int
     """The chunk's number within its file, from 0."""
+    title: str = ""
+    """The document's title ("" when it has none)."""
 
     @property
     def indexed_text(self) -> str:
-        """What is embedded and counted: the heading path, then the text."""
-        return f"{self.heading}\n{self.text}" if self.heading else self.text
+        """What is embedded and counted (`indexed_text`)."""
+        return indexed_text(self.title, self.heading, self.text)
 
 
-def _markdown_sections(source: str) -> Iterator[Section]:
+def indexed_text(title: str, heading: str, text: str) -> str:
+    """A chunk's text as embedded and counted: its document's title, its heading path, its text (those there are)."""
+    title = "" if not title or heading == title or heading.startswith(f"{title} > ") else title
+    return "\n".join(part for part in (title, heading, text) if part)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A knowledge file read: its title ("" when none) and its sections."""
+
+    title: str
+    sections: list[Section]
+
+
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.DOTALL)
+_FRONT_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.MULTILINE)
+
+
+def _front_matter(source: str) -> tuple[str, str]:
+    """A Markdown file's front-matter `title` ("" when none) and its text without the front matter."""
+    found = _FRONT_MATTER.match(source)
+    if found is None:
+        return "", source
+    title = _FRONT_TITLE.search(found.group(1))
+    text = title.group(1).strip("\"'") if title else ""
+    return text, "\n" * found.group(0).count("\n") + source[found.end() :]  # line numbers kept
+
+
+@functools.cache
+def _markdown() -> Any:
     from markdown_it import MarkdownIt
 
+    return MarkdownIt("commonmark")  # built once: its rules are compiled on construction
+
+
+def _markdown_document(source: str) -> Document:
+    title, source = _front_matter(source)
     lines = source.splitlines()
-    tokens = MarkdownIt("commonmark").parse(source)
+    tokens = _markdown().parse(source)
     headings: list[tuple[int, int, int, str]] = []  # (start line, end line, level, text)
     for index, token in enumerate(tokens):
         if token.type == "heading_open" and token.map is not None:
             inline = tokens[index + 1]
             headings.append((token.map[0], token.map[1], int(token.tag[1]), inline.content.strip()))
+    title = title or next((text for _, _, level, text in headings if level == 1), "")
+    sections: list[Section] = []
     path: list[tuple[int, str]] = []
     start = 0
     for begin, end, level, text in headings:
-        yield Section(tuple(title for _, title in path), "\n".join(lines[start:begin]))
+        sections.append(Section(tuple(title for _, title in path), "\n".join(lines[start:begin])))
         path = [*(entry for entry in path if entry[0] < level), (level, text)]
         start = end
-    yield Section(tuple(title for _, title in path), "\n".join(lines[start:]))
+    sections.append(Section(tuple(title for _, title in path), "\n".join(lines[start:])))
+    return Document(title, sections)
 
 
 _HEADING_TAGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 _SKIPPED_TAGS = ("script", "style", "nav", "noscript", "template", "head")
 
 
-def _html_sections(source: str) -> Iterator[Section]:
+def _html_document(source: str) -> Document:
     from bs4 import BeautifulSoup
-    from bs4.element import NavigableString, Tag
 
     soup = BeautifulSoup(source, "html.parser")
+    title = soup.title.get_text(" ", strip=True) if soup.title is not None else ""
+    if not title:
+        first = soup.find("h1")
+        title = first.get_text(" ", strip=True) if first is not None else ""
+    return Document(title, list(_html_sections(soup)))
+
+
+def _html_sections(soup: Any) -> Iterator[Section]:
+    from bs4.element import NavigableString, Tag
+
     for tag in soup.find_all(_SKIPPED_TAGS):
         tag.decompose()
     path: list[tuple[int, str]] = []
@@ -98,21 +163,27 @@ def _html_sections(source: str) -> Iterator[Section]:
     yield Section(tuple(title for _, title in path), " ".join(words))
 
 
-def _pdf_sections(path: Path) -> Iterator[Section]:
+def _pdf_document(path: Path) -> Document:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
     try:
         reader = PdfReader(path)
         pages = [page.extract_text() or "" for page in reader.pages]
+        title = (reader.metadata.title if reader.metadata is not None else None) or ""
     except (PdfReadError, ValueError, KeyError) as exc:
         raise UnsupportedFileError(f"{path}: not a readable PDF ({exc})") from exc
-    for number, text in enumerate(pages, start=1):
-        yield Section((f"page {number}",), text)
+    sections = [Section((f"page {number}",), text) for number, text in enumerate(pages, start=1)]
+    return Document(str(title).strip(), sections)
 
 
 def read_sections(path: Path) -> list[Section]:
-    """The sections of a knowledge file, by its suffix.
+    """The sections of a knowledge file, by its suffix (`read_document`)."""
+    return read_document(path).sections
+
+
+def read_document(path: Path) -> Document:
+    """A knowledge file's title and sections, by its suffix.
 
     Raises:
         UnsupportedFileError: the suffix is not one of `SUFFIXES`, or the file cannot be decoded.
@@ -122,16 +193,16 @@ def read_sections(path: Path) -> list[Section]:
     if kind is None:
         raise UnsupportedFileError(f"{path}: unsupported file type (supported: {', '.join(sorted(SUFFIXES))})")
     if kind == "pdf":
-        return list(_pdf_sections(path))
+        return _pdf_document(path)
     try:
         source = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise UnsupportedFileError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     if kind == "markdown":
-        return list(_markdown_sections(source))
+        return _markdown_document(source)
     if kind == "html":
-        return list(_html_sections(source))
-    return [Section((), source)]
+        return _html_document(source)
+    return Document("", [Section((), source)])
 
 
 _WORD = re.compile(r"\S+")
@@ -158,9 +229,10 @@ def read_chunks(path: Path, size: int = CHUNK_WORDS, overlap: int = OVERLAP_WORD
         UnsupportedFileError: the file's format is unknown or its content is unreadable.
         OSError: the file cannot be read.
     """
+    document = read_document(path)
     chunks: list[Chunk] = []
-    for section in read_sections(path):
+    for section in document.sections:
         heading = " > ".join(part for part in section.heading if part)
         for text in split_words(section.text, size, overlap):
-            chunks.append(Chunk(text=text, heading=heading, position=len(chunks)))
+            chunks.append(Chunk(text=text, heading=heading, position=len(chunks), title=document.title))
     return chunks

@@ -30,7 +30,10 @@ EVERYTHING_ON: dict[str, Any] = {
     "auth": {"adminKey": {"value": ADMIN_KEY}},
     "database": {"url": DATABASE_URL},
     "redis": {"bundled": {"enabled": True}},
-    "knowledge": {"enabled": True},
+    "knowledge": {
+        "enabled": True,
+        "build": {"enabled": True, "documents": {"refunds.md": "# Refunds\\n\\nIn 30 days.\\n"}},
+    },
     "autoscaling": {"enabled": True, "targetMemoryUtilizationPercentage": 80},
     "podDisruptionBudget": {"enabled": True},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}},

@@ -110,6 +110,7 @@ def test_everything_on_renders_every_optional_part(everything: Rendered) -> None
     kinds = sorted(obj["kind"] for obj in everything.objects)
     core = ["ConfigMap", "ConfigMap", "Deployment", "Deployment", "Secret", "Service", "Service", "ServiceAccount"]
     optional = ["HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "PersistentVolumeClaim", "Secret"]
+    optional += ["Job", "ConfigMap"]  # the knowledge build, and its documents
     assert kinds == sorted(core + optional)
 
 

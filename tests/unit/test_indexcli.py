@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 from pathlib import Path
 
@@ -43,6 +45,41 @@ def test_add_stats_search_remove(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "1 removed; 1 chunks left" in capsys.readouterr().out
     assert main(["index", "remove", "docs/refunds.md", "--index", index]) == 1
     assert "not in the index" in capsys.readouterr().err
+
+
+def test_many_queries_in_one_run_print_json_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "refunds.md").write_text("# Refunds\n\nRefunds are paid back within 30 days.\n", encoding="utf-8")
+    (docs / "hours.txt").write_text("Support is open from 8 to 18 on weekdays.", encoding="utf-8")
+    index = str(tmp_path / "index")
+    assert main(["index", "add", str(docs), "--index", index, "--quiet"]) == 0
+    capsys.readouterr()
+    plain = tmp_path / "queries.txt"
+    plain.write_text("when do I get my money back\n\nwhen is support open\n", encoding="utf-8")
+    assert main(["index", "search", "--queries", str(plain), "--index", index, "--top-k", "1"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(line["query"], line["passages"][0]["source"]) for line in lines] == [
+        ("when do I get my money back", "docs/refunds.md"),
+        ("when is support open", "docs/hours.txt"),
+    ]
+    assert set(lines[0]["passages"][0]) == {"rank", "source", "heading", "position", "similarity", "score", "text"}
+    assert "id" not in lines[0]
+    jsonl = '{"id": "q1", "query": "refunds"}\n{"id": 7, "query": "support hours", "qrels": {}}\n'
+    monkeypatch.setattr("sys.stdin", io.StringIO(jsonl))
+    assert main(["index", "search", "--queries", "-", "--index", index, "--top-k", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(line["id"], len(line["passages"])) for line in lines] == [("q1", 2), (7, 2)]
+    assert main(["index", "search", "refunds", "--json", "--index", index, "--top-k", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["passages"][0]["heading"] == "Refunds"
+    (tmp_path / "bad.jsonl").write_text('refunds\n{"id": 1}\n', encoding="utf-8")
+    assert main(["index", "search", "--queries", str(tmp_path / "bad.jsonl"), "--index", index]) == 1
+    assert "bad.jsonl:2: not a query" in capsys.readouterr().err
+    assert main(["index", "search", "refunds", "--queries", str(plain), "--index", index]) == 2
+    assert main(["index", "search", "--index", index]) == 2
+    assert "give one QUERY, or --queries FILE" in capsys.readouterr().err
 
 
 def test_index_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -104,6 +104,66 @@ def test_pdf_text_is_read_page_by_page(corpus: Path) -> None:
     ]
 
 
+def test_a_documents_title_reaches_every_one_of_its_chunks(corpus: Path) -> None:
+    (corpus / "policy.md").write_text(
+        '---\nlayout: page\ntitle: "Refund policy"\n---\nRead this first.\n\n## Cards\n\nPaid back in 30 days.\n',
+        encoding="utf-8",
+    )
+    chunks = read_chunks(corpus / "policy.md")
+    assert [(chunk.title, chunk.heading, chunk.text) for chunk in chunks] == [
+        ("Refund policy", "", "Read this first."),  # the front matter is no text (nor a setext heading)
+        ("Refund policy", "Cards", "Paid back in 30 days."),
+    ]
+    assert chunks[1].indexed_text == "Refund policy\nCards\nPaid back in 30 days."
+    billing = read_chunks(corpus / "billing.md")  # no front matter: the first level-1 heading, said once
+    assert {chunk.title for chunk in billing} == {"Billing"}
+    assert billing[0].indexed_text.startswith("Billing\nInvoices")
+    assert billing[2].indexed_text.startswith("Billing\nErrors\nError E4711")
+    (corpus / "page.html").write_text(
+        "<html><head><title>Hub manual</title></head><body><h1>Setup</h1><p>Plug it in.</p></body></html>"
+    )
+    (chunk,) = read_chunks(corpus / "page.html")
+    assert (chunk.title, chunk.heading, chunk.indexed_text) == ("Hub manual", "Setup", "Hub manual\nSetup\nPlug it in.")
+    assert {chunk.title for chunk in read_chunks(corpus / "hub.html")} == {"Hub"}  # no <title>: the first h1
+    (hours,) = read_chunks(corpus / "hours.txt")
+    assert (hours.title, hours.indexed_text) == ("", hours.text)
+
+
+async def test_a_title_is_stored_embedded_and_counted(corpus: Path, tmp_path: Path, embedder: LocalEmbedder) -> None:
+    (corpus / "policy.md").write_text("---\ntitle: Refund policy\n---\n## Cards\n\nPaid in 30 days.\n")
+    empty = KnowledgeIndex.empty(tmp_path / "index", embedder.name, embedder.dimension)
+    index, _ = await add_files(empty, [corpus / "policy.md", corpus / "hours.txt"], embedder)
+    index.save()
+    loaded = KnowledgeIndex.load(tmp_path / "index")
+    policy, hours = loaded.chunks
+    assert (policy.title, hours.title) == ("Refund policy", "")
+    assert policy.terms["refund"] == 1
+    np.testing.assert_allclose(loaded.vectors[0], embedder.embed_sync(["Refund policy\nCards\nPaid in 30 days."])[0])
+    assert b'"title"' not in (tmp_path / "index" / "chunks.jsonl").read_bytes().splitlines()[1]  # none: not written
+
+
+async def test_many_files_are_added_in_one_pass_in_order(tmp_path: Path, embedder: LocalEmbedder) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for number in range(300):  # more chunks than one embedding batch, so batches span files
+        (docs / f"d{number:03d}.txt").write_text(f"Document number {number} is about topic {number % 7}.")
+    empty = KnowledgeIndex.empty(tmp_path / "index", embedder.name, embedder.dimension)
+    together, report = await add_files(empty, expand_paths([docs]), embedder)
+    one_by_one = empty
+    for path in expand_paths([docs]):
+        one_by_one, _ = await add_files(one_by_one, [path], embedder)
+    assert len(report.added) == 300
+    assert [chunk.source for chunk in together.chunks] == [f"docs/d{n:03d}.txt" for n in range(300)]
+    assert together.version == one_by_one.version
+    assert together.files == one_by_one.files
+    np.testing.assert_allclose(together.vectors, one_by_one.vectors, rtol=1e-5, atol=1e-6)
+    (docs / "d005.txt").write_text("Changed.")
+    changed, report = await add_files(together, [docs / "d005.txt", docs / "d005.txt", docs / "d006.txt"], embedder)
+    assert (report.replaced, report.unchanged) == (["docs/d005.txt"], ["docs/d005.txt", "docs/d006.txt"])
+    assert [chunk.text for chunk in changed.chunks[-1:]] == ["Changed."]
+    assert len(changed.chunks) == len(changed.vectors) == 300
+
+
 def test_unknown_and_broken_files_are_refused(corpus: Path) -> None:
     with pytest.raises(UnsupportedFileError, match="unsupported file type"):
         read_chunks(corpus / "image.png")

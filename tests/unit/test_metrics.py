@@ -237,3 +237,12 @@ def test_known_routes_start_their_rare_counters_at_zero() -> None:
         assert value(metrics, "turnout_cache_lookups_total", route="docs", result=result) == 0
     assert value(metrics, "turnout_fallbacks_total", route="docs") == 0
     assert value(metrics, "turnout_retries_total", route="docs") == 0
+
+
+def test_a_rag_answer_without_context_is_counted_by_route() -> None:
+    metrics = Metrics()
+    metrics.record(finished(route="docs", rag="no-context"))
+    metrics.record(finished(route="docs", rag="no-context"))
+    metrics.record(finished(route="docs"))  # passages found: not counted
+    assert value(metrics, "turnout_rag_no_context_total", route="docs") == 2
+    assert value(metrics, "turnout_rag_no_context_total", route="support-ft") is None

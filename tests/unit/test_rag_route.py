@@ -11,12 +11,13 @@ import pytest
 
 from proxy.endpoints.chat import CHAT
 from proxy.wire.errors import KnowledgeUnavailableError, UpstreamError
+from proxy.wire.schemas import Usage
 from routes.base import Answer, AnswerStream, Call, ChatCall
 from routes.knowledge.embedding import EmbedderMismatchError, Spent
 from routes.knowledge.index import KnowledgeIndexError
 from routes.knowledge.retrieval import Passage, Retrieved
 from routes.prompting import INSTRUCTION, NO_PASSAGES, build_rag_messages, estimate_tokens
-from routes.rag import SOURCES_FIELD, SOURCES_HEADER, RagRoute
+from routes.rag import RAG_HEADER, SOURCES_FIELD, SOURCES_HEADER, RagRoute
 from tests.unit.test_pipeline import FakeRoute, pipeline, with_fallback
 
 REFUNDS = Passage("kb/billing.md", "Billing > Refunds", 3, "Refunds are paid back within 30 days.", 0.9, 0.61)
@@ -143,13 +144,48 @@ async def test_a_stream_carries_the_sources_in_its_first_chunk_only() -> None:
     assert dict(opened.headers)[SOURCES_HEADER] == "kb/billing.md#Billing%20%3E%20Refunds"
 
 
-async def test_no_passage_still_answers_and_says_so() -> None:
+async def test_no_passage_is_no_paid_call_but_the_fixed_answer_in_every_form() -> None:
     inner = RecordingRoute()
+    route = RagRoute("docs", StaticRetriever([]), inner, no_context="Not in our documents.")
+    completion = await route.complete(chat_call())
+    body = json.loads(completion.body)
+    assert inner.calls == []
+    assert (body["object"], body["model"], body["choices"][0]["message"]["content"]) == (
+        "chat.completion",
+        "gpt-4o",
+        "Not in our documents.",
+    )
+    assert body[SOURCES_FIELD] == []
+    assert completion.headers == ((RAG_HEADER, "no-context"),)
+    assert (completion.model, completion.usage) == (None, Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0))
+    opened = await route.stream(chat_call(stream=True))
+    events = b"".join([item async for item in opened.events])
+    chunks = [json.loads(line[6:]) for line in events.split(b"\n\n") if line.startswith(b"data: {")]
+    assert chunks[0][SOURCES_FIELD] == []
+    assert all(SOURCES_FIELD not in chunk for chunk in chunks[1:])
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == (
+        "Not in our documents."
+    )
+    assert events.endswith(b"data: [DONE]\n\n")
+    assert opened.headers == ((RAG_HEADER, "no-context"),)
+    assert inner.calls == []
+
+
+async def test_no_passage_hands_the_call_as_it_came_to_the_no_context_route() -> None:
+    inner, other = RecordingRoute(), RecordingRoute(name="gpt4")
+    route = RagRoute("docs", StaticRetriever([]), inner, no_context=other)
     call = chat_call()
-    completion = await RagRoute("docs", StaticRetriever([]), inner).complete(call)
-    assert NO_PASSAGES in json.loads(inner.calls[0].raw)["messages"][0]["content"]
+    completion = await route.complete(call)
+    assert inner.calls == []
+    assert other.calls[0].raw == call.raw  # no passages, no RAG instruction
     assert json.loads(completion.body)[SOURCES_FIELD] == []
-    assert completion.headers == ((SOURCES_HEADER, ""),)
+    assert completion.headers == ((RAG_HEADER, "no-context"),)
+    opened = await route.stream(chat_call(stream=True))
+    first = await anext(opened.events)
+    await opened.events.aclose()
+    assert b'"turnout_sources":[]' in first.split(b"\n\n")[0]
+    assert len(other.calls) == 2
+    assert opened.headers == ((RAG_HEADER, "no-context"),)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from proxy.config.settings import load_embedder_settings, load_settings
 from routes import KnowledgeIndex
 from routes.knowledge.embedding import LocalEmbedder
 from routes.openai_chat import OpenAIChatSettings
-from routes.rag import RagSettings
+from routes.rag import NO_CONTEXT_ANSWER, NoContext, RagSettings
 
 UPSTREAMS = "upstreams:\n  openai: {base_url: 'http://127.0.0.1:9/v1'}\n"
 DEFAULT = "rules:\n  - name: default\n    route: ft\n"
@@ -48,6 +48,11 @@ def test_routes_that_answer_with_another_come_after_the_others(tmp_path: Path) -
     deployment = load(tmp_path, routes, f"aliases: {{help: docs}}\n{DEFAULT}")
     assert list(deployment.routes) == ["ft", "gpt4", "docs"]
     assert deployment.routes["docs"] == RagSettings(index="kb", answer_with="ft")
+    assert deployment.routes["docs"].no_context == NoContext(answer=NO_CONTEXT_ANSWER)  # the default: no paid call
+    other = load(
+        tmp_path, "  ft: {upstream: openai}\n  docs: {kind: rag, index: kb, answer_with: ft, no_context: {route: ft}}\n"
+    )
+    assert other.routes["docs"] == RagSettings(index="kb", answer_with="ft", no_context=NoContext(route="ft"))
     assert list(deployment.model_names()) == ["ft", "gpt4", "docs", "help"]
     assert list(deployment.indexes) == ["docs"]
 
@@ -75,6 +80,24 @@ def test_routes_that_answer_with_another_come_after_the_others(tmp_path: Path) -
             "  b:\n    kind: rag\n    index: kb\n    answer_with: a\n",
             DEFAULT,
             "<dir>/policy.yaml:9: route 'b': answer_with must be a chat route (ft)",
+        ),
+        (  # no_context takes exactly one action
+            "  ft: {upstream: openai}\n  docs:\n    kind: rag\n    index: kb\n    answer_with: ft\n"
+            "    no_context: {}\n",
+            DEFAULT,
+            "<dir>/policy.yaml:9: route 'docs': no_context takes one of `route` or `answer`",
+        ),
+        (
+            "  ft: {upstream: openai}\n  docs:\n    kind: rag\n    index: kb\n    answer_with: ft\n"
+            "    no_context: {route: ft, answer: Sorry}\n",
+            DEFAULT,
+            "<dir>/policy.yaml:9: route 'docs': no_context takes one of `route` or `answer`",
+        ),
+        (  # ... and its route answers itself
+            "  ft: {upstream: openai}\n  docs:\n    kind: rag\n    index: kb\n    answer_with: ft\n"
+            "    no_context:\n      route: docs\n",
+            DEFAULT,
+            "<dir>/policy.yaml:10: route 'docs': no_context's route must be a route that answers itself (ft)",
         ),
         (
             "  ft: {upstream: nowhere}\n",

@@ -128,3 +128,17 @@ chart refuses to render that rather than deploy it.
 {{- fail (printf "auth.mode is keys and no database is set: %s would each keep their keys in an SQLite file of their own, so a key made in one pod would be refused by the others. Give them one PostgreSQL with database.existingSecret (a Secret holding its URL) or database.url; or run one replica (replicaCount=1; its keys are lost when the pod is replaced); or set auth.mode=off." $pods) }}
 {{- end }}
 {{- end }}
+
+{{/* Where the knowledge build reads the documents: beside the index directory, so the index names them
+"documents/<file>" (sources are named relative to the index directory's parent). */}}
+{{- define "turnout.documentsDir" -}}{{ printf "%s/documents" (dir .Values.knowledge.mountPath) }}{{- end }}
+
+{{/* The volume holding the documents the knowledge build indexes: the chart's ConfigMap, a named one, or any volume. */}}
+{{- define "turnout.documentsVolume" -}}
+{{- $build := .Values.knowledge.build -}}
+{{- if $build.source -}}
+{{ toYaml $build.source }}
+{{- else -}}
+configMap: {name: {{ $build.configMap | default (printf "%s-documents" (include "turnout.fullname" .)) }}}
+{{- end -}}
+{{- end }}
