@@ -30,7 +30,7 @@ from routes.knowledge.embedding import Embedder, Spent, Vectors, check_compatibl
 from routes.knowledge.index import KnowledgeIndex
 from routes.knowledge.lexical import LexicalIndex
 
-__all__ = ["CANDIDATES", "Fusion", "HybridRetriever", "Passage", "Retrieved", "Retriever", "one_blas_thread"]
+__all__ = ["CANDIDATES", "Fusion", "HybridRetriever", "Passage", "Retrieved", "Retriever", "fuse", "one_blas_thread"]
 
 Fusion = Literal["rrf", "convex", "lexical", "dense"]
 CANDIDATES = 100
@@ -94,21 +94,71 @@ def _top(scores: npt.NDArray[np.float32], count: int) -> npt.NDArray[np.intp]:
     return part[np.argsort(-scores[part], kind="stable")]
 
 
-def _scaled(values: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    low, high = float(values.min()), float(values.max())
+def _scaled(values: npt.NDArray[np.float32], low: float | None = None) -> npt.NDArray[np.float32]:
+    """Min-max scaled to [0, 1] over `values` (`low`: a fixed floor instead of their minimum)."""
+    low = float(values.min()) if low is None else low
+    high = float(values.max())
     if high - low < 1e-9:
         return np.ones_like(values) if high > 0 else np.zeros_like(values)
-    result: npt.NDArray[np.float32] = (values - low) / (high - low)
+    result: npt.NDArray[np.float32] = np.clip((values - low) / (high - low), 0.0, None)
     return result
+
+
+def fuse(
+    lexical: npt.NDArray[np.float32],
+    similarity: npt.NDArray[np.float32],
+    fusion: Fusion = "convex",
+    *,
+    weight: float = LEXICAL_WEIGHT,
+    rrf_k: int = RRF_K,
+    candidates: int = CANDIDATES,
+    floors: bool = True,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """Chunk numbers, best first, with their fused scores, from every chunk's BM25 and cosine scores.
+
+    `weight` is the lexical side's share (the dense side has the rest), in `convex` and in `rrf`.
+    `floors` (convex): scale BM25 up from 0 and the cosine up from the dense candidates' lowest,
+    rather than each from its lowest over the pooled candidates (which lets one list's misses,
+    scored near 0 by the other, stretch its scale).
+    """
+    if fusion == "dense":
+        order = _top(similarity, candidates)
+        return order, similarity[order]
+    if fusion == "lexical":
+        order = _top(lexical, candidates)
+        return order, lexical[order]
+    by_dense = _top(similarity, candidates)
+    by_lexical = _top(lexical, candidates)
+    by_lexical = by_lexical[lexical[by_lexical] > 0]  # a chunk without a query term is no lexical hit
+    pool = np.union1d(by_dense, by_lexical)
+    if fusion == "rrf":
+        fused = np.zeros(len(similarity), dtype=np.float32)
+        for ranking, share in ((by_dense, 1 - weight), (by_lexical, weight)):
+            fused[ranking] += share / (rrf_k + 1 + np.arange(len(ranking), dtype=np.float32))
+        mixed = fused[pool]
+    else:
+        lexical_floor, dense_floor = (0.0, float(similarity[by_dense].min())) if floors else (None, None)
+        mixed = weight * _scaled(lexical[pool], lexical_floor) + (1 - weight) * _scaled(similarity[pool], dense_floor)
+    order = np.argsort(-mixed, kind="stable")
+    ranked: npt.NDArray[np.float32] = mixed[order].astype(np.float32)
+    return pool[order], ranked
 
 
 class HybridRetriever:
     """Hybrid search over one `KnowledgeIndex`, with the embedder that made its vectors."""
 
-    __slots__ = ("_embedder", "_lexical", "fusion", "index")
+    __slots__ = ("_embedder", "_lexical", "distinct", "fusion", "index", "weight")
 
-    def __init__(self, index: KnowledgeIndex, embedder: Embedder, fusion: Fusion = "convex") -> None:
-        """Build the in-memory search structures.
+    def __init__(
+        self,
+        index: KnowledgeIndex,
+        embedder: Embedder,
+        fusion: Fusion = "convex",
+        *,
+        weight: float = LEXICAL_WEIGHT,
+        distinct: bool = True,
+    ) -> None:
+        """Build the in-memory search structures; `distinct`: at most one passage (the best) per document.
 
         Raises:
             EmbedderMismatchError: the index was made by another embedder than `embedder`.
@@ -116,6 +166,8 @@ class HybridRetriever:
         check_compatible(index.embedder, index.dimension, embedder)
         self.index = index
         self.fusion: Fusion = fusion
+        self.weight = weight
+        self.distinct = distinct
         self._embedder = embedder
         self._lexical = LexicalIndex([chunk.terms for chunk in index.chunks])
 
@@ -137,6 +189,10 @@ class HybridRetriever:
         passages = self.search_with(query, embedded.vectors[0], top_k=top_k, min_score=min_score)
         return Retrieved(passages, embedded.spent)
 
+    def lexical_scores(self, query: str) -> npt.NDArray[np.float32]:
+        """Every chunk's BM25 score for `query`."""
+        return self._lexical.scores(query)
+
     def best_similarity(self, vector: Vectors) -> float | None:
         """The highest cosine similarity of any passage to the query's `vector` (None for an empty index)."""
         if not self.index.chunks:
@@ -145,47 +201,26 @@ class HybridRetriever:
         return best
 
     def search_with(self, query: str, vector: Vectors, *, top_k: int, min_score: float = -1.0) -> list[Passage]:
-        """The `top_k` best passages for `query` (and its embedding `vector`), with similarity >= `min_score`."""
+        """The `top_k` best passages for `query` (and its embedding `vector`), with similarity >= `min_score`.
+
+        With `distinct`, a passage of a document already listed is left out (its best passage stands for it).
+        """
         if not self.index.chunks:
             return []
         similarity = self.index.vectors @ vector
-        ranked, scores = self._rank(query, similarity)
-        passages = []
+        lexical = self._lexical.scores(query) if self.fusion != "dense" else similarity
+        candidates = max(CANDIDATES, 4 * top_k) if self.distinct else CANDIDATES
+        ranked, scores = fuse(lexical, similarity, self.fusion, weight=self.weight, candidates=candidates)
+        passages: list[Passage] = []
+        listed: set[str] = set()
         for number, score in zip(ranked.tolist(), scores.tolist(), strict=True):
-            if similarity[number] < min_score:
-                continue
             chunk = self.index.chunks[number]
+            if similarity[number] < min_score or (self.distinct and chunk.source in listed):
+                continue
+            listed.add(chunk.source)
             passages.append(
                 Passage(chunk.source, chunk.heading, chunk.position, chunk.text, score, float(similarity[number]))
             )
             if len(passages) == top_k:
                 break
         return passages
-
-    def _rank(
-        self, query: str, similarity: npt.NDArray[np.float32]
-    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
-        """Chunk numbers, best first, with their fused scores."""
-        if self.fusion == "dense":
-            order = _top(similarity, CANDIDATES)
-            return order, similarity[order]
-        lexical = self._lexical.scores(query)
-        if self.fusion == "lexical":
-            order = _top(lexical, CANDIDATES)
-            return order, lexical[order]
-        by_dense = _top(similarity, CANDIDATES)
-        by_lexical = _top(lexical, CANDIDATES)
-        by_lexical = by_lexical[lexical[by_lexical] > 0]  # a chunk without a query term is no lexical hit
-        candidates = np.union1d(by_dense, by_lexical)
-        if self.fusion == "rrf":
-            fused = np.zeros(len(similarity), dtype=np.float32)
-            for ranking in (by_dense, by_lexical):
-                fused[ranking] += 1.0 / (RRF_K + 1 + np.arange(len(ranking), dtype=np.float32))
-            mixed = fused[candidates]
-        else:
-            mixed = LEXICAL_WEIGHT * _scaled(lexical[candidates]) + (1 - LEXICAL_WEIGHT) * _scaled(
-                similarity[candidates]
-            )
-        order = np.argsort(-mixed, kind="stable")
-        ranked: npt.NDArray[np.float32] = mixed[order].astype(np.float32)
-        return candidates[order], ranked
