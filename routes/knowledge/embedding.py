@@ -176,8 +176,9 @@ def local_identity(model: str | None = None, dimension: int | None = None) -> tu
     if sizes is None:
         raise ValueError(f"no local model {name!r}; the local models are {', '.join(LOCAL_MODELS)}")
     if dimension is not None and dimension not in sizes:
-        listed = " or ".join(str(size) for size in sorted(sizes))
-        raise ValueError(f"the local model {name} has {listed} dimensions, not {dimension}")
+        *most, last = [str(size) for size in sorted(sizes)]
+        listed = f"{', '.join(most)} or {last}" if most else last
+        raise ValueError(f"the local model has {listed} dimensions, not {dimension} ({name})")
     return name, sizes[0] if dimension is None else dimension
 
 

@@ -1,0 +1,55 @@
+"""`fuse`: lexical and dense scores into one ranking, by each fusion and weight; the local models' identities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from routes.knowledge.embedding import DEFAULT_LOCAL_MODEL, LOCAL_MODELS, local_identity
+from routes.knowledge.retrieval import fuse
+
+# Five chunks: lexical favours 0 then 1, dense favours 4 then 3; chunk 2 is second-best on both.
+LEXICAL = np.array([9.0, 6.0, 5.0, 0.0, 0.0], dtype=np.float32)
+DENSE = np.array([0.1, 0.2, 0.6, 0.7, 0.8], dtype=np.float32)
+
+
+def test_the_single_lists_rank_by_their_own_score() -> None:
+    assert fuse(LEXICAL, DENSE, "lexical")[0].tolist()[:3] == [0, 1, 2]
+    assert fuse(LEXICAL, DENSE, "dense")[0].tolist() == [4, 3, 2, 1, 0]
+
+
+@pytest.mark.parametrize("fusion", ["convex", "rrf"])
+def test_the_weight_moves_the_ranking_from_one_list_to_the_other(fusion: str) -> None:
+    all_lexical = fuse(LEXICAL, DENSE, fusion, weight=1.0)[0].tolist()  # type: ignore[arg-type]
+    all_dense = fuse(LEXICAL, DENSE, fusion, weight=0.0)[0].tolist()  # type: ignore[arg-type]
+    assert all_lexical[:3] == [0, 1, 2]
+    assert all_dense[:3] == [4, 3, 2]
+    balanced = fuse(LEXICAL, DENSE, fusion, weight=0.5)  # type: ignore[arg-type]
+    assert sorted(balanced[0].tolist()) == [0, 1, 2, 3, 4]  # every chunk of either list, once
+    assert balanced[1].tolist() == sorted(balanced[1].tolist(), reverse=True)
+
+
+def test_convex_scales_bm25_from_zero_unless_told_to_use_the_pools_minimum() -> None:
+    # The two best of each list are pooled. With floors, the cosine's 0 is the lowest dense candidate's
+    # (0.7), so the lexical-only chunks 0 and 1 (0.1, 0.2) get nothing from the dense side; min-max over
+    # the pool puts 0 at 0.1 instead, which lifts chunk 3 (0.7) almost to the top of the dense side.
+    with_floors = dict(zip(*fuse(LEXICAL, DENSE, "convex", weight=0.5, candidates=2), strict=True))
+    assert set(with_floors) == {0, 1, 3, 4}  # the two best of each list
+    assert with_floors[3] == pytest.approx(0.5 * (0.7 - 0.7) / (0.8 - 0.7))  # the dense candidates' floor is 0.7
+    minmax = dict(zip(*fuse(LEXICAL, DENSE, "convex", weight=0.5, candidates=2, floors=False), strict=True))
+    assert minmax[3] == pytest.approx(0.5 * (0.7 - 0.1) / (0.8 - 0.1))  # scaled over the pooled chunks instead
+
+
+def test_a_chunk_without_a_query_term_is_no_lexical_candidate() -> None:
+    order, _ = fuse(np.zeros(5, dtype=np.float32), DENSE, "rrf", weight=0.9, candidates=2)
+    assert order.tolist() == [4, 3]
+
+
+def test_each_local_model_resolves_to_its_name_and_dimension() -> None:
+    assert local_identity() == (DEFAULT_LOCAL_MODEL, LOCAL_MODELS[DEFAULT_LOCAL_MODEL][0])
+    assert local_identity("wordllama/l2_supercat", 64) == ("wordllama/l2_supercat", 64)
+    assert local_identity("minilm/all-MiniLM-L6-v2") == ("minilm/all-MiniLM-L6-v2", 384)
+    with pytest.raises(ValueError, match="has 384 dimensions, not 256"):
+        local_identity("minilm/all-MiniLM-L6-v2", 256)
+    with pytest.raises(ValueError, match="no local model 'text-embedding-3-small'"):
+        local_identity("text-embedding-3-small")
