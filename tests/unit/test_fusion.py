@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from routes.knowledge.embedding import DEFAULT_LOCAL_MODEL, LOCAL_MODELS, local_identity
-from routes.knowledge.retrieval import fuse
+from routes.knowledge.retrieval import WEIGHTS, fuse
 
 # Five chunks: lexical favours 0 then 1, dense favours 4 then 3; chunk 2 is second-best on both.
 LEXICAL = np.array([9.0, 6.0, 5.0, 0.0, 0.0], dtype=np.float32)
@@ -29,15 +29,19 @@ def test_the_weight_moves_the_ranking_from_one_list_to_the_other(fusion: str) ->
     assert balanced[1].tolist() == sorted(balanced[1].tolist(), reverse=True)
 
 
-def test_convex_scales_bm25_from_zero_unless_told_to_use_the_pools_minimum() -> None:
-    # The two best of each list are pooled. With floors, the cosine's 0 is the lowest dense candidate's
-    # (0.7), so the lexical-only chunks 0 and 1 (0.1, 0.2) get nothing from the dense side; min-max over
-    # the pool puts 0 at 0.1 instead, which lifts chunk 3 (0.7) almost to the top of the dense side.
-    with_floors = dict(zip(*fuse(LEXICAL, DENSE, "convex", weight=0.5, candidates=2), strict=True))
-    assert set(with_floors) == {0, 1, 3, 4}  # the two best of each list
-    assert with_floors[3] == pytest.approx(0.5 * (0.7 - 0.7) / (0.8 - 0.7))  # the dense candidates' floor is 0.7
-    minmax = dict(zip(*fuse(LEXICAL, DENSE, "convex", weight=0.5, candidates=2, floors=False), strict=True))
-    assert minmax[3] == pytest.approx(0.5 * (0.7 - 0.1) / (0.8 - 0.1))  # scaled over the pooled chunks instead
+def test_zscore_mixes_standard_scores_over_every_chunk() -> None:
+    order, fused = fuse(LEXICAL, DENSE, "zscore", weight=0.5)
+    standard = 0.5 * (LEXICAL - LEXICAL.mean()) / LEXICAL.std() + 0.5 * (DENSE - DENSE.mean()) / DENSE.std()
+    assert order.tolist() == np.argsort(-standard).tolist()
+    np.testing.assert_allclose(fused, standard[order], rtol=1e-5)
+    assert order[0] == 2  # second-best on both lists beats the best of either
+    flat = fuse(np.zeros(5, dtype=np.float32), DENSE, "zscore", weight=0.5)[0]  # no lexical hit: dense alone
+    assert flat.tolist() == [4, 3, 2, 1, 0]
+
+
+def test_the_default_weights_are_the_fusions_own() -> None:
+    assert fuse(LEXICAL, DENSE, "rrf")[1].tolist() == fuse(LEXICAL, DENSE, "rrf", weight=WEIGHTS["rrf"])[1].tolist()
+    assert fuse(LEXICAL, DENSE)[0].tolist() == fuse(LEXICAL, DENSE, "zscore", weight=WEIGHTS["zscore"])[0].tolist()
 
 
 def test_a_chunk_without_a_query_term_is_no_lexical_candidate() -> None:
