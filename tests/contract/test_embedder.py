@@ -127,3 +127,22 @@ async def test_the_openai_embedder_asks_the_upstream_and_says_what_each_call_was
     assert float(vectors[0] @ vectors[2]) < 0.99
     assert (first, second) == (Spent("text-embedding-3-small", 13), Spent("text-embedding-3-small", 5))
     assert (embedder.name, embedder.dimension) == ("text-embedding-3-small", 64)
+
+
+# --- what only the MiniLM embedder does -----------------------------------------------------------------------
+
+
+def test_minilm_gives_the_similarities_sentence_transformers_publishes(minilm: MiniLMEmbedder) -> None:
+    """The PyTorch model's cosine similarities for these three sentences, as sentence-transformers' README prints them.
+
+    The NumPy network, the tokenizer and the pooling together reproduce them to four places.
+    """
+    sentences = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
+    vectors = minilm.embed_sync(sentences)
+    published = np.array([[1.0, 0.6660, 0.1046], [0.6660, 1.0, 0.1411], [0.1046, 0.1411, 1.0]])
+    np.testing.assert_allclose(vectors @ vectors.T, published, atol=6e-5)
+
+
+def test_minilm_cuts_a_long_text_at_its_256_tokens(minilm: MiniLMEmbedder) -> None:
+    head = " ".join(f"word{number}" for number in range(400))
+    np.testing.assert_allclose(minilm.embed_sync([head + " tail"]), minilm.embed_sync([head + " other ending"]))

@@ -1,11 +1,10 @@
-"""`fuse`: lexical and dense scores into one ranking, by each fusion and weight; the local models' identities."""
+"""`fuse`: lexical and dense scores into one ranking, by each fusion and weight."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from routes.knowledge.embedding import DEFAULT_LOCAL_MODEL, LOCAL_MODELS, local_identity
 from routes.knowledge.retrieval import WEIGHTS, fuse
 
 # Five chunks: lexical favours 0 then 1, dense favours 4 then 3; chunk 2 is second-best on both.
@@ -47,13 +46,3 @@ def test_the_default_weights_are_the_fusions_own() -> None:
 def test_a_chunk_without_a_query_term_is_no_lexical_candidate() -> None:
     order, _ = fuse(np.zeros(5, dtype=np.float32), DENSE, "rrf", weight=0.9, candidates=2)
     assert order.tolist() == [4, 3]
-
-
-def test_each_local_model_resolves_to_its_name_and_dimension() -> None:
-    assert local_identity() == (DEFAULT_LOCAL_MODEL, LOCAL_MODELS[DEFAULT_LOCAL_MODEL][0])
-    assert local_identity("wordllama/l2_supercat", 64) == ("wordllama/l2_supercat", 64)
-    assert local_identity("minilm/all-MiniLM-L6-v2") == ("minilm/all-MiniLM-L6-v2", 384)
-    with pytest.raises(ValueError, match="has 384 dimensions, not 256"):
-        local_identity("minilm/all-MiniLM-L6-v2", 256)
-    with pytest.raises(ValueError, match="no local model 'text-embedding-3-small'"):
-        local_identity("text-embedding-3-small")
