@@ -40,6 +40,7 @@ from proxy.wire.errors import ProxyError
 from proxy.wire.redaction import Redactor
 from routes import Route, Upstream, UpstreamTimeouts, new_session
 from routes.kind import ENDPOINT_KINDS, BuildContext
+from routes.knowledge.embedding import LocalEmbedder
 from routes.knowledge.retrieval import one_blas_thread
 from routes.openai_chat import OpenAIChatSettings
 from routes.registry import build_routes
@@ -284,7 +285,7 @@ async def open_resources(
             base_url = simulator.base_url
             logger.info("simulated upstream listening at %s", base_url)
         sessions, tasks, local = _Sessions(hooks), BackgroundTasks(), LocalEmbedders()
-        caches = SharedCache(lambda: local.get(256), recorder)  # the semantic cache compares all 256 dimensions
+        caches = SharedCache(lambda: local.get(LocalEmbedder.NAME, 256), recorder)  # WordLlama, all 256 dimensions
         stack.push_async_callback(sessions.close)
         stack.push_async_callback(caches.aclose)
         stack.push_async_callback(tasks.drain, settings.server.drain_timeout)

@@ -26,9 +26,18 @@ import numpy as np
 
 from policies import SemanticFeatures, SemanticNeeds
 from proxy.config.policyfile import Deployment
+from proxy.config.rag import UPSTREAM_DIMENSION
 from proxy.config.settings import Settings, UpstreamSettings
 from routes import HybridRetriever, OpenAIEmbedder, Upstream, UpstreamTimeouts, new_session
-from routes.knowledge.embedding import Embedder, LocalEmbedder, Question, RememberingEmbedder, Spent, Vectors
+from routes.knowledge.embedding import (
+    Embedder,
+    Question,
+    RememberingEmbedder,
+    Spent,
+    Vectors,
+    local_embedder,
+    local_identity,
+)
 
 __all__ = ["Knowledge", "LocalEmbedders", "SemanticScorer", "build_knowledge", "open_knowledge", "open_upstream"]
 
@@ -42,13 +51,14 @@ class LocalEmbedders:
     """
 
     def __init__(self) -> None:
-        self._loaded: dict[int, RememberingEmbedder] = {}
+        self._loaded: dict[tuple[str, int], RememberingEmbedder] = {}
 
-    def get(self, dimension: int) -> RememberingEmbedder:
-        """The model with `dimension` dimensions, loaded now when this is its first use."""
-        embedder = self._loaded.get(dimension)
+    def get(self, model: str | None = None, dimension: int | None = None) -> RememberingEmbedder:
+        """The local `model` (None: the default) with `dimension` dimensions, loaded now on its first use."""
+        identity = local_identity(model, dimension)
+        embedder = self._loaded.get(identity)
         if embedder is None:
-            embedder = self._loaded[dimension] = RememberingEmbedder(LocalEmbedder(dimension))
+            embedder = self._loaded[identity] = RememberingEmbedder(local_embedder(*identity))
         return embedder
 
 
@@ -104,9 +114,10 @@ class Knowledge:
 def _embedder(deployment: Deployment, upstreams: Mapping[str, Upstream], local: LocalEmbedders) -> Embedder:
     settings = deployment.embedder
     if settings.upstream is None:
-        return local.get(settings.dimension)
+        return local.get(settings.model, settings.dimension)
     model = settings.model or ""  # checked at load: an upstream embedder has a model
-    return RememberingEmbedder(OpenAIEmbedder(upstreams[settings.upstream], model, settings.dimension))
+    dimension = settings.dimension or UPSTREAM_DIMENSION
+    return RememberingEmbedder(OpenAIEmbedder(upstreams[settings.upstream], model, dimension))
 
 
 def build_knowledge(

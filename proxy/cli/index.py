@@ -24,11 +24,12 @@ import msgspec
 from tqdm import tqdm
 
 from proxy.config.errors import ConfigError
+from proxy.config.rag import UPSTREAM_DIMENSION
 from proxy.config.settings import load_embedder_settings
 from proxy.semantic import open_upstream
 from proxy.wire.errors import ProxyError
 from routes import HybridRetriever, KnowledgeIndex, KnowledgeIndexError, OpenAIEmbedder, Passage
-from routes.knowledge.embedding import Embedder, EmbedderMismatchError, LocalEmbedder, check_compatible
+from routes.knowledge.embedding import Embedder, EmbedderMismatchError, check_compatible, local_embedder
 from routes.knowledge.indexer import add_files, expand_paths, remove_files
 from routes.knowledge.ingest import UnsupportedFileError
 
@@ -43,10 +44,10 @@ def _print(text: str = "") -> None:
 async def _embedder(config: str | None) -> AsyncIterator[Embedder]:
     settings, upstream = load_embedder_settings(config)
     if upstream is None:
-        yield LocalEmbedder(settings.dimension)
+        yield local_embedder(settings.model, settings.dimension)  # checked by load_embedder_settings
         return
-    async with open_upstream(upstream) as opened:
-        yield OpenAIEmbedder(opened, settings.model or "", settings.dimension)  # a model: checked above
+    async with open_upstream(upstream) as opened:  # a model: checked above
+        yield OpenAIEmbedder(opened, settings.model or "", settings.dimension or UPSTREAM_DIMENSION)
 
 
 def _open(directory: Path, embedder: Embedder | None = None) -> KnowledgeIndex:

@@ -2,6 +2,7 @@
 
 ```yaml
 embedder: {upstream: openai, model: text-embedding-3-small, dimension: 1536}   # default: the local model
+embedder: {model: minilm/all-MiniLM-L6-v2}     # another local model (`LOCAL_MODELS`), at its own dimension
 routes:
   docs: {kind: rag, index: ./knowledge-index, answer_with: support-ft, top_k: 4, min_score: 0.2, context_tokens: 1500}
 ```
@@ -19,10 +20,13 @@ from pathlib import Path
 
 from proxy.config.sections import EmbedderSettings
 from proxy.config.yamlsource import Key, YamlDocument
-from routes.knowledge.embedding import LocalEmbedder
+from routes.knowledge.embedding import local_identity
 from routes.knowledge.index import KnowledgeIndex, KnowledgeIndexError
 
-__all__ = ["IndexLoader", "embedder_identity"]
+__all__ = ["UPSTREAM_DIMENSION", "IndexLoader", "embedder_identity"]
+
+UPSTREAM_DIMENSION = 256
+"""An upstream embedder's dimension when the file gives none (asked of the upstream with `dimensions`)."""
 
 
 def embedder_identity(document: YamlDocument, settings: EmbedderSettings) -> tuple[str, int]:
@@ -32,17 +36,14 @@ def embedder_identity(document: YamlDocument, settings: EmbedderSettings) -> tup
         ConfigError: an upstream embedder without a `model`, or a local one of another dimension.
     """
     if settings.upstream is None:
-        if settings.model is not None:
-            message = "embedder: `model` needs an `upstream` (without one, the local model embeds)"
-            raise document.error(("embedder",), message)
-        if settings.dimension not in (64, 128, 256):
-            message = f"embedder: the local model has 64, 128 or 256 dimensions, not {settings.dimension}"
-            raise document.error(("embedder",), message)
-        return LocalEmbedder.NAME, settings.dimension
+        try:
+            return local_identity(settings.model, settings.dimension)
+        except ValueError as exc:
+            raise document.error(("embedder",), f"embedder: {exc} (a model on an upstream needs `upstream`)") from None
     if settings.model is None:
         message = f"embedder: upstream '{settings.upstream}' needs a `model` (e.g. text-embedding-3-small)"
         raise document.error(("embedder",), message)
-    return settings.model, settings.dimension
+    return settings.model, settings.dimension or UPSTREAM_DIMENSION
 
 
 class IndexLoader:

@@ -155,11 +155,12 @@ class Price(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 class EmbedderSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Which model embeds: the local one (no `upstream`), or `model` on an OpenAI-compatible upstream."""
+    """Which model embeds: a local one (no `upstream`; `model` may name one), or `model` on an upstream."""
 
     upstream: str | None = None
     model: str | None = None
-    dimension: Annotated[int, msgspec.Meta(ge=1, le=8192)] = 256
+    dimension: Annotated[int, msgspec.Meta(ge=1, le=8192)] | None = None
+    """None: the local model's own (`routes.knowledge.embedding.LOCAL_MODELS`), 256 for an upstream's."""
 
 
 class PassthroughSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

