@@ -17,10 +17,11 @@ from policies.checks import Condition
 from policies.conditions import compile_when
 from policies.engine import PolicyEngine, Rule, Shadow, Sticky
 from policies.errors import Path, PolicyError
+from policies.nearest import Nearest, read_nearest
 
 __all__ = ["RULE_KEYS", "load_policy"]
 
-RULE_KEYS = ("name", "when", "route", "split", "sticky", "fallback", "shadow", "cache")
+RULE_KEYS = ("name", "when", "route", "split", "sticky", "fallback", "shadow", "cache", "nearest")
 """The keys a rule may have."""
 _SHADOW_KEYS = ("route", "sample")
 _STICKY: tuple[Sticky, ...] = ("user", "caller")
@@ -60,16 +61,22 @@ class _RuleReader:
                 conditions = compile_when(self.raw["when"], ("when",))
             except PolicyError as exc:
                 raise self.error(exc.path, exc.message) from exc
-        routes, split = self.read_routes()
-        fallbacks = self.read_fallbacks(routes, split)
+        nearest = self.read_nearest()
+        if nearest is not None:
+            conditions = (*conditions, nearest.condition())
+            routes, split = tuple((route, 1.0) for route in nearest.routes), False
+        else:
+            routes, split = self.read_routes()
+        fallbacks = self.read_fallbacks(routes, split or nearest is not None)
         return Rule(
             name=self.name,
             conditions=conditions,
+            nearest=nearest,
             routes=routes,
             split=split,
             sticky=self.read_sticky(split),
             fallbacks=fallbacks,
-            shadow=self.read_shadow(routes, split),
+            shadow=self.read_shadow(routes, split or nearest is not None),
             cache=self.read_cache(),
         )
 
@@ -92,6 +99,23 @@ class _RuleReader:
             in_what = "" if what == "route" else f" in {what}"
             raise self.error(path, f"unknown route '{name}'{in_what} (routes: {known}){suggestion}")
         return name
+
+    def read_nearest(self) -> Nearest | None:
+        if "nearest" not in self.raw:
+            return None
+        for key in ("route", "split", "sticky"):
+            if key in self.raw:
+                raise self.error((key,), f"a `nearest` rule chooses its route by meaning: it has no `{key}`")
+        try:
+            return read_nearest(self.raw["nearest"], ("nearest",), self.nearest_route)
+        except PolicyError as exc:
+            raise self.error(exc.path, exc.message) from exc
+
+    def nearest_route(self, name: object, path: Path) -> str:
+        try:
+            return self.known_route(name, path, "nearest")
+        except PolicyError as exc:  # the message without the file and rule: `read_nearest`'s caller adds them
+            raise PolicyError(exc.message.split(": ", 2)[-1], path=path) from None
 
     def read_routes(self) -> tuple[tuple[tuple[str, float], ...], bool]:
         if ("route" in self.raw) == ("split" in self.raw):

@@ -25,12 +25,58 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies import SemanticFeatures, SemanticNeeds
+from policies.features import NearestKey, RouteScore
 from proxy.config.policyfile import Deployment
 from proxy.config.settings import Settings, UpstreamSettings
 from routes import HybridRetriever, OpenAIEmbedder, Upstream, UpstreamTimeouts, new_session
 from routes.knowledge.embedding import Embedder, LocalEmbedder, Question, RememberingEmbedder, Spent, Vectors
 
-__all__ = ["Knowledge", "LocalEmbedders", "SemanticScorer", "build_knowledge", "open_knowledge", "open_upstream"]
+__all__ = [
+    "Knowledge",
+    "LocalEmbedders",
+    "SemanticScorer",
+    "build_knowledge",
+    "calibrated_threshold",
+    "open_knowledge",
+    "open_upstream",
+    "top_k_mean",
+]
+
+
+def top_k_mean(similarities: np.ndarray, k: int) -> np.ndarray:
+    """The mean of the `k` highest values of each row (of all of them when a row has fewer)."""
+    k = min(k, similarities.shape[-1])
+    return np.asarray(-np.sort(-similarities, axis=-1)[..., :k].mean(axis=-1))
+
+
+def calibrated_threshold(examples: Vectors, k: int, quantile: float) -> float:
+    """A route's threshold from its own examples, leave-one-out.
+
+    Each example is scored against the route's other examples as a message is (the mean of the `k` best
+    similarities); the threshold is the `quantile` of those scores.
+    """
+    if len(examples) < 2:
+        return 1.0  # nothing to leave one out of; the loader asks for a threshold of its own then
+    gram = examples @ examples.T
+    np.fill_diagonal(gram, -np.inf)
+    return float(np.quantile(top_k_mean(gram, min(k, len(examples) - 1)), quantile))  # the -inf diagonal sorts last
+
+
+@dataclass(frozen=True, slots=True)
+class _Routes:
+    """A `nearest` rule's routes, embedded and calibrated: (route, examples, vectors, calibrated threshold)."""
+
+    key: NearestKey
+    routes: tuple[tuple[str, tuple[str, ...], Vectors, float], ...]
+
+    def scores(self, vector: Vectors) -> tuple[RouteScore, ...]:
+        scores = []
+        for route, examples, matrix, calibrated in self.routes:
+            similarities = matrix @ vector
+            score = float(top_k_mean(similarities, self.key.k))
+            scores.append(RouteScore(route, score, calibrated, examples[int(np.argmax(similarities))]))
+        scores.sort(key=lambda each: -each.score)
+        return tuple(scores)
 
 
 class LocalEmbedders:
@@ -60,20 +106,32 @@ class SemanticScorer:
         self.embedder = embedder
         self._retrievers = {name: retrievers[name] for name in needs.retrieval_routes}
         self._examples: dict[tuple[str, ...], Vectors] = {}
+        self._nearest: dict[NearestKey, _Routes] = {}
         self._lock = asyncio.Lock()
 
     async def prepare(self) -> Spent | None:
         """Embed every example list (once; later calls return at once); what that was billed."""
         async with self._lock:
             missing = [examples for examples in self.needs.examples if examples not in self._examples]
-            if not missing:
+            nearest = [key for key in self.needs.nearest if key not in self._nearest]
+            lists = [*missing, *(examples for key in nearest for _, examples in key.routes)]
+            if not lists:
                 return None
-            texts = [text for examples in missing for text in examples]
-            vectors, spent = await self.embedder.embed(texts)
+            vectors, spent = await self.embedder.embed([text for examples in lists for text in examples])
+            embedded = []
             start = 0
-            for examples in missing:
-                self._examples[examples] = vectors[start : start + len(examples)]
+            for examples in lists:
+                embedded.append(vectors[start : start + len(examples)])
                 start += len(examples)
+            for examples, matrix in zip(missing, embedded, strict=False):
+                self._examples[examples] = matrix
+            rest = iter(embedded[len(missing) :])
+            for key in nearest:
+                routes = []
+                for route, examples in key.routes:
+                    matrix = next(rest)
+                    routes.append((route, examples, matrix, calibrated_threshold(matrix, key.k, key.calibration)))
+                self._nearest[key] = _Routes(key, tuple(routes))
             return spent
 
     async def features(self, question: Question) -> SemanticFeatures:
@@ -89,7 +147,8 @@ class SemanticScorer:
             best = int(np.argmax(scores))
             similarity[examples] = (float(scores[best]), examples[best])
         retrieval = {name: retriever.best_similarity(vector) for name, retriever in self._retrievers.items()}
-        return SemanticFeatures(similarity=similarity, retrieval=retrieval)
+        nearest = {key: routes.scores(vector) for key, routes in self._nearest.items()}
+        return SemanticFeatures(similarity=similarity, retrieval=retrieval, nearest=nearest)
 
 
 @dataclass(frozen=True, slots=True)
