@@ -309,6 +309,12 @@ class PolicyEngine:
         return tuple(rule.name for rule in self._rules)
 
     @property
+    def default_rule(self) -> tuple[str, str]:
+        """The default (last) rule's name and its route (a split's first)."""
+        last = self._rules[-1]
+        return last.name, last.routes[0][0]
+
+    @property
     def semantic_cache(self) -> bool:
         """Whether some rule's cache also matches requests by meaning (an embedder is needed)."""
         return any(rule.cache.semantic_threshold is not None for rule in self._rules)
