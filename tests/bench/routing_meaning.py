@@ -157,7 +157,9 @@ async def fold(seed: int, rows: list[dict[str, str]], embedder: Embedder) -> dic
     best = max(THRESHOLDS, key=lambda t: fitted[t][0] + fitted[t][1])
     test_features = await features_of(scorer, test)
     return {
-        f"first-match @{README_THRESHOLD}": score(first_match(known_order, examples, README_THRESHOLD), test_features, test, known),
+        f"first-match @{README_THRESHOLD}": score(
+            first_match(known_order, examples, README_THRESHOLD), test_features, test, known
+        ),
         f"first-match @best ({best} this fold)": score(sweep[best], test_features, test, known),
         "nearest (defaults)": score(after, test_features, test, known),
     }
@@ -178,7 +180,9 @@ async def run(args: argparse.Namespace) -> None:
                 names.append(key)
             results.setdefault(key, []).append(result.figures)
             print(f"fold {seed}: {name}: " + " ".join(f"{x:.3f}" for x in result.figures))  # noqa: T201
-    print(f"\nembedder: {embedder.name} ({embedder.dimension} dimensions), {args.folds} folds, {UNKNOWN} of 18 scenarios held out")  # noqa: T201
+    print(
+        f"\nembedder: {embedder.name} ({embedder.dimension} dimensions), {args.folds} folds, {UNKNOWN} of 18 scenarios held out"
+    )  # noqa: T201
     print("| policy | known accuracy | unknown caught | misroutes | overall accuracy |")  # noqa: T201
     print("|---|---|---|---|---|")  # noqa: T201
     for name in names:
