@@ -19,7 +19,7 @@ from routes import Call
 
 __all__ = ["LOADER", "Case", "case_call", "load_cases"]
 
-LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+LOADER: type[yaml.CSafeLoader | yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """The C loader when PyYAML was built with libyaml, else the Python one (the same YAML, safely)."""
 
 

@@ -179,15 +179,14 @@ async def run(args: argparse.Namespace) -> None:
             if key not in results:
                 names.append(key)
             results.setdefault(key, []).append(result.figures)
-            print(f"fold {seed}: {name}: " + " ".join(f"{x:.3f}" for x in result.figures))  # noqa: T201
-    print(
-        f"\nembedder: {embedder.name} ({embedder.dimension} dimensions), {args.folds} folds, {UNKNOWN} of 18 scenarios held out"
-    )  # noqa: T201
-    print("| policy | known accuracy | unknown caught | misroutes | overall accuracy |")  # noqa: T201
-    print("|---|---|---|---|---|")  # noqa: T201
+            print(f"fold {seed}: {name}: " + " ".join(f"{x:.3f}" for x in result.figures))
+    held = f"{args.folds} folds, {UNKNOWN} of 18 scenarios held out"
+    print(f"\nembedder: {embedder.name} ({embedder.dimension} dimensions), {held}")
+    print("| policy | known accuracy | unknown caught | misroutes | overall accuracy |")
+    print("|---|---|---|---|---|")
     for name in names:
         means = [statistics.mean(column) for column in zip(*results[name], strict=True)]
-        print(f"| {name} | " + " | ".join(f"{100 * x:.1f}%" for x in means) + " |")  # noqa: T201
+        print(f"| {name} | " + " | ".join(f"{100 * x:.1f}%" for x in means) + " |")
 
 
 def main() -> None:

@@ -131,14 +131,17 @@ def test_the_defaults_are_in_the_key_the_proxy_scores() -> None:
 
 def unit(*rows: Sequence[float]) -> np.ndarray:
     matrix = np.array(rows, dtype=np.float32)
-    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    normalised: np.ndarray = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    return normalised
 
 
 def test_leave_one_out_calibration_scores_each_example_against_the_others() -> None:
     # cos(a, b) = 0.8, cos(a, c) = 0.6, cos(b, c) = 0.96 (c is between a and b... worked by hand below)
     examples = unit([1.0, 0.0], [0.8, 0.6], [0.6, 0.8])
     gram = examples @ examples.T
-    assert gram[0, 1] == pytest.approx(0.8) and gram[0, 2] == pytest.approx(0.6) and gram[1, 2] == pytest.approx(0.96)
+    assert gram[0, 1] == pytest.approx(0.8)
+    assert gram[0, 2] == pytest.approx(0.6)
+    assert gram[1, 2] == pytest.approx(0.96)
     # k = 1: each example's best other: a 0.8, b 0.96, c 0.96; the 0 quantile is the least of them
     assert calibrated_threshold(examples, 1, 0.0) == pytest.approx(0.8)
     assert calibrated_threshold(examples, 1, 1.0) == pytest.approx(0.96)
@@ -185,7 +188,8 @@ async def test_the_scorer_calibrates_at_load_and_embeds_each_request_once(embedd
     decision = await decide_semantically(
         CHAT, call_of("x", tools=[{"type": "function", "function": {"name": "f"}}]), **decide_args
     )
-    assert decision.rule == "tools" and counting.calls[1:] == [1, 1]  # tools decide before any embedding
+    assert decision.rule == "tools"
+    assert counting.calls[1:] == [1, 1]
     semantic = await scorer.features(call_of("wake me up").question)
     (key,) = policy.semantic_needs.nearest
     scores = semantic.nearest[key]
@@ -202,16 +206,21 @@ async def test_explain_shows_the_top_routes_the_margin_and_the_later_rules_score
     scorer = SemanticScorer(policy.semantic_needs, embedder, {})
     args: dict[str, Any] = {"policy": policy, "named": {}, "default_route": "gpt4", "scorer": scorer}
     decision, explanation = await explain_semantically(CHAT, call_of("please wake me at 5 am"), **args)
-    assert decision.route == "alarm" and explanation is not None
+    assert decision.route == "alarm"
+    assert explanation is not None
     text = explanation.render()
     assert "intents: matched" in text
-    assert "+ nearest: alarm " in text and ", leads by " in text
-    assert "+ alarm: " in text and "- music: " in text and "closest example: " in text
+    assert "+ nearest: alarm " in text
+    assert ", leads by " in text
+    assert "+ alarm: " in text
+    assert "- music: " in text
+    assert "closest example: " in text
     # the similar_to rule after the match is explained for its score, marked as not tried
     assert "weather: no match (not tried: 'intents' decided; shown for its scores)" in text
     assert "similar_to: " in text
     assert "default" not in text.split("rules, in order:")[1]  # the catch-all after the match has no scores
     _, none = await explain_semantically(CHAT, call_of("Who won the battle of Hastings?"), **args)
-    assert none is not None and none.decision.rule == "default"
+    assert none is not None
+    assert none.decision.rule == "default"
     assert "none of these: " in none.render()
     assert any(line.startswith("intents: none of these") for line in none.scores())

@@ -113,8 +113,10 @@ def test_explain_shows_the_nearest_routes_and_margin(tmp_path: Path, capsys: pyt
     assert main(["explain", str(INTENTS), str(request)]) == 0
     out = capsys.readouterr().out
     assert "route: shipping-ft\nrule: intents" in out
-    assert "+ nearest: shipping-ft " in out and "leads by" in out
-    assert "shipping-ft: " in out and "(threshold 0.300, closest example: " in out
+    assert "+ nearest: shipping-ft " in out
+    assert "leads by" in out
+    assert "shipping-ft: " in out
+    assert "(threshold 0.300, closest example: " in out
     assert out.count("closest example") == 3  # the top three of the routes
 
 
@@ -122,4 +124,5 @@ def test_the_cases_file_loads_with_the_c_loader_when_libyaml_is_there() -> None:
     assert yaml.__with_libyaml__, "PyYAML here is built with libyaml"
     assert cases_module.LOADER is yaml.CSafeLoader
     loaded = cases_module.load_cases(str(INTENT_CASES))
-    assert len(loaded) == 9 and loaded[0].expect == "billing-ft"
+    assert len(loaded) == 9
+    assert loaded[0].expect == "billing-ft"
