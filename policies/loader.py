@@ -90,15 +90,22 @@ class _RuleReader:
 
     def known_route(self, name: object, path: Path, what: str) -> str:
         """`name`, checked to be one of the configured routes; `what` says where it was named (route, split, ...)."""
+        problem = self.route_problem(name, what)
+        if problem is not None:
+            raise self.error(path, problem)
+        return str(name)
+
+    def route_problem(self, name: object, what: str) -> str | None:
+        """Why `name` is not one of the configured routes, or None when it is."""
         if not isinstance(name, str):
-            raise self.error(path, f"{what} must be a route name, got {name!r}")
-        if name not in self.routes:
-            known = ", ".join(sorted(self.routes))
-            hint = difflib.get_close_matches(name, list(self.routes), n=1)
-            suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
-            in_what = "" if what == "route" else f" in {what}"
-            raise self.error(path, f"unknown route '{name}'{in_what} (routes: {known}){suggestion}")
-        return name
+            return f"{what} must be a route name, got {name!r}"
+        if name in self.routes:
+            return None
+        known = ", ".join(sorted(self.routes))
+        hint = difflib.get_close_matches(name, list(self.routes), n=1)
+        suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+        in_what = "" if what == "route" else f" in {what}"
+        return f"unknown route '{name}'{in_what} (routes: {known}){suggestion}"
 
     def read_nearest(self) -> Nearest | None:
         if "nearest" not in self.raw:
@@ -112,10 +119,11 @@ class _RuleReader:
             raise self.error(exc.path, exc.message) from exc
 
     def nearest_route(self, name: object, path: Path) -> str:
-        try:
-            return self.known_route(name, path, "nearest")
-        except PolicyError as exc:  # the message without the file and rule: `read_nearest`'s caller adds them
-            raise PolicyError(exc.message.split(": ", 2)[-1], path=path) from None
+        """`known_route` for `read_nearest`, whose caller adds the file, the line and the rule to the error."""
+        problem = self.route_problem(name, "nearest")
+        if problem is not None:
+            raise PolicyError(problem, path=path)
+        return str(name)
 
     def read_routes(self) -> tuple[tuple[tuple[str, float], ...], bool]:
         if ("route" in self.raw) == ("split" in self.raw):

@@ -1,7 +1,9 @@
 """`turnout tune POLICY CASES.yaml [--write]`: thresholds suggested from labelled cases, written only when asked.
 
 The knobs are the numbers in the policy file that decide by meaning: each `similar_to` condition's
-`threshold` and each `nearest` rule's `margin` (when the file writes one). Every case is embedded once
+`threshold`, each `nearest` rule's `margin` and the `threshold` of its routes that have their own (the
+ones the file writes; a calibrated threshold is not in the file, and changing `k` or `calibration`
+would change the scores, so they are left alone). Every case is embedded once
 (the knobs change no example, so the meaning-based features stay the same); then, knob by knob in the
 order of the file, every candidate value is tried with the other knobs held (the ones already tuned at
 their suggestion), and each is printed with what the whole policy then does on the cases:
@@ -92,12 +94,25 @@ def _knobs(text: str) -> list[Knob]:
                             start, end = scalar.start_mark.index, scalar.end_mark.index
                             where = (*path, key.value, kind)
                             knobs.append(Knob(rule, kind, where, start, end, float(scalar.value)))
+                if path[-2:] == ("nearest", "routes") and isinstance(value, yaml.MappingNode):
+                    knobs.extend(_route_threshold(value, (*path, key.value), f"{rule}' route '{key.value}"))
                 walk(value, (*path, key.value), rule)
 
     for index, rule_node in enumerate(rules.value):
         name = next((v.value for k, v in getattr(rule_node, "value", []) if k.value == "name"), f"#{index + 1}")
         walk(rule_node, (index,), str(name))
     return knobs
+
+
+def _route_threshold(node: yaml.MappingNode, path: tuple[str | int, ...], rule: str) -> list[Knob]:
+    """A `nearest` route's own `threshold`, when the file gives one (a calibrated one is not in the file)."""
+    return [
+        Knob(
+            rule, "threshold", (*path, "threshold"), scalar.start_mark.index, scalar.end_mark.index, float(scalar.value)
+        )
+        for key, scalar in node.value
+        if key.value == "threshold" and isinstance(scalar, yaml.ScalarNode)
+    ]
 
 
 def _set(rules: Any, path: Sequence[str | int], value: float) -> None:

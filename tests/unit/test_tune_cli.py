@@ -95,6 +95,8 @@ def test_tune_tries_a_nearest_margin_and_reports_unknown_traffic(capsys: pytest.
     out = capsys.readouterr().out
     assert "rule 'intents' margin (now 0.01):" in out
     assert "unknown caught 2/2" in out  # the two cases that expect the default rule
+    assert "rule 'intents' route 'shipping-ft' threshold (now 0.3):" in out
+    assert "rule 'tools'" not in out  # no number to tune there
 
 
 def test_tune_without_knobs_or_with_a_bad_cases_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
