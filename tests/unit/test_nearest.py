@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 import numpy as np
 import pytest
 
@@ -15,8 +14,8 @@ from policies.features import NearestKey, RouteScore
 from proxy.decide import decide_semantically, explain_semantically
 from proxy.endpoints.chat import CHAT
 from proxy.semantic import SemanticScorer, calibrated_threshold, top_k_mean
-from routes import Call, ChatCall
-from routes.knowledge.embedding import Embedded, LocalEmbedder
+from routes.knowledge.embedding import LocalEmbedder
+from tests.unit.test_semantic_policy import CountingEmbedder, call_of
 
 ROUTES = ["alarm", "music", "weather", "gpt4"]
 ALARM = ["set an alarm for 7am", "wake me up at six tomorrow", "cancel my morning alarm"]
@@ -152,25 +151,9 @@ def test_leave_one_out_calibration_scores_each_example_against_the_others() -> N
     assert top_k_mean(np.array([[0.1, 0.9, 0.5]]), 2)[0] == pytest.approx(0.7)
 
 
-class CountingEmbedder:
-    def __init__(self, inner: LocalEmbedder) -> None:
-        self.inner = inner
-        self.calls: list[int] = []
-        self.name, self.dimension = inner.name, inner.dimension
-
-    async def embed(self, texts: Sequence[str]) -> Embedded:
-        self.calls.append(len(texts))
-        return await self.inner.embed(texts)
-
-
 @pytest.fixture(scope="module")
 def embedder() -> LocalEmbedder:
     return LocalEmbedder(256)
-
-
-def call_of(content: str, **extra: object) -> ChatCall:
-    raw = msgspec.json.encode({"model": "gpt-4o", "messages": [{"role": "user", "content": content}], **extra})
-    return Call(endpoint=CHAT, body=CHAT.decode(raw), headers={})
 
 
 async def test_the_scorer_calibrates_at_load_and_embeds_each_request_once(embedder: LocalEmbedder) -> None:
