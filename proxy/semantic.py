@@ -62,21 +62,37 @@ def calibrated_threshold(examples: Vectors, k: int, quantile: float) -> float:
     return float(np.quantile(top_k_mean(gram, min(k, len(examples) - 1)), quantile))  # the -inf diagonal sorts last
 
 
-@dataclass(frozen=True, slots=True)
 class _Routes:
-    """A `nearest` rule's routes, embedded and calibrated: (route, examples, vectors, calibrated threshold)."""
+    """A `nearest` rule's routes, embedded and calibrated, scored for a request with one matrix product.
 
-    key: NearestKey
-    routes: tuple[tuple[str, tuple[str, ...], Vectors, float], ...]
+    Every example vector is one row of `matrix`; `slots` places each route's rows in a table padded to
+    the longest list, so the routes' top-k means come from one sort of that table.
+    """
+
+    def __init__(self, key: NearestKey, matrices: list[Vectors]) -> None:
+        self.routes = tuple(route for route, _ in key.routes)
+        self.examples = tuple(examples for _, examples in key.routes)
+        self.calibrated = tuple(calibrated_threshold(m, key.k, key.calibration) for m in matrices)
+        self.matrix = np.vstack(matrices)
+        widest = max(len(m) for m in matrices)
+        counts = np.array([len(m) for m in matrices])
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        self.slots = np.minimum(starts[:, None] + np.arange(widest), len(self.matrix) - 1)
+        self.padding = np.arange(widest) >= counts[:, None]
+        self.k = min(key.k, widest)
+        self.divisor = np.minimum(counts, key.k)
 
     def scores(self, vector: Vectors) -> tuple[RouteScore, ...]:
-        scores = []
-        for route, examples, matrix, calibrated in self.routes:
-            similarities = matrix @ vector
-            score = float(top_k_mean(similarities, self.key.k))
-            scores.append(RouteScore(route, score, calibrated, examples[int(np.argmax(similarities))]))
-        scores.sort(key=lambda each: -each.score)
-        return tuple(scores)
+        """Every route's score for the message `vector`, best first."""
+        table = np.where(self.padding, -np.inf, (self.matrix @ vector)[self.slots])
+        closest = np.argmax(table, axis=1)
+        best = -np.sort(-table, axis=1)[:, : self.k]
+        means = np.where(np.isfinite(best), best, 0).sum(axis=1) / self.divisor
+        order = np.argsort(-means, kind="stable")
+        return tuple(
+            RouteScore(self.routes[i], float(means[i]), self.calibrated[i], self.examples[i][int(closest[i])])
+            for i in order.tolist()
+        )
 
 
 class LocalEmbedders:
@@ -127,11 +143,7 @@ class SemanticScorer:
                 self._examples[examples] = matrix
             rest = iter(embedded[len(missing) :])
             for key in nearest:
-                routes = []
-                for route, examples in key.routes:
-                    matrix = next(rest)
-                    routes.append((route, examples, matrix, calibrated_threshold(matrix, key.k, key.calibration)))
-                self._nearest[key] = _Routes(key, tuple(routes))
+                self._nearest[key] = _Routes(key, [next(rest) for _ in key.routes])
             return spent
 
     async def features(self, question: Question) -> SemanticFeatures:

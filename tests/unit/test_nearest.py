@@ -207,3 +207,17 @@ async def test_explain_shows_the_top_routes_the_margin_and_the_later_rules_score
     assert none.decision.rule == "default"
     assert "none of these: " in none.render()
     assert any(line.startswith("intents: none of these") for line in none.scores())
+
+
+async def test_routes_of_different_sizes_are_scored_as_each_alone(embedder: LocalEmbedder) -> None:
+    routes = {"alarm": ALARM[:2], "music": MUSIC, "weather": ["will it rain", "is it sunny", "how cold", "wind?"]}
+    policy = policy_of(routes=routes)
+    scorer = SemanticScorer(policy.semantic_needs, embedder, {})
+    semantic = await scorer.features(call_of("wake me up").question)
+    (key,) = policy.semantic_needs.nearest
+    question = (await embedder.embed(["wake me up"])).vectors[0]
+    for score in semantic.nearest[key]:
+        similarities = (await embedder.embed(routes[score.route])).vectors @ question
+        top = np.sort(similarities)[::-1][:3]  # the alarm route has 2: their mean, no padding in it
+        assert score.score == pytest.approx(float(top.mean()), abs=1e-6)
+        assert score.closest == routes[score.route][int(np.argmax(similarities))]
