@@ -36,6 +36,7 @@ from proxy.config.settings import Settings
 from proxy.decide import decide_semantically
 from proxy.endpoints.chat import CHAT
 from proxy.semantic import open_knowledge
+from proxy.wire.errors import InvalidRequestError
 
 __all__ = ["run_tune"]
 
@@ -158,7 +159,10 @@ async def _prepare(settings: Settings, cases: list[Case]) -> _Run:
     features: list[RequestFeatures | Decision] = []
     async with open_knowledge(settings) as knowledge:
         for case in cases:
-            call = case_call(case)
+            try:
+                call = case_call(case)
+            except InvalidRequestError as exc:
+                raise ConfigError(f"case '{case.name}': not a request Turnout would accept: {exc.message}") from None
             if CHAT.requested_model(call.body) in named or knowledge.scorer is None:
                 features.append(
                     await decide_semantically(

@@ -107,6 +107,9 @@ def test_tune_without_knobs_or_with_a_bad_cases_file(tmp_path: Path, capsys: pyt
     bad.write_text("cases: [{name: x}]\n")
     assert main(["tune", str(INTENTS), str(bad)]) == 1
     assert "not a cases file" in capsys.readouterr().err
+    bad.write_text("cases: [{name: x, request: {model: gpt-4, messages: []}, expect: gpt4}]\n")
+    assert main(["tune", str(INTENTS), str(bad)]) == 1
+    assert "case 'x': not a request Turnout would accept" in capsys.readouterr().err
 
 
 def test_explain_shows_the_nearest_routes_and_margin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
