@@ -50,7 +50,8 @@ CANDIDATES = {
 class Knob:
     """A number in the policy file that tuning may change."""
 
-    rule: str
+    label: str
+    """What it is, as printed: "rule 'docs' threshold", "rule 'intents' route 'billing' threshold"."""
     kind: str
     """`threshold` or `margin`."""
     path: tuple[str | int, ...]
@@ -94,22 +95,27 @@ def _knobs(text: str) -> list[Knob]:
                         if inner_key.value == kind and isinstance(scalar, yaml.ScalarNode):
                             start, end = scalar.start_mark.index, scalar.end_mark.index
                             where = (*path, key.value, kind)
-                            knobs.append(Knob(rule, kind, where, start, end, float(scalar.value)))
+                            knobs.append(Knob(f"{rule} {kind}", kind, where, start, end, float(scalar.value)))
                 if path[-2:] == ("nearest", "routes") and isinstance(value, yaml.MappingNode):
-                    knobs.extend(_route_threshold(value, (*path, key.value), f"{rule}' route '{key.value}"))
+                    knobs.extend(_route_threshold(value, (*path, key.value), f"{rule} route '{key.value}' threshold"))
                 walk(value, (*path, key.value), rule)
 
     for index, rule_node in enumerate(rules.value):
         name = next((v.value for k, v in getattr(rule_node, "value", []) if k.value == "name"), f"#{index + 1}")
-        walk(rule_node, (index,), str(name))
+        walk(rule_node, (index,), f"rule '{name}'")
     return knobs
 
 
-def _route_threshold(node: yaml.MappingNode, path: tuple[str | int, ...], rule: str) -> list[Knob]:
+def _route_threshold(node: yaml.MappingNode, path: tuple[str | int, ...], label: str) -> list[Knob]:
     """A `nearest` route's own `threshold`, when the file gives one (a calibrated one is not in the file)."""
     return [
         Knob(
-            rule, "threshold", (*path, "threshold"), scalar.start_mark.index, scalar.end_mark.index, float(scalar.value)
+            label,
+            "threshold",
+            (*path, "threshold"),
+            scalar.start_mark.index,
+            scalar.end_mark.index,
+            float(scalar.value),
         )
         for key, scalar in node.value
         if key.value == "threshold" and isinstance(scalar, yaml.ScalarNode)
@@ -182,7 +188,7 @@ def say(text: str = "") -> None:
 def _suggest(knobs: list[Knob], rules: Any, run: _Run, compile_: Callable[[Any], PolicyEngine]) -> None:
     """Try each knob's candidates in turn (the others held), print them, and leave each at its suggestion."""
     for knob in knobs:
-        say(f"\nrule '{knob.rule}' {knob.kind} (now {knob.value}):")
+        say(f"\n{knob.label} (now {knob.value}):")
         tried: list[tuple[float, Outcome]] = []
         for value in sorted({knob.value, *CANDIDATES[knob.kind]}):
             _set(rules, knob.path, value)
@@ -238,7 +244,7 @@ def run_tune(args: argparse.Namespace, settings: Settings, check: Callable[[str]
     say(f"\nafter: {run.outcome(compile_(rules)).shown()}")
     changes = [(knob, knob.suggested) for knob in knobs if knob.suggested is not None and knob.suggested != knob.value]
     for knob, value in changes:
-        say(f"suggest: rule '{knob.rule}' {knob.kind} {knob.value} -> {value}")
+        say(f"suggest: {knob.label} {knob.value} -> {value}")
     if not changes:
         say("suggest: keep every value")
     elif not args.write:
