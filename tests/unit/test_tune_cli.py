@@ -131,3 +131,16 @@ def test_the_cases_file_loads_with_the_c_loader_when_libyaml_is_there() -> None:
     loaded = cases_module.load_cases(str(INTENT_CASES))
     assert len(loaded) == 9
     assert loaded[0].expect == "billing-ft"
+
+
+def test_check_names_the_line_of_a_mistake_in_a_nearest_block(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = INTENTS.read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("        tech-ft:\n", "        tech-fx:\n"))
+    line = text.splitlines().index("        tech-ft:") + 1
+    assert main(["check", str(bad)]) == 1
+    error = capsys.readouterr().err
+    assert f"{bad}:{line}: rule 'intents': unknown route 'tech-fx' in nearest" in error
+    assert "did you mean 'tech-ft'?" in error
