@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from policies.features import RequestFeatures
+from policies.features import NearestKey, RequestFeatures
 
 __all__ = ["NO_NEEDS", "Check", "Condition", "SemanticNeeds", "Settle", "Test", "all_of", "any_of", "not_of"]
 
@@ -38,12 +38,16 @@ class SemanticNeeds:
     """The example lists of `similar_to` conditions (embedded once, when the policy is loaded)."""
     retrieval_routes: frozenset[str] = field(default_factory=frozenset)
     """The RAG routes `retrieval_score` conditions name."""
+    nearest: frozenset[NearestKey] = field(default_factory=frozenset)
+    """The routes and examples of `nearest` rules (embedded and calibrated once, when the policy is loaded)."""
 
     def __or__(self, other: SemanticNeeds) -> SemanticNeeds:
-        return SemanticNeeds(self.examples | other.examples, self.retrieval_routes | other.retrieval_routes)
+        return SemanticNeeds(
+            self.examples | other.examples, self.retrieval_routes | other.retrieval_routes, self.nearest | other.nearest
+        )
 
     def __bool__(self) -> bool:
-        return bool(self.examples or self.retrieval_routes)
+        return bool(self.examples or self.retrieval_routes or self.nearest)
 
 
 NO_NEEDS = SemanticNeeds()

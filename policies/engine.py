@@ -26,6 +26,7 @@ from typing import Literal, TypeVar
 from policies.cacherule import DEFAULT_CACHE_RULE, CacheRule
 from policies.checks import NO_NEEDS, Check, Condition, SemanticNeeds, Settle, Test, all_of
 from policies.features import RequestFeatures, SemanticFeatures
+from policies.nearest import Nearest
 
 __all__ = ["Decision", "Explanation", "PolicyEngine", "Rule", "RuleTrace", "Shadow"]
 
@@ -81,6 +82,8 @@ class Rule:
     shadow: Shadow | None = None
     cache: CacheRule = DEFAULT_CACHE_RULE
     deadline: float | None = None
+    nearest: Nearest | None = None
+    """A `nearest` rule's routes by meaning (then `routes` lists them; its condition is the last one)."""
 
     @property
     def label(self) -> str:
@@ -96,6 +99,10 @@ class RuleTrace:
     matched: bool
     checks: tuple[Check, ...]
     """One per condition key of the rule, in order (empty for a catch-all)."""
+    after: bool = False
+    """Explained after an earlier rule decided, to show its meaning-based scores beside the winner's."""
+    meaning: tuple[bool, ...] = ()
+    """For each check, whether its condition is meaning-based (its scores are what `turnout test` prints)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +122,24 @@ class Explanation:
             lines.append(f"shadow copy to: {decision.shadow}")
         lines.append("rules, in order:")
         for trace in self.rules:
-            verdict = "matched" if trace.matched else "no match"
+            if trace.after:
+                verdict = "would match" if trace.matched else "no match"
+                verdict += f" (not tried: '{decision.rule}' decided; shown for its scores)"
+            else:
+                verdict = "matched" if trace.matched else "no match"
             lines.append(f"  {trace.rule}: {verdict}{'' if trace.checks else ' (catch-all)'}")
             lines.extend(_render_checks(trace.checks, "    "))
         return "\n".join(lines)
+
+    def scores(self) -> list[str]:
+        """The meaning-based checks of every rule explained, as `rule: why` lines (for `turnout test`)."""
+        lines = []
+        for trace in self.rules:
+            for check, meaning in zip(trace.checks, trace.meaning, strict=True):
+                if meaning:
+                    lines.append(f"{trace.rule}: {check.why}")
+                    lines.extend(f"{trace.rule}:   {child.why}" for child in check.children)
+        return lines
 
 
 def _render_checks(checks: Sequence[Check], indent: str) -> list[str]:
@@ -193,7 +214,19 @@ class _Split:
         return self._choosers[index][source](features)
 
 
+def _nearest_chooser(rule: Rule, nearest: Nearest, rng: random.Random) -> Choose:
+    sample = rule.shadow.sample if rule.shadow is not None else 1.0
+    by_route = {
+        route: _sampled(*_variants(rule, route, f"{rule.label}; nearest route: {route}"), sample, rng)
+        for route in nearest.routes
+    }
+    choose_route = nearest.choose
+    return lambda features: by_route[choose_route(features)](features)
+
+
 def _chooser(rule: Rule, rng: random.Random) -> Choose:
+    if rule.nearest is not None:
+        return _nearest_chooser(rule, rule.nearest, rng)
     if rule.split:
         return _Split(rule, rng).choose
     route = rule.routes[0][0]
@@ -280,6 +313,12 @@ class PolicyEngine:
         return tuple(rule.name for rule in self._rules)
 
     @property
+    def default_rule(self) -> tuple[str, str]:
+        """The default (last) rule's name and its route (a split's first)."""
+        last = self._rules[-1]
+        return last.name, last.routes[0][0]
+
+    @property
     def semantic_cache(self) -> bool:
         """Whether some rule's cache also matches requests by meaning (an embedder is needed)."""
         return any(rule.cache.semantic_threshold is not None for rule in self._rules)
@@ -336,18 +375,26 @@ class PolicyEngine:
         """`explain` in one pass that asks for the meaning-based features (as `decisions` does).
 
         Every condition of a rule tried is explained, so the generator asks for them on reaching the
-        first rule with a meaning-based condition, whatever its other conditions say.
+        first rule with a meaning-based condition, whatever its other conditions say. After the rule that
+        decides, the later rules with meaning-based conditions are explained too (`RuleTrace.after`), so
+        the competing scores are shown; they change nothing.
         """
-        traces = []
+        traces: list[RuleTrace] = []
+        decision: Decision | None = None
         for rule, choose, deferred in zip(self._rules, self._choosers, self._deferred, strict=True):
+            if decision is not None and deferred is None:
+                continue  # after the decision, only the rules with scores to compare
             if deferred is not None and not features.has_semantic:
                 features.with_semantic((yield self._needs))
             checks = tuple(condition.explain(features) for condition in rule.conditions)
             matched = all(check.matched for check in checks)
-            traces.append(RuleTrace(rule=rule.name, matched=matched, checks=checks))
-            if matched:
-                return Explanation(decision=choose(features), rules=tuple(traces))
-        raise AssertionError("unreachable: the last rule is a catch-all")  # pragma: no cover
+            meaning = tuple(bool(condition.needs) for condition in rule.conditions)
+            traces.append(RuleTrace(rule.name, matched, checks, after=decision is not None, meaning=meaning))
+            if matched and decision is None:
+                decision = choose(features)
+        if decision is None:  # pragma: no cover
+            raise AssertionError("unreachable: the last rule is a catch-all")
+        return Explanation(decision=decision, rules=tuple(traces))
 
     def __repr__(self) -> str:
         return f"PolicyEngine(rules={list(self.rules)!r})"

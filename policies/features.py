@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from proxy.wire.schemas import ChatMessage, ChatRequest, last_user_text, message_text
 
 __all__ = [
+    "NearestKey",
     "RequestFeatures",
+    "RouteScore",
     "SemanticFeatures",
     "estimate_prompt_tokens",
     "estimate_tokens",
@@ -137,6 +139,31 @@ def estimate_prompt_tokens(messages: Sequence[ChatMessage]) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class NearestKey:
+    """What a `nearest` rule needs scored: each route's examples, how many make a score, the calibration."""
+
+    routes: tuple[tuple[str, tuple[str, ...]], ...]
+    """Each route with its example utterances, in the order written."""
+    k: int = 3
+    """A route's score: the mean of its `k` best similarities to the message."""
+    calibration: float = 0.2
+    """The quantile of the examples' leave-one-out scores that makes a route's calibrated threshold."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteScore:
+    """One route's score for a request in a `nearest` rule."""
+
+    route: str
+    score: float
+    """The mean of the `k` best cosine similarities between the last user message and the route's examples."""
+    calibrated: float
+    """The route's threshold calibrated from its examples at load (leave-one-out)."""
+    closest: str
+    """The route's example closest to the message."""
+
+
+@dataclass(frozen=True, slots=True)
 class SemanticFeatures:
     """What meaning-based conditions look at, computed outside the engine (it needs an embedding model)."""
 
@@ -144,6 +171,8 @@ class SemanticFeatures:
     """For each `similar_to` example list: the best cosine similarity to the last user message, and that example."""
     retrieval: Mapping[str, float | None] = field(default_factory=dict)
     """For each RAG route a `retrieval_score` names: its best passage's similarity (None: an empty index)."""
+    nearest: Mapping[NearestKey, tuple[RouteScore, ...]] = field(default_factory=dict)
+    """For each `nearest` rule: every route's score, best first."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

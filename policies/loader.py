@@ -17,10 +17,11 @@ from policies.checks import Condition
 from policies.conditions import compile_when
 from policies.engine import PolicyEngine, Rule, Shadow, Sticky
 from policies.errors import Path, PolicyError
+from policies.nearest import Nearest, read_nearest
 
 __all__ = ["RULE_KEYS", "load_policy"]
 
-RULE_KEYS = ("name", "when", "route", "split", "sticky", "fallback", "shadow", "cache", "deadline")
+RULE_KEYS = ("name", "when", "route", "split", "sticky", "fallback", "shadow", "cache", "deadline", "nearest")
 """The keys a rule may have."""
 _SHADOW_KEYS = ("route", "sample")
 _STICKY: tuple[Sticky, ...] = ("user", "caller")
@@ -60,16 +61,22 @@ class _RuleReader:
                 conditions = compile_when(self.raw["when"], ("when",))
             except PolicyError as exc:
                 raise self.error(exc.path, exc.message) from exc
-        routes, split = self.read_routes()
-        fallbacks = self.read_fallbacks(routes, split)
+        nearest = self.read_nearest()
+        if nearest is not None:
+            conditions = (*conditions, nearest.condition())
+            routes, split = tuple((route, 1.0) for route in nearest.routes), False
+        else:
+            routes, split = self.read_routes()
+        fallbacks = self.read_fallbacks(routes, split or nearest is not None)
         return Rule(
             name=self.name,
             conditions=conditions,
+            nearest=nearest,
             routes=routes,
             split=split,
             sticky=self.read_sticky(split),
             fallbacks=fallbacks,
-            shadow=self.read_shadow(routes, split),
+            shadow=self.read_shadow(routes, split or nearest is not None),
             cache=self.read_cache(),
             deadline=self.read_deadline(),
         )
@@ -92,15 +99,40 @@ class _RuleReader:
 
     def known_route(self, name: object, path: Path, what: str) -> str:
         """`name`, checked to be one of the configured routes; `what` says where it was named (route, split, ...)."""
+        problem = self.route_problem(name, what)
+        if problem is not None:
+            raise self.error(path, problem)
+        return str(name)
+
+    def route_problem(self, name: object, what: str) -> str | None:
+        """Why `name` is not one of the configured routes, or None when it is."""
         if not isinstance(name, str):
-            raise self.error(path, f"{what} must be a route name, got {name!r}")
-        if name not in self.routes:
-            known = ", ".join(sorted(self.routes))
-            hint = difflib.get_close_matches(name, list(self.routes), n=1)
-            suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
-            in_what = "" if what == "route" else f" in {what}"
-            raise self.error(path, f"unknown route '{name}'{in_what} (routes: {known}){suggestion}")
-        return name
+            return f"{what} must be a route name, got {name!r}"
+        if name in self.routes:
+            return None
+        known = ", ".join(sorted(self.routes))
+        hint = difflib.get_close_matches(name, list(self.routes), n=1)
+        suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+        in_what = "" if what == "route" else f" in {what}"
+        return f"unknown route '{name}'{in_what} (routes: {known}){suggestion}"
+
+    def read_nearest(self) -> Nearest | None:
+        if "nearest" not in self.raw:
+            return None
+        for key in ("route", "split", "sticky"):
+            if key in self.raw:
+                raise self.error((key,), f"a `nearest` rule chooses its route by meaning: it has no `{key}`")
+        try:
+            return read_nearest(self.raw["nearest"], ("nearest",), self.nearest_route)
+        except PolicyError as exc:
+            raise self.error(exc.path, exc.message) from exc
+
+    def nearest_route(self, name: object, path: Path) -> str:
+        """`known_route` for `read_nearest`, whose caller adds the file, the line and the rule to the error."""
+        problem = self.route_problem(name, "nearest")
+        if problem is not None:
+            raise PolicyError(problem, path=path)
+        return str(name)
 
     def read_routes(self) -> tuple[tuple[tuple[str, float], ...], bool]:
         if ("route" in self.raw) == ("split" in self.raw):

@@ -21,6 +21,9 @@ threshold.
   message and any example is at least `threshold` (-1 to 1).
 - `retrieval_score: {route: docs, gt: 0.5}`: the best passage's cosine similarity in the knowledge index
   of the RAG route `docs` (gt, gte, lt, lte); an empty index matches nothing.
+
+A `nearest` rule (`policies.nearest`), which picks among many routes by their examples, reads its scores
+the same way, from the same one vector.
 """
 
 from __future__ import annotations

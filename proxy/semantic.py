@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies import SemanticFeatures, SemanticNeeds
+from policies.features import NearestKey, RouteScore
 from proxy.config.policyfile import Deployment
 from proxy.config.rag import UPSTREAM_DIMENSION
 from proxy.config.settings import Settings, UpstreamSettings
@@ -39,7 +40,68 @@ from routes.knowledge.embedding import (
     local_identity,
 )
 
-__all__ = ["Knowledge", "LocalEmbedders", "SemanticScorer", "build_knowledge", "open_knowledge", "open_upstream"]
+__all__ = [
+    "Knowledge",
+    "LocalEmbedders",
+    "SemanticScorer",
+    "build_knowledge",
+    "calibrated_threshold",
+    "open_knowledge",
+    "open_upstream",
+    "top_k_mean",
+]
+
+
+def top_k_mean(similarities: np.ndarray, k: int) -> np.ndarray:
+    """The mean of the `k` highest values of each row (of all of them when a row has fewer)."""
+    k = min(k, similarities.shape[-1])
+    return np.asarray(-np.sort(-similarities, axis=-1)[..., :k].mean(axis=-1))
+
+
+def calibrated_threshold(examples: Vectors, k: int, quantile: float) -> float:
+    """A route's threshold from its own examples, leave-one-out.
+
+    Each example is scored against the route's other examples as a message is (the mean of the `k` best
+    similarities); the threshold is the `quantile` of those scores.
+    """
+    if len(examples) < 2:
+        return 1.0  # nothing to leave one out of; the loader asks for a threshold of its own then
+    gram = examples @ examples.T
+    np.fill_diagonal(gram, -np.inf)
+    return float(np.quantile(top_k_mean(gram, min(k, len(examples) - 1)), quantile))  # the -inf diagonal sorts last
+
+
+class _Routes:
+    """A `nearest` rule's routes, embedded and calibrated, scored for a request with one matrix product.
+
+    Every example vector is one row of `matrix`; `slots` places each route's rows in a table padded to
+    the longest list, so the routes' top-k means come from one sort of that table.
+    """
+
+    def __init__(self, key: NearestKey, matrices: list[Vectors]) -> None:
+        self.routes = tuple(route for route, _ in key.routes)
+        self.examples = tuple(examples for _, examples in key.routes)
+        self.calibrated = tuple(calibrated_threshold(m, key.k, key.calibration) for m in matrices)
+        self.matrix = np.vstack(matrices)
+        widest = max(len(m) for m in matrices)
+        counts = np.array([len(m) for m in matrices])
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        self.slots = np.minimum(starts[:, None] + np.arange(widest), len(self.matrix) - 1)
+        self.padding = np.arange(widest) >= counts[:, None]
+        self.k = min(key.k, widest)
+        self.divisor = np.minimum(counts, key.k)
+
+    def scores(self, vector: Vectors) -> tuple[RouteScore, ...]:
+        """Every route's score for the message `vector`, best first."""
+        table = np.where(self.padding, -np.inf, (self.matrix @ vector)[self.slots])
+        closest = np.argmax(table, axis=1)
+        best = -np.sort(-table, axis=1)[:, : self.k]
+        means = np.where(np.isfinite(best), best, 0).sum(axis=1) / self.divisor
+        order = np.argsort(-means, kind="stable")
+        return tuple(
+            RouteScore(self.routes[i], float(means[i]), self.calibrated[i], self.examples[i][int(closest[i])])
+            for i in order.tolist()
+        )
 
 
 class LocalEmbedders:
@@ -70,20 +132,28 @@ class SemanticScorer:
         self.embedder = embedder
         self._retrievers = {name: retrievers[name] for name in needs.retrieval_routes}
         self._examples: dict[tuple[str, ...], Vectors] = {}
+        self._nearest: dict[NearestKey, _Routes] = {}
         self._lock = asyncio.Lock()
 
     async def prepare(self) -> Spent | None:
         """Embed every example list (once; later calls return at once); what that was billed."""
         async with self._lock:
             missing = [examples for examples in self.needs.examples if examples not in self._examples]
-            if not missing:
+            nearest = [key for key in self.needs.nearest if key not in self._nearest]
+            lists = [*missing, *(examples for key in nearest for _, examples in key.routes)]
+            if not lists:
                 return None
-            texts = [text for examples in missing for text in examples]
-            vectors, spent = await self.embedder.embed(texts)
+            vectors, spent = await self.embedder.embed([text for examples in lists for text in examples])
+            embedded = []
             start = 0
-            for examples in missing:
-                self._examples[examples] = vectors[start : start + len(examples)]
+            for examples in lists:
+                embedded.append(vectors[start : start + len(examples)])
                 start += len(examples)
+            for examples, matrix in zip(missing, embedded, strict=False):
+                self._examples[examples] = matrix
+            rest = iter(embedded[len(missing) :])
+            for key in nearest:
+                self._nearest[key] = _Routes(key, [next(rest) for _ in key.routes])
             return spent
 
     async def features(self, question: Question) -> SemanticFeatures:
@@ -99,7 +169,8 @@ class SemanticScorer:
             best = int(np.argmax(scores))
             similarity[examples] = (float(scores[best]), examples[best])
         retrieval = {name: retriever.best_similarity(vector) for name, retriever in self._retrievers.items()}
-        return SemanticFeatures(similarity=similarity, retrieval=retrieval)
+        nearest = {key: routes.scores(vector) for key, routes in self._nearest.items()}
+        return SemanticFeatures(similarity=similarity, retrieval=retrieval, nearest=nearest)
 
 
 @dataclass(frozen=True, slots=True)

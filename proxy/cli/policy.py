@@ -1,4 +1,8 @@
-"""`turnout check`, `turnout explain` and `turnout test`: a policy file checked, a decision explained, cases run."""
+"""`turnout check`, `explain`, `test` and `tune`: a policy file checked, a decision explained, cases run, tuned.
+
+`turnout test` prints the meaning-based scores (`similar_to`, `nearest`, `retrieval_score`) of every
+rule beside each failing case; `turnout tune` is `proxy.cli.tune`.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,12 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import msgspec
-import yaml
-
 from policies import Decision
+from proxy.cli.cases import Case, case_call, load_cases
+from proxy.cli.tune import run_tune
 from proxy.config.errors import ConfigError
 from proxy.config.settings import Settings, load_settings
 from proxy.decide import decide_semantically, explain_semantically
@@ -33,12 +35,6 @@ def _load(path: str) -> Settings:
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such file")
     return load_settings({**os.environ, "TURNOUT_CONFIG": path})
-
-
-def _call(body: Mapping[str, Any], headers: Mapping[str, str], caller: str | None) -> Call[Any]:
-    raw = msgspec.json.encode(body)
-    lowered = {name.lower(): value for name, value in headers.items()}
-    return Call(endpoint=CHAT, body=CHAT.decode(raw), headers=lowered, caller=caller)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -102,70 +98,68 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Case(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
-    request: dict[str, Any]
-    expect: str
-    """The route the request must take."""
-    rule: str | None = None
-    """The rule that must send it there, when given."""
-    headers: dict[str, str] = {}
-    caller: str | None = None
-
-
-class _Cases(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    cases: list[_Case]
-
-
 def _test(args: argparse.Namespace) -> int:
     settings = _load(args.file)
-    try:
-        cases = msgspec.convert(yaml.safe_load(Path(args.cases).read_text(encoding="utf-8")), _Cases)
-    except (OSError, yaml.YAMLError, msgspec.ValidationError) as exc:
-        raise ConfigError(f"{args.cases}: not a cases file: {exc}") from exc
-    return asyncio.run(_run_cases(settings, cases))
+    return asyncio.run(_run_cases(settings, load_cases(args.cases)))
 
 
-async def _run_cases(settings: Settings, cases: _Cases) -> int:
+async def _run_cases(settings: Settings, cases: list[Case]) -> int:
     deployment = settings.deployment
     named, default_route = deployment.model_names(), next(iter(deployment.routes))
     failures = 0
     async with open_knowledge(settings) as knowledge:
-        outcomes: list[Decision | ProxyError] = []
-        for case in cases.cases:
+
+        async def decide(call: Call[Any], explain: bool) -> tuple[Decision, list[str]]:
+            how = explain_semantically if explain else decide_semantically
+            outcome = await how(
+                CHAT, call, policy=deployment.policy, named=named, default_route=default_route, scorer=knowledge.scorer
+            )
+            if isinstance(outcome, Decision):
+                return outcome, []
+            decision, explanation = outcome
+            return decision, [] if explanation is None else explanation.scores()
+
+        outcomes: list[tuple[Decision, list[str]] | ProxyError] = []
+        for case in cases:
             try:
-                call = _call(case.request, case.headers, case.caller)
-                outcomes.append(
-                    await decide_semantically(
-                        CHAT,
-                        call,
-                        policy=deployment.policy,
-                        named=named,
-                        default_route=default_route,
-                        scorer=knowledge.scorer,
-                    )
-                )
+                call = case_call(case)
+                decision, _ = await decide(call, explain=False)
+                if _failed(case, decision) and knowledge.scorer is not None:
+                    decision, scores = await decide(case_call(case), explain=True)  # the scores of the failure
+                    outcomes.append((decision, scores))
+                else:
+                    outcomes.append((decision, []))
             except ProxyError as exc:
                 outcomes.append(exc)
-    for case, decision in zip(cases.cases, outcomes, strict=True):
-        if isinstance(decision, ProxyError):
+    for case, outcome in zip(cases, outcomes, strict=True):
+        if isinstance(outcome, ProxyError):
             failures += 1
-            invalid = "the request is invalid" if isinstance(decision, InvalidRequestError) else "it failed"
-            _print(f"FAIL {case.name}: {invalid}: {decision.message}")
+            invalid = "the request is invalid" if isinstance(outcome, InvalidRequestError) else "it failed"
+            _print(f"FAIL {case.name}: {invalid}: {outcome.message}")
             continue
-        wrong_rule = case.rule is not None and decision.rule != case.rule
-        if decision.route != case.expect or wrong_rule:
+        decision, scores = outcome
+        if _failed(case, decision):
             failures += 1
             expected = case.expect + (f" by rule '{case.rule}'" if case.rule else "")
             _print(f"FAIL {case.name}: expected {expected}, got {decision.route} by rule '{decision.rule}'")
+            for line in scores:
+                _print(f"       {line}")
         else:
             _print(f"ok   {case.name}: {decision.route} by rule '{decision.rule}'")
-    _print(f"{len(cases.cases) - failures} passed, {failures} failed")
+    _print(f"{len(cases) - failures} passed, {failures} failed")
     return 1 if failures else 0
 
 
+def _failed(case: Case, decision: Decision) -> bool:
+    return decision.route != case.expect or (case.rule is not None and decision.rule != case.rule)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    return run_tune(args, _load(args.file), _load)
+
+
 def add_policy_commands(commands: Any) -> None:
-    """Register `check`, `explain` and `test` on the CLI's subparsers."""
+    """Register `check`, `explain`, `test` and `tune` on the CLI's subparsers."""
     check = commands.add_parser("check", help="validate a policy file (exit status 1 when it is invalid)")
     check.add_argument("file", help="the policy file (YAML)")
     explain = commands.add_parser("explain", help="show which route a request takes, and why, rule by rule")
@@ -176,11 +170,17 @@ def add_policy_commands(commands: Any) -> None:
     test = commands.add_parser("test", help="run request → expected route cases (exit status 1 on a mismatch)")
     test.add_argument("file", help="the policy file (YAML)")
     test.add_argument("cases", help="the cases file (YAML: cases: [{name, request, expect, rule?, headers?, caller?}])")
+    tune = commands.add_parser(
+        "tune", help="suggest similar_to thresholds and nearest margins from labelled cases (writes only with --write)"
+    )
+    tune.add_argument("file", help="the policy file (YAML)")
+    tune.add_argument("cases", help="the cases file, as for `turnout test`")
+    tune.add_argument("--write", action="store_true", help="rewrite the suggested values in the policy file")
 
 
 def run_policy_command(args: argparse.Namespace) -> int:
-    """Run `check`, `explain` or `test`; a bad policy file is reported on stderr with exit status 1."""
-    command = {"check": _check, "explain": _explain, "test": _test}[args.command]
+    """Run `check`, `explain`, `test` or `tune`; a bad policy file is reported on stderr with exit status 1."""
+    command = {"check": _check, "explain": _explain, "test": _test, "tune": _tune}[args.command]
     try:
         return command(args)
     except ConfigError as exc:
