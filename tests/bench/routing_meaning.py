@@ -115,7 +115,7 @@ def nearest(order: Sequence[str], examples: dict[str, list[str]], threshold: flo
 
 def build_embedder(spec: str, dimension: int) -> Embedder:
     if spec == "local":
-        return LocalEmbedders().get(dimension)
+        return LocalEmbedders().get(None, dimension)
     module, _, name = spec.partition(":")
     factory = getattr(importlib.import_module(module), name)
     embedder: Embedder = factory()
