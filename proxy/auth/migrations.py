@@ -73,6 +73,18 @@ SQLITE: tuple[Migration, ...] = (
             "CREATE INDEX turnout_ledger_team_at ON turnout_ledger (team, at)",
         ),
     ),
+    Migration(
+        4,
+        "the fine-tuning holdout: exchanges kept out of training exports for good",
+        (
+            """CREATE TABLE turnout_holdout (
+                request_id TEXT PRIMARY KEY,
+                held_at TEXT NOT NULL,
+                route TEXT,
+                rule TEXT
+            )""",
+        ),
+    ),
 )
 
 POSTGRES: tuple[Migration, ...] = (
@@ -114,6 +126,18 @@ POSTGRES: tuple[Migration, ...] = (
             "CREATE INDEX turnout_ledger_at ON turnout_ledger (at)",
             "CREATE INDEX turnout_ledger_key_at ON turnout_ledger (key, at)",
             "CREATE INDEX turnout_ledger_team_at ON turnout_ledger (team, at)",
+        ),
+    ),
+    Migration(
+        4,
+        "the fine-tuning holdout: exchanges kept out of training exports for good",
+        (
+            """CREATE TABLE turnout_holdout (
+                request_id TEXT PRIMARY KEY,
+                held_at TIMESTAMPTZ NOT NULL,
+                route TEXT,
+                rule TEXT
+            )""",
         ),
     ),
 )
