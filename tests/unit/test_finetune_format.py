@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from proxy.traffic.dataprep import check_training_file, default_epochs, training_price
+from proxy.dataprep import check_training_file, default_epochs, training_price
 from proxy.traffic.finetune import Example, Skipped, training_example
 
 
