@@ -3,8 +3,8 @@
 The sample is the `size` decided exchanges whose request ids hash lowest (SHA-256), so the same log gives
 the same sample on every run, and a larger sample contains a smaller one. Each goes, as the client sent
 it, to the candidate route's upstream (`{base_url}/chat/completions` or `/responses`, with the upstream's
-key), with the route's `model` and without streaming; the answer is stored beside the logged one, one
-JSON object a line:
+key), with the route's `model`, without streaming and with `x-request-id: ID-replay`; the answer is
+stored beside the logged one, one JSON object a line:
 
     {"request_id", "endpoint", "route", "rule", "model", "status", "latency_ms", "usage", "cost",
      "answer" | "error", "original": {"route", "rule", "model", "status", "usage", "cost", "answer"}}
@@ -76,7 +76,9 @@ async def _send(
     body = {k: v for k, v in item.body.items() if k not in ("stream", "stream_options")}
     if item.model is not None:
         body["model"] = item.model
-    headers = {"authorization": f"Bearer {upstream.api_key.reveal()}"} if upstream.api_key else {}
+    headers = {"x-request-id": f"{exchange.request_id}-replay"}
+    if upstream.api_key:
+        headers["authorization"] = f"Bearer {upstream.api_key.reveal()}"
     url = upstream.base_url.rstrip("/") + _PATHS[exchange.endpoint]
     started = time.perf_counter()
     try:
