@@ -43,7 +43,8 @@ def test_the_holdout_is_recorded_in_the_store_and_kept_out_of_later_exports(log:
 def test_replay_reads_every_store(log: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     policy = tmp_path / "candidate.yaml"
     policy.write_text(
-        'upstreams:\n  sim: {base_url: "http://127.0.0.1:9/v1"}\nroutes:\n  small: {upstream: sim, model: gpt-4o-mini}\n'
+        'upstreams:\n  sim: {base_url: "http://127.0.0.1:9/v1"}\n'
+        "routes:\n  small: {upstream: sim, model: gpt-4o-mini}\n"
         "rules:\n  - name: default\n    route: small\n"
     )
     assert main(["replay", "--policy", str(policy), "--store", log, "--json"]) == 0
