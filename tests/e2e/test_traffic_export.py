@@ -13,6 +13,7 @@ from pathlib import Path
 import openai
 
 from proxy.dataprep import check_training_file
+from proxy.traffic.record import Exchange
 from tests.e2e.conftest import RunningProcess, SimulatorCalls, clean_env, turnout_cli
 from tests.exchange_log import chat_answer, chat_request, exchange, write_log
 
@@ -20,7 +21,7 @@ TOOL = {"type": "function", "function": {"name": "weather", "parameters": {"type
 CALL = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city":"Paris"}'}}
 
 
-def varied_log() -> list:
+def varied_log() -> list[Exchange]:
     exchanges = [exchange(f"single-{n}", n) for n in range(12)]
     for n in range(6):
         multi = {
