@@ -73,7 +73,7 @@ def _write(path: Path, lines: list[TrainingLine]) -> None:
             out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
-async def _select(args: argparse.Namespace, url: str, share: float) -> Selection:
+async def _select(args: argparse.Namespace, url: str, share: float) -> tuple[Selection, str]:
     since = None if args.since is None else parse_since(args.since, time.time())
     register = open_holdout_register(url)
     store = open_store(url)
@@ -87,7 +87,7 @@ async def _select(args: argparse.Namespace, url: str, share: float) -> Selection
         await store.close()
     selection = select_training(exchanges, held=held, share=share, min_score=args.min_score, dedupe=args.dedupe)
     await register.add(selection.newly_held, datetime.now(UTC))
-    return selection
+    return selection, register.where
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -99,14 +99,14 @@ def _finetune(args: argparse.Namespace) -> int:
         except InvalidOperation:
             raise ConfigError(f"--training-price {args.training_price!r}: expected USD per 1M tokens") from None
     url = store_url(args.store)
-    selection = asyncio.run(_select(args, url, share))
+    selection, register = asyncio.run(_select(args, url, share))
     out = Path(args.out)
     _write(out, selection.train)
     _write(holdout_path(out), selection.holdout)
     _print(f"wrote {len(selection.train)} training examples to {out}")
     _print(
         f"wrote {len(selection.holdout)} held-out examples to {holdout_path(out)} "
-        f"({len(selection.newly_held)} newly held out, recorded beside the log)"
+        f"({len(selection.newly_held)} newly held out, recorded in {register})"
     )
     for reason, count in sorted(selection.skipped.items(), key=lambda item: (-item[1], item[0])):
         _print(f"skipped {count}: {reason}")

@@ -7,7 +7,8 @@ every machine, in every run; a larger share holds out a superset.
 The register remembers every exchange an export ever held out, so that it is never exported for training
 afterwards, even by an export with a smaller share or none (`--holdout 0`): it is what the fine-tune is
 measured on. It lives beside the traffic log: for a JSONL log `STEM.jsonl`, the file `STEM.holdout.jsonl`
-(one `{"request_id", "held_at", "route", "rule"}` a line, appended); for an SQLite or PostgreSQL store, the
+(one `{"request_id", "held_at", "route", "rule"}` a line, appended; `DIR/holdout.jsonl` for a `jsonl:///DIR`
+store); for an SQLite or PostgreSQL store, the
 table `turnout_holdout` (migration 4, `proxy.auth.migrations`) of the same database.
 """
 
@@ -78,6 +79,9 @@ class Held:
 class HoldoutRegister(Protocol):
     """Where the held-out exchanges are remembered."""
 
+    where: str
+    """Where the register is, for messages (a path, or the table)."""
+
     async def held(self) -> set[str]:
         """The ids of every exchange held out so far."""
         ...
@@ -92,6 +96,8 @@ class JsonlHoldoutRegister:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.where = str(path)
+        """Where the register is, for messages."""
 
     async def held(self) -> set[str]:
         """Every `request_id` in the file (none when it does not exist yet)."""
@@ -127,6 +133,8 @@ class SqlHoldoutRegister:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.where = "the table turnout_holdout"
+        """Where the register is, for messages."""
 
     async def _migrated(self) -> None:
         database = open_database(self.url)  # opening migrates, to version 4 and its table included
@@ -185,6 +193,8 @@ def open_holdout_register(store: str) -> HoldoutRegister:
     """The register beside the traffic store `store` (a database URL, or a JSONL log's path)."""
     if store.startswith(("sqlite:", "postgresql:", "postgres:")):
         return SqlHoldoutRegister(store)
+    if store.lower().startswith("jsonl:///"):
+        return JsonlHoldoutRegister(Path(store[len("jsonl:///") :]) / "holdout.jsonl")
     log = Path(store)
     stem = log.name[: -len(".jsonl")] if log.name.endswith(".jsonl") else log.name
     return JsonlHoldoutRegister(log.with_name(f"{stem}.holdout.jsonl"))

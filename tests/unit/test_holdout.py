@@ -46,3 +46,9 @@ async def test_the_jsonl_register_is_beside_the_log_and_keeps_each_id_once(tmp_p
     await register.add([Held("a", "gpt4", "long"), Held("c", "ft", "default")], at)
     assert await register.held() == {"a", "b", "c"}
     assert len(register.path.read_text().splitlines()) == 3
+
+
+def test_a_jsonl_directory_store_keeps_its_register_inside(tmp_path: Path) -> None:
+    register = open_holdout_register(f"jsonl:///{tmp_path}")
+    assert isinstance(register, JsonlHoldoutRegister)
+    assert register.path == tmp_path / "holdout.jsonl"
