@@ -16,8 +16,9 @@ The session is the command's own, closed at the end.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from proxy.accounting.cost import PriceTable
 from proxy.config.settings import Settings
 from proxy.replay import Decided, usage_of
 
-__all__ = ["Sent", "choose_sample", "run_sample"]
+__all__ = ["Sample", "Sent", "choose_sample", "run_sample"]
 
 _PATHS = {"chat.completions": "/chat/completions", "responses": "/responses"}
 
@@ -39,9 +40,40 @@ class Sent:
     row: dict[str, Any]
 
 
-def choose_sample(decided: Sequence[Decided], size: int) -> list[Decided]:
+def _rank(item: Decided) -> int:
+    return int.from_bytes(hashlib.sha256(item.exchange.request_id.encode()).digest(), "big")
+
+
+class Sample:
+    """The `size` decided exchanges whose request ids hash lowest, kept as they come (at most `size` in memory)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._heap: list[tuple[int, int, Decided]] = []  # (-rank, arrival, item): the top is the highest rank kept
+        self._seen = 0
+
+    def offer(self, item: Decided) -> None:
+        """Keep `item` if it is among the lowest `size` so far."""
+        if self.size <= 0:
+            return
+        self._seen += 1
+        entry = (-_rank(item), self._seen, item)
+        if len(self._heap) < self.size:
+            heapq.heappush(self._heap, entry)
+        elif entry[0] > self._heap[0][0]:
+            heapq.heapreplace(self._heap, entry)
+
+    def items(self) -> list[Decided]:
+        """The kept exchanges, lowest hash first."""
+        return [item for _, _, item in sorted(self._heap, key=lambda entry: -entry[0])]
+
+
+def choose_sample(decided: Iterable[Decided], size: int) -> list[Decided]:
     """The `size` exchanges whose request ids hash lowest, in that order."""
-    return sorted(decided, key=lambda d: hashlib.sha256(d.exchange.request_id.encode()).hexdigest())[:size]
+    sample = Sample(size)
+    for item in decided:
+        sample.offer(item)
+    return sample.items()
 
 
 def _original(item: Decided) -> dict[str, Any]:
@@ -102,12 +134,12 @@ async def _send(
 
 
 async def run_sample(
-    decided: Sequence[Decided], settings: Settings, prices: PriceTable, *, size: int, seconds: float = 120.0
+    sample: Sequence[Decided], settings: Settings, prices: PriceTable, *, seconds: float = 120.0
 ) -> list[Sent]:
     """Send the sample (one request at a time: a replay must not load the upstream) and collect the rows."""
     sent: list[Sent] = []
     async with aiohttp.ClientSession() as session:
-        for item in choose_sample(decided, size):
+        for item in sample:
             row = await _send(session, settings, prices, item, seconds)
             row["original"] = _original(item)
             sent.append(Sent(row))

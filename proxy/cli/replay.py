@@ -26,7 +26,7 @@ from proxy.cli.traffic_args import add_store_arguments, open_store, parse_since,
 from proxy.config.errors import ConfigError
 from proxy.config.settings import Settings, load_settings
 from proxy.replay import Decided, Replay, RouteTotals
-from proxy.replay_sample import run_sample
+from proxy.replay_sample import Sample, run_sample
 from proxy.semantic import open_knowledge
 from proxy.traffic.store import TrafficStoreError
 
@@ -70,7 +70,7 @@ def _prices(settings: Settings) -> PriceTable:
 async def _replay(args: argparse.Namespace, settings: Settings, url: str) -> tuple[Replay, list[Decided]]:
     since = None if args.since is None else parse_since(args.since, time.time())
     store = open_store(url)
-    decided: list[Decided] = []
+    sample = Sample(args.sample if args.execute else 0)
     try:
         async with open_knowledge(settings) as knowledge:
             replay = Replay(settings, _prices(settings), knowledge.scorer)
@@ -79,10 +79,10 @@ async def _replay(args: argparse.Namespace, settings: Settings, url: str) -> tup
                 item = await replay.decide(exchange)
                 if item is not None:
                     replay.add(item)
-                    decided.append(item)
+                    sample.offer(item)
     finally:
         await store.close()
-    return replay, decided
+    return replay, sample.items()
 
 
 def _money(value: Decimal) -> str:
@@ -173,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
     report = _as_json(replay)
     if args.execute:
         out = replays_path(url, args.out)
-        sent = asyncio.run(run_sample(decided, settings, replay.prices, size=args.sample, seconds=args.timeout))
+        sent = asyncio.run(run_sample(decided, settings, replay.prices, seconds=args.timeout))
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("w", encoding="utf-8") as lines:
             for item in sent:
