@@ -93,5 +93,6 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
     # Browser clients, when configured: their preflights answered before the router sees them (and the gate).
     handler = handler if server.cors is None else Cors(handler, server.cors)
     # Outermost, so that even the router's own 404s and 405s (and preflights) carry the request id.
-    app.asgi_handler = RequestIdMiddleware(handler, recorder=recorder, tracing=tracing)
+    capture = resolved.deployment.traffic.enabled  # the traffic log reads each response as it was sent
+    app.asgi_handler = RequestIdMiddleware(handler, recorder=recorder, tracing=tracing, capture=capture)
     return app
