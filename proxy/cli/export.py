@@ -98,7 +98,7 @@ def _finetune(args: argparse.Namespace) -> int:
             price = Decimal(args.training_price)
         except InvalidOperation:
             raise ConfigError(f"--training-price {args.training_price!r}: expected USD per 1M tokens") from None
-    url = store_url(args.store)
+    url = store_url(args.store, args.config)
     selection, register = asyncio.run(_select(args, url, share))
     out = Path(args.out)
     _write(out, selection.train)

@@ -168,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.sample < 1:
         raise ConfigError("--sample: at least 1")
     settings = load_settings({**os.environ, "TURNOUT_CONFIG": args.policy})
-    url = store_url(args.store)
+    url = store_url(args.store, args.config)
     replay, decided = asyncio.run(_replay(args, settings, url))
     report = _as_json(replay)
     if args.execute:

@@ -1,13 +1,18 @@
-"""What `turnout export finetune` and `turnout replay` share: `--store`, `--since` (ISO or 7d/24h), the log opened."""
+"""What `turnout export finetune` and `turnout replay` share: `--store`/`--config`, `--since` (ISO or 7d/24h)."""
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from proxy.auth.store import default_sqlite_path
 from proxy.config.errors import ConfigError
+from proxy.config.settings import load_settings
+from proxy.traffic.log import store_url as logged_to
 from proxy.traffic.store import TrafficStore, open_traffic_store
 
 __all__ = ["add_store_arguments", "open_store", "parse_since", "store_url"]
@@ -43,16 +48,33 @@ def add_store_arguments(parser: Any) -> None:
         "--store",
         metavar="URL",
         help="the traffic log: sqlite:///path.db, postgresql://..., a .jsonl file or jsonl:///dir "
-        "(default: the SQLite database of the keys)",
+        "(default: where --config's server logs it, else the keys' SQLite database)",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="the server's policy file, for where it logs (default $TURNOUT_CONFIG)"
     )
     parser.add_argument("--since", metavar="T", help="only exchanges since T: an ISO date or time, or 7d, 24h, 30m")
     parser.add_argument("--route", metavar="R", help="only exchanges the logged policy sent to route R")
     parser.add_argument("--rule", metavar="R", help="only exchanges the logged policy decided by rule R")
 
 
-def store_url(given: str | None) -> str:
-    """The store the command reads: `--store`, else the keys' default SQLite database."""
-    return given or f"sqlite:///{default_sqlite_path()}"
+def store_url(given: str | None, config: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """The store the command reads: `--store`, else where the server of `--config` logs, else the keys' SQLite.
+
+    The server of `--config` (or `$TURNOUT_CONFIG`) logs to its `traffic.store`, else its `database_url`.
+
+    Raises:
+        ConfigError: the policy file does not load.
+    """
+    if given:
+        return given
+    path = config or environ.get("TURNOUT_CONFIG")
+    if not path:
+        return f"sqlite:///{default_sqlite_path()}"
+    if not Path(path).is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    deployment = load_settings({**environ, "TURNOUT_CONFIG": path}).deployment
+    return logged_to(deployment.traffic, deployment.database_url)
 
 
 def open_store(url: str) -> TrafficStore:

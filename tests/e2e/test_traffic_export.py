@@ -68,20 +68,20 @@ def test_the_exported_file_passes_the_checks_and_the_sdk_uploads_and_trains_on_i
     assert any(m.get("weight") == 0 for line in trained for m in line["messages"])
     assert any("tool_calls" in line["messages"][-1] and line.get("tools") == [TOOL] for line in trained)
 
-    client = openai.OpenAI(api_key="sk-test-upload", base_url=f"{simulator.origin}/v1", max_retries=0)
-    with out.open("rb") as training:
-        uploaded = client.files.create(file=training, purpose="fine-tune")
-    with (tmp_path / "train.holdout.jsonl").open("rb") as validation:
-        holdout = client.files.create(file=validation, purpose="fine-tune")
-    assert uploaded.purpose == "fine-tune"
-    assert uploaded.bytes == out.stat().st_size
-    assert client.files.content(uploaded.id).content == out.read_bytes()
-    job = client.fine_tuning.jobs.create(
-        model="gpt-4o-mini-2024-07-18", training_file=uploaded.id, validation_file=holdout.id
-    )
-    assert job.training_file == uploaded.id
-    assert job.validation_file == holdout.id
-    assert job.status in ("validating_files", "queued", "running", "succeeded")
+    with openai.OpenAI(api_key="sk-test-upload", base_url=f"{simulator.origin}/v1", max_retries=0) as client:
+        with out.open("rb") as training:
+            uploaded = client.files.create(file=training, purpose="fine-tune")
+        with (tmp_path / "train.holdout.jsonl").open("rb") as validation:
+            holdout = client.files.create(file=validation, purpose="fine-tune")
+        assert uploaded.purpose == "fine-tune"
+        assert uploaded.bytes == out.stat().st_size
+        assert client.files.content(uploaded.id).content == out.read_bytes()
+        job = client.fine_tuning.jobs.create(
+            model="gpt-4o-mini-2024-07-18", training_file=uploaded.id, validation_file=holdout.id
+        )
+        assert job.training_file == uploaded.id
+        assert job.validation_file == holdout.id
+        assert job.status in ("validating_files", "queued", "running", "succeeded")
 
 
 CANDIDATE = """\
