@@ -26,6 +26,7 @@ from proxy.api import (
 )
 from proxy.config.settings import Settings, load_settings
 from proxy.cors import Cors
+from proxy.feedback import feedback
 from proxy.gate import Gate
 from proxy.lifespan import open_resources
 from proxy.middleware import RequestIdMiddleware
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
                     await asyncio.to_thread(tracing.close)
 
     app = Litestar(
-        route_handlers=HANDLERS,
+        route_handlers=[*HANDLERS, feedback],
         exception_handlers={
             ProxyError: handle_proxy_error,
             OutcomeError: handle_outcome_error,

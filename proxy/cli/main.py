@@ -26,6 +26,7 @@ from proxy.cli.keys import add_keys_commands, run_keys_command
 from proxy.cli.policy import add_policy_commands, run_policy_command
 from proxy.cli.prices import add_prices_command, run_prices_command
 from proxy.cli.replay import add_replay_command, run_replay_command
+from proxy.cli.traffic import add_traffic_commands, run_traffic_command
 from proxy.config.errors import ConfigError
 from proxy.config.settings import ENV_VARS, Settings, load_settings
 from proxy.logs import LOG_FORMAT, RedactingFormatter
@@ -125,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     add_prices_command(commands)
     add_export_command(commands)
     add_replay_command(commands)
+    add_traffic_commands(commands)
 
     simulate = commands.add_parser("simulate", help="run the simulated OpenAI upstream on its own")
     simulate.add_argument("--host", default="127.0.0.1")
@@ -280,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_export_command(args)
         if args.command == "replay":
             return run_replay_command(args)
+        if args.command == "feedback":
+            return run_traffic_command(args)
         return run_policy_command(args)
     except KeyboardInterrupt:
         return 130

@@ -74,6 +74,11 @@ class TrafficLog:
         self._warned = float("-inf")
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turnout-traffic-build")
         self._task: asyncio.Task[None] | None = None
+        self._taken = 0
+        """Exchanges queued so far."""
+        self._settled = 0
+        """Of those, the ones written (or lost to a failing store) so far."""
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.follow(settings, secrets)
 
     def follow(self, settings: TrafficSettings, secrets: Redactor | None = None) -> None:
@@ -93,8 +98,30 @@ class TrafficLog:
         at = self._clock() - (time.perf_counter() - tally.started)
         content = self._content if tally.log is None else tally.log == "content"
         pending.append(Pending(tally, path, at, content))
+        self._taken += 1
         if len(pending) == self._batch:
             self._wake.set()
+
+    async def flush(self, within: float = 5.0) -> None:
+        """Wait (up to `within` seconds) until every exchange queued before now has been written."""
+        target = self._taken
+        if self._settled >= target or self._task is None or self._task.done():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, waiter))
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiter), within)
+
+    def _notify(self) -> None:
+        still = []
+        for target, waiter in self._waiters:
+            if self._settled >= target or self._closing:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((target, waiter))
+        self._waiters = still
 
     @property
     def depth(self) -> int:
@@ -130,6 +157,8 @@ class TrafficLog:
             while self._pending:
                 batch = [self._pending.popleft() for _ in range(min(self._batch, len(self._pending)))]
                 await self._write(batch)
+                self._settled += len(batch)
+                self._notify()
                 self._report()
             self._report()
             if self._closing:
