@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.auth.store import DatabaseError
-from proxy.cli.traffic_args import add_store_arguments, open_store, parse_since, store_url
+from proxy.cli.traffic_args import add_log_arguments, open_store, parse_since, store_url
 from proxy.config.errors import ConfigError
 from proxy.dataprep import check_training_file
 from proxy.traffic.finetune import TrainingLine
@@ -46,7 +46,7 @@ def add_export_command(commands: Any) -> None:
         "finetune",
         help="chat exchanges as an OpenAI fine-tuning file (JSONL), checked, with a deterministic holdout",
     )
-    add_store_arguments(finetune)
+    add_log_arguments(finetune)
     finetune.add_argument("--out", required=True, metavar="FILE", help="the training file to write (JSONL)")
     finetune.add_argument("--min-score", type=float, metavar="S", help="only exchanges whose feedback score >= S")
     finetune.add_argument(
@@ -98,7 +98,7 @@ def _finetune(args: argparse.Namespace) -> int:
             price = Decimal(args.training_price)
         except InvalidOperation:
             raise ConfigError(f"--training-price {args.training_price!r}: expected USD per 1M tokens") from None
-    url = store_url(args.store, args.config)
+    url = store_url(args)
     selection, register = asyncio.run(_select(args, url, share))
     out = Path(args.out)
     _write(out, selection.train)

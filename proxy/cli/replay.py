@@ -22,7 +22,7 @@ from typing import Any
 
 from proxy.accounting.cost import PriceTable
 from proxy.auth.store import DatabaseError
-from proxy.cli.traffic_args import add_store_arguments, open_store, parse_since, store_url
+from proxy.cli.traffic_args import add_log_arguments, open_store, parse_since, store_url
 from proxy.config.errors import ConfigError
 from proxy.config.settings import Settings, load_settings
 from proxy.replay import Decided, Replay, RouteTotals
@@ -43,7 +43,7 @@ def add_replay_command(commands: Any) -> None:
         "replay", help="decide and price the logged traffic with a candidate policy (no upstream called)"
     )
     replay.add_argument("--policy", required=True, metavar="FILE", help="the candidate policy file (YAML)")
-    add_store_arguments(replay)
+    add_log_arguments(replay)
     replay.add_argument("--json", action="store_true", help="print JSON")
     replay.add_argument("--execute", action="store_true", help="also send a sample to the candidate routes")
     replay.add_argument("--sample", type=int, default=20, metavar="N", help="requests sent with --execute (20)")
@@ -168,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.sample < 1:
         raise ConfigError("--sample: at least 1")
     settings = load_settings({**os.environ, "TURNOUT_CONFIG": args.policy})
-    url = store_url(args.store, args.config)
+    url = store_url(args)
     replay, decided = asyncio.run(_replay(args, settings, url))
     report = _as_json(replay)
     if args.execute:

@@ -1,21 +1,17 @@
-"""What `turnout export finetune` and `turnout replay` share: `--store`/`--config`, `--since` (ISO or 7d/24h)."""
+"""What `turnout export finetune` and `turnout replay` share: the log (found as for `turnout feedback`), `--since`."""
 
 from __future__ import annotations
 
-import os
+import argparse
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from proxy.auth.store import default_sqlite_path
+from proxy.cli.traffic import add_store_arguments, traffic_store_url
 from proxy.config.errors import ConfigError
-from proxy.config.settings import load_settings
-from proxy.traffic.log import store_url as logged_to
 from proxy.traffic.store import TrafficStore, open_traffic_store
 
-__all__ = ["add_store_arguments", "open_store", "parse_since", "store_url"]
+__all__ = ["add_log_arguments", "open_store", "parse_since", "store_url"]
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -42,39 +38,21 @@ def parse_since(text: str, now: float) -> float:
     return moment.timestamp()
 
 
-def add_store_arguments(parser: Any) -> None:
-    """`--store`, `--since`, `--route` and `--rule` on a command that reads the traffic log."""
-    parser.add_argument(
-        "--store",
-        metavar="URL",
-        help="the traffic log: sqlite:///path.db, postgresql://..., a .jsonl file or jsonl:///dir "
-        "(default: where --config's server logs it, else the keys' SQLite database)",
-    )
-    parser.add_argument(
-        "--config", metavar="FILE", help="the server's policy file, for where it logs (default $TURNOUT_CONFIG)"
-    )
+def add_log_arguments(parser: Any) -> None:
+    """`--store`, `--config`, `--database-url` (as `turnout feedback` finds the log), `--since`, `--route`, `--rule`."""
+    add_store_arguments(parser)
     parser.add_argument("--since", metavar="T", help="only exchanges since T: an ISO date or time, or 7d, 24h, 30m")
     parser.add_argument("--route", metavar="R", help="only exchanges the logged policy sent to route R")
     parser.add_argument("--rule", metavar="R", help="only exchanges the logged policy decided by rule R")
 
 
-def store_url(given: str | None, config: str | None, environ: Mapping[str, str] = os.environ) -> str:
-    """The store the command reads: `--store`, else where the server of `--config` logs, else the keys' SQLite.
-
-    The server of `--config` (or `$TURNOUT_CONFIG`) logs to its `traffic.store`, else its `database_url`.
+def store_url(args: argparse.Namespace) -> str:
+    """The store the command reads, found as `turnout feedback` finds it (`proxy.cli.traffic.traffic_store_url`).
 
     Raises:
-        ConfigError: the policy file does not load.
+        ConfigError: the config file cannot be read.
     """
-    if given:
-        return given
-    path = config or environ.get("TURNOUT_CONFIG")
-    if not path:
-        return f"sqlite:///{default_sqlite_path()}"
-    if not Path(path).is_file():
-        raise ConfigError(f"--config {path}: no such file")
-    deployment = load_settings({**environ, "TURNOUT_CONFIG": path}).deployment
-    return logged_to(deployment.traffic, deployment.database_url)
+    return traffic_store_url(args)
 
 
 def open_store(url: str) -> TrafficStore:
