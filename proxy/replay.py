@@ -17,6 +17,9 @@ A route's model is its `model`, else that of the route it answers with (RAG), el
 The logged usage is the answering model's count: a route of another tokenizer, or one that adds passages
 (RAG), would be billed for a somewhat different prompt; the figures are projections, not bills.
 
+A request is moved when the candidate's route is not the one the logged policy chose (the first of the
+logged `fallbacks` when the exchange fell back, else the logged route).
+
 Exchanges that cannot be decided are counted by why: no content logged (the request body is needed to
 decide), an endpoint rules do not decide (embeddings, legacy completions), a body the server would refuse;
 a decided exchange without usage (an error) or whose model has no price is counted as unpriced.
@@ -187,10 +190,11 @@ class Replay:
         exchange, decision = decided.exchange, decided.decision
         row = self.rows.setdefault((decision.rule, decision.route), RouteTotals())
         row.requests += 1
-        moved = exchange.route != decision.route
+        logged = exchange.fallbacks[0] if exchange.fallbacks else exchange.route  # the logged policy's decision
+        moved = logged != decision.route
         if moved:
             row.moved += 1
-            self.flows[(exchange.route or "-", decision.route)] += 1
+            self.flows[(logged or "-", decision.route)] += 1
         usage = usage_of(exchange.usage)
         tier = tier_of(decided.body.get("service_tier"))
         projected = None if usage is None or decided.model is None else self.prices.cost(decided.model, usage, tier)
