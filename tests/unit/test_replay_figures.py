@@ -174,3 +174,23 @@ def test_since_keeps_the_later_exchanges(store: str, candidate: Path, capsys: py
 def test_a_missing_policy_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", "--policy", str(tmp_path / "none.yaml"), "--store", str(tmp_path / "t.jsonl")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_the_table_counts_what_could_not_be_decided_or_priced(
+    store: str, candidate: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", "--policy", str(candidate), "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "not decided 1: no content logged (needed to decide)" in out
+    assert "not decided 1: endpoint embeddings" in out
+    assert "not priced 1: no usage logged" in out
+    assert out.splitlines()[3].split() == [
+        "total",
+        "5",
+        "3",
+        "0.021945",
+        "0.063600",
+        "0.162000",
+        "0.140055",
+        "0.041655",
+    ]
