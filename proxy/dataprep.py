@@ -168,7 +168,10 @@ class DataReport:
         lines.append(f"trained assistant tokens per example: {self.assistant_tokens.render()}")
         lines.append(f"examples over the {self.max_tokens}-token limit (truncated): {self.over_limit}")
         lines.append(f"billed tokens: {self.billed_tokens} per epoch, {self.billed_tokens * self.epochs} in all")
-        cost = "unknown (no training price for the model)" if self.cost is None else f"${self.cost:.4f}"
+        if self.cost is None:
+            cost = "unknown (no training price for the model: --training-price)"
+        else:
+            cost = f"${self.cost:.4f} (${self.cost / max(self.epochs, 1):.4f} an epoch)"
         lines.append(f"estimated training cost on {self.base_model}, {self.epochs} epochs: {cost}")
         return lines
 
