@@ -7,6 +7,7 @@ The training file is uploaded with the official SDK (`files.create(purpose="fine
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -81,7 +82,13 @@ def test_the_exported_file_passes_the_checks_and_the_sdk_uploads_and_trains_on_i
         )
         assert job.training_file == uploaded.id
         assert job.validation_file == holdout.id
-        assert job.status in ("validating_files", "queued", "running", "succeeded")
+        deadline = time.monotonic() + 10
+        while job.status not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
+            time.sleep(0.05)
+            job = client.fine_tuning.jobs.retrieve(job.id)
+        assert job.status == "succeeded", job
+        assert job.fine_tuned_model is not None
+        assert job.fine_tuned_model.startswith("ft:gpt-4o-mini-2024-07-18:")
 
 
 CANDIDATE = """\
