@@ -27,6 +27,7 @@ import aiohttp
 from proxy.accounting.cost import PriceTable
 from proxy.config.settings import Settings
 from proxy.replay import Decided, usage_of
+from proxy.wire.redisurl import redact_url
 
 __all__ = ["Sample", "Sent", "choose_sample", "run_sample"]
 
@@ -120,7 +121,8 @@ async def _send(
             status = response.status
             answer = await response.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return {**row, "status": None, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        # the exception's text may quote the URL, credentials included: name the kind and the redacted URL only
+        return {**row, "status": None, "error": f"{type(exc).__name__} calling {redact_url(url)}"}
     row["status"] = status
     row["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
     if status != 200 or not isinstance(answer, dict):

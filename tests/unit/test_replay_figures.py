@@ -194,3 +194,22 @@ def test_the_table_counts_what_could_not_be_decided_or_priced(
         "0.140055",
         "0.041655",
     ]
+
+
+def test_execute_against_an_unreachable_upstream_says_so_without_its_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = str(tmp_path / "traffic.jsonl")
+    write_log(log, LOG)
+    policy = tmp_path / "candidate.yaml"
+    policy.write_text(CANDIDATE.replace("http://127.0.0.1:9/v1", "http://user:pa55word@127.0.0.1:9/v1"))
+    args = ["replay", "--policy", str(policy), "--store", log, "--execute", "--sample", "2", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["executed"] == {"sent": 2, "answered": 0, "out": str(tmp_path / "traffic.replays.jsonl")}
+    rows = [json.loads(line) for line in (tmp_path / "traffic.replays.jsonl").read_text().splitlines()]
+    assert [row["status"] for row in rows] == [None, None]
+    assert all("calling http://***@127.0.0.1:9/v1" in row["error"] for row in rows)
+    written = (tmp_path / "traffic.replays.jsonl").read_text()
+    assert "pa55word" not in written
+    assert "sk-test-candidate" not in written
