@@ -124,6 +124,8 @@ def run_export_command(args: argparse.Namespace) -> int:
         return _finetune(args)
     except (ConfigError, ValueError) as exc:
         print(f"turnout export: {exc}", file=sys.stderr)  # noqa: T201
-    except (TrafficStoreError, DatabaseError, OSError) as exc:
+    except (TrafficStoreError, DatabaseError) as exc:
         print(f"turnout export: cannot read the traffic log: {exc}", file=sys.stderr)  # noqa: T201
+    except OSError as exc:  # a file that cannot be written (or read)
+        print(f"turnout export: {exc}", file=sys.stderr)  # noqa: T201
     return 1

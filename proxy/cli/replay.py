@@ -196,6 +196,8 @@ def run_replay_command(args: argparse.Namespace) -> int:
         return _run(args)
     except (ConfigError, ValueError) as exc:
         print(f"turnout replay: {exc}", file=sys.stderr)  # noqa: T201
-    except (TrafficStoreError, DatabaseError, OSError) as exc:
+    except (TrafficStoreError, DatabaseError) as exc:
         print(f"turnout replay: cannot read the traffic log: {exc}", file=sys.stderr)  # noqa: T201
+    except OSError as exc:  # a file that cannot be written (or read)
+        print(f"turnout replay: {exc}", file=sys.stderr)  # noqa: T201
     return 1

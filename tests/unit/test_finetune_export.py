@@ -127,3 +127,13 @@ def test_bad_arguments_are_clear_errors(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_an_output_that_cannot_be_written_is_a_clear_error(
+    log: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "taken").mkdir()
+    assert export(log, tmp_path / "taken") == 1
+    err = capsys.readouterr().err
+    assert "Is a directory" in err
+    assert "cannot read the traffic log" not in err
