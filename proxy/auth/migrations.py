@@ -120,8 +120,10 @@ SQLITE: tuple[Migration, ...] = (
                 request_id TEXT PRIMARY KEY,
                 held_at TEXT NOT NULL,
                 route TEXT,
-                rule TEXT
+                rule TEXT,
+                prompt_key TEXT
             )""",
+            "CREATE INDEX turnout_holdout_prompt_key ON turnout_holdout (prompt_key)",
         ),
     ),
 )
@@ -214,8 +216,10 @@ POSTGRES: tuple[Migration, ...] = (
                 request_id TEXT PRIMARY KEY,
                 held_at TIMESTAMPTZ NOT NULL,
                 route TEXT,
-                rule TEXT
+                rule TEXT,
+                prompt_key TEXT
             )""",
+            "CREATE INDEX turnout_holdout_prompt_key ON turnout_holdout (prompt_key)",
         ),
     ),
 )

@@ -7,7 +7,7 @@ every machine, in every run; a larger share holds out a superset.
 The register remembers every exchange an export ever held out, so that it is never exported for training
 afterwards, even by an export with a smaller share or none (`--holdout 0`): it is what the fine-tune is
 measured on. It lives beside the traffic log: for a JSONL log `STEM.jsonl`, the file `STEM.holdout.jsonl`
-(one `{"request_id", "held_at", "route", "rule"}` a line, appended; `DIR/holdout.jsonl` for a `jsonl:///DIR`
+(one `{"request_id", "held_at", "route", "rule", "prompt_key"}` a line, appended; `DIR/holdout.jsonl` for a `jsonl:///DIR`
 store); for an SQLite or PostgreSQL store, the
 table `turnout_holdout` (migration 4, `proxy.auth.migrations`) of the same database.
 """
@@ -33,6 +33,7 @@ from proxy.auth.store import open_database
 __all__ = [
     "BUCKETS",
     "Held",
+    "Holdout",
     "HoldoutRegister",
     "JsonlHoldoutRegister",
     "SqlHoldoutRegister",
@@ -74,6 +75,16 @@ class Held:
     request_id: str
     route: str | None
     rule: str | None
+    prompt_key: str | None = None
+    """The example's prompt key (`proxy.traffic.finetune.Example.prompt_key`): the same prompt is never trained on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Holdout:
+    """What the register holds: the held-out exchanges' ids and their prompts' keys."""
+
+    ids: frozenset[str] = frozenset()
+    prompts: frozenset[str] = frozenset()
 
 
 class HoldoutRegister(Protocol):
@@ -82,8 +93,8 @@ class HoldoutRegister(Protocol):
     where: str
     """Where the register is, for messages (a path, or the table)."""
 
-    async def held(self) -> set[str]:
-        """The ids of every exchange held out so far."""
+    async def held(self) -> Holdout:
+        """The ids and prompt keys of every exchange held out so far."""
         ...
 
     async def add(self, exchanges: Iterable[Held], at: datetime) -> None:
@@ -99,32 +110,41 @@ class JsonlHoldoutRegister:
         self.where = str(path)
         """Where the register is, for messages."""
 
-    async def held(self) -> set[str]:
-        """Every `request_id` in the file (none when it does not exist yet)."""
+    async def held(self) -> Holdout:
+        """Every `request_id` and `prompt_key` in the file (none when it does not exist yet)."""
         return await asyncio.to_thread(self._read)
 
-    def _read(self) -> set[str]:
+    def _read(self) -> Holdout:
         if not self.path.exists():
-            return set()
-        ids = set()
+            return Holdout()
+        ids, prompts = set(), set()
         with self.path.open(encoding="utf-8") as lines:
             for line in lines:
                 if line.strip():
-                    ids.add(str(json.loads(line)["request_id"]))
-        return ids
+                    row = json.loads(line)
+                    ids.add(str(row["request_id"]))
+                    if row.get("prompt_key"):
+                        prompts.add(str(row["prompt_key"]))
+        return Holdout(frozenset(ids), frozenset(prompts))
 
     async def add(self, exchanges: Iterable[Held], at: datetime) -> None:
         """Append the exchanges not yet in the file."""
         await asyncio.to_thread(self._append, list(exchanges), at)
 
     def _append(self, exchanges: list[Held], at: datetime) -> None:
-        known = self._read()
+        known = self._read().ids
         rows = [e for e in exchanges if e.request_id not in known]
         if not rows:
             return
         with self.path.open("a", encoding="utf-8") as out:
             for e in rows:
-                row = {"request_id": e.request_id, "held_at": at.isoformat(), "route": e.route, "rule": e.rule}
+                row = {
+                    "request_id": e.request_id,
+                    "held_at": at.isoformat(),
+                    "route": e.route,
+                    "rule": e.rule,
+                    "prompt_key": e.prompt_key,
+                }
                 out.write(json.dumps(row) + "\n")
 
 
@@ -141,43 +161,56 @@ class SqlHoldoutRegister:
         await database.open()
         await database.close()
 
-    async def held(self) -> set[str]:
-        """Every `request_id` in the table."""
+    async def held(self) -> Holdout:
+        """Every `request_id` and `prompt_key` in the table."""
         await self._migrated()
         if self.url.startswith("sqlite"):
             return await asyncio.to_thread(self._sqlite_held)
         async with await _connect_pg(self.url) as connection:
-            cursor = await connection.execute("SELECT request_id FROM turnout_holdout")
-            return {row[0] for row in await cursor.fetchall()}
+            cursor = await connection.execute(_SELECT)
+            return _holdout(await cursor.fetchall())
 
     async def add(self, exchanges: Iterable[Held], at: datetime) -> None:
         """Insert the exchanges not yet in the table, in one transaction."""
-        rows = [(e.request_id, e.route, e.rule) for e in exchanges]
+        rows = [(e.request_id, e.route, e.rule, e.prompt_key) for e in exchanges]
         await self._migrated()
         if self.url.startswith("sqlite"):
             await asyncio.to_thread(self._sqlite_add, rows, at)
             return
         async with await _connect_pg(self.url) as connection, connection.cursor() as cur:
             await cur.executemany(
-                "INSERT INTO turnout_holdout (request_id, held_at, route, rule) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (request_id) DO NOTHING",
-                [(request_id, at, route, rule) for request_id, route, rule in rows],
+                "INSERT INTO turnout_holdout (request_id, held_at, route, rule, prompt_key) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (request_id) DO NOTHING",
+                [(request_id, at, route, rule, key) for request_id, route, rule, key in rows],
             )
 
     def _sqlite(self) -> sqlite3.Connection:
         return sqlite3.connect(self.url[len("sqlite:///") :], timeout=5)
 
-    def _sqlite_held(self) -> set[str]:
+    def _sqlite_held(self) -> Holdout:
         with closing(self._sqlite()) as connection:
-            return {row[0] for row in connection.execute("SELECT request_id FROM turnout_holdout")}
+            return _holdout(connection.execute(_SELECT).fetchall())
 
-    def _sqlite_add(self, rows: list[tuple[str, str | None, str | None]], at: datetime) -> None:
+    def _sqlite_add(self, rows: list[tuple[str, str | None, str | None, str | None]], at: datetime) -> None:
         stamp = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with closing(self._sqlite()) as connection, connection:
             connection.executemany(
-                "INSERT OR IGNORE INTO turnout_holdout (request_id, held_at, route, rule) VALUES (?, ?, ?, ?)",
-                [(request_id, stamp, route, rule) for request_id, route, rule in rows],
+                "INSERT OR IGNORE INTO turnout_holdout (request_id, held_at, route, rule, prompt_key) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(request_id, stamp, route, rule, key) for request_id, route, rule, key in rows],
             )
+
+
+_SELECT = "SELECT request_id, prompt_key FROM turnout_holdout"
+
+
+def _holdout(rows: Iterable[tuple[Any, ...]]) -> Holdout:
+    ids, prompts = set(), set()
+    for request_id, prompt_key in rows:
+        ids.add(request_id)
+        if prompt_key:
+            prompts.add(prompt_key)
+    return Holdout(frozenset(ids), frozenset(prompts))
 
 
 async def _connect_pg(url: str) -> psycopg.AsyncConnection[Any]:

@@ -5,17 +5,19 @@ with their content logged (`request` and `answer`), at least `min_score` when on
 without a score is then left out), and that `training_example` can write. With `dedupe`, one example per
 prompt (the same messages and tools): the best-scored, then the earliest. Then each goes to the holdout
 when it is in the register already or `held_out(request_id, share)`, else to training; so an exchange
-held out once is never trained on, whatever the share of a later export.
+held out once is never trained on, whatever the share of a later export. Nor is its prompt: an example
+whose prompt (the same messages and tools) is held out, in the register or in this export, is left out
+of training (counted as `its prompt is held out`), so the holdout measures prompts the fine-tune never saw.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Set
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from proxy.traffic.finetune import Example, Skipped, TrainingLine, training_example
-from proxy.traffic.holdout import Held, held_out
+from proxy.traffic.holdout import Held, Holdout, held_out
 from proxy.traffic.record import Exchange
 
 __all__ = ["Selection", "select_training"]
@@ -53,12 +55,12 @@ def _rank(exchange: Exchange) -> float:
 def select_training(
     exchanges: Iterable[Exchange],
     *,
-    held: Set[str],
+    held: Holdout,
     share: float,
     min_score: float | None = None,
     dedupe: bool = False,
 ) -> Selection:
-    """Split `exchanges` (in time order) into training and holdout lines; `held`: the register's ids."""
+    """Split `exchanges` (in time order) into training and holdout lines; `held`: what the register holds."""
     selection = Selection()
     kept: list[tuple[Exchange, Example]] = []
     best: dict[str, int] = {}  # prompt key → index in `kept`
@@ -81,12 +83,21 @@ def select_training(
             continue
         best[made.prompt_key] = len(kept)
         kept.append((exchange, made))
+    held_prompts = set(held.prompts)
+    training: list[Example] = []
     for exchange, made in kept:
-        if exchange.request_id in held:
+        if exchange.request_id in held.ids:
             selection.holdout.append(made.line)
+            held_prompts.add(made.prompt_key)
         elif held_out(exchange.request_id, share):
             selection.holdout.append(made.line)
-            selection.newly_held.append(Held(exchange.request_id, exchange.route, exchange.rule))
+            selection.newly_held.append(Held(exchange.request_id, exchange.route, exchange.rule, made.prompt_key))
+            held_prompts.add(made.prompt_key)
+        else:
+            training.append(made)
+    for made in training:
+        if made.prompt_key in held_prompts:
+            selection.skipped["its prompt is held out"] += 1
         else:
             selection.train.append(made.line)
     return selection

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.traffic.holdout import Held, HoldoutRegister, open_holdout_register
+from proxy.traffic.holdout import Held, Holdout, HoldoutRegister, open_holdout_register
 
 AT = datetime(2026, 12, 4, 18, 0, tzinfo=UTC)
 
@@ -23,11 +23,13 @@ def register(request: pytest.FixtureRequest, tmp_path: Path) -> HoldoutRegister:
 
 
 async def test_a_fresh_register_holds_nothing(register: HoldoutRegister) -> None:
-    assert await register.held() == set()
+    assert await register.held() == Holdout()
 
 
 async def test_held_exchanges_are_remembered_once_across_opens(register: HoldoutRegister) -> None:
-    await register.add([Held("req-a", "gpt4", "long_context"), Held("req-b", None, None)], AT)
-    await register.add([Held("req-b", "gpt4", "x"), Held("req-c", "ft", "default")], AT)
+    await register.add([Held("req-a", "gpt4", "long_context", "prompt-a"), Held("req-b", None, None)], AT)
+    await register.add([Held("req-b", "gpt4", "x", "prompt-x"), Held("req-c", "ft", "default", "prompt-c")], AT)
     await register.add([], AT)
-    assert await register.held() == {"req-a", "req-b", "req-c"}
+    held = await register.held()
+    assert held.ids == {"req-a", "req-b", "req-c"}
+    assert held.prompts == {"prompt-a", "prompt-c"}  # req-b was there already, without a prompt

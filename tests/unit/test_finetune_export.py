@@ -137,3 +137,20 @@ def test_an_output_that_cannot_be_written_is_a_clear_error(
     err = capsys.readouterr().err
     assert "Is a directory" in err
     assert "cannot read the traffic log" not in err
+
+
+def test_a_held_out_prompt_is_never_trained_on_by_another_exchange(tmp_path: Path) -> None:
+    url = str(tmp_path / "traffic.jsonl")
+    held = next(i for i in IDS if held_out(i, 0.1))
+    kept, other = [i for i in IDS if not held_out(i, 0.1)][:2]
+    same = chat_request("The same question?")
+    write_log(url, [exchange(held, 1, request=same), exchange(kept, 2, request=same), exchange(other, 3)])
+    first = tmp_path / "first.jsonl"
+    assert export(url, first) == 0
+    assert questions(first.with_name("first.holdout.jsonl")) == {"The same question?"}
+    assert questions(first) == {f"Question {other}?"}
+    # later, the same prompt again, in a new exchange that the hash would keep for training: still left out
+    write_log(url, [exchange(f"{kept}-again", 4, request=same)])
+    second = tmp_path / "second.jsonl"
+    assert export(url, second, "--holdout", "0") == 0
+    assert questions(second) == {f"Question {other}?"}

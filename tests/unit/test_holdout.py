@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.traffic.holdout import Held, JsonlHoldoutRegister, held_out, open_holdout_register, parse_share
+from proxy.traffic.holdout import Held, Holdout, JsonlHoldoutRegister, held_out, open_holdout_register, parse_share
 
 
 def test_the_holdout_is_a_function_of_the_id_alone() -> None:
@@ -40,11 +40,11 @@ async def test_the_jsonl_register_is_beside_the_log_and_keeps_each_id_once(tmp_p
     register = open_holdout_register(str(tmp_path / "traffic.jsonl"))
     assert isinstance(register, JsonlHoldoutRegister)
     assert register.path == tmp_path / "traffic.holdout.jsonl"
-    assert await register.held() == set()
+    assert await register.held() == Holdout()
     at = datetime(2026, 12, 4, tzinfo=UTC)
-    await register.add([Held("a", "gpt4", "long"), Held("b", None, None)], at)
-    await register.add([Held("a", "gpt4", "long"), Held("c", "ft", "default")], at)
-    assert await register.held() == {"a", "b", "c"}
+    await register.add([Held("a", "gpt4", "long", "key-a"), Held("b", None, None)], at)
+    await register.add([Held("a", "gpt4", "long", "key-x"), Held("c", "ft", "default", "key-c")], at)
+    assert await register.held() == Holdout(frozenset({"a", "b", "c"}), frozenset({"key-a", "key-c"}))
     assert len(register.path.read_text().splitlines()) == 3
 
 
