@@ -68,57 +68,92 @@ def _json(raw: bytes | None) -> Any:
         return None
 
 
-def _request(tally: Tally) -> Any:
+class _Head(msgspec.Struct):
+    """The members of an answer (or of a stream event) read without content: its usage, its error."""
+
+    usage: msgspec.Raw = msgspec.Raw()
+    error: msgspec.Raw = msgspec.Raw()
+    response: msgspec.Raw = msgspec.Raw()
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+
+
+def _head(raw: bytes | None) -> _Head | None:
+    if not raw or raw[:1] != b"{":
+        return None
+    try:
+        return _HEAD.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def _request_raw(tally: Tally) -> bytes | None:
     if tally.request is not None:
-        return _json(tally.request.raw)
-    return _json(b"".join(tally.received)) if tally.received else None
+        return tally.request.raw
+    return b"".join(tally.received) if tally.received else None
 
 
-def _responses_answer(events: bytes) -> Any:
+def _datas(events: bytes) -> list[bytes]:
+    return [data for data in map(event_data, split_events(events)) if data and data != DONE]
+
+
+def _responses_answer(events: bytes) -> bytes | None:
     """The response the last event that carries one holds (`response.completed`, `.failed`, `.incomplete`)."""
-    found = None
-    for event in split_events(events):
-        data = event_data(event)
-        if data and b'"response"' in data:
-            decoded = _json(data)
-            if isinstance(decoded, dict) and isinstance(decoded.get("response"), dict):
-                found = decoded["response"]
-    return found
+    for data in reversed(_datas(events)):
+        if b'"response"' in data:
+            head = _head(data)
+            if head is not None and bytes(head.response)[:1] == b"{":
+                return bytes(head.response)
+    return None
 
 
-def _assembled(codec: Codec[Any], events: bytes) -> Any:
+def _assembled(codec: Codec[Any], events: bytes) -> bytes | None:
     """A `[DONE]`-framed stream (chat, completions) as the whole answer; one cut short, from its chunks so far."""
     stored = codec.stored_stream(events)
     if stored is None:  # broken off: its readable chunks, then an end
         chunks = []
-        for event in split_events(events):
-            data = event_data(event)
-            if data and data != DONE:
-                decoded = _json(data)
-                if isinstance(decoded, dict) and "error" not in decoded:
-                    chunks.append(b"data: " + data + b"\n\n")
+        for data in _datas(events):
+            head = _head(data)
+            if head is not None and not head.error:
+                chunks.append(b"data: " + data + b"\n\n")
         stored = codec.stored_stream(b"".join(chunks) + DONE_EVENT)
     if stored is None:
         return None
     try:
-        return _json(codec.replay(stored, stream=False, wants_usage=True).body)
+        return codec.replay(stored, stream=False, wants_usage=True).body
     except UnreadableAnswerError:
         return None
 
 
-def _answer(tally: Tally) -> Any:
-    """The answer as the client got it: the body, or the stream assembled into one (None: none, or unreadable)."""
+def _streamed(tally: Tally) -> tuple[Codec[Any] | None, bytes]:
+    """The codec of a routed stream that began (None: not one) and what was sent of it."""
+    codec = _CODECS.get(tally.endpoint) if tally.routed and tally.stream and tally.status < 400 else None
+    return codec, b"".join(tally.sent or ())
+
+
+def _answer(tally: Tally) -> bytes | None:
+    """The answer as the client got it: the body, or the stream assembled into one."""
     if tally.answer is not None:
-        return _json(tally.answer)
-    if not tally.sent:
-        return None
-    body = b"".join(tally.sent)
-    codec = _CODECS.get(tally.endpoint) if tally.routed else None
-    if not (tally.stream and codec is not None and tally.status < 400):
-        return _json(body)
-    if codec is RESPONSES:
-        return _responses_answer(body)
-    return _assembled(codec, body)
+        return tally.answer
+    codec, sent = _streamed(tally)
+    if codec is None or not sent:
+        return sent or None
+    return _responses_answer(sent) if codec is RESPONSES else _assembled(codec, sent)
+
+
+def _stream_usage(tally: Tally) -> dict[str, Any] | None:
+    """A stream's usage as its last event with one reported it (a Responses event: its response's), unassembled."""
+    codec, sent = _streamed(tally)
+    for data in reversed(_datas(sent) if codec is not None else ()):
+        if b'"usage"' in data:
+            head = _head(data)
+            if head is not None and codec is RESPONSES:
+                head = _head(bytes(head.response))
+            usage = _json(bytes(head.usage)) if head is not None else None
+            if isinstance(usage, dict):
+                return usage
+    return None
 
 
 def _error(tally: Tally, answer: Any) -> str | None:
@@ -140,13 +175,28 @@ def _usage(tally: Tally, answer: Any) -> dict[str, Any] | None:
     return None if tally.usage is None else msgspec.to_builtins(tally.usage)
 
 
+def _read(tally: Tally, content: bool, redaction: Redaction) -> tuple[Any, Any, dict[str, Any] | None]:
+    """The request and the answer (decoded and redacted when content is kept, else None), and the usage."""
+    if content:
+        answer = redaction.document(_answer(tally) or b"")
+        return redaction.document(_request_raw(tally) or b""), answer, _usage(tally, answer)
+    if tally.status >= 400:  # an error's body, for its message (small)
+        return None, _json(b"".join(tally.sent or ()) or tally.answer), None
+    if tally.answer is not None:
+        head = _head(tally.answer)
+        usage = _json(bytes(head.usage)) if head is not None else None
+    else:
+        usage = _stream_usage(tally)
+    return None, None, usage if isinstance(usage, dict) else _usage(tally, None)
+
+
 def exchange_of(pending: Pending, redaction: Redaction) -> Exchange:
     """The exchange `pending` describes, its content (when kept) redacted."""
     tally = pending.tally
-    answer = _answer(tally)
+    request, answer, usage = _read(tally, pending.content, redaction)
     error = _error(tally, answer)
-    content = pending.content
-    request = redaction.value(_request(tally)) if content else None
+    if not pending.content:
+        answer = None
     ended = tally.ended_at if tally.ended_at is not None else tally.started
     return Exchange(
         request_id=tally.request_id,
@@ -163,12 +213,12 @@ def exchange_of(pending: Pending, redaction: Redaction) -> Exchange:
         status=tally.status,
         error=None if error is None else redaction.text(error),
         cache=tally.cache if tally.cache != "bypass" else None,
-        usage=_usage(tally, answer),
+        usage=usage,
         cost=tally.cost,
         baseline=tally.baseline,
         savings=tally.savings,
         latency_ms=round((ended - tally.started) * 1000, 3),
         ttfb_ms=None if tally.first_byte_at is None else round((tally.first_byte_at - tally.started) * 1000, 3),
         request=request if isinstance(request, dict) else None,
-        answer=redaction.value(answer) if content and isinstance(answer, dict) else None,
+        answer=answer if isinstance(answer, dict) else None,
     )

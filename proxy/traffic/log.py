@@ -74,6 +74,7 @@ class TrafficLog:
         self._warned = float("-inf")
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turnout-traffic-build")
         self._task: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None
         self._taken = 0
         """Exchanges queued so far."""
         self._settled = 0
@@ -130,12 +131,16 @@ class TrafficLog:
 
     def start(self) -> None:
         """Start the writer (on the running loop)."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="traffic-writer")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="traffic-writer")
+        self._reporter = loop.create_task(self._report_every(FLUSH_EVERY), name="traffic-metrics")
 
     async def close(self, grace: float = 10.0) -> None:
         """Take no more, write what waits (for up to `grace` seconds), and close the store."""
         self._closing = True
         self._wake.set()
+        if self._reporter is not None:
+            self._reporter.cancel()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), grace)
@@ -166,6 +171,12 @@ class TrafficLog:
             if self._clock() >= next_prune:
                 next_prune = self._clock() + self._retention.every
                 await self._prune()
+
+    async def _report_every(self, seconds: float) -> None:
+        """The drops and the queue's depth, also while the writer waits on a slow store."""
+        while True:
+            await asyncio.sleep(seconds)
+            self._report()
 
     async def _write(self, batch: list[Pending]) -> None:
         loop = asyncio.get_running_loop()

@@ -76,6 +76,30 @@ def test_every_string_of_a_json_value_is_redacted_and_its_keys_kept() -> None:
     assert DEFAULTS.value(value) == {"bob@example.com": [{"content": "mail [email]"}, 3, None, True], "n": 1.5}
 
 
+TRICKY = [
+    "line\nbob@example.com\n415-555-0132\nsk-proj-abcdefghijklmnop1234\tBearer\nabcdefgh12345",
+    'quoted "bob@example.com" and \\4111 1111 1111 1111\\ and (020) 7946 0958.',
+    "été: jane@example.org, +447911123456; номер 4111111111111111",
+    "order 4411, created 1796409168, logprob -12.3456, ratio 0.25",
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_a_body_redacted_in_its_text_reads_as_each_string_redacted(text: str, ascii_only: bool) -> None:
+    body = {"messages": [{"role": "user", "content": text}], "n": 1796409168, "t": -12.3456}
+    raw = json.dumps(body, ensure_ascii=ascii_only).encode()
+    assert DEFAULTS.document(raw) == DEFAULTS.value(body)
+    custom = Redaction(RedactSettings(patterns=(r'"[a-z]+"', "bob")))
+    assert custom.document(raw) == custom.value(body)
+
+
+def test_a_body_that_is_not_json_has_no_document() -> None:
+    assert DEFAULTS.document(b"not json") is None
+    assert DEFAULTS.document(b'{"cut": "off') is None
+    assert DEFAULTS.document(b"") is None
+
+
 # --- a tally read into an exchange --------------------------------------------------------------------------
 
 
