@@ -25,6 +25,7 @@ from typing import Literal, TypeVar
 
 from policies.cacherule import DEFAULT_CACHE_RULE, CacheRule
 from policies.checks import NO_NEEDS, Check, Condition, SemanticNeeds, Settle, Test, all_of
+from policies.decision import Decision, LogLevel
 from policies.features import RequestFeatures, SemanticFeatures
 from policies.nearest import Nearest
 
@@ -35,27 +36,6 @@ Choose = Callable[[RequestFeatures], "Decision"]
 T = TypeVar("T")
 Lazily = Generator[SemanticNeeds, SemanticFeatures, T]
 """A one-pass decision or explanation: yields `SemanticNeeds` at most once, is sent the `SemanticFeatures`."""
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Where a request goes, which rule sent it there, and why."""
-
-    route: str
-    """The route to try first."""
-    rule: str
-    """The name of the rule that matched."""
-    reason: str
-    """The rule's conditions as they read (and, for a split, which share was picked and by what)."""
-    fallbacks: tuple[str, ...] = ()
-    """Routes to try in order when `route` fails."""
-    shadow: str | None = None
-    """The route that also gets a copy of this request (its answer discarded), when it was sampled."""
-    cache: CacheRule = DEFAULT_CACHE_RULE
-    """How this request uses the response cache (the rule's `cache:`)."""
-    deadline: float | None = None
-    """Seconds the whole request may take, retries and fallbacks included (the rule's `deadline:`; None: the
-    policy file's default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +62,8 @@ class Rule:
     shadow: Shadow | None = None
     cache: CacheRule = DEFAULT_CACHE_RULE
     deadline: float | None = None
+    log: LogLevel | None = None
+    """What the traffic log keeps of its requests (None: the `traffic` block's `log`)."""
     nearest: Nearest | None = None
     """A `nearest` rule's routes by meaning (then `routes` lists them; its condition is the last one)."""
 
@@ -166,7 +148,7 @@ def _sampled(plain: Decision, shadowed: Decision, sample: float, rng: random.Ran
 def _variants(rule: Rule, route: str, reason: str) -> tuple[Decision, Decision]:
     """The decision for `route`, without and with the rule's shadow copy (the same object when none applies)."""
     fallbacks = tuple(name for name in rule.fallbacks if name != route)
-    plain = Decision(route, rule.name, reason, fallbacks, cache=rule.cache, deadline=rule.deadline)
+    plain = Decision(route, rule.name, reason, fallbacks, cache=rule.cache, deadline=rule.deadline, log=rule.log)
     if rule.shadow is None or rule.shadow.route == route:
         return plain, plain
     return plain, replace(plain, shadow=rule.shadow.route)

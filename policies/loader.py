@@ -15,13 +15,14 @@ from typing import Any
 from policies.cacherule import CacheRule, CacheRuleError, read_cache_rule
 from policies.checks import Condition
 from policies.conditions import compile_when
+from policies.decision import LOG_LEVELS, LogLevel
 from policies.engine import PolicyEngine, Rule, Shadow, Sticky
 from policies.errors import Path, PolicyError
 from policies.nearest import Nearest, read_nearest
 
 __all__ = ["RULE_KEYS", "load_policy"]
 
-RULE_KEYS = ("name", "when", "route", "split", "sticky", "fallback", "shadow", "cache", "deadline", "nearest")
+RULE_KEYS = ("name", "when", "route", "split", "sticky", "fallback", "shadow", "cache", "deadline", "nearest", "log")
 """The keys a rule may have."""
 _SHADOW_KEYS = ("route", "sample")
 _STICKY: tuple[Sticky, ...] = ("user", "caller")
@@ -79,7 +80,17 @@ class _RuleReader:
             shadow=self.read_shadow(routes, split or nearest is not None),
             cache=self.read_cache(),
             deadline=self.read_deadline(),
+            log=self.read_log(),
         )
+
+    def read_log(self) -> LogLevel | None:
+        raw = self.raw.get("log")
+        if raw is None:
+            return None
+        for level in LOG_LEVELS:
+            if raw == level:
+                return level
+        raise self.error(("log",), f"log must be one of: {', '.join(LOG_LEVELS)}; got {raw!r}")
 
     def read_deadline(self) -> float | None:
         raw = self.raw.get("deadline")

@@ -26,6 +26,7 @@ from proxy.api import (
 )
 from proxy.config.settings import Settings, load_settings
 from proxy.cors import Cors
+from proxy.feedback import feedback
 from proxy.gate import Gate
 from proxy.lifespan import open_resources
 from proxy.middleware import RequestIdMiddleware
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
                     await asyncio.to_thread(tracing.close)
 
     app = Litestar(
-        route_handlers=HANDLERS,
+        route_handlers=[*HANDLERS, feedback],
         exception_handlers={
             ProxyError: handle_proxy_error,
             OutcomeError: handle_outcome_error,
@@ -93,5 +94,6 @@ def create_app(settings: Settings | None = None, *, reload: Callable[[], Setting
     # Browser clients, when configured: their preflights answered before the router sees them (and the gate).
     handler = handler if server.cors is None else Cors(handler, server.cors)
     # Outermost, so that even the router's own 404s and 405s (and preflights) carry the request id.
-    app.asgi_handler = RequestIdMiddleware(handler, recorder=recorder, tracing=tracing)
+    capture = resolved.deployment.traffic.enabled  # the traffic log reads each response as it was sent
+    app.asgi_handler = RequestIdMiddleware(handler, recorder=recorder, tracing=tracing, capture=capture)
     return app

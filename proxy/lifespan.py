@@ -36,6 +36,7 @@ from proxy.pipeline import Pipeline
 from proxy.response_homes import ResponseHomes, open_homes
 from proxy.semantic import Knowledge, LocalEmbedders, build_knowledge
 from proxy.tasks import BackgroundTasks
+from proxy.traffic.log import TrafficLog, open_traffic_log
 from proxy.wire.errors import ProxyError
 from proxy.wire.redaction import Redactor
 from routes import Route, Upstream, UpstreamTimeouts, new_session
@@ -80,6 +81,7 @@ class Resources:
         homes: ResponseHomes,
         access: Access | None = None,
         batches: BatchBilling | None = None,
+        traffic: TrafficLog | None = None,
     ) -> None:
         self.current = current
         self.tasks = tasks
@@ -91,6 +93,8 @@ class Resources:
         """The keys, limits and ledger (`proxy.access`); None when keys are off and the admin API too."""
         self.batches = batches or BatchBilling(MemoryClaims())
         """Charges each ended Batch API job once, when the pass-through first relays it."""
+        self.traffic = traffic
+        """The traffic log (`proxy.traffic`); None when `traffic` is off."""
         self.reloads = 0
         """Successful reloads so far."""
 
@@ -261,6 +265,14 @@ async def _watch(watched: Callable[[], Settings], reload: Callable[[], None], in
         stamps = {path: stamp if stamp is not None else stamps.get(path) for path, stamp in now.items()}
 
 
+def _follow(reloaded: Settings, access: Access | None, traffic: TrafficLog | None, redactor: Redactor) -> None:
+    """What a reload changes of what outlives a generation: the teams' limits, the traffic log's policy."""
+    if access is not None:  # the teams' limits follow the file; whether keys are on needs a restart
+        access.settings = msgspec.structs.replace(reloaded.deployment.auth, mode=access.settings.mode)
+    if traffic is not None:  # its `log`, `redact` and `retention`; the store and queue need a restart
+        traffic.follow(reloaded.deployment.traffic, redactor)
+
+
 @contextlib.asynccontextmanager
 async def open_resources(
     settings: Settings,
@@ -298,6 +310,16 @@ async def open_resources(
         stack.push_async_callback(claims.aclose)
         models = ModelCatalog()
         access = await stack.enter_async_context(open_access(settings, tasks, recorder))
+        deployment = settings.deployment
+        traffic = await stack.enter_async_context(
+            open_traffic_log(
+                deployment.traffic,
+                deployment.database_url,
+                recorder=recorder,
+                secrets=redactor,
+                grace=settings.server.drain_timeout,
+            )
+        )
         resources = Resources(
             _build(settings, sessions, tasks, base_url, caches, local, recorder, redactor, access),
             tasks,
@@ -305,6 +327,7 @@ async def open_resources(
             homes,
             access,
             BatchBilling(claims),
+            traffic,
         )
         models.follow(settings.deployment, resources.current.upstreams)
         models.start()
@@ -335,8 +358,7 @@ async def open_resources(
             redactor = with_new
             redact_logs_with(redactor)
             resources.current = new
-            if access is not None:  # the teams' limits follow the file; whether keys are on needs a restart
-                access.settings = msgspec.structs.replace(reloaded.deployment.auth, mode=access.settings.mode)
+            _follow(reloaded, access, traffic, with_new)
             models.follow(reloaded.deployment, new.upstreams)
             if recorder is not None:
                 recorder.reloaded(ok=True)

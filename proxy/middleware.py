@@ -68,11 +68,15 @@ class RequestIdMiddleware:
     request's span (`proxy.tracing`).
     """
 
-    def __init__(self, app: ASGIApp, *, recorder: Recorder | None = None, tracing: Tracing | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, recorder: Recorder | None = None, tracing: Tracing | None = None, capture: bool = False
+    ) -> None:
         self.app = app
         self._ids = _RequestIds()
         self._recorder = recorder
         self._tracing = tracing
+        self._capture = capture
+        """Keep each response's body (and a passed-through request's) for the traffic log (`Tally.sent`)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope."""
@@ -84,6 +88,8 @@ class RequestIdMiddleware:
         state = scope.setdefault("state", {})
         state[_STATE_KEY], state[_TALLY_KEY] = tally.request_id, tally
         header = (_HEADER, request_id)
+        if self._capture:
+            tally.sent, tally.received = [], []
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -92,8 +98,11 @@ class RequestIdMiddleware:
                 if tally.routed:
                     headers += _cost_headers(tally)
                 message["headers"] = headers
-            elif tally.first_byte_at is None and message["type"] == "http.response.body":
-                tally.first_byte_at = time.perf_counter()
+            elif message["type"] == "http.response.body":
+                if tally.first_byte_at is None:
+                    tally.first_byte_at = time.perf_counter()
+                if tally.sent is not None:
+                    tally.keep_sent(message.get("body", b""))
             await send(message)
 
         recorder = self._recorder

@@ -126,7 +126,7 @@ async def _passthrough(scope: Scope, receive: Receive, send: Send) -> None:
         if name in request_headers:
             headers[name.decode()] = request_headers[name].decode("latin-1")
     headers["accept-encoding"] = "identity"  # bodies Turnout can read, to redact what it relays (see `_relay`)
-    client = _Client(receive)
+    client = _Client(receive, tally)
     body = client.body() if _has_body(request_headers) else None
     if body is None:
         client.watch()
@@ -174,10 +174,11 @@ class _Client:
     `ClientDisconnectedError`. (`proxy.asgi.unless_gone` watches only once a body is read whole.)
     """
 
-    __slots__ = ("_gone", "_receive", "_task", "_watcher")
+    __slots__ = ("_gone", "_receive", "_tally", "_task", "_watcher")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, tally: Tally) -> None:
         self._receive = receive
+        self._tally = tally  # keeps the body for the traffic log, when it is on
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - always inside a task under an ASGI server
         self._task = task
@@ -193,6 +194,7 @@ class _Client:
                 raise ClientDisconnectedError
             chunk = cast("bytes", message.get("body", b""))
             if chunk:
+                self._tally.keep_received(chunk)
                 yield chunk
             if not message.get("more_body", False):
                 self.watch()

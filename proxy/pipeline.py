@@ -139,7 +139,7 @@ class Pipeline:
             self._spent(call, tally)
         if steer is not None:
             decision = steer(decision)
-        tally.decided(decision.route, decision.rule)
+        tally.decided(decision.route, decision.rule, decision.reason, decision.log)
         if admit is not None:
             route = self._routes[decision.route]
             await admit(decision, functools.partial(self._sizes.reservation, self.prices, codec, call, decision, route))

@@ -8,6 +8,7 @@ and calls it with what it measured:
 - the Redis cache backend, for each command that failed or timed out (`cache_failed`);
 - the gate (`proxy.gate`), for what it refused (`auth_failed`, `limit_refused`), budgets past their soft share
   (`budget_soft_exceeded`), the limits' Redis lost (`limits_fell_back`) and spend the ledger dropped;
+- the traffic log's writer (`proxy.traffic`), for what it wrote, dropped and holds (`traffic_written`, ...);
 - the app's resources, for tokens embedded with no request to charge (a policy's examples, at load:
   `embedded`), and for each policy file: the routes it has (`routes_known`), whether it loaded
   (`reloaded`), and its circuit breakers (`follow_breakers`).
@@ -32,8 +33,9 @@ from proxy.accounting.batch import LiveCount
 from proxy.accounting.callers import CallerMetrics
 from proxy.accounting.metrics import Metrics
 from proxy.accounting.tally import Embedding, Tally
+from proxy.accounting.traffic import TrafficMetrics
 
-__all__ = ["Breaker", "Recorder"]
+__all__ = ["Breaker", "Recorder", "TrafficSink"]
 
 
 class Breaker(Protocol):
@@ -45,16 +47,26 @@ class Breaker(Protocol):
         ...
 
 
+class TrafficSink(Protocol):
+    """Where each finished request goes to be logged (`proxy.traffic.TrafficLog`): it must take it at once."""
+
+    def record(self, tally: Tally, method: str, path: str) -> None:
+        """Take the finished request (never blocking, never raising)."""
+        ...
+
+
 class Recorder:
     """Receives every measurement and hands it to the metrics and, for a finished request, the access log."""
 
-    __slots__ = ("_access_log", "_breakers", "_callers", "_metrics", "in_flight")
+    __slots__ = ("_access_log", "_breakers", "_callers", "_metrics", "_traffic", "_traffic_metrics", "in_flight")
 
     def __init__(self, metrics: Metrics, access_log: AccessLog | None = None, *, metric_keys: int = 50) -> None:
         self._metrics = metrics
         self._access_log = access_log
         self._callers = CallerMetrics(metrics.registry, metrics.batch, top=metric_keys)
         self._breakers: Mapping[str, Breaker] = {}
+        self._traffic: TrafficSink | None = None
+        self._traffic_metrics = TrafficMetrics(metrics.registry)
         self.in_flight: LiveCount = metrics.in_flight
         """Requests being answered now: the middleware counts each in and out."""
 
@@ -66,6 +78,24 @@ class Recorder:
             self._callers.record(tally)
         if self._access_log is not None:
             self._access_log.write(tally, method, path)
+        if self._traffic is not None:
+            self._traffic.record(tally, method, path)
+
+    def follow_traffic(self, sink: TrafficSink | None) -> None:
+        """From now on, hand each finished request to `sink` too (None: no longer)."""
+        self._traffic = sink
+
+    def traffic_written(self, count: int) -> None:
+        """The traffic log wrote `count` exchanges."""
+        self._traffic_metrics.written.inc(count)
+
+    def traffic_dropped(self, count: int, reason: str) -> None:
+        """The traffic log dropped `count` exchanges: its queue was `full`, or its store failed (`error`)."""
+        self._traffic_metrics.dropped.labels(reason).inc(count)
+
+    def traffic_queued(self, depth: int) -> None:
+        """Exchanges waiting for the traffic log's writer now."""
+        self._traffic_metrics.queue_depth.set(depth)
 
     def shadow(self, tally: Tally) -> None:
         """A shadow copy has finished: its tokens, cost and errors count on its route; it is no request."""

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from proxy.accounting.cost import Charge, PriceTable, Tier
 
 __all__ = [
+    "CAPTURED_UP_TO",
     "COST_HEADER",
     "ESTIMATED_HEADER",
     "SAVINGS_HEADER",
@@ -45,6 +46,8 @@ COST_HEADER = "x-turnout-cost-usd"
 SAVINGS_HEADER = "x-turnout-savings-usd"
 ESTIMATED_HEADER = "x-turnout-cost-estimated"
 """Present (`true`) when the cost rests on estimated usage: a stream that ended before its upstream reported it."""
+CAPTURED_UP_TO = 8 * 1024 * 1024
+"""Bytes of a response (or of a passed-through request) kept for the traffic log; a longer one is kept without."""
 
 
 def usd(amount: Decimal) -> str:
@@ -91,6 +94,16 @@ class Tally:
     """A non-streamed answer's body, for the access log's optional content."""
     route: str | None = None
     rule: str | None = None
+    reason: str | None = None
+    """Why the rule matched (the policy's `Decision.reason`)."""
+    log: str | None = None
+    """What the traffic log keeps of the request, as its rule says (`content`, `metadata`; None: the default)."""
+    sent: list[bytes] | None = None
+    """The response's body as it was sent, chunk by chunk, for the traffic log (None: not kept)."""
+    received: list[bytes] | None = None
+    """A passed-through request's body as it came, chunk by chunk, for the traffic log (None: not kept)."""
+    captured: int = 0
+    """Bytes in `sent` and `received`, up to `CAPTURED_UP_TO`."""
     model: str | None = None
     """The model that really answered, as the upstream reported it."""
     model_label: str | None = None
@@ -124,9 +137,27 @@ class Tally:
         """A request the request metrics count: routed, or passed through (the others are only logged)."""
         return self.routed or bool(self.endpoint)
 
-    def decided(self, route: str, rule: str) -> None:
-        """The policy's decision (before any fallback)."""
-        self.route, self.rule = route, rule
+    def decided(self, route: str, rule: str, reason: str | None = None, log: str | None = None) -> None:
+        """The policy's decision (before any fallback), why it was made, and what the traffic log keeps of it."""
+        self.route, self.rule, self.reason, self.log = route, rule, reason, log
+
+    def keep_sent(self, body: bytes) -> None:
+        """Keep a chunk of the response's body for the traffic log (all of it is dropped past `CAPTURED_UP_TO`)."""
+        if self.sent is not None and body:
+            self.captured += len(body)
+            if self.captured > CAPTURED_UP_TO:
+                self.sent = None
+            else:
+                self.sent.append(body)
+
+    def keep_received(self, body: bytes) -> None:
+        """Keep a chunk of a passed-through request's body for the traffic log (as `keep_sent`)."""
+        if self.received is not None and body:
+            self.captured += len(body)
+            if self.captured > CAPTURED_UP_TO:
+                self.received = None
+            else:
+                self.received.append(body)
 
     def charge_for(
         self,

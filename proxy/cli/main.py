@@ -20,10 +20,13 @@ from typing import Any, cast
 
 from proxy._version import __version__
 from proxy.accounting.accesslog import ACCESS_LOGGER
+from proxy.cli.export import add_export_command, run_export_command
 from proxy.cli.index import add_index_commands, run_index_command
 from proxy.cli.keys import add_keys_commands, run_keys_command
 from proxy.cli.policy import add_policy_commands, run_policy_command
 from proxy.cli.prices import add_prices_command, run_prices_command
+from proxy.cli.replay import add_replay_command, run_replay_command
+from proxy.cli.traffic import add_traffic_commands, run_traffic_command
 from proxy.config.errors import ConfigError
 from proxy.config.settings import ENV_VARS, Settings, load_settings
 from proxy.logs import LOG_FORMAT, RedactingFormatter
@@ -121,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     add_index_commands(commands)
     add_keys_commands(commands)
     add_prices_command(commands)
+    add_export_command(commands)
+    add_replay_command(commands)
+    add_traffic_commands(commands)
 
     simulate = commands.add_parser("simulate", help="run the simulated OpenAI upstream on its own")
     simulate.add_argument("--host", default="127.0.0.1")
@@ -272,6 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_keys_command(args)
         if args.command == "prices":
             return run_prices_command(args)
+        if args.command == "export":
+            return run_export_command(args)
+        if args.command == "replay":
+            return run_replay_command(args)
+        if args.command == "feedback":
+            return run_traffic_command(args)
         return run_policy_command(args)
     except KeyboardInterrupt:
         return 130

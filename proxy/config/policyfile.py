@@ -27,6 +27,7 @@ from proxy.config.sections import (
     Price,
     RetrySettings,
     TeamLimits,
+    TrafficSettings,
     UpstreamFile,
 )
 from proxy.config.yamlsource import Key, YamlDocument
@@ -57,6 +58,7 @@ class _PolicyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     database_url: Annotated[str, msgspec.Meta(pattern="^(sqlite|postgres|postgresql)://")] | None = None
     rules: Any = None
     tracing: Any = None  # read by `proxy.config.tracing`
+    traffic: TrafficSettings = TrafficSettings()
 
 
 class Deployment(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,6 +88,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
     """Where keys and the spend ledger live: `sqlite:///path` or `postgresql://...` (None: the SQLite default).
     It may carry a password, so it is never shown whole."""
+    traffic: TrafficSettings = TrafficSettings()
+    """The traffic log (`proxy.traffic`): off by default."""
 
     def model_names(self) -> dict[str, str]:
         """Model names that select a route directly (route names and aliases), when the policy allows it."""
@@ -167,6 +171,16 @@ def _check_cache(document: YamlDocument, cache: CacheSettings) -> None:
         raise document.error(("cache", "url"), f"cache.url is not a Redis URL: {problem}")
 
 
+def _check_traffic(document: YamlDocument, traffic: TrafficSettings) -> None:
+    for index, pattern in enumerate(traffic.redact.patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            where = ("traffic", "redact", "patterns", index)
+            message = f"traffic.redact.patterns: {pattern!r} is not a regular expression: {exc}"
+            raise document.error(where, message) from exc
+
+
 PASSTHROUGH_LABEL = "passthrough"
 """The `route` label of the requests passed through (`proxy.passthrough`): no route may take that name."""
 
@@ -246,6 +260,7 @@ def parse_deployment(
     prices = _entries(document, "prices", file.prices, Price)
     _check_names(document, file, routes)
     _check_cache(document, file.cache)
+    _check_traffic(document, file.traffic)
     auth, database_url = _auth(document, file.auth), file.database_url
     if file.rules is None:
         if file.routes or file.aliases or len(file.upstreams) > 1:
@@ -261,6 +276,7 @@ def parse_deployment(
             prices=prices,
             auth=auth,
             database_url=database_url,
+            traffic=file.traffic,
         )
         return {name: upstream}, deployment
     if not file.routes:
@@ -285,4 +301,5 @@ def parse_deployment(
         passthrough=_passthrough(document, file, list(upstreams)),
         auth=auth,
         database_url=database_url,
+        traffic=file.traffic,
     )

@@ -23,11 +23,14 @@ __all__ = [
     "EmbedderSettings",
     "PassthroughSettings",
     "Price",
+    "RedactSettings",
+    "RetentionSettings",
     "RetrySettings",
     "ServerSettings",
     "TeamLimits",
     "TierPrice",
     "TimeoutSettings",
+    "TrafficSettings",
     "UpstreamFile",
 ]
 
@@ -267,3 +270,43 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         return (
             f"AuthSettings(mode={self.mode!r}, teams={sorted(self.teams)!r}, redis_url={redact_url(self.redis_url)!r})"
         )
+
+
+class RedactSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the traffic log removes from the content it keeps, before it keeps it."""
+
+    patterns: tuple[str, ...] = ()
+    """Regular expressions (Python's `re`) whose matches become `[redacted]` (checked at load)."""
+    defaults: bool = True
+    """Also remove e-mail addresses, phone numbers, card numbers and API keys (`sk-...`, bearer tokens)."""
+
+
+class RetentionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How long the traffic log keeps exchanges: by age and by count (None: without limit)."""
+
+    days: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    max_rows: AtLeastOne | None = None
+    every: Seconds = 300.0
+    """Seconds between two prunes (each worker's writer prunes)."""
+
+
+class TrafficSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The traffic log (`proxy.traffic`): every exchange, off the request path, in a database or JSONL files."""
+
+    enabled: bool = False
+    store: Annotated[str, msgspec.Meta(pattern=r"^((sqlite|postgres|postgresql|jsonl):///?.+|.+\.jsonl)$")] | None = (
+        None
+    )
+    """`sqlite:///path.db`, `postgresql://...`, a path ending `.jsonl`, or `jsonl:///dir` (None: the keys database,
+    `database_url`). It may carry a password, so it is never shown whole."""
+    log: Literal["content", "metadata"] = "metadata"
+    """What is kept of a request whose rule says nothing: `metadata`, or `content` (request and answer, redacted)."""
+    queue: AtLeastOne = 10_000
+    """Exchanges waiting to be written, at most; past it, new ones are dropped (and counted)."""
+    batch: AtLeastOne = 500
+    """Exchanges written in one transaction, at most."""
+    redact: RedactSettings = RedactSettings()
+    retention: RetentionSettings = RetentionSettings()
+
+    def __repr__(self) -> str:
+        return f"TrafficSettings(enabled={self.enabled!r}, store={redact_url(self.store)!r}, log={self.log!r})"

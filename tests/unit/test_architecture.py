@@ -29,6 +29,7 @@ PARTS = (
     "proxy._version",
     "proxy.tasks",
     "proxy.auth",
+    "proxy.traffic",
     "proxy.parity",
     "proxy",
     "routes.knowledge",

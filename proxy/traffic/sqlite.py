@@ -1,0 +1,222 @@
+"""`SqliteTrafficStore`: the traffic log in an SQLite file (the keys database by default), stdlib `sqlite3` in a thread.
+
+The table is the keys database's `turnout_traffic` (migration 2, `proxy.auth.migrations`): opening the store
+runs the keys database's migrations first, so a traffic-only file has the same schema. One connection, used by
+one worker thread, so neither the event loop nor another thread ever touches it; rows are encoded in that
+thread too. Reads page through the table by `(at, request_id)`, so no cursor stays open across an `await`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from proxy.auth.sqlite import BUSY_TIMEOUT_MS, SqliteDatabase
+from proxy.auth.store import DatabaseError
+from proxy.traffic.record import Exchange
+from proxy.traffic.rows import COLUMNS, METADATA_COLUMNS, decode_row, encode_row, json_text
+from proxy.traffic.store import TrafficStoreError
+
+__all__ = ["PAGE", "SqliteTrafficStore"]
+
+T = TypeVar("T")
+PAGE = 500
+"""Rows read per round trip to the worker thread."""
+_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_INSERT = f"INSERT OR IGNORE INTO turnout_traffic ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
+
+
+def _time(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime(_FORMAT)
+
+
+def _seconds(text: str) -> float:
+    return datetime.strptime(text, _FORMAT).replace(tzinfo=UTC).timestamp()
+
+
+def _select(with_content: bool) -> str:
+    return ", ".join(COLUMNS if with_content else METADATA_COLUMNS)
+
+
+class SqliteTrafficStore:
+    """Exchanges in the `turnout_traffic` table of one SQLite file (created, with its directory, when missing)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.display_url = f"sqlite:///{path}"
+        self._executor: ThreadPoolExecutor | None = None
+        self._connection: sqlite3.Connection | None = None
+        self._opening = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Migrate the file (the keys database's migrations), then open this store's own connection."""
+        async with self._opening:
+            if self._connection is not None:
+                return
+            schema = SqliteDatabase(self.path)
+            try:
+                await schema.open()
+            except DatabaseError as exc:
+                raise TrafficStoreError(str(exc)) from exc
+            finally:
+                await schema.close()
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turnout-traffic")
+            try:
+                self._connection = await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+            except sqlite3.Error as exc:
+                executor.shutdown(wait=False)
+                raise TrafficStoreError(f"{self.display_url}: {exc}") from exc
+            self._executor = executor
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        return connection
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._connection is None:
+            await self.open()
+        connection, executor = self._connection, self._executor
+        if connection is None or executor is None:
+            raise TrafficStoreError(f"{self.display_url} is closed")
+
+        def call() -> T:
+            try:
+                return work(connection)
+            except sqlite3.Error as exc:
+                raise TrafficStoreError(f"{self.display_url}: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker thread."""
+        executor, connection = self._executor, self._connection
+        self._executor = self._connection = None
+        if executor is None:
+            return
+        if connection is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, connection.close)
+        executor.shutdown(wait=True)
+
+    async def write(self, exchanges: Sequence[Exchange]) -> None:
+        """Insert the exchanges in one transaction (encoded in the worker thread)."""
+        if not exchanges:
+            return
+
+        def insert(connection: sqlite3.Connection) -> None:
+            rows = [encode_row(e, _time, str, json_text) for e in exchanges]
+            with _write(connection):
+                connection.executemany(_INSERT, rows)
+
+        await self._run(insert)
+
+    async def exchanges(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        route: str | None = None,
+        rule: str | None = None,
+        with_content: bool = False,
+    ) -> AsyncIterator[Exchange]:
+        """The matching exchanges in time order, a page at a time."""
+        clauses, parameters = _filters(since, until, route, rule)
+        after: tuple[str, str] | None = None
+        while True:
+            where = list(clauses)
+            page_parameters = list(parameters)
+            if after is not None:
+                where.append("(at, request_id) > (?, ?)")
+                page_parameters += after
+            query = (
+                f"SELECT {_select(with_content)} FROM turnout_traffic"  # noqa: S608 - constant columns
+                + (f" WHERE {' AND '.join(where)}" if where else "")
+                + f" ORDER BY at, request_id LIMIT {PAGE}"
+            )
+            rows = await self._run(_fetch(query, page_parameters))
+            for row in rows:
+                yield decode_row(row, _seconds)
+            if len(rows) < PAGE:
+                return
+            after = (rows[-1][1], rows[-1][0])
+
+    async def get(self, request_id: str, *, with_content: bool = True) -> Exchange | None:
+        """The exchange of that request id, or None."""
+        query = f"SELECT {_select(with_content)} FROM turnout_traffic WHERE request_id = ?"  # noqa: S608
+        row = await self._run(lambda c: c.execute(query, (request_id,)).fetchone())
+        return None if row is None else decode_row(row, _seconds)
+
+    async def feedback(self, request_id: str, *, score: float | None, label: str | None, comment: str | None) -> bool:
+        """Set the given fields of the exchange; False when there is none of that id."""
+
+        def update(connection: sqlite3.Connection) -> bool:
+            with _write(connection):
+                cursor = connection.execute(
+                    "UPDATE turnout_traffic SET score = COALESCE(?, score), label = COALESCE(?, label), "
+                    "comment = COALESCE(?, comment) WHERE request_id = ?",
+                    (score, label, comment, request_id),
+                )
+                return cursor.rowcount > 0
+
+        return await self._run(update)
+
+    async def prune(self, *, older_than: float | None, max_rows: int | None) -> int:
+        """Delete by age, then the oldest beyond `max_rows`, in one transaction."""
+
+        def delete(connection: sqlite3.Connection) -> int:
+            removed = 0
+            with _write(connection):
+                if older_than is not None:
+                    removed += connection.execute(
+                        "DELETE FROM turnout_traffic WHERE at < ?", (_time(older_than),)
+                    ).rowcount
+                if max_rows is not None:
+                    removed += connection.execute(
+                        "DELETE FROM turnout_traffic WHERE id IN (SELECT id FROM turnout_traffic "
+                        "ORDER BY at DESC, request_id DESC LIMIT -1 OFFSET ?)",
+                        (max_rows,),
+                    ).rowcount
+            return removed
+
+        return await self._run(delete)
+
+
+def _fetch(query: str, parameters: Sequence[Any]) -> Callable[[sqlite3.Connection], list[Any]]:
+    return lambda connection: connection.execute(query, parameters).fetchall()
+
+
+def _filters(
+    since: float | None, until: float | None, route: str | None, rule: str | None
+) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    parameters: list[Any] = []
+    for clause, value in (
+        ("at >= ?", None if since is None else _time(since)),
+        ("at < ?", None if until is None else _time(until)),
+        ("route = ?", route),
+        ("rule = ?", rule),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            parameters.append(value)
+    return clauses, parameters
+
+
+class _write:  # noqa: N801 - used as a `with` statement, like a function
+    """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK`)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def __enter__(self) -> None:
+        self.connection.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        self.connection.execute("ROLLBACK" if kind is not None else "COMMIT")
