@@ -17,11 +17,24 @@ from policies.checks import Condition
 from policies.conditions import compile_when
 from policies.engine import PolicyEngine, Rule, Shadow, Sticky
 from policies.errors import Path, PolicyError
+from policies.experiments import BLOCKS
 from policies.nearest import Nearest, read_nearest
 
 __all__ = ["RULE_KEYS", "load_policy"]
 
-RULE_KEYS = ("name", "when", "route", "split", "sticky", "fallback", "shadow", "cache", "deadline", "nearest")
+RULE_KEYS = (
+    "name",
+    "when",
+    "route",
+    "split",
+    "sticky",
+    "fallback",
+    "shadow",
+    "cache",
+    "deadline",
+    "nearest",
+    *BLOCKS,
+)
 """The keys a rule may have."""
 _SHADOW_KEYS = ("route", "sample")
 _STICKY: tuple[Sticky, ...] = ("user", "caller")

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from policies import PolicyEngine, PolicyError, load_policy
+from policies import Experiment, PolicyEngine, PolicyError, load_experiments, load_policy
 from proxy.config.errors import ConfigError
 from proxy.config.rag import IndexLoader, embedder_identity
 from proxy.config.sections import (
@@ -76,6 +76,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     cache: CacheSettings = CacheSettings()
     policy: PolicyEngine | None = None
     """None: no rules, every request takes the one route with the caller's `model`."""
+    experiments: dict[str, Experiment] = {}
+    """The rules' `parity:` and `canary:` blocks, by rule name (`policies.experiments`)."""
     embedder: EmbedderSettings = EmbedderSettings()
     indexes: dict[str, KnowledgeIndex] = {}
     """The knowledge index of each route that searches one (RAG), loaded and checked against the embedder."""
@@ -267,6 +269,7 @@ def parse_deployment(
         raise document.error(("rules",), "rules need `routes` to send requests to")
     try:
         policy = load_policy(file.rules, list(file.routes), locate=lambda where: document.locate(where))
+        experiments = load_experiments(file.rules, list(file.routes), locate=lambda where: document.locate(where))
     except PolicyError as exc:
         raise ConfigError(str(exc)) from exc
     return upstreams, Deployment(
@@ -280,6 +283,7 @@ def parse_deployment(
         deadline=file.deadline,
         cache=file.cache,
         policy=policy,
+        experiments=experiments,
         embedder=file.embedder,
         indexes=_check_routes(document, file, list(upstreams), routes, policy),
         passthrough=_passthrough(document, file, list(upstreams)),
