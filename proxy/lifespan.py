@@ -26,12 +26,14 @@ from proxy.access import Access, open_access
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import priced
+from proxy.auth.store import Database
 from proxy.batches import BatchBilling, MemoryClaims, open_claims
 from proxy.cache.lookup import SharedCache
 from proxy.config.errors import ConfigError
 from proxy.config.settings import Settings, UpstreamSettings
 from proxy.logs import redact_logs_with
 from proxy.models import ModelCatalog
+from proxy.pairing import build_pairing, open_pair_store
 from proxy.pipeline import Pipeline
 from proxy.response_homes import ResponseHomes, open_homes
 from proxy.semantic import Knowledge, LocalEmbedders, build_knowledge
@@ -173,6 +175,7 @@ def _build(
     recorder: Recorder | None,
     redactor: Redactor,
     access: Access | None = None,
+    pairs: Database | None = None,
 ) -> Generation:
     upstreams = {
         name: Upstream(
@@ -208,6 +211,7 @@ def _build(
         prices=prices,
         recorder=recorder,
         shadow_spent=access.shadow_spent if access is not None else None,
+        pairing=build_pairing(settings, pairs, recorder),
         cache=caches.answer_cache(
             deployment.cache, tasks, semantic=deployment.policy is not None and deployment.policy.semantic_cache
         ),
@@ -298,8 +302,10 @@ async def open_resources(
         stack.push_async_callback(claims.aclose)
         models = ModelCatalog()
         access = await stack.enter_async_context(open_access(settings, tasks, recorder))
+        pairs = await stack.enter_async_context(open_pair_store(settings))
+        stack.push_async_callback(tasks.drain, settings.server.drain_timeout)  # the pairs' writes, before it closes
         resources = Resources(
-            _build(settings, sessions, tasks, base_url, caches, local, recorder, redactor, access),
+            _build(settings, sessions, tasks, base_url, caches, local, recorder, redactor, access, pairs),
             tasks,
             models,
             homes,
@@ -324,7 +330,7 @@ async def open_resources(
             try:
                 reloaded = reload_settings()
                 with_new = redactor | Redactor(reloaded.secrets())
-                new = _build(reloaded, sessions, tasks, base_url, caches, local, recorder, with_new, access)
+                new = _build(reloaded, sessions, tasks, base_url, caches, local, recorder, with_new, access, pairs)
             except ConfigError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
                 if recorder is not None:

@@ -22,6 +22,7 @@ from proxy._version import __version__
 from proxy.accounting.accesslog import ACCESS_LOGGER
 from proxy.cli.index import add_index_commands, run_index_command
 from proxy.cli.keys import add_keys_commands, run_keys_command
+from proxy.cli.parity import add_parity_commands, run_parity_command
 from proxy.cli.policy import add_policy_commands, run_policy_command
 from proxy.cli.prices import add_prices_command, run_prices_command
 from proxy.config.errors import ConfigError
@@ -121,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     add_index_commands(commands)
     add_keys_commands(commands)
     add_prices_command(commands)
+    add_parity_commands(commands)
 
     simulate = commands.add_parser("simulate", help="run the simulated OpenAI upstream on its own")
     simulate.add_argument("--host", default="127.0.0.1")
@@ -272,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_keys_command(args)
         if args.command == "prices":
             return run_prices_command(args)
+        if args.command in ("parity", "canary"):
+            return run_parity_command(args)
         return run_policy_command(args)
     except KeyboardInterrupt:
         return 130

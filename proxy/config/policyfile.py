@@ -56,6 +56,7 @@ class _PolicyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     auth: Any = None
     database_url: Annotated[str, msgspec.Meta(pattern="^(sqlite|postgres|postgresql)://")] | None = None
     rules: Any = None
+    canary_ttl: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
     tracing: Any = None  # read by `proxy.config.tracing`
 
 
@@ -78,6 +79,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     """None: no rules, every request takes the one route with the caller's `model`."""
     experiments: dict[str, Experiment] = {}
     """The rules' `parity:` and `canary:` blocks, by rule name (`policies.experiments`)."""
+    canary_ttl: float = 1.0
+    """Seconds a replica keeps a canary's state before reading it again (`canary_ttl`)."""
     embedder: EmbedderSettings = EmbedderSettings()
     indexes: dict[str, KnowledgeIndex] = {}
     """The knowledge index of each route that searches one (RAG), loaded and checked against the embedder."""
@@ -284,6 +287,7 @@ def parse_deployment(
         cache=file.cache,
         policy=policy,
         experiments=experiments,
+        canary_ttl=file.canary_ttl,
         embedder=file.embedder,
         indexes=_check_routes(document, file, list(upstreams), routes, policy),
         passthrough=_passthrough(document, file, list(upstreams)),

@@ -1,0 +1,244 @@
+"""`Pairing`: the request path's side of parity: which route a canary rule's request takes, and its pair.
+
+For a rule with a `parity:` block (`policies.experiments`):
+- `trial(decision)`: with a canary, the candidate takes the canary's share of the rule's requests (the
+  reference, the rule's route, the rest, and is the candidate's first fallback); a `parity.sample` share of
+  them is sampled for a pair. The answer carries `x-turnout-canary` (`header`).
+- `finished(...)`: a candidate's request counts for the guardrails; a sampled, non-streamed answer has the
+  other route answer the same request in the background (`proxy.shadow.run_shadow`, priced as evaluation
+  spend), the two are evaluated (the rule's deterministic evaluators, then its judge if none decides), the
+  pair is stored (`proxy.auth.pairs`, with both texts only when content is logged) and the canary reviewed.
+
+A streamed answer is not assembled here, so a streamed request takes the canary's route and counts for its
+guardrails, but makes no pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from policies import Decision, Experiment
+from proxy.accounting.parity import ParityMetrics
+from proxy.accounting.recorder import Recorder
+from proxy.accounting.tally import Tally
+from proxy.auth.pairs import PairRow
+from proxy.auth.store import Database, DatabaseError, open_database
+from proxy.canaries import Canaries
+from proxy.config.settings import Settings
+from proxy.parity.answers import Pair, text_of
+from proxy.parity.evaluate import build_evaluators, evaluate
+from proxy.parity.evaluators import Evaluator
+from proxy.parity.judge import JudgeError
+
+__all__ = ["CANARY_HEADER", "Copy", "Pairing", "Trial", "build_pairing", "open_pair_store"]
+
+logger = logging.getLogger("turnout.parity")
+
+CANARY_HEADER = "x-turnout-canary"
+Copy = Callable[[str, str], Awaitable[tuple[Tally, bytes | None]]]
+"""Sends the request being answered to a route in the background: (route, kind) → its tally and answer body."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """What a request of a parity rule is part of: its rule, the canary's version and share, and its roles."""
+
+    experiment: Experiment
+    served: str
+    """The route chosen to answer it."""
+    version: int = 0
+    share: float | None = None
+    """The candidate's share of the rule's traffic (None: the rule has no canary)."""
+    step: int | None = None
+    sampled: bool = False
+    verdict: str = "undecided"
+
+    @property
+    def candidate_served(self) -> bool:
+        """Whether the candidate route was chosen."""
+        return self.served == self.experiment.candidate
+
+    @property
+    def other(self) -> str:
+        """The route that answers the pair in the background."""
+        experiment = self.experiment
+        return experiment.reference if self.candidate_served else experiment.candidate
+
+    def header(self) -> tuple[str, str] | None:
+        """`x-turnout-canary: <rule>;step=25;share=0.25;verdict=undecided;served=candidate` (None: no canary)."""
+        if self.share is None:
+            return None
+        role = "candidate" if self.candidate_served else "reference"
+        value = f"{self.experiment.rule};step={self.step};share={self.share:g};verdict={self.verdict};served={role}"
+        return CANARY_HEADER, value
+
+
+class Pairing:
+    """The parity rules of one policy: their canaries' choices and their pairs."""
+
+    def __init__(
+        self,
+        experiments: Mapping[str, Experiment],
+        store: Database,
+        canaries: Canaries,
+        *,
+        metrics: ParityMetrics | None = None,
+        content: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.experiments = experiments
+        self._store, self.canaries, self._metrics, self._content = store, canaries, metrics, content
+        self._rng = rng or random.Random()  # noqa: S311 - sampling, not cryptography
+        self._evaluators: dict[str, list[Evaluator]] = {}
+        for rule, experiment in experiments.items():
+            specs = experiment.parity.specs()
+            wired = [spec for spec in specs if spec.__struct_config__.tag != "semantic"]
+            if len(wired) < len(specs) or experiment.parity.judge is not None:
+                logger.warning("parity %s: the semantic evaluator and the judge are not run on live pairs yet", rule)
+            self._evaluators[rule] = build_evaluators(wired)
+
+    async def trial(self, decision: Decision) -> tuple[Decision, Trial | None]:
+        """The decision to follow for a request of `decision.rule`, and its trial (None: no parity rule)."""
+        experiment = self.experiments.get(decision.rule)
+        if experiment is None or decision.route != experiment.route:
+            return decision, None
+        sampled = self._rng.random() < experiment.parity.sample
+        if experiment.canary is None:
+            return decision, Trial(experiment, decision.route, sampled=sampled)
+        try:
+            standing = await self.canaries.standing(experiment.rule)
+        except DatabaseError as exc:
+            logger.warning("canary %s: the state cannot be read (%s): the reference answers", experiment.rule, exc)
+            return decision, None
+        share = self.canaries.share(experiment.rule, standing)
+        trial = Trial(
+            experiment,
+            decision.route,
+            version=standing.state.version,
+            share=share,
+            step=standing.state.share,
+            sampled=sampled,
+            verdict=self.canaries.verdict(experiment.rule),
+        )
+        if self._rng.random() >= share:
+            return decision, trial
+        fallbacks = (experiment.reference, *(f for f in decision.fallbacks if f != experiment.reference))
+        chosen = replace(decision, route=experiment.candidate, fallbacks=fallbacks)
+        return chosen, replace(trial, served=experiment.candidate)
+
+    async def finished(
+        self,
+        trial: Trial,
+        request_id: str,
+        *,
+        answered_by: str | None,
+        body: bytes | None,
+        latency_ms: float,
+        cost: Decimal | None,
+        copy: Copy,
+    ) -> None:
+        """After the request: the guardrails, then (if sampled and answered whole by its route) its pair."""
+        experiment = trial.experiment
+        failed = answered_by != trial.served
+        if experiment.canary is not None and trial.candidate_served:
+            self.canaries.observe(experiment.rule, trial.version, failed=failed, latency_ms=latency_ms, cost=cost)
+        if trial.sampled and not failed and body is not None:
+            await self._pair(trial, request_id, body, copy)
+        elif experiment.canary is not None and trial.candidate_served:
+            await self._review(experiment.rule)
+
+    async def _pair(self, trial: Trial, request_id: str, body: bytes, copy: Copy) -> None:
+        experiment = trial.experiment
+        kind = "reference" if trial.candidate_served else "candidate"
+        tally, other = await copy(trial.other, kind)
+        if self._metrics is not None and tally.cost is not None:
+            self._metrics.evaluation_spent(experiment.rule, kind, tally.cost)
+        if experiment.canary is not None and not trial.candidate_served:
+            self.canaries.observe(
+                experiment.rule, trial.version, failed=other is None, latency_ms=tally.seconds() * 1000, cost=tally.cost
+            )
+        if other is not None:
+            served, background = _answer(body), _answer(other)
+            if served is not None and background is not None:
+                candidate, reference = (served, background) if trial.candidate_served else (background, served)
+                await self._store_pair(trial, request_id, Pair(candidate, reference))
+        if experiment.canary is not None:
+            await self._review(experiment.rule)
+
+    async def _store_pair(self, trial: Trial, request_id: str, pair: Pair) -> None:
+        experiment = trial.experiment
+        try:
+            evaluation = await evaluate(pair, self._evaluators[experiment.rule])
+        except JudgeError as exc:
+            logger.warning("parity %s: the judge failed (%s): the pair is left out", experiment.rule, exc)
+            return
+        outcome = str(evaluation.outcome)
+        row = PairRow(
+            at=datetime.now(UTC),
+            request_id=request_id,
+            rule=experiment.rule,
+            candidate=experiment.candidate,
+            reference=experiment.reference,
+            outcome=outcome,
+            evaluator=evaluation.decided_by,
+            canary_version=trial.version,
+            candidate_text=text_of(pair.candidate) if self._content else None,
+            reference_text=text_of(pair.reference) if self._content else None,
+        )
+        try:
+            await self._store.record_pair(row)
+        except DatabaseError as exc:
+            logger.warning("parity %s: the pair could not be stored (%s)", experiment.rule, exc)
+            return
+        if self._metrics is not None:
+            self._metrics.paired(experiment.rule, experiment.candidate, outcome)
+
+    async def _review(self, rule: str) -> None:
+        try:
+            await self.canaries.review(rule)
+        except DatabaseError as exc:
+            logger.warning("canary %s: not reviewed (%s)", rule, exc)
+
+
+def _answer(body: bytes) -> Mapping[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@contextlib.asynccontextmanager
+async def open_pair_store(settings: Settings) -> AsyncIterator[Database | None]:
+    """The database of pairs and canaries (the keys' `database_url`), open while the app runs.
+
+    None when the starting policy has no parity rule (one added by a reload waits for a restart).
+    """
+    if not settings.deployment.experiments:
+        yield None
+        return
+    database = open_database(settings.deployment.database_url)
+    await database.open()
+    logger.info("parity pairs and canaries in %s", database.display_url)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def build_pairing(settings: Settings, store: Database | None, recorder: Recorder | None) -> Pairing | None:
+    """The pairing of a policy's parity rules (None: it has none, or no store is open)."""
+    experiments = settings.deployment.experiments
+    if not experiments or store is None:
+        return None
+    metrics = recorder.parity if recorder is not None else None
+    canaries = Canaries(experiments, store, metrics=metrics, ttl=settings.deployment.canary_ttl)
+    return Pairing(experiments, store, canaries, metrics=metrics, content=settings.server.log_content)
