@@ -13,13 +13,16 @@ Which route is which:
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from policies.errors import PolicyError
+from proxy.parity.judge import JudgeError, load_prompt
 from proxy.parity.settings import CanarySettings, ParitySettings, check_blocks
 
 __all__ = ["BLOCKS", "Experiment", "load_experiments"]
@@ -39,6 +42,8 @@ class Experiment:
     """The rule's own route."""
     parity: ParitySettings
     canary: CanarySettings | None = None
+    judge_prompt: string.Template | None = None
+    """The judge's prompt, read and checked at load (None: the rule has no judge)."""
 
     @property
     def candidate(self) -> str:
@@ -59,7 +64,9 @@ def _convert(raw: object, kind: type[Any], where: str, fail: Callable[[str, str]
         raise fail(where, message if "- at `" in message else f"{where}: {message}") from exc
 
 
-def _read(raw: Mapping[Any, Any], index: int, routes: frozenset[str], locate: Locate) -> Experiment | None:
+def _read(
+    raw: Mapping[Any, Any], index: int, routes: frozenset[str], locate: Locate, base: Path | None
+) -> Experiment | None:
     name = str(raw.get("name"))
 
     def fail(key: str, problem: str) -> PolicyError:
@@ -86,11 +93,22 @@ def _read(raw: Mapping[Any, Any], index: int, routes: frozenset[str], locate: Lo
             f"with a canary, the rule's route is the reference: route '{route}' is not parity.reference "
             f"'{parity.reference}'",
         )
-    return Experiment(rule=name, route=route, parity=parity, canary=canary)
+    prompt = None
+    if parity.judge is not None:
+        path = parity.judge.prompt
+        try:
+            prompt = load_prompt(None if path is None else base / path if base is not None else Path(path))
+        except JudgeError as exc:
+            raise fail("parity.judge", f"parity.judge.prompt: {exc}") from exc
+    return Experiment(rule=name, route=route, parity=parity, canary=canary, judge_prompt=prompt)
 
 
-def load_experiments(rules: Any, route_names: Collection[str], *, locate: Locate) -> dict[str, Experiment]:
+def load_experiments(
+    rules: Any, route_names: Collection[str], *, locate: Locate, base: Path | None = None
+) -> dict[str, Experiment]:
     """The experiments of a policy's rules (already checked by `load_policy`), by rule name.
+
+    A judge's prompt file is read here; a relative path is `base`'s (the policy file's directory).
 
     Raises:
         PolicyError: a block is invalid, names an unknown route, or does not fit its rule.
@@ -99,7 +117,7 @@ def load_experiments(rules: Any, route_names: Collection[str], *, locate: Locate
     routes = frozenset(route_names)
     for index, raw in enumerate(rules if isinstance(rules, list) else ()):
         if isinstance(raw, Mapping):
-            experiment = _read(raw, index, routes, locate)
+            experiment = _read(raw, index, routes, locate, base)
             if experiment is not None:
                 found[experiment.rule] = experiment
     return found

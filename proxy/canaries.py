@@ -44,6 +44,7 @@ from proxy.parity.gate import GateResult, gate
 __all__ = ["Canaries", "Evidence", "Standing"]
 
 logger = logging.getLogger("turnout.canary")
+_SUCCESSES = ("win", "tie")
 _DIRECTIONS = {Action.ADVANCE: "up", Action.RESUME: "up", Action.ROLLBACK: "down"}
 
 
@@ -63,6 +64,10 @@ class Evidence:
     gate: GateResult
     step_pairs: int
     undecided: int
+    judged: int = 0
+    """Pairs a deterministic evaluator decided that the judge decided too (its audit)."""
+    judge_agrees: int = 0
+    """Of those, the pairs where both agree on what the gate counts (the candidate at least as good, or not)."""
 
 
 @dataclass(slots=True)
@@ -170,7 +175,7 @@ class Canaries:
         since = standing.since_version if standing is not None else 0
         counts = await self._store.pair_counts(experiment.rule, experiment.candidate, since)
         decided = [count for count in counts if count.outcome != "undecided"]
-        successes = sum(count.pairs for count in decided if count.outcome in ("win", "tie"))
+        successes = sum(count.pairs for count in decided if count.outcome in _SUCCESSES)
         pairs = sum(count.pairs for count in decided)
         current = standing.state.version if standing is not None else None
         parity = experiment.parity
@@ -184,9 +189,13 @@ class Canaries:
         )
         step_pairs = sum(count.pairs for count in decided if count.canary_version == current)
         undecided = sum(count.pairs for count in counts if count.outcome == "undecided")
+        audited = [
+            count for count in decided if count.evaluator != "judge" and count.judge_outcome not in (None, "undecided")
+        ]
+        agrees = sum(c.pairs for c in audited if (c.outcome in _SUCCESSES) == (c.judge_outcome in _SUCCESSES))
         if self._metrics is not None:
             self._metrics.gated(experiment.rule, experiment.candidate, result.verdict, result.rate, result.lower)
-        return Evidence(result, step_pairs, undecided)
+        return Evidence(result, step_pairs, undecided, sum(count.pairs for count in audited), agrees)
 
     async def review(self, rule: str) -> Event | None:
         """Move the rule's canary if its gate and guardrails say so; the event (None: it stays)."""

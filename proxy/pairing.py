@@ -33,18 +33,42 @@ from proxy.auth.pairs import PairRow
 from proxy.auth.store import Database, DatabaseError, open_database
 from proxy.canaries import Canaries
 from proxy.config.settings import Settings
+from proxy.endpoints.chat import CHAT
 from proxy.parity.answers import Pair, text_of
 from proxy.parity.evaluate import build_evaluators, evaluate
 from proxy.parity.evaluators import Evaluator
-from proxy.parity.judge import JudgeError
+from proxy.parity.judge import Judge, JudgeError
+from proxy.wire.endpoint import Body
 
-__all__ = ["CANARY_HEADER", "Copy", "Pairing", "Trial", "build_pairing", "open_pair_store"]
+__all__ = [
+    "CANARY_HEADER",
+    "Ask",
+    "Background",
+    "Copy",
+    "Pairing",
+    "Trial",
+    "build_pairing",
+    "judge_body",
+    "open_pair_store",
+]
 
 logger = logging.getLogger("turnout.parity")
 
 CANARY_HEADER = "x-turnout-canary"
 Copy = Callable[[str, str], Awaitable[tuple[Tally, bytes | None]]]
 """Sends the request being answered to a route in the background: (route, kind) → its tally and answer body."""
+Ask = Callable[[str, list[dict[str, str]]], Awaitable[tuple[Tally, bytes | None]]]
+"""Asks a chat route other messages (the judge's): (route, messages) → its tally and answer body."""
+
+
+@dataclass(frozen=True, slots=True)
+class Background:
+    """How a request's pair is made: its copy to the other route, the judge's questions, the request itself."""
+
+    copy: Copy
+    ask: Ask
+    request: bytes
+    """The request body as received (what the judge reads of the request)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +125,8 @@ class Pairing:
         for rule, experiment in experiments.items():
             specs = experiment.parity.specs()
             wired = [spec for spec in specs if spec.__struct_config__.tag != "semantic"]
-            if len(wired) < len(specs) or experiment.parity.judge is not None:
-                logger.warning("parity %s: the semantic evaluator and the judge are not run on live pairs yet", rule)
+            if len(wired) < len(specs):
+                logger.warning("parity %s: the semantic evaluator is not run on live pairs yet", rule)
             self._evaluators[rule] = build_evaluators(wired)
 
     async def trial(self, decision: Decision) -> tuple[Decision, Trial | None]:
@@ -143,7 +167,7 @@ class Pairing:
         body: bytes | None,
         latency_ms: float,
         cost: Decimal | None,
-        copy: Copy,
+        background: Background,
     ) -> None:
         """After the request: the guardrails, then (if sampled and answered whole by its route) its pair."""
         experiment = trial.experiment
@@ -151,14 +175,14 @@ class Pairing:
         if experiment.canary is not None and trial.candidate_served:
             self.canaries.observe(experiment.rule, trial.version, failed=failed, latency_ms=latency_ms, cost=cost)
         if trial.sampled and not failed and body is not None:
-            await self._pair(trial, request_id, body, copy)
+            await self._pair(trial, request_id, body, background)
         elif experiment.canary is not None and trial.candidate_served:
             await self._review(experiment.rule)
 
-    async def _pair(self, trial: Trial, request_id: str, body: bytes, copy: Copy) -> None:
+    async def _pair(self, trial: Trial, request_id: str, body: bytes, background: Background) -> None:
         experiment = trial.experiment
         kind = "reference" if trial.candidate_served else "candidate"
-        tally, other = await copy(trial.other, kind)
+        tally, other = await background.copy(trial.other, kind)
         if self._metrics is not None and tally.cost is not None:
             self._metrics.evaluation_spent(experiment.rule, kind, tally.cost)
         if experiment.canary is not None and not trial.candidate_served:
@@ -166,20 +190,25 @@ class Pairing:
                 experiment.rule, trial.version, failed=other is None, latency_ms=tally.seconds() * 1000, cost=tally.cost
             )
         if other is not None:
-            served, background = _answer(body), _answer(other)
-            if served is not None and background is not None:
-                candidate, reference = (served, background) if trial.candidate_served else (background, served)
-                await self._store_pair(trial, request_id, Pair(candidate, reference))
+            served, paired = _answer(body), _answer(other)
+            if served is not None and paired is not None:
+                candidate, reference = (served, paired) if trial.candidate_served else (paired, served)
+                pair = Pair(candidate, reference, _answer(background.request))
+                await self._store_pair(trial, request_id, pair, background.ask)
         if experiment.canary is not None:
             await self._review(experiment.rule)
 
-    async def _store_pair(self, trial: Trial, request_id: str, pair: Pair) -> None:
+    async def _store_pair(self, trial: Trial, request_id: str, pair: Pair, ask: Ask) -> None:
         experiment = trial.experiment
+        judge = self._judge(experiment, ask)
+        settings = experiment.parity.judge
+        audit = settings is not None and self._rng.random() < settings.audit
         try:
-            evaluation = await evaluate(pair, self._evaluators[experiment.rule])
+            evaluation = await evaluate(pair, self._evaluators[experiment.rule], judge, audit=audit)
         except JudgeError as exc:
             logger.warning("parity %s: the judge failed (%s): the pair is left out", experiment.rule, exc)
             return
+        audited = evaluation.judge if evaluation.decided_by != "judge" else None
         outcome = str(evaluation.outcome)
         row = PairRow(
             at=datetime.now(UTC),
@@ -192,6 +221,7 @@ class Pairing:
             canary_version=trial.version,
             candidate_text=text_of(pair.candidate) if self._content else None,
             reference_text=text_of(pair.reference) if self._content else None,
+            judge_outcome=str(audited.outcome) if audited is not None else None,
         )
         try:
             await self._store.record_pair(row)
@@ -201,11 +231,35 @@ class Pairing:
         if self._metrics is not None:
             self._metrics.paired(experiment.rule, experiment.candidate, outcome)
 
+    def _judge(self, experiment: Experiment, ask: Ask) -> Judge | None:
+        """The rule's judge, asking its route through `ask` (its cost is evaluation spend)."""
+        settings, prompt = experiment.parity.judge, experiment.judge_prompt
+        if settings is None or prompt is None:
+            return None
+        route, rule, metrics = settings.route, experiment.rule, self._metrics
+
+        async def complete(messages: list[dict[str, str]]) -> str:
+            tally, body = await ask(route, messages)
+            if metrics is not None and tally.cost is not None:
+                metrics.evaluation_spent(rule, "judge", tally.cost)
+            answer = _answer(body) if body is not None else None
+            text = text_of(answer) if answer is not None else None
+            if text is None:
+                raise JudgeError(f"the judge route {route!r} gave no answer")
+            return text
+
+        return Judge(complete, prompt, name="judge")
+
     async def _review(self, rule: str) -> None:
         try:
             await self.canaries.review(rule)
         except DatabaseError as exc:
             logger.warning("canary %s: not reviewed (%s)", rule, exc)
+
+
+def judge_body(model: str, messages: list[dict[str, str]]) -> Body[Any]:
+    """The chat body the judge is asked with."""
+    return CHAT.decode(json.dumps({"model": model, "messages": messages}).encode())
 
 
 def _answer(body: bytes) -> Mapping[str, Any] | None:

@@ -29,9 +29,10 @@ from proxy.deadline import Deadline, client_deadline, deadline_seconds
 from proxy.decide import decide_by_model, decide_semantically
 from proxy.dispatch import Dispatcher
 from proxy.endpoints.base import Codec
+from proxy.endpoints.chat import CHAT
 from proxy.estimate import AnswerSizes
 from proxy.outcome import Outcome, OutcomeError
-from proxy.pairing import Copy, Pairing, Trial
+from proxy.pairing import Background, Pairing, Trial, judge_body
 from proxy.semantic import SemanticScorer
 from proxy.shadow import ShadowSpent, run_shadow
 from proxy.streaming import Relay, open_relay, replay_relay
@@ -321,22 +322,26 @@ class Pipeline:
             body=body,
             latency_ms=(time.perf_counter() - started) * 1000,
             cost=tally.cost,
-            copy=self._copier(codec, call),
+            background=self._background(codec, call),
         )
         self._tasks.spawn(task, name=f"parity:{trial.experiment.rule}")
 
-    def _copier(self, codec: Codec[Any], call: Call[Any]) -> Copy:
-        """How a pair's background answer is asked: a copy of `call`, priced and recorded as a shadow copy is."""
+    def _background(self, codec: Codec[Any], call: Call[Any]) -> Background:
+        """A pair's background calls (the copy of `call` to the other route, the judge's), priced as shadow copies."""
 
-        async def copy(route: str, kind: str) -> tuple[Tally, bytes | None]:
+        def send(kind_of: Codec[Any], body: Any, route: str, kind: str) -> Awaitable[tuple[Tally, bytes | None]]:
             headers = {**call.headers, "x-request-id": f"{call.headers.get('x-request-id', 'req')}-{kind}"}
-            copied = Call(call.endpoint, call.body, headers, caller=call.caller, team=call.team)
-            account, spent = functools.partial(self._account, codec, copied), functools.partial(self._spent, copied)
-            return await run_shadow(
-                codec, copied, self._routes[route], account, spent, self._recorder, self._shadow_spent
-            )
+            copied = Call(kind_of, body, headers, caller=call.caller, team=call.team)
+            account, spent = functools.partial(self._account, kind_of, copied), functools.partial(self._spent, copied)
+            return run_shadow(kind_of, copied, self._routes[route], account, spent, self._recorder, self._shadow_spent)
 
-        return copy
+        return Background(
+            lambda route, kind: send(codec, call.body, route, kind),
+            lambda route, messages: send(
+                CHAT, judge_body(self._routes[route].model or route, messages), route, "judge"
+            ),
+            call.raw,
+        )
 
     def _spent(self, call: Call[Any], tally: Tally) -> None:
         """Charge `tally` with the embeddings the call's question was billed since the last look (then forgotten)."""

@@ -89,7 +89,8 @@ SQLITE: tuple[Migration, ...] = (
                 evaluator TEXT,
                 canary_version INTEGER NOT NULL,
                 candidate_text TEXT,
-                reference_text TEXT
+                reference_text TEXT,
+                judge_outcome TEXT
             )""",
             "CREATE INDEX turnout_parity_pairs_rule ON turnout_parity_pairs (rule, candidate, canary_version)",
             """CREATE TABLE turnout_canary (
@@ -162,7 +163,8 @@ POSTGRES: tuple[Migration, ...] = (
                 evaluator TEXT,
                 canary_version BIGINT NOT NULL,
                 candidate_text TEXT,
-                reference_text TEXT
+                reference_text TEXT,
+                judge_outcome TEXT
             )""",
             "CREATE INDEX turnout_parity_pairs_rule ON turnout_parity_pairs (rule, candidate, canary_version)",
             """CREATE TABLE turnout_canary (

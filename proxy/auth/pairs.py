@@ -33,15 +33,19 @@ class PairRow:
     candidate_text: str | None = None
     """The candidate's answer text, only when the deployment logs content."""
     reference_text: str | None = None
+    judge_outcome: str | None = None
+    """The judge's outcome when it was asked about a pair a deterministic evaluator decided (its audit)."""
 
 
 @dataclass(frozen=True, slots=True)
 class OutcomeCount:
-    """How many pairs of one canary version had one outcome."""
+    """How many pairs of one canary version had one outcome (by one evaluator, with one judge's outcome)."""
 
     canary_version: int
     outcome: str
     pairs: int
+    evaluator: str | None = None
+    judge_outcome: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +64,16 @@ class CanaryRow:
 
 
 _PAIR_COLUMNS = (
-    "at, request_id, rule, candidate, reference, outcome, evaluator, canary_version, candidate_text, reference_text"
+    "at, request_id, rule, candidate, reference, outcome, evaluator, canary_version, candidate_text, reference_text, "
+    "judge_outcome"
 )
 _CANARY_COLUMNS = "rule, candidate, share, passed, status, version, since_version, updated_at"
 STATEMENTS = {
-    "insert_pair": f"INSERT INTO turnout_parity_pairs ({_PAIR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+    "insert_pair": f"INSERT INTO turnout_parity_pairs ({_PAIR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
     "count_pairs": (
-        "SELECT canary_version, outcome, COUNT(*) FROM turnout_parity_pairs "
-        "WHERE rule = ? AND candidate = ? AND canary_version >= ? GROUP BY canary_version, outcome"
+        "SELECT canary_version, outcome, COUNT(*), evaluator, judge_outcome FROM turnout_parity_pairs "
+        "WHERE rule = ? AND candidate = ? AND canary_version >= ? "
+        "GROUP BY canary_version, outcome, evaluator, judge_outcome"
     ),
     "canary": f"SELECT {_CANARY_COLUMNS} FROM turnout_canary WHERE rule = ?",  # noqa: S608 - constant columns
     "canaries": f"SELECT {_CANARY_COLUMNS} FROM turnout_canary ORDER BY rule",  # noqa: S608
@@ -95,6 +101,7 @@ def pair_values(row: PairRow, time: Any) -> tuple[Any, ...]:
         row.canary_version,
         row.candidate_text,
         row.reference_text,
+        row.judge_outcome,
     )
 
 

@@ -236,7 +236,7 @@ class PostgresDatabase:
         async with self._transaction() as connection:
             cursor = await connection.execute(_SQL["count_pairs"], (rule, candidate, since_version))
             rows = await cursor.fetchall()
-        return [OutcomeCount(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+        return [OutcomeCount(int(r[0]), str(r[1]), int(r[2]), r[3], r[4]) for r in rows]
 
     async def canary(self, rule: str) -> CanaryRow | None:
         """The rule's canary row."""

@@ -230,7 +230,7 @@ class SqliteDatabase:
         """Pairs by canary version and outcome."""
         query, parameters = STATEMENTS["count_pairs"], (rule, candidate, since_version)
         rows = await self._run(lambda c: c.execute(query, parameters).fetchall())
-        return [OutcomeCount(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+        return [OutcomeCount(int(r[0]), str(r[1]), int(r[2]), r[3], r[4]) for r in rows]
 
     async def canary(self, rule: str) -> CanaryRow | None:
         """The rule's canary row."""

@@ -119,7 +119,10 @@ class Database(Protocol):
         """Keep one evaluated pair (`proxy.auth.pairs`)."""
 
     async def pair_counts(self, rule: str, candidate: str, since_version: int = 0) -> list[OutcomeCount]:
-        """The pairs of `rule` and `candidate` made at canary versions from `since_version`, by version and outcome."""
+        """The pairs of `rule` and `candidate` at canary versions from `since_version`, grouped.
+
+        By version, outcome, evaluator and the judge's outcome (an audited pair's).
+        """
 
     async def canary(self, rule: str) -> CanaryRow | None:
         """The rule's canary state, or None before it has one."""

@@ -27,7 +27,20 @@ from proxy.parity.canary import Action
 
 __all__ = ["add_parity_commands", "run_parity_command"]
 
-_COLUMNS = ("rule", "candidate", "reference", "pairs", "rate", "lower", "upper", "margin", "verdict", "step", "state")
+_COLUMNS = (
+    "rule",
+    "candidate",
+    "reference",
+    "pairs",
+    "rate",
+    "lower",
+    "upper",
+    "margin",
+    "verdict",
+    "step",
+    "state",
+    "judge",
+)
 
 
 def _print(text: str) -> None:
@@ -102,6 +115,9 @@ async def _rows(experiments: dict[str, Experiment], database: Database, only: st
                 "share": canaries.share(rule, standing) if standing is not None else None,
                 "state": str(standing.state.status) if standing is not None else None,
                 "step_pairs": evidence.step_pairs if standing is not None else None,
+                "judge_pairs": evidence.judged,
+                "judge_agrees": evidence.judge_agrees,
+                "judge": f"{evidence.judge_agrees}/{evidence.judged}" if evidence.judged else None,
             }
         )
     return rows

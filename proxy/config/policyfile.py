@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -272,7 +273,9 @@ def parse_deployment(
         raise document.error(("rules",), "rules need `routes` to send requests to")
     try:
         policy = load_policy(file.rules, list(file.routes), locate=lambda where: document.locate(where))
-        experiments = load_experiments(file.rules, list(file.routes), locate=lambda where: document.locate(where))
+        experiments = load_experiments(
+            file.rules, list(file.routes), locate=lambda where: document.locate(where), base=Path(document.path).parent
+        )
     except PolicyError as exc:
         raise ConfigError(str(exc)) from exc
     return upstreams, Deployment(

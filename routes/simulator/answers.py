@@ -61,6 +61,8 @@ class Answer:
     """The usage to report as given (`x-simulated-usage`) instead of the simulator's count."""
     differs: bool = False
     """Answer other words than usual (`x-simulated-differ`): a model that disagrees with the others."""
+    reply: str | None = None
+    """The content to answer, as given (`x-simulated-reply`): a judge's verdict, say."""
     _pieces: list[str] | None = None
 
     @property
@@ -80,7 +82,8 @@ class Answer:
     def pieces(self) -> list[str]:
         """The answer's content, one token-like piece per chunk: words, or JSON when `response_format` asks."""
         if self._pieces is None:
-            self._pieces = _pieces(self.body, self.chunks, differs=self.differs)
+            given = [self.reply] if self.reply is not None else None
+            self._pieces = given or _pieces(self.body, self.chunks, differs=self.differs)
         return self._pieces
 
     def logprobs(self) -> int | None:

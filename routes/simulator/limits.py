@@ -54,6 +54,7 @@ __all__ = [
     "differs",
     "embeddings_ask",
     "fault_of",
+    "reply_of",
     "reported_usage",
     "wait_ms",
 ]
@@ -276,3 +277,22 @@ def differs(headers: Mapping[str, str], model: object, messages: object) -> bool
         return False
     digest = hashlib.sha256(msgspec.json.encode(messages)).digest()
     return int.from_bytes(digest[:4], "big") % 100 < int(percent)
+
+
+def reply_of(headers: Mapping[str, str], model: object) -> str | None:
+    """The content `x-simulated-reply` gives (at most `MAX_REPLY` characters), for `x-simulated-reply-for`'s model.
+
+    Raises:
+        SimulatorRejectedError: the reply is longer than that.
+    """
+    reply = headers.get("x-simulated-reply")
+    only_for = headers.get("x-simulated-reply-for")
+    if reply is None or (only_for is not None and only_for != model):
+        return None
+    if len(reply) > MAX_REPLY:
+        raise SimulatorRejectedError(f"x-simulated-reply is over {MAX_REPLY} characters")
+    return reply
+
+
+MAX_REPLY = 4096
+"""The longest `x-simulated-reply`."""

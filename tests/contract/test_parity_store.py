@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -57,9 +58,18 @@ async def test_pairs_are_counted_by_canary_version_and_outcome(database: Databas
     for row in (pair("tie", 1), pair("tie", 1), pair("loss", 1), pair("tie", 2, text="positive"), pair("tie", 0)):
         await database.record_pair(row)
     await database.record_pair(pair("tie", 2, rule="other"))
-    counts = sorted(await database.pair_counts("classify", "ft35", 1), key=lambda c: (c.canary_version, c.outcome))
-    assert counts == [OutcomeCount(1, "loss", 1), OutcomeCount(1, "tie", 2), OutcomeCount(2, "tie", 1)]
-    assert sum(c.pairs for c in await database.pair_counts("classify", "ft35")) == 5
+    await database.record_pair(replace(pair("tie", 2), judge_outcome="win"))
+    counts = sorted(
+        await database.pair_counts("classify", "ft35", 1),
+        key=lambda c: (c.canary_version, c.outcome, c.judge_outcome or ""),
+    )
+    assert counts == [
+        OutcomeCount(1, "loss", 1, "exact"),
+        OutcomeCount(1, "tie", 2, "exact"),
+        OutcomeCount(2, "tie", 1, "exact"),
+        OutcomeCount(2, "tie", 1, "exact", "win"),
+    ]
+    assert sum(c.pairs for c in await database.pair_counts("classify", "ft35")) == 6
     assert await database.pair_counts("classify", "gpt35") == []
 
 

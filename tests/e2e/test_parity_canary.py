@@ -21,7 +21,15 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import RunningProcess, running, sdk_client, start_turnout, turnout_cli, turnout_env
+from tests.e2e.conftest import (
+    RunningProcess,
+    SimulatorCalls,
+    running,
+    sdk_client,
+    start_turnout,
+    turnout_cli,
+    turnout_env,
+)
 
 POLICY = """
 upstreams:
@@ -29,9 +37,11 @@ upstreams:
 routes:
   gpt4: {upstream: sim, model: gpt-4}
   ft35: {upstream: sim, model: ft-35}
+  judge: {upstream: sim, model: judge-model}
 prices:
   gpt-4: {input: 0.03, output: 0.06}
   ft-35: {input: 0.003, output: 0.006}
+  judge-model: {input: 0.01, output: 0.03}
 baseline: gpt4
 database_url: "${PARITY_DB}"
 canary_ttl: 0.1
@@ -60,6 +70,16 @@ rules:
       steps: [10, 50, 100]
       min_pairs: 5
       guardrails: {error_rate: 0.2, min_requests: 5}
+  - name: judged
+    when: {caller: judged}
+    route: ft35
+    parity:
+      reference: gpt4
+      sample: 1
+      evaluators: [{kind: exact, disagree: undecided}]
+      judge: {route: judge, audit: 1}
+      margin: 0.9
+      min_pairs: 5
   - name: default
     route: gpt4
 """
@@ -190,10 +210,11 @@ def test_a_candidate_that_disagrees_on_20_percent_is_rolled_back_with_its_bound_
         "verdict",
         "step",
         "state",
+        "judge",
     ]
     assert line.split()[:3] == ["disagree", "ft35", "gpt4"]
     assert line.split()[6] == f"{row['upper']:.4f}"
-    assert line.split()[-3:] == ["fail", "0%", "rolled_back"]
+    assert line.split()[-4:] == ["fail", "0%", "rolled_back", "-"]
     assert sent < 150
 
 
@@ -230,7 +251,51 @@ def test_an_error_burst_rolls_back_to_the_last_safe_step_and_the_cli_commands_wo
 def test_the_cli_says_what_is_wrong(env) -> None:
     done = turnout_cli("parity", "--rule", "default", env=env)
     assert done.returncode == 2
-    assert "rule 'default' has no parity block (rules with one: agree, burst, disagree)" in done.stderr
+    assert "rule 'default' has no parity block (rules with one: agree, burst, disagree, judged)" in done.stderr
     done = turnout_cli("canary", "pin", "agree", "101", env=env)
     assert done.returncode == 2
     assert "0 to 100 percent" in done.stderr
+
+
+def test_the_judge_decides_what_the_evaluators_cannot_and_its_agreement_is_counted(
+    servers, env, simulator_call: SimulatorCalls
+) -> None:
+    first, _ = servers
+    headers = {
+        "x-simulated-differ": "50",
+        "x-simulated-differ-for": "ft-35",
+        "x-simulated-reply": "VERDICT: TIE",  # a header has one line: the verdict line alone
+        "x-simulated-reply-for": "judge-model",
+    }
+    with sdk_client(first.origin) as client:
+        for index in range(1, 21):
+            raw = client.chat.completions.with_raw_response.create(
+                model="gpt-4",
+                messages=[{"role": "user", "content": f"judged {index}"}],
+                extra_headers={"x-turnout-caller": "judged", "x-request-id": f"parity-judged-{index}", **headers},
+            )
+            raw.parse()
+            assert "x-turnout-canary" not in raw.headers  # parity alone: no canary
+        until(lambda: stored(env, "judged")["pairs"] == 20, "20 pairs")
+        metrics = httpx.get(f"{first.origin}/metrics").text
+    row = parity(env, "judged")
+    path = env["PARITY_DB"].removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        rows = connection.execute(
+            "SELECT evaluator, outcome, judge_outcome, COUNT(*) FROM turnout_parity_pairs WHERE rule = 'judged' "
+            "GROUP BY evaluator, outcome, judge_outcome"
+        ).fetchall()
+    by = {(evaluator, outcome, judged): count for evaluator, outcome, judged, count in rows}
+    differing = by.get(("judge", "tie", None), 0)
+    agreeing = by.get(("exact", "tie", "tie"), 0)
+    assert differing + agreeing == 20, by  # the judge alone decides where exact cannot
+    assert differing > 0, by
+    assert agreeing > 0, by
+    assert (row["pairs"], row["successes"], row["judge_pairs"], row["judge_agrees"]) == (20, 20, agreeing, agreeing)
+    assert row["judge"] == f"{agreeing}/{agreeing}"
+    asked = simulator_call("parity-judged-1-judge")
+    prompt = asked["body"]["messages"][0]["content"]
+    assert "VERDICT:" in prompt  # the shipped prompt
+    assert "user: judged 1" in prompt  # with the request in it
+    assert asked["body"]["model"] == "judge-model"
+    assert re.search(r'turnout_evaluation_cost_usd_total\{kind="judge",rule="judged"\} 0\.0*[1-9]', metrics)
