@@ -77,3 +77,20 @@ def test_bad_blocks_are_reported_with_file_line_and_rule(blocks, message):
 def test_an_unknown_key_in_the_rule_is_still_refused():
     with pytest.raises(PolicyError, match="unknown key 'parityy'"):
         load_policy(rules(parityy=PARITY), ROUTES, locate=locate)
+
+
+def test_the_judges_prompt_is_read_at_load_relative_to_the_policy(tmp_path):
+    judge = {**PARITY, "judge": {"route": "judge", "prompt": "judge.md"}}
+    with pytest.raises(PolicyError, match=r"parity\.judge\.prompt: .*judge\.md: cannot read the judge's prompt"):
+        load_experiments(rules(parity=judge, canary=CANARY), ROUTES, locate=locate, base=tmp_path)
+    (tmp_path / "judge.md").write_text("Compare $answer_a with $answer_b.", encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"must use \$request, \$answer_a and \$answer_b \(missing \['request'\]"):
+        load_experiments(rules(parity=judge, canary=CANARY), ROUTES, locate=locate, base=tmp_path)
+    (tmp_path / "judge.md").write_text("$request: $answer_a or $answer_b? VERDICT: A, B or TIE", encoding="utf-8")
+    experiment = load_experiments(rules(parity=judge, canary=CANARY), ROUTES, locate=locate, base=tmp_path)["classify"]
+    assert experiment.judge_prompt is not None
+    assert experiment.judge_prompt.template.startswith("$request: ")
+    shipped = {**PARITY, "judge": {"route": "judge"}}
+    experiment = load_experiments(rules(parity=shipped, canary=CANARY), ROUTES, locate=locate)["classify"]
+    assert experiment.judge_prompt is not None
+    assert "VERDICT:" in experiment.judge_prompt.template
