@@ -16,11 +16,13 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from proxy.access import Access, open_access
 from proxy.accounting.cost import PriceTable
@@ -211,12 +213,21 @@ def _build(
         prices=prices,
         recorder=recorder,
         shadow_spent=access.shadow_spent if access is not None else None,
-        pairing=build_pairing(settings, pairs, recorder),
+        pairing=build_pairing(settings, pairs, recorder, _local_embed(local)),
         cache=caches.answer_cache(
             deployment.cache, tasks, semantic=deployment.policy is not None and deployment.policy.semantic_cache
         ),
     )
     return Generation(settings=settings, upstreams=upstreams, pipeline=pipeline, knowledge=knowledge)
+
+
+def _local_embed(local: LocalEmbedders) -> Callable[[Sequence[str]], Awaitable[npt.NDArray[np.float32]]]:
+    """The local model's vectors (WordLlama, 256 dimensions), for the parity rules' `semantic` evaluator."""
+
+    async def embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        return (await local.get(LocalEmbedder.NAME, 256).embed(texts)).vectors
+
+    return embed
 
 
 async def _embed_examples(generation: Generation, recorder: Recorder | None) -> None:

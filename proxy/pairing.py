@@ -36,7 +36,7 @@ from proxy.config.settings import Settings
 from proxy.endpoints.chat import CHAT
 from proxy.parity.answers import Pair, text_of
 from proxy.parity.evaluate import build_evaluators, evaluate
-from proxy.parity.evaluators import Evaluator
+from proxy.parity.evaluators import EmbedFunction
 from proxy.parity.judge import Judge, JudgeError
 from proxy.wire.endpoint import Body
 
@@ -117,17 +117,12 @@ class Pairing:
         metrics: ParityMetrics | None = None,
         content: bool = False,
         rng: random.Random | None = None,
+        embed: EmbedFunction | None = None,
     ) -> None:
         self.experiments = experiments
         self._store, self.canaries, self._metrics, self._content = store, canaries, metrics, content
         self._rng = rng or random.Random()  # noqa: S311 - sampling, not cryptography
-        self._evaluators: dict[str, list[Evaluator]] = {}
-        for rule, experiment in experiments.items():
-            specs = experiment.parity.specs()
-            wired = [spec for spec in specs if spec.__struct_config__.tag != "semantic"]
-            if len(wired) < len(specs):
-                logger.warning("parity %s: the semantic evaluator is not run on live pairs yet", rule)
-            self._evaluators[rule] = build_evaluators(wired)
+        self._evaluators = {rule: build_evaluators(e.parity.specs(), embed) for rule, e in experiments.items()}
 
     async def trial(self, decision: Decision) -> tuple[Decision, Trial | None]:
         """The decision to follow for a request of `decision.rule`, and its trial (None: no parity rule)."""
@@ -288,11 +283,16 @@ async def open_pair_store(settings: Settings) -> AsyncIterator[Database | None]:
         await database.close()
 
 
-def build_pairing(settings: Settings, store: Database | None, recorder: Recorder | None) -> Pairing | None:
-    """The pairing of a policy's parity rules (None: it has none, or no store is open)."""
+def build_pairing(
+    settings: Settings, store: Database | None, recorder: Recorder | None, embed: EmbedFunction | None = None
+) -> Pairing | None:
+    """The pairing of a policy's parity rules (None: it has none, or no store is open).
+
+    `embed` is the local embedding model, for the `semantic` evaluator.
+    """
     experiments = settings.deployment.experiments
     if not experiments or store is None:
         return None
     metrics = recorder.parity if recorder is not None else None
     canaries = Canaries(experiments, store, metrics=metrics, ttl=settings.deployment.canary_ttl)
-    return Pairing(experiments, store, canaries, metrics=metrics, content=settings.server.log_content)
+    return Pairing(experiments, store, canaries, metrics=metrics, content=settings.server.log_content, embed=embed)

@@ -80,6 +80,10 @@ rules:
       judge: {route: judge, audit: 1}
       margin: 0.9
       min_pairs: 5
+  - name: similar
+    when: {caller: similar}
+    route: ft35
+    parity: {reference: gpt4, sample: 1, evaluators: [semantic], margin: 0.9, min_pairs: 5}
   - name: default
     route: gpt4
 """
@@ -251,7 +255,7 @@ def test_an_error_burst_rolls_back_to_the_last_safe_step_and_the_cli_commands_wo
 def test_the_cli_says_what_is_wrong(env) -> None:
     done = turnout_cli("parity", "--rule", "default", env=env)
     assert done.returncode == 2
-    assert "rule 'default' has no parity block (rules with one: agree, burst, disagree, judged)" in done.stderr
+    assert "rule 'default' has no parity block (rules with one: agree, burst, disagree, judged, similar)" in done.stderr
     done = turnout_cli("canary", "pin", "agree", "101", env=env)
     assert done.returncode == 2
     assert "0 to 100 percent" in done.stderr
@@ -299,3 +303,22 @@ def test_the_judge_decides_what_the_evaluators_cannot_and_its_agreement_is_count
     assert "user: judged 1" in prompt  # with the request in it
     assert asked["body"]["model"] == "judge-model"
     assert re.search(r'turnout_evaluation_cost_usd_total\{kind="judge",rule="judged"\} 0\.0*[1-9]', metrics)
+
+
+def test_the_semantic_evaluator_ties_answers_of_the_same_words_with_the_local_model(servers, env) -> None:
+    first, _ = servers
+    differ = {"x-simulated-differ": "100", "x-simulated-differ-for": "ft-35"}  # the same words, in reverse order
+    with sdk_client(first.origin) as client:
+        for index in range(1, 6):
+            ask_similar = {"x-turnout-caller": "similar", **differ}
+            client.chat.completions.create(
+                model="gpt-4", messages=[{"role": "user", "content": f"similar {index}"}], extra_headers=ask_similar
+            )
+    until(lambda: stored(env, "similar")["pairs"] == 5, "5 pairs", timeout=30)
+    path = env["PARITY_DB"].removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        rows = connection.execute(
+            "SELECT evaluator, outcome, COUNT(*) FROM turnout_parity_pairs WHERE rule = 'similar' "
+            "GROUP BY evaluator, outcome"
+        ).fetchall()
+    assert rows == [("semantic", "tie", 5)]
