@@ -9,8 +9,8 @@ For a rule with a `parity:` block (`policies.experiments`):
   spend), the two are evaluated (the rule's deterministic evaluators, then its judge if none decides), the
   pair is stored (`proxy.auth.pairs`, with both texts only when content is logged) and the canary reviewed.
 
-A streamed answer is not assembled here, so a streamed request takes the canary's route and counts for its
-guardrails, but makes no pair.
+A streamed answer is kept as it is relayed (when sampled) and assembled at its end (`recording`, the codec's
+replay of the stored stream); its background copy asks for the whole answer (`unstreamed`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,12 +33,15 @@ from proxy.auth.pairs import PairRow
 from proxy.auth.store import Database, DatabaseError, open_database
 from proxy.canaries import Canaries
 from proxy.config.settings import Settings
+from proxy.endpoints.base import Codec
 from proxy.endpoints.chat import CHAT
+from proxy.outcome import OutcomeError
 from proxy.parity.answers import Pair, text_of
 from proxy.parity.evaluate import build_evaluators, evaluate
 from proxy.parity.evaluators import EmbedFunction
 from proxy.parity.judge import Judge, JudgeError
 from proxy.wire.endpoint import Body
+from proxy.wire.errors import ProxyError
 
 __all__ = [
     "CANARY_HEADER",
@@ -245,11 +248,67 @@ class Pairing:
 
         return Judge(complete, prompt, name="judge")
 
+    def recording(
+        self,
+        events: AsyncGenerator[bytes, None],
+        codec: Codec[Any],
+        *,
+        keep: bool,
+        done: Callable[[bool, bytes | None], None],
+    ) -> AsyncGenerator[bytes, None]:
+        """`events` passed through; at their end `done(ended, whole answer)` (False, None: cut off or failed).
+
+        With `keep`, the events are kept and the whole answer assembled from them (the codec's replay of them).
+        """
+        return _recorded(events, codec, keep, done)
+
     async def _review(self, rule: str) -> None:
         try:
             await self.canaries.review(rule)
         except DatabaseError as exc:
             logger.warning("canary %s: not reviewed (%s)", rule, exc)
+
+
+def canary_headers(trial: Trial | None) -> tuple[tuple[str, str], ...]:
+    """The `x-turnout-canary` header of a canary rule's answer (none for other rules)."""
+    header = trial.header() if trial is not None else None
+    return (header,) if header is not None else ()
+
+
+def with_canary(error: OutcomeError, trial: Trial | None) -> OutcomeError:
+    """`error` with the canary's header on its outcome too."""
+    if trial is None:
+        return error
+    headers = (*error.outcome.route_headers, *canary_headers(trial))
+    return OutcomeError(error.error, replace(error.outcome, route_headers=headers))
+
+
+def unstreamed(codec: Codec[Any], raw: bytes) -> Body[Any]:
+    """A streamed request's body asking for the whole answer instead (what a pair's background copy sends)."""
+    value = json.loads(raw)
+    value.pop("stream", None)
+    value.pop("stream_options", None)
+    return codec.decode(json.dumps(value).encode())
+
+
+async def _recorded(
+    source: AsyncGenerator[bytes, None], codec: Codec[Any], keep: bool, done: Callable[[bool, bytes | None], None]
+) -> AsyncGenerator[bytes, None]:
+    parts: list[bytes] = []
+    ended, whole = False, None
+    try:
+        async with contextlib.aclosing(source):
+            async for events in source:
+                if keep:
+                    parts.append(events)
+                yield events
+        ended = True
+        stored = codec.stored_stream(b"".join(parts)) if parts else None
+        if stored is not None:
+            with contextlib.suppress(ProxyError, ValueError):  # an answer the codec cannot read: no pair
+                whole = codec.replay(stored, stream=False, wants_usage=False).body
+    finally:
+        done(ended, whole)
 
 
 def judge_body(model: str, messages: list[dict[str, str]]) -> Body[Any]:

@@ -9,12 +9,11 @@ a request that fails raises `OutcomeError`, its error with the outcome it belong
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -32,7 +31,7 @@ from proxy.endpoints.base import Codec
 from proxy.endpoints.chat import CHAT
 from proxy.estimate import AnswerSizes
 from proxy.outcome import Outcome, OutcomeError
-from proxy.pairing import Background, Pairing, Trial, judge_body
+from proxy.pairing import Background, Pairing, Trial, canary_headers, judge_body, unstreamed, with_canary
 from proxy.semantic import SemanticScorer
 from proxy.shadow import ShadowSpent, run_shadow
 from proxy.streaming import Relay, open_relay, replay_relay
@@ -188,7 +187,7 @@ class Pipeline:
         )
         if ticket.hit is not None:
             answer = Answer(body=ticket.hit.body, model=tally.model, usage=tally.usage)
-            headers = (*ticket.hit.headers, *_canary(trial))
+            headers = (*ticket.hit.headers, *canary_headers(trial))
             return answer, Outcome(decision.route, decision.rule, cache="hit", route_headers=headers)
         self._shadow(codec, call, decision)
         started = time.perf_counter()
@@ -202,7 +201,7 @@ class Pipeline:
         except OutcomeError as exc:
             ticket.finish(None)
             self._tried(codec, call, trial, tally, started, None, None)
-            raise _with_canary(exc, trial) from exc.__cause__
+            raise with_canary(exc, trial) from exc.__cause__
         except BaseException:
             ticket.finish(None)
             raise
@@ -212,7 +211,7 @@ class Pipeline:
         if answer.usage is not None:
             self._account(codec, call, tally, name, answer.model, answer.usage)
         self._tried(codec, call, trial, tally, started, name, answer.body)
-        return answer, Outcome(name, decision.rule, failed, ticket.status, (*answer.headers, *_canary(trial)))
+        return answer, Outcome(name, decision.rule, failed, ticket.status, (*answer.headers, *canary_headers(trial)))
 
     async def stream(
         self,
@@ -232,7 +231,7 @@ class Pipeline:
         tally = Tally() if tally is None else tally
         decision, ticket, deadline, trial = await self._begin(codec, call, tally, stream=True, steer=steer, admit=admit)
         if ticket.hit is not None:
-            headers = (*ticket.hit.headers, *_canary(trial))
+            headers = (*ticket.hit.headers, *canary_headers(trial))
             hit = Outcome(decision.route, decision.rule, cache="hit", route_headers=headers)
             return replay_relay(ticket.hit.body), hit
         self._shadow(codec, call, decision)
@@ -268,6 +267,7 @@ class Pipeline:
             events = opened.events
             if route.name == decision.route:  # a fallback's answer is not the decided route's to cache
                 events = ticket.recording(events, codec)
+            events = self._watched(events, codec, call, trial, tally, started, route.name)
             relay = await open_relay(
                 events, codec, wants_usage=wants_usage, on_usage=on_usage, on_end=on_end, on_cut=on_cut
             )
@@ -279,7 +279,7 @@ class Pipeline:
         except OutcomeError as exc:
             ticket.finish(None)
             self._tried(codec, call, trial, tally, started, None, None)
-            raise _with_canary(exc, trial) from exc.__cause__
+            raise with_canary(exc, trial) from exc.__cause__
         except BaseException:
             ticket.finish(None)
             raise
@@ -287,8 +287,8 @@ class Pipeline:
             self._spent(call, tally)
         if name != decision.route:
             ticket.finish(None)
-        self._tried(codec, call, trial, tally, started, name, None)
-        return relay, Outcome(name, decision.rule, failed, ticket.status, (*opened.headers, *_canary(trial)))
+        self._tried(codec, call, trial, tally, started, None, None, unless=name)  # served: told at the stream's end
+        return relay, Outcome(name, decision.rule, failed, ticket.status, (*opened.headers, *canary_headers(trial)))
 
     def _shadow(self, codec: Codec[Any], call: Call[Any], decision: Decision) -> None:
         if decision.shadow is not None and decision.shadow in self.routes:
@@ -311,9 +311,10 @@ class Pipeline:
         started: float,
         answered_by: str | None,
         body: bytes | None,
+        unless: str | None = None,
     ) -> None:
-        """Hand a parity rule's request to its pairing in the background: guardrails, and its pair if sampled."""
-        if trial is None or self.pairing is None:
+        """Hand a parity rule's request to its pairing in the background (unless its route was `unless`)."""
+        if trial is None or self.pairing is None or trial.served == unless:
             return
         task = self.pairing.finished(
             trial,
@@ -326,6 +327,25 @@ class Pipeline:
         )
         self._tasks.spawn(task, name=f"parity:{trial.experiment.rule}")
 
+    def _watched(
+        self,
+        events: AsyncGenerator[bytes, None],
+        codec: Codec[Any],
+        call: Call[Any],
+        trial: Trial | None,
+        tally: Tally,
+        started: float,
+        route: str,
+    ) -> AsyncGenerator[bytes, None]:
+        """A parity rule's stream on its chosen route: kept for its pair if sampled, told to the pairing at its end."""
+        if trial is None or self.pairing is None or route != trial.served:
+            return events
+
+        def served(ended: bool, whole: bytes | None) -> None:
+            self._tried(codec, call, trial, tally, started, trial.served if ended else None, whole)
+
+        return self.pairing.recording(events, codec, keep=trial.sampled, done=served)
+
     def _background(self, codec: Codec[Any], call: Call[Any]) -> Background:
         """A pair's background calls (the copy of `call` to the other route, the judge's), priced as shadow copies."""
 
@@ -335,8 +355,9 @@ class Pipeline:
             account, spent = functools.partial(self._account, kind_of, copied), functools.partial(self._spent, copied)
             return run_shadow(kind_of, copied, self._routes[route], account, spent, self._recorder, self._shadow_spent)
 
+        whole = unstreamed(codec, call.raw) if codec.streams(call.body) else call.body  # a pair compares whole answers
         return Background(
-            lambda route, kind: send(codec, call.body, route, kind),
+            lambda route, kind: send(codec, whole, route, kind),
             lambda route, messages: send(
                 CHAT, judge_body(self._routes[route].model or route, messages), route, "judge"
             ),
@@ -374,18 +395,3 @@ class Pipeline:
                 usage.prompt_tokens,
                 usage.completion_tokens,
             )
-
-
-def _canary(trial: Trial | None) -> tuple[tuple[str, str], ...]:
-    """The `x-turnout-canary` header of a canary rule's answer (none for other rules)."""
-    header = trial.header() if trial is not None else None
-    return (header,) if header is not None else ()
-
-
-def _with_canary(error: OutcomeError, trial: Trial | None) -> OutcomeError:
-    """`error` with the canary's header on its outcome too."""
-    if trial is None:
-        return error
-    outcome = error.outcome
-    headers = (*outcome.route_headers, *_canary(trial))
-    return OutcomeError(error.error, dataclasses.replace(outcome, route_headers=headers))

@@ -322,3 +322,29 @@ def test_the_semantic_evaluator_ties_answers_of_the_same_words_with_the_local_mo
             "GROUP BY evaluator, outcome"
         ).fetchall()
     assert rows == [("semantic", "tie", 5)]
+
+
+def test_a_streamed_answer_is_paired_whole_and_its_copy_asks_for_the_whole_answer(
+    servers, env, simulator_call: SimulatorCalls
+) -> None:
+    first, _ = servers
+    before = stored(env, "similar")["pairs"]
+    with sdk_client(first.origin) as client:
+        stream = client.chat.completions.create(
+            model="gpt-4",
+            messages=[{"role": "user", "content": "similar streamed"}],
+            stream=True,
+            extra_headers={"x-turnout-caller": "similar", "x-request-id": "parity-streamed-1"},
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text.startswith("This is a simulated answer")
+    until(lambda: stored(env, "similar")["pairs"] == before + 1, "the streamed request's pair", timeout=10)
+    copy = simulator_call("parity-streamed-1-reference")
+    assert copy["body"]["model"] == "gpt-4"
+    assert "stream" not in copy["body"]
+    path = env["PARITY_DB"].removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        row = connection.execute(
+            "SELECT evaluator, outcome, candidate_text FROM turnout_parity_pairs WHERE request_id = 'parity-streamed-1'"
+        ).fetchone()
+    assert row == ("semantic", "tie", None)  # the same answer; no text kept without TURNOUT_LOG_CONTENT
