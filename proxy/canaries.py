@@ -25,8 +25,7 @@ from decimal import Decimal
 
 from policies import Experiment
 from proxy.accounting.parity import ParityMetrics
-from proxy.auth.pairs import CanaryRow
-from proxy.auth.store import Database
+from proxy.auth.pairs import CanaryRow, PairStore
 from proxy.parity.canary import (
     Action,
     CanaryState,
@@ -106,7 +105,7 @@ class Canaries:
     def __init__(
         self,
         experiments: Mapping[str, Experiment],
-        store: Database,
+        store: PairStore,
         *,
         metrics: ParityMetrics | None = None,
         ttl: float = 1.0,

@@ -28,7 +28,7 @@ from proxy.access import Access, open_access
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import priced
-from proxy.auth.store import Database
+from proxy.auth.pairs import PairStore
 from proxy.batches import BatchBilling, MemoryClaims, open_claims
 from proxy.cache.lookup import SharedCache
 from proxy.config.errors import ConfigError
@@ -177,7 +177,7 @@ def _build(
     recorder: Recorder | None,
     redactor: Redactor,
     access: Access | None = None,
-    pairs: Database | None = None,
+    pairs: PairStore | None = None,
 ) -> Generation:
     upstreams = {
         name: Upstream(

@@ -29,8 +29,9 @@ from policies import Decision, Experiment
 from proxy.accounting.parity import ParityMetrics
 from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import Tally
-from proxy.auth.pairs import PairRow
-from proxy.auth.store import Database, DatabaseError, open_database
+from proxy.auth.pairs import PairRow, PairStore
+from proxy.auth.pairs_redis import RedisPairStore
+from proxy.auth.store import DatabaseError, open_database
 from proxy.canaries import Canaries
 from proxy.config.settings import Settings
 from proxy.endpoints.base import Codec
@@ -51,8 +52,12 @@ __all__ = [
     "Pairing",
     "Trial",
     "build_pairing",
+    "canary_headers",
     "judge_body",
     "open_pair_store",
+    "pair_store",
+    "unstreamed",
+    "with_canary",
 ]
 
 logger = logging.getLogger("turnout.parity")
@@ -114,7 +119,7 @@ class Pairing:
     def __init__(
         self,
         experiments: Mapping[str, Experiment],
-        store: Database,
+        store: PairStore,
         canaries: Canaries,
         *,
         metrics: ParityMetrics | None = None,
@@ -325,15 +330,15 @@ def _answer(body: bytes) -> Mapping[str, Any] | None:
 
 
 @contextlib.asynccontextmanager
-async def open_pair_store(settings: Settings) -> AsyncIterator[Database | None]:
-    """The database of pairs and canaries (the keys' `database_url`), open while the app runs.
+async def open_pair_store(settings: Settings) -> AsyncIterator[PairStore | None]:
+    """Where pairs and canaries live, open while the app runs: `parity_redis_url`, else the keys' database.
 
     None when the starting policy has no parity rule (one added by a reload waits for a restart).
     """
     if not settings.deployment.experiments:
         yield None
         return
-    database = open_database(settings.deployment.database_url)
+    database = pair_store(settings.deployment.parity_redis_url, settings.deployment.database_url)
     await database.open()
     logger.info("parity pairs and canaries in %s", database.display_url)
     try:
@@ -342,8 +347,13 @@ async def open_pair_store(settings: Settings) -> AsyncIterator[Database | None]:
         await database.close()
 
 
+def pair_store(redis_url: str | None, database_url: str | None) -> PairStore:
+    """The store a deployment names: Redis at `redis_url`, else the database at `database_url` (not yet open)."""
+    return RedisPairStore(redis_url) if redis_url is not None else open_database(database_url)
+
+
 def build_pairing(
-    settings: Settings, store: Database | None, recorder: Recorder | None, embed: EmbedFunction | None = None
+    settings: Settings, store: PairStore | None, recorder: Recorder | None, embed: EmbedFunction | None = None
 ) -> Pairing | None:
     """The pairing of a policy's parity rules (None: it has none, or no store is open).
 

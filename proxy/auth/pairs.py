@@ -10,9 +10,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["STATEMENTS", "CanaryRow", "OutcomeCount", "PairRow", "canary_row", "canary_values", "pair_values"]
+__all__ = [
+    "STATEMENTS",
+    "CanaryRow",
+    "OutcomeCount",
+    "PairRow",
+    "PairStore",
+    "canary_row",
+    "canary_values",
+    "pair_values",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +70,36 @@ class CanaryRow:
     since_version: int
     """The version its evidence starts at: pairs of earlier versions (before a reset) do not count."""
     updated_at: datetime
+
+
+class PairStore(Protocol):
+    """Where pairs and canaries live: the database (`proxy.auth.store.Database`) or Redis (`pairs_redis`).
+
+    Failures raise `proxy.auth.store.DatabaseError`.
+    """
+
+    display_url: str
+
+    async def open(self) -> None:
+        """Connect (and migrate, for a database)."""
+
+    async def close(self) -> None:
+        """Release the connections."""
+
+    async def record_pair(self, row: PairRow) -> None:
+        """Keep one evaluated pair."""
+
+    async def pair_counts(self, rule: str, candidate: str, since_version: int = 0) -> list[OutcomeCount]:
+        """The pairs of `rule` and `candidate` at canary versions from `since_version`, grouped."""
+
+    async def canary(self, rule: str) -> CanaryRow | None:
+        """The rule's canary state, or None before it has one."""
+
+    async def canaries(self) -> list[CanaryRow]:
+        """Every rule's canary state, by rule."""
+
+    async def put_canary(self, row: CanaryRow, expected_version: int | None) -> bool:
+        """Write `row` if the stored version is `expected_version` (None: only if there is none); False: lost."""
 
 
 _PAIR_COLUMNS = (

@@ -1,9 +1,9 @@
 """`turnout parity` (the gate's table) and `turnout canary pin|pause|resume|reset` (a team's commands).
 
 Both read the policy file (`--config`, else `TURNOUT_CONFIG`) for the rules' `parity:` and `canary:` blocks,
-and its database (`database_url`, `TURNOUT_DATABASE_URL` first) for the pairs and canary states every
-replica shares. A command is a compare-and-set like the replicas' own moves; replicas see it within their
-`canary_ttl`.
+and its store (`parity_redis_url`, else `database_url` with `TURNOUT_DATABASE_URL` first) for the pairs and
+canary states every replica shares. A command is a compare-and-set like the replicas' own moves; replicas
+see it within their `canary_ttl`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from policies import Experiment
-from proxy.auth.store import Database, DatabaseError, open_database
+from proxy.auth.pairs import PairStore
+from proxy.auth.store import DatabaseError
 from proxy.canaries import Canaries, Standing
 from proxy.config.errors import ConfigError
 from proxy.config.settings import load_settings
+from proxy.pairing import pair_store
 from proxy.parity.canary import Action
 
 __all__ = ["add_parity_commands", "run_parity_command"]
@@ -72,7 +74,7 @@ def add_parity_commands(commands: Any) -> None:
         action.add_argument("--config", metavar="FILE", help="the policy file (default: TURNOUT_CONFIG)")
 
 
-def _experiments(args: argparse.Namespace) -> tuple[dict[str, Experiment], Database]:
+def _experiments(args: argparse.Namespace) -> tuple[dict[str, Experiment], PairStore]:
     path = args.config or os.environ.get("TURNOUT_CONFIG")
     if not path:
         raise ConfigError("no policy file: give --config FILE or set TURNOUT_CONFIG")
@@ -83,10 +85,10 @@ def _experiments(args: argparse.Namespace) -> tuple[dict[str, Experiment], Datab
     if args.rule is not None and args.rule not in experiments:
         known = ", ".join(sorted(experiments)) or "none"
         raise ConfigError(f"rule {args.rule!r} has no parity block (rules with one: {known})")
-    return experiments, open_database(deployment.database_url)
+    return experiments, pair_store(deployment.parity_redis_url, deployment.database_url)
 
 
-async def _rows(experiments: dict[str, Experiment], database: Database, only: str | None) -> list[dict[str, Any]]:
+async def _rows(experiments: dict[str, Experiment], database: PairStore, only: str | None) -> list[dict[str, Any]]:
     canaries = Canaries(experiments, database)
     rows = []
     for rule, experiment in experiments.items():
@@ -141,7 +143,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
     )
 
 
-async def _with(database: Database, work: Callable[[], Awaitable[int]]) -> int:
+async def _with(database: PairStore, work: Callable[[], Awaitable[int]]) -> int:
     await database.open()
     try:
         return await work()
@@ -149,7 +151,7 @@ async def _with(database: Database, work: Callable[[], Awaitable[int]]) -> int:
         await database.close()
 
 
-def _parity(args: argparse.Namespace, experiments: dict[str, Experiment], database: Database) -> Awaitable[int]:
+def _parity(args: argparse.Namespace, experiments: dict[str, Experiment], database: PairStore) -> Awaitable[int]:
     async def run() -> int:
         rows = await _rows(experiments, database, args.rule)
         if args.json:
@@ -164,7 +166,7 @@ def _parity(args: argparse.Namespace, experiments: dict[str, Experiment], databa
     return run()
 
 
-def _canary(args: argparse.Namespace, experiments: dict[str, Experiment], database: Database) -> Awaitable[int]:
+def _canary(args: argparse.Namespace, experiments: dict[str, Experiment], database: PairStore) -> Awaitable[int]:
     async def run() -> int:
         experiment = experiments[args.rule]
         if experiment.canary is None:

@@ -58,6 +58,7 @@ class _PolicyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     database_url: Annotated[str, msgspec.Meta(pattern="^(sqlite|postgres|postgresql)://")] | None = None
     rules: Any = None
     canary_ttl: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
+    parity_redis_url: str | None = None
     tracing: Any = None  # read by `proxy.config.tracing`
 
 
@@ -82,6 +83,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     """The rules' `parity:` and `canary:` blocks, by rule name (`policies.experiments`)."""
     canary_ttl: float = 1.0
     """Seconds a replica keeps a canary's state before reading it again (`canary_ttl`)."""
+    parity_redis_url: str | None = None
+    """Where pairs and canaries live when not in the database (a Redis URL; it may carry a password)."""
     embedder: EmbedderSettings = EmbedderSettings()
     indexes: dict[str, KnowledgeIndex] = {}
     """The knowledge index of each route that searches one (RAG), loaded and checked against the embedder."""
@@ -234,6 +237,13 @@ def _auth(document: YamlDocument, raw: Any) -> AuthSettings:
     return auth
 
 
+def _parity_redis(document: YamlDocument, url: str | None) -> str | None:
+    problem = redis_url_problem(url) if url is not None else None
+    if problem is not None:
+        raise document.error(("parity_redis_url",), f"parity_redis_url is not a Redis URL: {problem}")
+    return url
+
+
 def parse_deployment(
     document: YamlDocument, data: Mapping[str, Any], default_upstream: UpstreamFile
 ) -> tuple[dict[str, UpstreamFile], Deployment]:
@@ -291,6 +301,7 @@ def parse_deployment(
         policy=policy,
         experiments=experiments,
         canary_ttl=file.canary_ttl,
+        parity_redis_url=_parity_redis(document, file.parity_redis_url),
         embedder=file.embedder,
         indexes=_check_routes(document, file, list(upstreams), routes, policy),
         passthrough=_passthrough(document, file, list(upstreams)),

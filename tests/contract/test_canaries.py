@@ -1,4 +1,4 @@
-"""`Canaries` on both databases: replicas that review at once move a canary once; rollbacks, commands, evidence."""
+"""`Canaries` on every store: replicas that review at once move a canary once; rollbacks, commands, evidence."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from policies import Experiment
-from proxy.auth.pairs import PairRow
-from proxy.auth.store import Database, open_database
+from proxy.auth.pairs import PairRow, PairStore
+from proxy.auth.pairs_redis import RedisPairStore
+from proxy.auth.store import open_database
 from proxy.canaries import Canaries
 from proxy.parity.canary import Action, Status
 from proxy.parity.settings import CanarySettings, GuardrailSettings, ParitySettings
@@ -23,12 +25,31 @@ CANARY = CanarySettings(
 EXPERIMENTS = {"classify": Experiment(rule="classify", route="gpt4", parity=PARITY, canary=CANARY)}
 
 
-@pytest.fixture
-async def opener(auth_database_url: str) -> AsyncIterator[Callable[[], Database]]:
-    opened: list[Database] = []
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store: an SQLite file, a PostgreSQL schema of this test's own, Redis under a prefix of its own."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'turnout.db'}"
+    if request.param == "postgres":
+        postgres: str = request.getfixturevalue("postgres_schema_url")
+        return postgres
+    url: str = request.getfixturevalue("redis_url")
+    return f"redis+prefix={request.getfixturevalue('redis_prefix')}+{url}"
 
-    def open_one() -> Database:
-        database = open_database(auth_database_url)
+
+def open_store(url: str) -> PairStore:
+    if url.startswith("redis+prefix="):
+        prefix, _, redis_url = url.removeprefix("redis+prefix=").partition("+")
+        return RedisPairStore(redis_url, prefix=prefix)
+    return open_database(url)
+
+
+@pytest.fixture
+async def opener(store_url: str) -> AsyncIterator[Callable[[], PairStore]]:
+    opened: list[PairStore] = []
+
+    def open_one() -> PairStore:
+        database = open_store(store_url)
         opened.append(database)
         return database
 
@@ -37,7 +58,7 @@ async def opener(auth_database_url: str) -> AsyncIterator[Callable[[], Database]
         await database.close()
 
 
-async def replicas(opener: Callable[[], Database], count: int) -> list[Canaries]:
+async def replicas(opener: Callable[[], PairStore], count: int) -> list[Canaries]:
     found = []
     for _ in range(count):
         database = opener()
@@ -46,7 +67,7 @@ async def replicas(opener: Callable[[], Database], count: int) -> list[Canaries]
     return found
 
 
-async def add_pairs(database: Database, outcome: str, count: int, version: int) -> None:
+async def add_pairs(database: PairStore, outcome: str, count: int, version: int) -> None:
     for index in range(count):
         row = PairRow(datetime.now(UTC), f"r{version}-{index}", "classify", "ft35", "gpt4", outcome, "exact", version)
         await database.record_pair(row)

@@ -1,25 +1,46 @@
-"""Both databases keep parity pairs and canary states the same way (migration 3), the canary by compare-and-set."""
+"""Every pair store (SQLite, PostgreSQL, Redis) keeps pairs and canaries alike, a canary by compare-and-set."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from proxy.auth.pairs import CanaryRow, OutcomeCount, PairRow
-from proxy.auth.store import Database, open_database
+from proxy.auth.pairs import CanaryRow, OutcomeCount, PairRow, PairStore
+from proxy.auth.pairs_redis import RedisPairStore
+from proxy.auth.store import open_database
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-async def opener(auth_database_url: str) -> AsyncIterator[Callable[[], Database]]:
-    opened: list[Database] = []
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store: an SQLite file, a PostgreSQL schema of this test's own, Redis under a prefix of its own."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'turnout.db'}"
+    if request.param == "postgres":
+        postgres: str = request.getfixturevalue("postgres_schema_url")
+        return postgres
+    url: str = request.getfixturevalue("redis_url")
+    return f"redis+prefix={request.getfixturevalue('redis_prefix')}+{url}"
 
-    def open_one() -> Database:
-        database = open_database(auth_database_url)
+
+def open_store(url: str) -> PairStore:
+    if url.startswith("redis+prefix="):
+        prefix, _, redis_url = url.removeprefix("redis+prefix=").partition("+")
+        return RedisPairStore(redis_url, prefix=prefix)
+    return open_database(url)
+
+
+@pytest.fixture
+async def opener(store_url: str) -> AsyncIterator[Callable[[], PairStore]]:
+    opened: list[PairStore] = []
+
+    def open_one() -> PairStore:
+        database = open_store(store_url)
         opened.append(database)
         return database
 
@@ -29,7 +50,7 @@ async def opener(auth_database_url: str) -> AsyncIterator[Callable[[], Database]
 
 
 @pytest.fixture
-async def database(opener: Callable[[], Database]) -> Database:
+async def database(opener: Callable[[], PairStore]) -> PairStore:
     db = opener()
     await db.open()
     return db
@@ -54,7 +75,7 @@ def canary(version: int, share: int = 10, passed: tuple[int, ...] = ()) -> Canar
     return CanaryRow("classify", "ft35", share, passed, "running", version, 0, NOW)
 
 
-async def test_pairs_are_counted_by_canary_version_and_outcome(database: Database) -> None:
+async def test_pairs_are_counted_by_canary_version_and_outcome(database: PairStore) -> None:
     for row in (pair("tie", 1), pair("tie", 1), pair("loss", 1), pair("tie", 2, text="positive"), pair("tie", 0)):
         await database.record_pair(row)
     await database.record_pair(pair("tie", 2, rule="other"))
@@ -73,7 +94,7 @@ async def test_pairs_are_counted_by_canary_version_and_outcome(database: Databas
     assert await database.pair_counts("classify", "gpt35") == []
 
 
-async def test_a_canary_is_created_once_and_changed_by_compare_and_set(opener: Callable[[], Database]) -> None:
+async def test_a_canary_is_created_once_and_changed_by_compare_and_set(opener: Callable[[], PairStore]) -> None:
     first, second = opener(), opener()
     await first.open()
     await second.open()
