@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,8 @@ from proxy.parity.gate import GateResult, gate
 __all__ = ["Canaries", "Evidence", "Standing"]
 
 logger = logging.getLogger("turnout.canary")
+LATENCIES = 10_000
+"""The latest latencies of a step the p95 is read from (a bounded window, whatever the traffic)."""
 _SUCCESSES = ("win", "tie")
 _DIRECTIONS = {Action.ADVANCE: "up", Action.RESUME: "up", Action.ROLLBACK: "down"}
 
@@ -76,7 +79,7 @@ class _Window:
     version: int
     requests: int = 0
     errors: int = 0
-    latencies: list[float] = field(default_factory=list)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCIES))
     cost: Decimal = Decimal(0)
     priced: int = 0
 
@@ -117,6 +120,7 @@ class Canaries:
         self._windows: dict[str, _Window] = {}
         self._verdicts: dict[str, str] = {}
         self._locks = {rule: asyncio.Lock() for rule in self.experiments}
+        self._again: set[str] = set()
 
     def _experiment(self, rule: str) -> Experiment:
         experiment = self.experiments.get(rule)
@@ -197,23 +201,38 @@ class Canaries:
         return Evidence(result, step_pairs, undecided, sum(count.pairs for count in audited), agrees)
 
     async def review(self, rule: str) -> Event | None:
-        """Move the rule's canary if its gate and guardrails say so; the event (None: it stays)."""
+        """Move the rule's canary if its gate and guardrails say so; the event (None: it stays).
+
+        Reviews of one rule in this process coalesce: one asked while another runs makes that one run once
+        more when it is done (instead of queueing one per request), and returns None at once.
+        """
+        lock = self._locks[rule]
+        if lock.locked():
+            self._again.add(rule)
+            return None
+        async with lock:
+            while True:
+                self._again.discard(rule)
+                event = await self._review(rule)
+                if event is not None or rule not in self._again:
+                    return event
+
+    async def _review(self, rule: str) -> Event | None:
         experiment = self._experiment(rule)
         settings = experiment.canary
         assert settings is not None  # noqa: S101
-        async with self._locks[rule]:
-            for _ in range(3):  # a lost compare-and-set: read again and review the new state
-                standing = await self.standing(rule, fresh=True)
-                evidence = await self.evidence(experiment, standing)
-                self._verdicts[rule] = evidence.gate.verdict
-                window = self._windows.get(rule)
-                current = window is not None and window.version == standing.state.version
-                readings = window.readings() if window is not None and current else GuardrailReadings(requests=0)
-                moved = step(standing.state, settings, evidence.gate, evidence.step_pairs, readings)
-                if moved.event is None:
-                    return None
-                if await self._write(experiment, standing, moved, evidence):
-                    return moved.event
+        for _ in range(3):  # a lost compare-and-set: read again and review the new state
+            standing = await self.standing(rule, fresh=True)
+            evidence = await self.evidence(experiment, standing)
+            self._verdicts[rule] = evidence.gate.verdict
+            window = self._windows.get(rule)
+            current = window is not None and window.version == standing.state.version
+            readings = window.readings() if window is not None and current else GuardrailReadings(requests=0)
+            moved = step(standing.state, settings, evidence.gate, evidence.step_pairs, readings)
+            if moved.event is None:
+                return None
+            if await self._write(experiment, standing, moved, evidence):
+                return moved.event
         return None
 
     async def command(self, rule: str, action: Action, *, share: int | None = None, who: str = "") -> Event | None:
