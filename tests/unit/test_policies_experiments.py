@@ -74,6 +74,13 @@ def test_bad_blocks_are_reported_with_file_line_and_rule(blocks, message):
     assert message in error(rules(**blocks))
 
 
+def test_a_split_rule_cannot_have_the_blocks():
+    raw = [{"name": "ab", "split": {"gpt4": 1, "ft35": 1}, "parity": PARITY}]
+    load_policy(raw, ROUTES, locate=locate)
+    with pytest.raises(PolicyError, match="rule 'ab': parity and canary need a rule with one `route`"):
+        load_experiments(raw, ROUTES, locate=locate)
+
+
 def test_an_unknown_key_in_the_rule_is_still_refused():
     with pytest.raises(PolicyError, match="unknown key 'parityy'"):
         load_policy(rules(parityy=PARITY), ROUTES, locate=locate)
