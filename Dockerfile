@@ -27,7 +27,7 @@ RUN /opt/turnout/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
 # The virtualenv's python links to the base's python3, so both stages use the same base.
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="turnout" \
-      org.opencontainers.image.description="An OpenAI-compatible routing proxy: fine-tuned GPT-3.5, GPT-4 or RAG per request, by policy."
+      org.opencontainers.image.description="An OpenAI-compatible routing proxy: a cheap fine-tuned model, a frontier model or RAG per request, by policy."
 RUN groupadd --system --gid 10001 turnout \
     && useradd --system --uid 10001 --gid turnout --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin turnout \
     && mkdir -p /etc/turnout /var/lib/turnout/knowledge

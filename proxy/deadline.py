@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from proxy.config.sections import DeadlineSettings
 from proxy.wire.errors import InvalidRequestError
 
-__all__ = ["DEADLINE_HEADER", "Deadline", "client_deadline", "deadline_seconds"]
+__all__ = ["DEADLINE_HEADER", "TIMER_SLACK", "Deadline", "client_deadline", "deadline_seconds"]
 
 DEADLINE_HEADER = b"x-turnout-timeout"
 """The client's own deadline for its request, in seconds (a decimal number); never sent upstream."""
+
+TIMER_SLACK = 0.002
+"""Seconds by which an event-loop timer may fire before its time (uvloop truncates delays to milliseconds)."""
 
 
 def client_deadline(raw: str | None) -> float | None:
@@ -62,8 +65,13 @@ class Deadline:
         return self.started + self.seconds - self.clock()
 
     def expired(self) -> bool:
-        """Whether the deadline has passed."""
-        return self.left() <= 0
+        """Whether the deadline has passed, to within the event loop's timer resolution (`TIMER_SLACK`).
+
+        An attempt cut to what is left ends on an event-loop timer, and uvloop's timers count whole milliseconds
+        (a delay is truncated to them): read on `perf_counter`, such an attempt can end a fraction of a
+        millisecond before the deadline, which is the deadline's timeout all the same.
+        """
+        return self.left() <= TIMER_SLACK
 
     def for_attempt(self, position: int, candidates: int) -> float:
         """Seconds an attempt on the route at `position` of `candidates` (the route, then its fallbacks) may take.

@@ -1,10 +1,10 @@
-"""`OpenAIChatRoute`: one OpenAI-compatible upstream and model (ft:gpt-3.5-turbo..., gpt-4, ...); SSE passthrough.
+"""`OpenAIChatRoute`: one OpenAI-compatible upstream and model (ft:gpt-4.1-mini..., gpt-4.1, ...); SSE passthrough.
 
 The route kind `openai`, the default: a policy file's route without a `kind` is one of these.
 
 ```yaml
 routes:
-  support-ft: {upstream: openai, model: "ft:gpt-3.5-turbo-0613:acme::8Xyz", timeout: 30}
+  support-ft: {upstream: openai, model: "ft:gpt-4.1-mini-2025-04-14:acme::8Xyz", timeout: 30}
   embed: {upstream: openai, model: text-embedding-3-small, endpoints: [embeddings]}
 ```
 

@@ -6,7 +6,7 @@ and the sources are added to the `Response` (to the `response.created` event of 
 Composition: the RAG route owns no upstream. It searches its `Retriever` for the conversation's last
 user message, puts the passages that fit its token budget ahead of the conversation
 (`routes.prompting`), and hands the rewritten request to the chat route it answers with (any `Route`,
-e.g. the fine-tuned GPT-3.5), streaming or not.
+e.g. the cheap fine-tuned model), streaming or not.
 
 The sources reach the client twice, without breaking strict OpenAI parsing:
 
@@ -17,7 +17,7 @@ The sources reach the client twice, without breaking strict OpenAI parsing:
 
 When retrieval finds no passage above the route's floor (`min_score`), no model is asked to answer from
 nothing: the route takes its `no_context` action, either answering with a fixed text (the default) or
-handing the request, as it came, to another route (`no_context: {route: gpt4}`). Either way the response
+handing the request, as it came, to another route (`no_context: {route: frontier}`). Either way the response
 says `x-turnout-rag: no-context` and carries an empty `turnout_sources` (which a cache hit shows again).
 
 `cache_scope` and `model` are what a cache keys on besides the request: a cached answer is only valid
@@ -29,7 +29,7 @@ The route kind `rag`:
 ```yaml
 routes:
   docs: {kind: rag, index: ./knowledge-index, answer_with: support-ft, top_k: 4, min_score: 0.2, context_tokens: 1500,
-         no_context: {answer: "Our documents do not cover this."}}   # or {route: gpt4}
+         no_context: {answer: "Our documents do not cover this."}}   # or {route: frontier}
 ```
 """
 

@@ -2,7 +2,7 @@
 
 Money is `Decimal` all the way to the header and the log; only the Prometheus counters turn it into a
 float. A model is priced by its exact name, else by the longest table entry it starts with followed by
-`-` or `:`: `gpt-4-0613` is priced as `gpt-4`, `ft:gpt-3.5-turbo-0613:acme::8Xyz` as `ft:gpt-3.5-turbo`.
+`-` or `:`: `gpt-4.1-2025-04-14` is priced as `gpt-4.1`, `ft:gpt-4.1-mini-2025-04-14:acme::8Xyz` as `ft:gpt-4.1-mini`.
 
 What one usage costs, at the rates of its service tier (`standard`, `flex`, `priority`, `batch`):
 

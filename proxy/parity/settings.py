@@ -4,19 +4,19 @@
 rules:
   - name: classify
     when: {...}
-    route: gpt4
+    route: frontier
     parity:
-      reference: gpt4            # the route that also answers a sample of the rule's traffic
+      reference: frontier        # the route that also answers a sample of the rule's traffic
       sample: 0.1                # that sample's share
       evaluators: [normalised]   # in order; the first with a verdict decides (strings or {kind: ..., ...})
-      judge: {route: gpt4, prompt: policies/judge.md, audit: 0.05}   # where none decides; audit: a share of
+      judge: {route: frontier, prompt: policies/judge.md, audit: 0.05}   # where none decides; audit: a share of
                                  # the decided pairs judged too, for the agreement report
       margin: 0.95               # pass: the candidate at least as good in 95% of pairs
       confidence: 0.95
       test: sequential           # or wilson (one look)
       min_pairs: 30
     canary:
-      candidate: ft35
+      candidate: support-ft
       steps: [1, 5, 25, 50, 100] # percent of the rule's traffic
       min_pairs: 200             # per step, before it may advance
       guardrails: {error_rate: 0.02, latency_p95_ms: 2500, cost_usd: "0.002", min_requests: 50}

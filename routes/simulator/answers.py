@@ -68,7 +68,7 @@ class Answer:
     @property
     def model(self) -> str:
         """The model the request asked for (the simulator answers as that model)."""
-        return str(self.body.get("model") or "gpt-4")
+        return str(self.body.get("model") or "gpt-4.1")
 
     @property
     def choices(self) -> int:

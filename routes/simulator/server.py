@@ -99,7 +99,16 @@ from routes.simulator.responses import SimulatedResponses
 
 __all__ = ["SimulatorConfig", "SimulatorServer", "build_simulator", "run_simulator", "start_simulator"]
 
-_MODELS = ("gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo", "ft:gpt-3.5-turbo-0613:acme::8Xyz")
+_MODELS = (
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "ft:gpt-4.1-mini-2025-04-14:acme::8Xyz",
+    "gpt-4",
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-3.5-turbo",
+    "ft:gpt-3.5-turbo-0613:acme::8Xyz",
+)
 
 
 class _Simulator:

@@ -30,7 +30,15 @@ rules:
     route: support-ft
 """
 ROUTES = ["support-ft", "gpt-4", "offline", "support"]
-SIMULATED = ["gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo", "ft:gpt-3.5-turbo-0613:acme::8Xyz"]  # gpt-4 is a route
+SIMULATED = [  # the simulator's models but gpt-4, which is a route here
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "ft:gpt-4.1-mini-2025-04-14:acme::8Xyz",
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-3.5-turbo",
+    "ft:gpt-3.5-turbo-0613:acme::8Xyz",
+]
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,16 @@ from tests.conftest import in_process
 from tests.manual_clock import ManualClock
 from tests.openapi import validate
 
-SIMULATED = ["gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo", "ft:gpt-3.5-turbo-0613:acme::8Xyz"]
+SIMULATED = [
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "ft:gpt-4.1-mini-2025-04-14:acme::8Xyz",
+    "gpt-4",
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-3.5-turbo",
+    "ft:gpt-3.5-turbo-0613:acme::8Xyz",
+]
 POLICY = """
 upstreams:
   sim: {base_url: "${SIM_URL}", api_key: sk-models-test-key-0123456789}

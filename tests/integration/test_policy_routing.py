@@ -143,7 +143,7 @@ async def test_clients_can_pick_a_route_or_alias_as_their_model(
     models = (await routed.get("/v1/models")).json()
     validate("ListModelsResponse", models)
     # The routes and aliases, then the simulated upstream's own models (tests/integration/test_models.py).
-    assert [m["id"] for m in models["data"]][:5] == ["support-ft", "gpt4", "gpt4-shadow", "fast", "gpt-4"]
+    assert [m["id"] for m in models["data"]][:5] == ["support-ft", "gpt4", "gpt4-shadow", "fast", "gpt-4.1"]
     validate("Model", (await routed.get("/v1/models/fast")).json())
     assert (await routed.get("/v1/models/gpt-does-not-exist")).status_code == 404
 

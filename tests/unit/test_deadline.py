@@ -6,7 +6,7 @@ import pytest
 
 from policies import PolicyError, RequestFeatures, load_policy
 from proxy.config.sections import DeadlineSettings
-from proxy.deadline import Deadline, client_deadline, deadline_seconds
+from proxy.deadline import TIMER_SLACK, Deadline, client_deadline, deadline_seconds
 from proxy.wire.errors import InvalidRequestError
 from proxy.wire.schemas import ChatMessage
 
@@ -62,6 +62,18 @@ def test_a_route_before_its_fallbacks_leaves_them_their_share() -> None:
     clock.now += 40
     assert deadline.left() == 0
     assert deadline.expired()
+
+
+def test_a_timer_that_fires_a_hair_early_is_the_deadline_all_the_same() -> None:
+    # uvloop truncates a timer's delay to whole milliseconds: an attempt given all that is left (0.5004 s) ends
+    # at 0.500 s, when perf_counter still shows 0.4 ms left; outside the slack the deadline has not passed.
+    clock = Clock()
+    deadline = Deadline(1, clock.now, clock=clock)
+    clock.now += 0.9996
+    assert deadline.left() > 0
+    assert deadline.expired()
+    clock.now -= 2 * TIMER_SLACK
+    assert not deadline.expired()
 
 
 def test_a_single_route_gets_the_whole_deadline_and_no_share_means_none_held_back() -> None:

@@ -204,5 +204,5 @@ def test_the_readme_sketch_is_valid():
     blocks = yaml.safe_load(match.group(1))
     parity = msgspec.convert(blocks["parity"], ParitySettings)
     canary = msgspec.convert(blocks["canary"], CanarySettings)
-    check_blocks(parity, canary, frozenset({"gpt4", "ft35"}))
+    check_blocks(parity, canary, frozenset({"frontier", "support-ft"}))
     assert (parity.margin, canary.steps, canary.holdout) == (0.95, [1, 5, 25, 50, 100], 0.05)

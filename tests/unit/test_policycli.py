@@ -26,11 +26,11 @@ def test_check_accepts_the_shipped_policy(capsys: pytest.CaptureFixture[str]) ->
 def test_check_names_the_file_line_and_rule_of_a_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        Path(DEFAULT).read_text().replace("route: gpt4\n\n  - name: tools", "route: gpt5\n\n  - name: tools")
+        Path(DEFAULT).read_text().replace("route: frontier\n\n  - name: tools", "route: gpt5\n\n  - name: tools")
     )
     assert main(["check", str(bad)]) == 1
     error = capsys.readouterr().err
-    assert f"{bad}:27: rule 'long-context': unknown route 'gpt5'" in error
+    assert f"{bad}:29: rule 'long-context': unknown route 'gpt5'" in error
 
 
 def test_check_reports_a_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,21 +45,21 @@ def test_test_passes_the_shipped_cases_and_fails_a_wrong_one(
     assert "8 passed, 0 failed" in capsys.readouterr().out
     wrong = tmp_path / "wrong.cases.yaml"
     wrong.write_text(
-        "cases:\n  - name: not gpt4\n    request: {model: gpt-4, messages: [{role: user, content: hi}]}\n"
-        "    expect: gpt4\n"
+        "cases:\n  - name: not frontier\n    request: {model: gpt-4.1, messages: [{role: user, content: hi}]}\n"
+        "    expect: frontier\n"
     )
     assert main(["test", DEFAULT, str(wrong)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL not gpt4: expected gpt4, got support-ft by rule 'default'" in out
+    assert "FAIL not frontier: expected frontier, got support-ft by rule 'default'" in out
     assert "0 passed, 1 failed" in out
 
 
 def test_explain_shows_each_rule_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     request = tmp_path / "request.json"
-    request.write_text(json.dumps({"model": "gpt-4", "messages": [{"role": "user", "content": "Compare A and B"}]}))
+    request.write_text(json.dumps({"model": "gpt-4.1", "messages": [{"role": "user", "content": "Compare A and B"}]}))
     assert main(["explain", DEFAULT, str(request)]) == 0
     out = capsys.readouterr().out
-    assert "route: gpt4" in out
+    assert "route: frontier" in out
     assert "long-context: no match" in out
     assert "prompt_tokens" in out
     assert "reasoning: matched" in out

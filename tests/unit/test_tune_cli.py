@@ -43,7 +43,7 @@ def test_the_shipped_intents_example_passes_its_cases(capsys: pytest.CaptureFixt
     assert main(["test", str(INTENTS), str(INTENT_CASES)]) == 0
     out = capsys.readouterr().out
     assert "9 passed, 0 failed" in out
-    assert "ok   a poem is none of these: gpt4 by rule 'default'" in out
+    assert "ok   a poem is none of these: frontier by rule 'default'" in out
 
 
 def test_test_prints_the_scores_beside_a_failing_case(
