@@ -33,6 +33,7 @@ from proxy.auth.pairs import PairRow, PairStore
 from proxy.auth.pairs_redis import RedisPairStore
 from proxy.auth.store import DatabaseError, open_database
 from proxy.canaries import Canaries
+from proxy.config.policyfile import Deployment
 from proxy.config.settings import Settings
 from proxy.endpoints.base import Codec
 from proxy.endpoints.chat import CHAT
@@ -338,7 +339,7 @@ async def open_pair_store(settings: Settings) -> AsyncIterator[PairStore | None]
     if not settings.deployment.experiments:
         yield None
         return
-    database = pair_store(settings.deployment.parity_redis_url, settings.deployment.database_url)
+    database = pair_store(settings.deployment)
     await database.open()
     logger.info("parity pairs and canaries in %s", database.display_url)
     try:
@@ -347,9 +348,11 @@ async def open_pair_store(settings: Settings) -> AsyncIterator[PairStore | None]
         await database.close()
 
 
-def pair_store(redis_url: str | None, database_url: str | None) -> PairStore:
-    """The store a deployment names: Redis at `redis_url`, else the database at `database_url` (not yet open)."""
-    return RedisPairStore(redis_url) if redis_url is not None else open_database(database_url)
+def pair_store(deployment: Deployment) -> PairStore:
+    """The store a deployment names: Redis at `parity_redis_url`, else the database at `database_url` (not open)."""
+    if deployment.parity_redis_url is not None:
+        return RedisPairStore(deployment.parity_redis_url, prefix=deployment.parity_redis_prefix)
+    return open_database(deployment.database_url)
 
 
 def build_pairing(

@@ -85,7 +85,7 @@ def _experiments(args: argparse.Namespace) -> tuple[dict[str, Experiment], PairS
     if args.rule is not None and args.rule not in experiments:
         known = ", ".join(sorted(experiments)) or "none"
         raise ConfigError(f"rule {args.rule!r} has no parity block (rules with one: {known})")
-    return experiments, pair_store(deployment.parity_redis_url, deployment.database_url)
+    return experiments, pair_store(deployment)
 
 
 async def _rows(experiments: dict[str, Experiment], database: PairStore, only: str | None) -> list[dict[str, Any]]:

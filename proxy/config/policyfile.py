@@ -59,6 +59,7 @@ class _PolicyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     rules: Any = None
     canary_ttl: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
     parity_redis_url: str | None = None
+    parity_redis_prefix: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_.:-]{1,64}$")] = "turnout"
     tracing: Any = None  # read by `proxy.config.tracing`
 
 
@@ -85,6 +86,8 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds a replica keeps a canary's state before reading it again (`canary_ttl`)."""
     parity_redis_url: str | None = None
     """Where pairs and canaries live when not in the database (a Redis URL; it may carry a password)."""
+    parity_redis_prefix: str = "turnout"
+    """What their Redis keys start with (`<prefix>:parity:...`)."""
     embedder: EmbedderSettings = EmbedderSettings()
     indexes: dict[str, KnowledgeIndex] = {}
     """The knowledge index of each route that searches one (RAG), loaded and checked against the embedder."""
@@ -302,6 +305,7 @@ def parse_deployment(
         experiments=experiments,
         canary_ttl=file.canary_ttl,
         parity_redis_url=_parity_redis(document, file.parity_redis_url),
+        parity_redis_prefix=file.parity_redis_prefix,
         embedder=file.embedder,
         indexes=_check_routes(document, file, list(upstreams), routes, policy),
         passthrough=_passthrough(document, file, list(upstreams)),

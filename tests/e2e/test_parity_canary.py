@@ -348,3 +348,28 @@ def test_a_streamed_answer_is_paired_whole_and_its_copy_asks_for_the_whole_answe
             "SELECT evaluator, outcome, candidate_text FROM turnout_parity_pairs WHERE request_id = 'parity-streamed-1'"
         ).fetchone()
     assert row == ("semantic", "tie", None)  # the same answer; no text kept without TURNOUT_LOG_CONTENT
+
+
+def test_two_replicas_share_a_canary_kept_in_redis(
+    simulator: RunningProcess, tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    # the store's keys go under this test's own prefix: the Redis may be shared
+    store = f"parity_redis_url: {redis_url}\nparity_redis_prefix: {redis_prefix}\n"
+    policy.write_text(POLICY.replace('database_url: "${PARITY_DB}"\n', store), encoding="utf-8")
+    env = turnout_env(simulator, TURNOUT_CONFIG=str(policy), SIM_URL=f"{simulator.origin}/v1")
+    with (
+        running(start_turnout(env)) as first,
+        running(start_turnout(env)) as second,
+        sdk_client(first.origin) as one,
+        sdk_client(second.origin) as two,
+    ):
+        for index in range(6):
+            ask(one if index % 2 else two, "agree", f"redis {index}")
+        until(lambda: parity(env, "agree")["pairs"] >= 6, "6 pairs from both replicas", timeout=15)
+        pinned = turnout_cli("canary", "pin", "agree", "50", env=env)
+        assert pinned.returncode == 0, pinned.stderr
+        seen = [until(lambda c=c: (a := ask(c, "agree", "pinned"))["step"] == "50" and a, "50") for c in (one, two)]
+        assert {s["share"] for s in seen} == {"0.5"}
+        assert turnout_cli("canary", "reset", "agree", env=env).returncode == 0
+    assert parity(env, "agree")["state"] == "running"
