@@ -201,6 +201,11 @@ class Pairing:
                 await self._store_pair(trial, request_id, pair, background.ask)
         if experiment.canary is not None:
             await self._review(experiment.rule)
+        elif self._metrics is not None:  # no canary to review: the gate's gauges are brought up to date alone
+            try:
+                await self.canaries.evidence(experiment, None)
+            except DatabaseError as exc:
+                logger.warning("parity %s: the gate not read (%s)", experiment.rule, exc)
 
     async def _store_pair(self, trial: Trial, request_id: str, pair: Pair, ask: Ask) -> None:
         experiment = trial.experiment

@@ -305,6 +305,15 @@ def test_the_judge_decides_what_the_evaluators_cannot_and_its_agreement_is_count
     assert "user: judged 1" in prompt  # with the request in it
     assert asked["body"]["model"] == "judge-model"
     assert re.search(r'turnout_evaluation_cost_usd_total\{kind="judge",rule="judged"\} 0\.0*[1-9]', metrics)
+    # no canary to review, the gate's gauges still follow the pairs (20 of 20: sequential at 90% needs 43)
+    gauges = 'turnout_parity_verdict{candidate="ft35",rule="judged",verdict="undecided"} 1.0'
+
+    def scraped() -> str:
+        text = httpx.get(f"{first.origin}/metrics").text
+        return text if gauges in text else ""
+
+    metrics = until(scraped, "the gate's gauges")
+    assert 'turnout_parity_rate{candidate="ft35",rule="judged"} 1.0' in metrics
 
 
 def test_the_semantic_evaluator_ties_answers_of_the_same_words_with_the_local_model(servers, env) -> None:
