@@ -10,6 +10,7 @@ from policies.cacherule import CacheRule
 from policies.checks import Check, SemanticNeeds
 from policies.engine import Decision, Explanation, PolicyEngine, RuleTrace
 from policies.errors import PolicyError
+from policies.experiments import Experiment, load_experiments
 from policies.features import RequestFeatures, SemanticFeatures, extract_features
 from policies.loader import load_policy
 
@@ -17,6 +18,7 @@ __all__ = [
     "CacheRule",
     "Check",
     "Decision",
+    "Experiment",
     "Explanation",
     "PolicyEngine",
     "PolicyError",
@@ -25,5 +27,6 @@ __all__ = [
     "SemanticFeatures",
     "SemanticNeeds",
     "extract_features",
+    "load_experiments",
     "load_policy",
 ]

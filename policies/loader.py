@@ -18,11 +18,25 @@ from policies.conditions import compile_when
 from policies.decision import LOG_LEVELS, LogLevel
 from policies.engine import PolicyEngine, Rule, Shadow, Sticky
 from policies.errors import Path, PolicyError
+from policies.experiments import BLOCKS
 from policies.nearest import Nearest, read_nearest
 
 __all__ = ["RULE_KEYS", "load_policy"]
 
-RULE_KEYS = ("name", "when", "route", "split", "sticky", "fallback", "shadow", "cache", "deadline", "nearest", "log")
+RULE_KEYS = (
+    "name",
+    "when",
+    "route",
+    "split",
+    "sticky",
+    "fallback",
+    "shadow",
+    "cache",
+    "deadline",
+    "nearest",
+    "log",
+    *BLOCKS,
+)
 """The keys a rule may have."""
 _SHADOW_KEYS = ("route", "sample")
 _STICKY: tuple[Sticky, ...] = ("user", "caller")

@@ -21,7 +21,7 @@ __all__ = ["Cors"]
 _METHODS = b"GET, POST, DELETE, OPTIONS"
 _EXPOSED = (
     b"x-request-id, x-turnout-route, x-turnout-rule, x-turnout-cache, x-turnout-fallback-from, x-turnout-sources, "
-    b"x-turnout-cost-usd, x-turnout-savings-usd, server-timing, retry-after"
+    b"x-turnout-cost-usd, x-turnout-savings-usd, x-turnout-canary, server-timing, retry-after"
 )
 _SDK_HEADERS = b"x-stainless-"
 

@@ -16,22 +16,26 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from proxy.access import Access, open_access
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import priced
+from proxy.auth.pairs import PairStore
 from proxy.batches import BatchBilling, MemoryClaims, open_claims
 from proxy.cache.lookup import SharedCache
 from proxy.config.errors import ConfigError
 from proxy.config.settings import Settings, UpstreamSettings
 from proxy.logs import redact_logs_with
 from proxy.models import ModelCatalog
+from proxy.pairing import build_pairing, open_pair_store
 from proxy.pipeline import Pipeline
 from proxy.response_homes import ResponseHomes, open_homes
 from proxy.semantic import Knowledge, LocalEmbedders, build_knowledge
@@ -177,6 +181,7 @@ def _build(
     recorder: Recorder | None,
     redactor: Redactor,
     access: Access | None = None,
+    pairs: PairStore | None = None,
 ) -> Generation:
     upstreams = {
         name: Upstream(
@@ -212,11 +217,21 @@ def _build(
         prices=prices,
         recorder=recorder,
         shadow_spent=access.shadow_spent if access is not None else None,
+        pairing=build_pairing(settings, pairs, recorder, _local_embed(local)),
         cache=caches.answer_cache(
             deployment.cache, tasks, semantic=deployment.policy is not None and deployment.policy.semantic_cache
         ),
     )
     return Generation(settings=settings, upstreams=upstreams, pipeline=pipeline, knowledge=knowledge)
+
+
+def _local_embed(local: LocalEmbedders) -> Callable[[Sequence[str]], Awaitable[npt.NDArray[np.float32]]]:
+    """The local model's vectors (WordLlama, 256 dimensions), for the parity rules' `semantic` evaluator."""
+
+    async def embed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        return (await local.get(LocalEmbedder.NAME, 256).embed(texts)).vectors
+
+    return embed
 
 
 async def _embed_examples(generation: Generation, recorder: Recorder | None) -> None:
@@ -320,8 +335,10 @@ async def open_resources(
                 grace=settings.server.drain_timeout,
             )
         )
+        pairs = await stack.enter_async_context(open_pair_store(settings))
+        stack.push_async_callback(tasks.drain, settings.server.drain_timeout)  # the pairs' writes, before it closes
         resources = Resources(
-            _build(settings, sessions, tasks, base_url, caches, local, recorder, redactor, access),
+            _build(settings, sessions, tasks, base_url, caches, local, recorder, redactor, access, pairs),
             tasks,
             models,
             homes,
@@ -347,7 +364,7 @@ async def open_resources(
             try:
                 reloaded = reload_settings()
                 with_new = redactor | Redactor(reloaded.secrets())
-                new = _build(reloaded, sessions, tasks, base_url, caches, local, recorder, with_new, access)
+                new = _build(reloaded, sessions, tasks, base_url, caches, local, recorder, with_new, access, pairs)
             except ConfigError as exc:
                 logger.error("policy reload failed, keeping the running policy: %s", exc)
                 if recorder is not None:

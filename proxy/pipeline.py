@@ -13,7 +13,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -28,8 +28,10 @@ from proxy.deadline import Deadline, client_deadline, deadline_seconds
 from proxy.decide import decide_by_model, decide_semantically
 from proxy.dispatch import Dispatcher
 from proxy.endpoints.base import Codec
+from proxy.endpoints.chat import CHAT
 from proxy.estimate import AnswerSizes
-from proxy.outcome import Outcome
+from proxy.outcome import Outcome, OutcomeError
+from proxy.pairing import Background, Pairing, Trial, canary_headers, judge_body, unstreamed, with_canary
 from proxy.semantic import SemanticScorer
 from proxy.shadow import ShadowSpent, run_shadow
 from proxy.streaming import Relay, open_relay, replay_relay
@@ -75,6 +77,7 @@ class Pipeline:
         recorder: Recorder | None = None,
         shadow_spent: ShadowSpent | None = None,
         cache: AnswerCache | None = None,
+        pairing: Pairing | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -100,6 +103,8 @@ class Pipeline:
         self._shadow_spent = shadow_spent  # a shadow copy's team and cost, for the team's budget (`proxy.access`)
         self.cache = cache
         """The response cache; None: every request bypasses it."""
+        self.pairing = pairing
+        """The parity rules' canaries and pairs (None: the policy has none)."""
         self._dispatcher = Dispatcher(self._routes, retry=retry, breaker=breaker, rng=rng, sleep=sleep, clock=clock)
         self.breakers = self._dispatcher.breakers
         self._deadline = deadline or DeadlineSettings()
@@ -127,8 +132,8 @@ class Pipeline:
         stream: bool,
         steer: Steer | None = None,
         admit: Admit | None = None,
-    ) -> tuple[Decision, Ticket, Deadline]:
-        """Decide (and `steer`, and `admit`), then look the answer up in the form asked; a hit is priced.
+    ) -> tuple[Decision, Ticket, Deadline, Trial | None]:
+        """Decide (and `steer`, and a canary, and `admit`), then look the answer up in the form asked; a hit is priced.
 
         The request's deadline is set from its arrival (`proxy.deadline`); a bad `x-turnout-timeout` is a 400 first.
         """
@@ -139,6 +144,9 @@ class Pipeline:
             self._spent(call, tally)
         if steer is not None:
             decision = steer(decision)
+        trial = None
+        if self.pairing is not None:
+            decision, trial = await self.pairing.trial(decision)
         tally.decided(decision.route, decision.rule, decision.reason, decision.log)
         if admit is not None:
             route = self._routes[decision.route]
@@ -155,7 +163,7 @@ class Pipeline:
         if hit is not None and hit.model is not None and hit.usage is not None:
             self._account(codec, call, tally, decision.route, hit.model, hit.usage, cached=True)
         seconds = deadline_seconds(self._deadline, decision.deadline, asked)
-        return decision, ticket, Deadline(seconds, tally.started, self._deadline.fallback_share)
+        return decision, ticket, Deadline(seconds, tally.started, self._deadline.fallback_share), trial
 
     async def complete(
         self,
@@ -174,11 +182,15 @@ class Pipeline:
             OutcomeError: no route could answer; the error to send, with the outcome it belongs to.
         """
         tally = Tally() if tally is None else tally
-        decision, ticket, deadline = await self._begin(codec, call, tally, stream=False, steer=steer, admit=admit)
+        decision, ticket, deadline, trial = await self._begin(
+            codec, call, tally, stream=False, steer=steer, admit=admit
+        )
         if ticket.hit is not None:
             answer = Answer(body=ticket.hit.body, model=tally.model, usage=tally.usage)
-            return answer, Outcome(decision.route, decision.rule, cache="hit", route_headers=ticket.hit.headers)
+            headers = (*ticket.hit.headers, *canary_headers(trial))
+            return answer, Outcome(decision.route, decision.rule, cache="hit", route_headers=headers)
         self._shadow(codec, call, decision)
+        started = time.perf_counter()
 
         def complete_on(route: Route) -> Awaitable[Answer]:
             return route.complete(call)
@@ -186,6 +198,10 @@ class Pipeline:
         try:
             dispatched = await self._dispatcher.run(codec, call, decision, complete_on, tally, ticket.status, deadline)
             name, answer, failed = dispatched
+        except OutcomeError as exc:
+            ticket.finish(None)
+            self._tried(codec, call, trial, tally, started, None, None)
+            raise with_canary(exc, trial) from exc.__cause__
         except BaseException:
             ticket.finish(None)
             raise
@@ -194,7 +210,8 @@ class Pipeline:
         ticket.finish(codec.stored(answer.body) if name == decision.route else None)
         if answer.usage is not None:
             self._account(codec, call, tally, name, answer.model, answer.usage)
-        return answer, Outcome(name, decision.rule, failed, ticket.status, answer.headers)
+        self._tried(codec, call, trial, tally, started, name, answer.body)
+        return answer, Outcome(name, decision.rule, failed, ticket.status, (*answer.headers, *canary_headers(trial)))
 
     async def stream(
         self,
@@ -212,11 +229,13 @@ class Pipeline:
             OutcomeError: no route could open a stream; the error to send, with the outcome it belongs to.
         """
         tally = Tally() if tally is None else tally
-        decision, ticket, deadline = await self._begin(codec, call, tally, stream=True, steer=steer, admit=admit)
+        decision, ticket, deadline, trial = await self._begin(codec, call, tally, stream=True, steer=steer, admit=admit)
         if ticket.hit is not None:
-            hit = Outcome(decision.route, decision.rule, cache="hit", route_headers=ticket.hit.headers)
+            headers = (*ticket.hit.headers, *canary_headers(trial))
+            hit = Outcome(decision.route, decision.rule, cache="hit", route_headers=headers)
             return replay_relay(ticket.hit.body), hit
         self._shadow(codec, call, decision)
+        started = time.perf_counter()
         wants_usage = codec.wants_usage(call.body)
 
         async def open_on(route: Route) -> tuple[Relay, AnswerStream]:
@@ -248,6 +267,7 @@ class Pipeline:
             events = opened.events
             if route.name == decision.route:  # a fallback's answer is not the decided route's to cache
                 events = ticket.recording(events, codec)
+            events = self._watched(events, codec, call, trial, tally, started, route.name)
             relay = await open_relay(
                 events, codec, wants_usage=wants_usage, on_usage=on_usage, on_end=on_end, on_cut=on_cut
             )
@@ -256,6 +276,10 @@ class Pipeline:
         try:
             dispatched = await self._dispatcher.run(codec, call, decision, open_on, tally, ticket.status, deadline)
             name, (relay, opened), failed = dispatched
+        except OutcomeError as exc:
+            ticket.finish(None)
+            self._tried(codec, call, trial, tally, started, None, None)
+            raise with_canary(exc, trial) from exc.__cause__
         except BaseException:
             ticket.finish(None)
             raise
@@ -263,7 +287,8 @@ class Pipeline:
             self._spent(call, tally)
         if name != decision.route:
             ticket.finish(None)
-        return relay, Outcome(name, decision.rule, failed, ticket.status, opened.headers)
+        self._tried(codec, call, trial, tally, started, None, None, unless=name)  # served: told at the stream's end
+        return relay, Outcome(name, decision.rule, failed, ticket.status, (*opened.headers, *canary_headers(trial)))
 
     def _shadow(self, codec: Codec[Any], call: Call[Any], decision: Decision) -> None:
         if decision.shadow is not None and decision.shadow in self.routes:
@@ -276,6 +301,68 @@ class Pipeline:
             route, recorder = self._routes[decision.shadow], self._recorder
             task = run_shadow(codec, shadow_call, route, account, spent, recorder, self._shadow_spent)
             self._tasks.spawn(task, name=f"shadow:{decision.shadow}")
+
+    def _tried(
+        self,
+        codec: Codec[Any],
+        call: Call[Any],
+        trial: Trial | None,
+        tally: Tally,
+        started: float,
+        answered_by: str | None,
+        body: bytes | None,
+        unless: str | None = None,
+    ) -> None:
+        """Hand a parity rule's request to its pairing in the background (unless its route was `unless`)."""
+        if trial is None or self.pairing is None or trial.served == unless:
+            return
+        task = self.pairing.finished(
+            trial,
+            call.headers.get("x-request-id", ""),
+            answered_by=answered_by,
+            body=body,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            cost=tally.cost,
+            background=self._background(codec, call),
+        )
+        self._tasks.spawn(task, name=f"parity:{trial.experiment.rule}")
+
+    def _watched(
+        self,
+        events: AsyncGenerator[bytes, None],
+        codec: Codec[Any],
+        call: Call[Any],
+        trial: Trial | None,
+        tally: Tally,
+        started: float,
+        route: str,
+    ) -> AsyncGenerator[bytes, None]:
+        """A parity rule's stream on its chosen route: kept for its pair if sampled, told to the pairing at its end."""
+        if trial is None or self.pairing is None or route != trial.served:
+            return events
+
+        def served(ended: bool, whole: bytes | None) -> None:
+            self._tried(codec, call, trial, tally, started, trial.served if ended else None, whole)
+
+        return self.pairing.recording(events, codec, keep=trial.sampled, done=served)
+
+    def _background(self, codec: Codec[Any], call: Call[Any]) -> Background:
+        """A pair's background calls (the copy of `call` to the other route, the judge's), priced as shadow copies."""
+
+        def send(kind_of: Codec[Any], body: Any, route: str, kind: str) -> Awaitable[tuple[Tally, bytes | None]]:
+            headers = {**call.headers, "x-request-id": f"{call.headers.get('x-request-id', 'req')}-{kind}"}
+            copied = Call(kind_of, body, headers, caller=call.caller, team=call.team)
+            account, spent = functools.partial(self._account, kind_of, copied), functools.partial(self._spent, copied)
+            return run_shadow(kind_of, copied, self._routes[route], account, spent, self._recorder, self._shadow_spent)
+
+        whole = unstreamed(codec, call.raw) if codec.streams(call.body) else call.body  # a pair compares whole answers
+        return Background(
+            lambda route, kind: send(codec, whole, route, kind),
+            lambda route, messages: send(
+                CHAT, judge_body(self._routes[route].model or route, messages), route, "judge"
+            ),
+            call.raw,
+        )
 
     def _spent(self, call: Call[Any], tally: Tally) -> None:
         """Charge `tally` with the embeddings the call's question was billed since the last look (then forgotten)."""

@@ -1,4 +1,6 @@
-"""`run_shadow`: a shadow copy of a request, sent in the background to another route; its answer is dropped.
+"""`run_shadow`: a copy of a request, sent in the background to another route; a shadow's answer is dropped.
+
+The parity pairs (`proxy.pairing`) send their background copies through it too, and keep the answer it returns.
 
 What it costs is real spend: its tokens and cost go to the recorder (on its route, with no baseline of its
 own) and, when the caller's team pays for evaluation (`auth.shadow_spend`), to that team's budget.
@@ -36,8 +38,8 @@ async def run_shadow(
     spent: Callable[[Tally], None],
     recorder: Recorder | None,
     shadow_spent: ShadowSpent | None,
-) -> None:
-    """Send the copy of `call` to `route`, and account for it.
+) -> tuple[Tally, bytes | None]:
+    """Send the copy of `call` to `route`, and account for it; returns its tally and its answer (not a stream's).
 
     `account(tally, route, model, usage)` prices its usage, `spent(tally)` adds the embeddings its question was billed.
     """
@@ -45,6 +47,7 @@ async def run_shadow(
     streams = codec.streams(call.body)
     tally = Tally(shadow=True, stream=streams)
     tally.decided(name, "shadow")
+    body: bytes | None = None
     try:
         if streams:
             opened = await route.stream(call)
@@ -55,6 +58,7 @@ async def run_shadow(
                         account(tally, name, found.model, found.usage)
         else:
             answer = await route.complete(call)
+            body = answer.body
             if answer.usage is not None:
                 account(tally, name, answer.model, answer.usage)
     except ProxyError as exc:
@@ -70,3 +74,4 @@ async def run_shadow(
         await shadow_spent(call.team, tally.cost)
     elapsed = (time.perf_counter() - started) * 1000
     logger.info("shadow %s to route %s %s in %.0f ms", call.headers.get("x-request-id"), name, outcome, elapsed)
+    return tally, body

@@ -5,6 +5,7 @@ and calls it with what it measured:
 
 - the middleware, when a request's response has ended: the request's `Tally` (`request`);
 - the pipeline, when a shadow copy has finished: the copy's tally (`shadow`);
+- the parity pairs and canaries (`proxy.pairing`, `proxy.canaries`): their own metrics, through `parity`;
 - the Redis cache backend, for each command that failed or timed out (`cache_failed`);
 - the gate (`proxy.gate`), for what it refused (`auth_failed`, `limit_refused`), budgets past their soft share
   (`budget_soft_exceeded`), the limits' Redis lost (`limits_fell_back`) and spend the ledger dropped;
@@ -32,6 +33,7 @@ from proxy.accounting.accesslog import AccessLog
 from proxy.accounting.batch import LiveCount
 from proxy.accounting.callers import CallerMetrics
 from proxy.accounting.metrics import Metrics
+from proxy.accounting.parity import ParityMetrics
 from proxy.accounting.tally import Embedding, Tally
 from proxy.accounting.traffic import TrafficMetrics
 
@@ -58,7 +60,16 @@ class TrafficSink(Protocol):
 class Recorder:
     """Receives every measurement and hands it to the metrics and, for a finished request, the access log."""
 
-    __slots__ = ("_access_log", "_breakers", "_callers", "_metrics", "_traffic", "_traffic_metrics", "in_flight")
+    __slots__ = (
+        "_access_log",
+        "_breakers",
+        "_callers",
+        "_metrics",
+        "_traffic",
+        "_traffic_metrics",
+        "in_flight",
+        "parity",
+    )
 
     def __init__(self, metrics: Metrics, access_log: AccessLog | None = None, *, metric_keys: int = 50) -> None:
         self._metrics = metrics
@@ -69,6 +80,8 @@ class Recorder:
         self._traffic_metrics = TrafficMetrics(metrics.registry)
         self.in_flight: LiveCount = metrics.in_flight
         """Requests being answered now: the middleware counts each in and out."""
+        self.parity = ParityMetrics(metrics.registry)
+        """Pairs, the parity gate, canaries and evaluation spend (`proxy.pairing`, `proxy.canaries`)."""
 
     def request(self, tally: Tally, method: str, path: str) -> None:
         """A request's response has ended (or its client left): count a routed or passed-through one, log every one."""

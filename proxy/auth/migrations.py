@@ -3,7 +3,8 @@
 Each database keeps the versions applied in `turnout_schema`. `open()` applies the missing ones in order,
 in one transaction, under a lock that makes two processes starting at once safe: PostgreSQL's transaction-scoped
 advisory lock (`MIGRATION_LOCK`), SQLite's `BEGIN IMMEDIATE` (one writer at a time). A migration is never
-edited once released: a change is a new version.
+edited once released: a change is a new version. Versions need not be consecutive (3 exists before 2 and 4,
+which are reserved): `pending` applies whichever are missing, in order.
 
 Money is TEXT holding a decimal (SQLite) or NUMERIC (PostgreSQL), never a float; times are ISO-8601 UTC text
 of a fixed width (SQLite, so that text order is time order) or `timestamptz`.
@@ -113,6 +114,37 @@ SQLITE: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        3,
+        "parity pairs and canary states",
+        (
+            """CREATE TABLE turnout_parity_pairs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                at TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                rule TEXT NOT NULL,
+                candidate TEXT NOT NULL,
+                reference TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                evaluator TEXT,
+                canary_version INTEGER NOT NULL,
+                candidate_text TEXT,
+                reference_text TEXT,
+                judge_outcome TEXT
+            )""",
+            "CREATE INDEX turnout_parity_pairs_rule ON turnout_parity_pairs (rule, candidate, canary_version)",
+            """CREATE TABLE turnout_canary (
+                rule TEXT PRIMARY KEY,
+                candidate TEXT NOT NULL,
+                share INTEGER NOT NULL,
+                passed TEXT NOT NULL,
+                status TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                since_version INTEGER NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+        ),
+    ),
+    Migration(
         4,
         "the fine-tuning holdout: exchanges kept out of training exports for good",
         (
@@ -206,6 +238,37 @@ POSTGRES: tuple[Migration, ...] = (
             "CREATE INDEX turnout_traffic_route_at ON turnout_traffic (route, at)",
             "CREATE INDEX turnout_traffic_rule_at ON turnout_traffic (rule, at)",
             "CREATE INDEX turnout_traffic_caller_at ON turnout_traffic (caller, at)",
+        ),
+    ),
+    Migration(
+        3,
+        "parity pairs and canary states",
+        (
+            """CREATE TABLE turnout_parity_pairs (
+                id BIGSERIAL PRIMARY KEY,
+                at TIMESTAMPTZ NOT NULL,
+                request_id TEXT NOT NULL,
+                rule TEXT NOT NULL,
+                candidate TEXT NOT NULL,
+                reference TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                evaluator TEXT,
+                canary_version BIGINT NOT NULL,
+                candidate_text TEXT,
+                reference_text TEXT,
+                judge_outcome TEXT
+            )""",
+            "CREATE INDEX turnout_parity_pairs_rule ON turnout_parity_pairs (rule, candidate, canary_version)",
+            """CREATE TABLE turnout_canary (
+                rule TEXT PRIMARY KEY,
+                candidate TEXT NOT NULL,
+                share INTEGER NOT NULL,
+                passed TEXT NOT NULL,
+                status TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                since_version BIGINT NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL
+            )""",
         ),
     ),
     Migration(

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from proxy.auth.keys import KeyRecord
 from proxy.auth.migrations import MIGRATION_LOCK, POSTGRES, SCHEMA_TABLE, pending
+from proxy.auth.pairs import STATEMENTS, CanaryRow, OutcomeCount, PairRow, canary_row, canary_values, pair_values
 from proxy.auth.store import (
     KEY_COLUMNS,
     DatabaseError,
@@ -224,6 +225,46 @@ class PostgresDatabase:
             )
             rows = await cursor.fetchall()
         return usage_order([UsageRow(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]), Decimal(r[6])) for r in rows])
+
+    async def record_pair(self, row: PairRow) -> None:
+        """Append one pair."""
+        async with self._transaction() as connection:
+            await connection.execute(_SQL["insert_pair"], pair_values(row, utc))
+
+    async def pair_counts(self, rule: str, candidate: str, since_version: int = 0) -> list[OutcomeCount]:
+        """Pairs by canary version and outcome."""
+        async with self._transaction() as connection:
+            cursor = await connection.execute(_SQL["count_pairs"], (rule, candidate, since_version))
+            rows = await cursor.fetchall()
+        return [OutcomeCount(int(r[0]), str(r[1]), int(r[2]), r[3], r[4]) for r in rows]
+
+    async def canary(self, rule: str) -> CanaryRow | None:
+        """The rule's canary row."""
+        async with self._transaction() as connection:
+            cursor = await connection.execute(_SQL["canary"], (rule,))
+            row = await cursor.fetchone()
+        return None if row is None else canary_row(row, _to_utc)
+
+    async def canaries(self) -> list[CanaryRow]:
+        """Every canary row."""
+        async with self._transaction() as connection:
+            cursor = await connection.execute(_SQL["canaries"])
+            rows = await cursor.fetchall()
+        return [canary_row(row, _to_utc) for row in rows]
+
+    async def put_canary(self, row: CanaryRow, expected_version: int | None) -> bool:
+        """Insert (no row yet) or compare-and-set on the version."""
+        values = canary_values(row, utc)
+        async with self._transaction() as connection:
+            if expected_version is None:
+                cursor = await connection.execute(_SQL["insert_canary"], values)
+            else:
+                cursor = await connection.execute(_SQL["update_canary"], (*values[1:], row.rule, expected_version))
+            return bool(cursor.rowcount)
+
+
+_SQL: dict[str, Any] = {name: statement.replace("?", "%s") for name, statement in STATEMENTS.items()}
+"""The parity statements in psycopg's placeholders."""
 
 
 def _filters(since: datetime, *, key: str | None = None, team: str | None = None) -> tuple[str, list[Any]]:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from proxy.auth.keys import KeyRecord
 from proxy.auth.migrations import SCHEMA_TABLE, SQLITE, pending
+from proxy.auth.pairs import STATEMENTS, CanaryRow, OutcomeCount, PairRow, canary_row, canary_values, pair_values
 from proxy.auth.store import (
     KEY_COLUMNS,
     DatabaseError,
@@ -215,6 +216,45 @@ class SqliteDatabase:
         )
         rows = await self._run(lambda c: c.execute(query, parameters).fetchall())
         return usage_order([UsageRow(r[0], r[1], r[2], r[3], r[4], r[5], Decimal(r[6])) for r in rows])
+
+    async def record_pair(self, row: PairRow) -> None:
+        """Append one pair."""
+        values = pair_values(row, _time)
+
+        def insert(connection: sqlite3.Connection) -> None:
+            with _write(connection):
+                connection.execute(STATEMENTS["insert_pair"], values)
+
+        await self._run(insert)
+
+    async def pair_counts(self, rule: str, candidate: str, since_version: int = 0) -> list[OutcomeCount]:
+        """Pairs by canary version and outcome."""
+        query, parameters = STATEMENTS["count_pairs"], (rule, candidate, since_version)
+        rows = await self._run(lambda c: c.execute(query, parameters).fetchall())
+        return [OutcomeCount(int(r[0]), str(r[1]), int(r[2]), r[3], r[4]) for r in rows]
+
+    async def canary(self, rule: str) -> CanaryRow | None:
+        """The rule's canary row."""
+        row = await self._run(lambda c: c.execute(STATEMENTS["canary"], (rule,)).fetchone())
+        return None if row is None else canary_row(row, _parse_time)
+
+    async def canaries(self) -> list[CanaryRow]:
+        """Every canary row."""
+        rows = await self._run(lambda c: c.execute(STATEMENTS["canaries"]).fetchall())
+        return [canary_row(row, _parse_time) for row in rows]
+
+    async def put_canary(self, row: CanaryRow, expected_version: int | None) -> bool:
+        """Insert (no row yet) or compare-and-set on the version."""
+        values = canary_values(row, _time)
+
+        def write(connection: sqlite3.Connection) -> bool:
+            with _write(connection):
+                if expected_version is None:
+                    return bool(connection.execute(STATEMENTS["insert_canary"], values).rowcount)
+                changes = (*values[1:], row.rule, expected_version)
+                return bool(connection.execute(STATEMENTS["update_canary"], changes).rowcount)
+
+        return await self._run(write)
 
 
 def _filters(since: datetime, *, key: str | None = None, team: str | None = None) -> tuple[str, list[Any]]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from proxy.auth.keys import KeyRecord, Period
+from proxy.auth.pairs import CanaryRow, OutcomeCount, PairRow
 from proxy.wire.redisurl import redact_url
 
 __all__ = [
@@ -113,6 +114,27 @@ class Database(Protocol):
 
     async def usage(self, *, since: datetime, key: str | None = None) -> list[UsageRow]:
         """Spend since `since` by key and route (of one key, or of all), ordered by key then route."""
+
+    async def record_pair(self, row: PairRow) -> None:
+        """Keep one evaluated pair (`proxy.auth.pairs`)."""
+
+    async def pair_counts(self, rule: str, candidate: str, since_version: int = 0) -> list[OutcomeCount]:
+        """The pairs of `rule` and `candidate` at canary versions from `since_version`, grouped.
+
+        By version, outcome, evaluator and the judge's outcome (an audited pair's).
+        """
+
+    async def canary(self, rule: str) -> CanaryRow | None:
+        """The rule's canary state, or None before it has one."""
+
+    async def canaries(self) -> list[CanaryRow]:
+        """Every rule's canary state, by rule."""
+
+    async def put_canary(self, row: CanaryRow, expected_version: int | None) -> bool:
+        """Write `row` if the stored version is `expected_version` (None: only if there is no row yet).
+
+        False: another process changed it first (or created it): read it again.
+        """
 
 
 def default_sqlite_path() -> Path:

@@ -23,6 +23,7 @@ from proxy.accounting.accesslog import ACCESS_LOGGER
 from proxy.cli.export import add_export_command, run_export_command
 from proxy.cli.index import add_index_commands, run_index_command
 from proxy.cli.keys import add_keys_commands, run_keys_command
+from proxy.cli.parity import add_parity_commands, run_parity_command
 from proxy.cli.policy import add_policy_commands, run_policy_command
 from proxy.cli.prices import add_prices_command, run_prices_command
 from proxy.cli.replay import add_replay_command, run_replay_command
@@ -127,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     add_export_command(commands)
     add_replay_command(commands)
     add_traffic_commands(commands)
+    add_parity_commands(commands)
 
     simulate = commands.add_parser("simulate", help="run the simulated OpenAI upstream on its own")
     simulate.add_argument("--host", default="127.0.0.1")
@@ -284,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_replay_command(args)
         if args.command == "feedback":
             return run_traffic_command(args)
+        if args.command in ("parity", "canary"):
+            return run_parity_command(args)
         return run_policy_command(args)
     except KeyboardInterrupt:
         return 130

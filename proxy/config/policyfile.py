@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from policies import PolicyEngine, PolicyError, load_policy
+from policies import Experiment, PolicyEngine, PolicyError, load_experiments, load_policy
 from proxy.config.errors import ConfigError
 from proxy.config.rag import IndexLoader, embedder_identity
 from proxy.config.sections import (
@@ -57,6 +58,9 @@ class _PolicyFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     auth: Any = None
     database_url: Annotated[str, msgspec.Meta(pattern="^(sqlite|postgres|postgresql)://")] | None = None
     rules: Any = None
+    canary_ttl: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
+    parity_redis_url: str | None = None
+    parity_redis_prefix: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_.:-]{1,64}$")] = "turnout"
     tracing: Any = None  # read by `proxy.config.tracing`
     traffic: TrafficSettings = TrafficSettings()
 
@@ -78,6 +82,14 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     cache: CacheSettings = CacheSettings()
     policy: PolicyEngine | None = None
     """None: no rules, every request takes the one route with the caller's `model`."""
+    experiments: dict[str, Experiment] = {}
+    """The rules' `parity:` and `canary:` blocks, by rule name (`policies.experiments`)."""
+    canary_ttl: float = 1.0
+    """Seconds a replica keeps a canary's state before reading it again (`canary_ttl`)."""
+    parity_redis_url: str | None = None
+    """Where pairs and canaries live when not in the database (a Redis URL; it may carry a password)."""
+    parity_redis_prefix: str = "turnout"
+    """What their Redis keys start with (`<prefix>:parity:...`)."""
     embedder: EmbedderSettings = EmbedderSettings()
     indexes: dict[str, KnowledgeIndex] = {}
     """The knowledge index of each route that searches one (RAG), loaded and checked against the embedder."""
@@ -242,6 +254,13 @@ def _auth(document: YamlDocument, raw: Any) -> AuthSettings:
     return auth
 
 
+def _parity_redis(document: YamlDocument, url: str | None) -> str | None:
+    problem = redis_url_problem(url) if url is not None else None
+    if problem is not None:
+        raise document.error(("parity_redis_url",), f"parity_redis_url is not a Redis URL: {problem}")
+    return url
+
+
 def parse_deployment(
     document: YamlDocument, data: Mapping[str, Any], default_upstream: UpstreamFile
 ) -> tuple[dict[str, UpstreamFile], Deployment]:
@@ -283,6 +302,9 @@ def parse_deployment(
         raise document.error(("rules",), "rules need `routes` to send requests to")
     try:
         policy = load_policy(file.rules, list(file.routes), locate=lambda where: document.locate(where))
+        experiments = load_experiments(
+            file.rules, list(file.routes), locate=lambda where: document.locate(where), base=Path(document.path).parent
+        )
     except PolicyError as exc:
         raise ConfigError(str(exc)) from exc
     return upstreams, Deployment(
@@ -296,6 +318,10 @@ def parse_deployment(
         deadline=file.deadline,
         cache=file.cache,
         policy=policy,
+        experiments=experiments,
+        canary_ttl=file.canary_ttl,
+        parity_redis_url=_parity_redis(document, file.parity_redis_url),
+        parity_redis_prefix=file.parity_redis_prefix,
         embedder=file.embedder,
         indexes=_check_routes(document, file, list(upstreams), routes, policy),
         passthrough=_passthrough(document, file, list(upstreams)),

@@ -136,6 +136,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         found.extend(url_secrets(self.deployment.auth.redis_url))
         found.extend(url_secrets(self.deployment.database_url))
         found.extend(url_secrets(self.deployment.traffic.store))
+        found.extend(url_secrets(self.deployment.parity_redis_url))
         if self.admin_key is not None:
             found.append(self.admin_key.reveal())
         found.extend(url_secrets(self.tracing.traces_url))

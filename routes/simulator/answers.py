@@ -59,6 +59,10 @@ class Answer:
     created: int = field(default_factory=lambda: int(time.time()))
     reported: dict[str, Any] | None = None
     """The usage to report as given (`x-simulated-usage`) instead of the simulator's count."""
+    differs: bool = False
+    """Answer other words than usual (`x-simulated-differ`): a model that disagrees with the others."""
+    reply: str | None = None
+    """The content to answer, as given (`x-simulated-reply`): a judge's verdict, say."""
     _pieces: list[str] | None = None
 
     @property
@@ -78,7 +82,8 @@ class Answer:
     def pieces(self) -> list[str]:
         """The answer's content, one token-like piece per chunk: words, or JSON when `response_format` asks."""
         if self._pieces is None:
-            self._pieces = _pieces(self.body, self.chunks)
+            given = [self.reply] if self.reply is not None else None
+            self._pieces = given or _pieces(self.body, self.chunks, differs=self.differs)
         return self._pieces
 
     def logprobs(self) -> int | None:
@@ -121,9 +126,10 @@ class Answer:
 _PIECE = re.compile(r"\s*\w+|\s*[^\w\s]+|\s+")
 
 
-def _pieces(body: dict[str, Any], chunks: int) -> list[str]:
-    """The content: `chunks` words, or the JSON text that `response_format` asks for, in pieces."""
-    words = [(" " if i else "") + _WORDS[i % len(_WORDS)] for i in range(chunks)]
+def _pieces(body: dict[str, Any], chunks: int, *, differs: bool = False) -> list[str]:
+    """The content: `chunks` words (others, when it `differs`), or the JSON text `response_format` asks for."""
+    vocabulary = _WORDS[::-1] if differs else _WORDS
+    words = [(" " if i else "") + vocabulary[i % len(vocabulary)] for i in range(chunks)]
     return formatted_pieces(body.get("response_format"), body.get("messages"), words)
 
 

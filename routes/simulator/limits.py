@@ -23,6 +23,7 @@ Whatever is out of bounds is a `SimulatorRejectedError`, which the handlers answ
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,8 +51,10 @@ __all__ = [
     "SimulatorRejectedError",
     "chat_body",
     "chunk_count",
+    "differs",
     "embeddings_ask",
     "fault_of",
+    "reply_of",
     "reported_usage",
     "wait_ms",
 ]
@@ -253,3 +256,43 @@ def embeddings_ask(raw: bytes) -> EmbeddingsAsk:
         raise SimulatorRejectedError(message, param="input")
     model = values.get("model")
     return EmbeddingsAsk(texts=texts, dimension=dimension, model=model, encoding=str(encoding), values=values)
+
+
+def differs(headers: Mapping[str, str], model: object, messages: object) -> bool:
+    """Whether this request is one of the `x-simulated-differ` percent (0 to 100) answered with other words.
+
+    Only for the model `x-simulated-differ-for` names (when given); which requests is decided by a hash of
+    the messages, so one prompt always gets the same answer and a share of distinct prompts differs.
+
+    Raises:
+        SimulatorRejectedError: the percent is not a whole number from 0 to 100.
+    """
+    percent = headers.get("x-simulated-differ")
+    if percent is None:
+        return False
+    if not percent.isdigit() or not 0 <= int(percent) <= 100:
+        raise SimulatorRejectedError(f"x-simulated-differ must be a percent from 0 to 100, not {percent[:20]!r}")
+    only_for = headers.get("x-simulated-differ-for")
+    if only_for is not None and only_for != model:
+        return False
+    digest = hashlib.sha256(msgspec.json.encode(messages)).digest()
+    return int.from_bytes(digest[:4], "big") % 100 < int(percent)
+
+
+def reply_of(headers: Mapping[str, str], model: object) -> str | None:
+    """The content `x-simulated-reply` gives (at most `MAX_REPLY` characters), for `x-simulated-reply-for`'s model.
+
+    Raises:
+        SimulatorRejectedError: the reply is longer than that.
+    """
+    reply = headers.get("x-simulated-reply")
+    only_for = headers.get("x-simulated-reply-for")
+    if reply is None or (only_for is not None and only_for != model):
+        return None
+    if len(reply) > MAX_REPLY:
+        raise SimulatorRejectedError(f"x-simulated-reply is over {MAX_REPLY} characters")
+    return reply
+
+
+MAX_REPLY = 4096
+"""The longest `x-simulated-reply`."""

@@ -26,6 +26,10 @@ any other end-to-end header:
   event after two chunks), `disconnect` (drop the connection after two chunks; a file download drops
   it after half its content on either); every endpoint but models.
 - `x-simulated-fault-for`: apply the fault only to requests for this model (to fail one route of several).
+- `x-simulated-differ`: a percent of requests (chosen by a hash of their messages) answered with other words;
+  `x-simulated-differ-for`: only for this model (a candidate that disagrees with the reference on a share).
+- `x-simulated-reply`: the content to answer, as given (`x-simulated-reply-for`: only for this model), e.g.
+  a judge's `VERDICT: TIE`.
 - `x-simulated-step-ms`: on a fine-tuning job's or a batch's create call, how long each stage of its
   life cycle lasts (`lifecycle.DEFAULT_STEP_MS` by default).
 - `x-simulated-usage`: a JSON usage object to report as given (chat, Responses, embeddings, completions;
@@ -83,8 +87,10 @@ from routes.simulator.limits import (
     EmbeddingsAsk,
     chat_body,
     chunk_count,
+    differs,
     embeddings_ask,
     fault_of,
+    reply_of,
     reported_usage,
     wait_ms,
 )
@@ -121,7 +127,13 @@ class _Simulator:
         schema (in `response_format` or in the prompt), so those are rendered afresh every time.
         """
         body = answer.body
-        if answer.functions() or body.get("response_format") or answer.reported is not None:
+        if (
+            answer.functions()
+            or body.get("response_format")
+            or answer.reported is not None
+            or answer.differs
+            or answer.reply
+        ):
             return msgspec.json.encode(render_completion(answer))
         shape = (body.get("logprobs"), body.get("top_logprobs"))
         key = (answer.model, answer.chunks, body.get("n"), answer.created, answer.usage()["prompt_tokens"], shape)
@@ -145,6 +157,8 @@ class _Simulator:
             chunks=chunk_count(headers, config.chunks, checked.view.n or 1),
             fault=fault_of(headers, checked.view.model),
             reported=reported_usage(headers),
+            differs=differs(headers, checked.view.model, body.get("messages")),
+            reply=reply_of(headers, checked.view.model),
         )
         record = record_call(request, raw, body)
         try:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from decimal import Decimal
 
 import pytest
 
 from proxy.accounting.metrics import Metrics
+from proxy.accounting.recorder import Recorder
 from proxy.wire.errors import UpstreamTimeoutError
 from tests.unit.test_metrics import FT, PRICES, USAGE, finished
 
@@ -25,6 +27,12 @@ def test_promtool_accepts_the_exposition():
         tally.circuits = [("gpt4", "half_open")]
         metrics.record(tally)
     metrics.reloaded(ok=True)
+    parity = Recorder(metrics).parity  # the parity and canary metrics, with samples
+    parity.paired("classify", "ft35", "tie")
+    parity.gated("classify", "ft35", "pass", 1.0, 0.94)
+    parity.canary_share("classify", 0.5)
+    parity.stepped("classify", "up")
+    parity.evaluation_spent("classify", "reference", Decimal("0.001"))
     checked = subprocess.run(  # noqa: S603
         [promtool, "check", "metrics"], input=metrics.exposition(), capture_output=True, check=False, timeout=30
     )

@@ -31,6 +31,7 @@ EXPORTS = {
         "CacheRule",
         "Check",
         "Decision",
+        "Experiment",
         "Explanation",
         "PolicyEngine",
         "PolicyError",
@@ -39,6 +40,7 @@ EXPORTS = {
         "SemanticFeatures",
         "SemanticNeeds",
         "extract_features",
+        "load_experiments",
         "load_policy",
     ],
 }

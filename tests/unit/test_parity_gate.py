@@ -82,6 +82,10 @@ def test_pairs_needed_to_pass_with_no_loss():
     assert gate(52, 52, margin=0.95, test="wilson").verdict is GateVerdict.PASS
     assert gate(51, 51, margin=0.95, test="wilson").verdict is GateVerdict.UNDECIDED
     assert pass_boundary(1000, 0.95, 0.95) == 969
+    # at a 90% margin (the e2e canary's): 43 in a row
+    assert pass_boundary(42, 0.9, 0.95) is None
+    assert pass_boundary(43, 0.9, 0.95) == 43
+    assert gate(43, 43, margin=0.9).lower == pytest.approx(43 / (43 + NormalDist().inv_cdf(0.95) ** 2))
 
 
 def test_verdicts_and_the_figures_behind_them():
