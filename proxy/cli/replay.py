@@ -26,6 +26,7 @@ from proxy.cli.traffic_args import add_log_arguments, open_store, parse_since, s
 from proxy.config.errors import ConfigError
 from proxy.config.settings import Settings, load_settings
 from proxy.replay import Decided, Replay, RouteTotals
+from proxy.replay_pairs import pair_replays
 from proxy.replay_sample import Sample, run_sample
 from proxy.semantic import open_knowledge
 from proxy.traffic.store import TrafficStoreError
@@ -180,6 +181,12 @@ def _run(args: argparse.Namespace) -> int:
                 lines.write(json.dumps(item.row, ensure_ascii=False) + "\n")
         answered = sum(item.row.get("status") == 200 for item in sent)
         report["executed"] = {"sent": len(sent), "answered": answered, "out": str(out)}
+        if settings.deployment.experiments:
+            paired = asyncio.run(pair_replays(settings, decided, sent))
+            pairs: dict[str, dict[str, int]] = {}
+            for (rule, outcome), count in sorted(paired.stored.items()):
+                pairs.setdefault(rule, {})[outcome] = count
+            report["executed"]["pairs"] = pairs
     if args.json:
         _print(json.dumps(report, indent=2))
         return 0
@@ -187,6 +194,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.execute:
         executed = report["executed"]
         _print(f"executed {executed['sent']} ({executed['answered']} answered): written to {executed['out']}")
+        for rule, outcomes in executed.get("pairs", {}).items():
+            counts = ", ".join(f"{outcome} {count}" for outcome, count in outcomes.items())
+            _print(f"parity pairs stored for rule {rule}: {counts} (see turnout parity)")
     return 0
 
 

@@ -11,6 +11,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import openai
 
 from proxy.dataprep import check_training_file
@@ -138,3 +139,45 @@ def test_replay_execute_sends_a_deterministic_sample_to_the_candidate_routes(
     second = [json.loads(line)["request_id"] for line in (tmp_path / "again.jsonl").read_text().splitlines()]
     assert second == [row["request_id"] for row in rows]
     assert "executed 4 (4 answered)" in again.stdout
+
+
+PAIRED = """
+upstreams:
+  sim: {{base_url: "{origin}/v1", api_key: sk-test}}
+routes:
+  small: {{upstream: sim, model: gpt-4o-mini}}
+  gpt4: {{upstream: sim, model: gpt-4}}
+baseline: gpt4
+database_url: "sqlite:///{database}"
+rules:
+  - name: default
+    route: small
+    parity: {{reference: gpt4, sample: 1, evaluators: [exact], margin: 0.9, min_pairs: 2}}
+"""
+
+
+def test_replay_execute_pairs_the_replayed_answers_with_the_logged_ones_for_the_parity_gate(
+    simulator: RunningProcess, tmp_path: Path
+) -> None:
+    # Two logged answers are what the simulator answers those questions with (so the candidate's replayed
+    # answer is the same: a tie); the other two were something else (a loss for exact match).
+    logged = []
+    for n in range(4):
+        request = chat_request(f"Question {n}?")
+        answer = chat_answer(f"Something else {n}.")
+        if n < 2:
+            sent = httpx.post(f"{simulator.origin}/v1/chat/completions", json={**request, "model": "gpt-4o-mini"})
+            answer = {**sent.json(), "model": "gpt-4"}
+        logged.append(exchange(f"paired-{n}", n, request=request, answer=answer))
+    log = tmp_path / "traffic.jsonl"
+    write_log(str(log), logged)
+    policy = tmp_path / "candidate.yaml"
+    policy.write_text(PAIRED.format(origin=simulator.origin, database=tmp_path / "turnout.db"))
+    args = ("replay", "--policy", str(policy), "--store", str(log), "--execute", "--sample", "4", "--json")
+    done = turnout_cli(*args, env=clean_env())
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["executed"]["pairs"] == {"default": {"loss": 2, "tie": 2}}
+    shown = turnout_cli("parity", "--config", str(policy), "--json", env=clean_env())
+    assert shown.returncode == 0, shown.stderr
+    (row,) = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert (row["rule"], row["candidate"], row["reference"], row["pairs"]) == ("default", "small", "gpt4", 4)
