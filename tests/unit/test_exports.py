@@ -41,6 +41,7 @@ EXPORTS = {
         "extract_features",
         "load_policy",
     ],
+    "proxy.traffic": ["Exchange", "TrafficStore", "TrafficStoreError", "open_traffic_store"],
 }
 
 
