@@ -2,13 +2,11 @@
 
 The table is the keys database's `turnout_traffic` (migration 2, `proxy.auth.migrations`): opening the store
 runs the keys database's migrations first, so a traffic-only file has the same schema. One connection, used by
-one worker thread, for reads, feedback and pruning. A batch is written from the event loop itself: its rows
-encoded a slice at a time, then inserted by a few multi-row `INSERT`s on a second connection that never waits
-(busy timeout 0) and never checkpoints (the thread does, `PASSIVE`, every `CHECKPOINT_EVERY` batches): a WAL
-commit without `fsync` takes a millisecond or two, where handing the batch to a thread made the event loop
-wait for the GIL at its system calls (measured: a quarter more CPU a request; `README`, "What the traffic log
-costs"). When another process holds the write lock, that batch goes to the thread, which waits for it. Reads
-page through the table by `(at, request_id)`, so no cursor stays open across an `await`.
+one worker thread, so neither the event loop nor another thread ever touches it. A batch's rows are encoded on
+the event loop, a slice at a time, and inserted by a few multi-row `INSERT`s: the thread then holds the GIL for
+moments only (each statement releases it once), where encoding there, or `executemany`'s release and retake
+for every row, would make the event loop wait for the GIL at each of its system calls. Reads page through the
+table by `(at, request_id)`, so no cursor stays open across an `await`.
 """
 
 from __future__ import annotations
@@ -39,8 +37,6 @@ ROWS_PER_INSERT = 200
 """Rows in one `INSERT` (200 times 25 values, within SQLite's 32,766)."""
 ENCODED_PER_YIELD = 64
 """Rows encoded on the event loop between two yields."""
-CHECKPOINT_EVERY = 20
-"""Batches written from the event loop between two checkpoints of the WAL (in the thread)."""
 _ROW = f"({', '.join('?' * len(COLUMNS))})"
 
 
@@ -71,9 +67,6 @@ class SqliteTrafficStore:
         self.display_url = f"sqlite:///{path}"
         self._executor: ThreadPoolExecutor | None = None
         self._connection: sqlite3.Connection | None = None
-        self._direct: sqlite3.Connection | None = None
-        """The event loop's own connection, for writing batches (busy timeout 0, no automatic checkpoint)."""
-        self._since_checkpoint = 0
         self._opening = asyncio.Lock()
 
     async def open(self) -> None:
@@ -95,13 +88,6 @@ class SqliteTrafficStore:
                 executor.shutdown(wait=False)
                 raise TrafficStoreError(f"{self.display_url}: {exc}") from exc
             self._executor = executor
-            try:
-                self._direct = sqlite3.connect(self.path, timeout=0, isolation_level=None)
-                self._direct.execute("PRAGMA busy_timeout = 0")
-                self._direct.execute("PRAGMA synchronous = NORMAL")
-                self._direct.execute("PRAGMA wal_autocheckpoint = 0")
-            except sqlite3.Error:  # it is only a shortcut: every batch then goes through the thread
-                self._direct = None
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
@@ -127,10 +113,8 @@ class SqliteTrafficStore:
 
     async def close(self) -> None:
         """Close the connection and stop the worker thread."""
-        executor, connection, direct = self._executor, self._connection, self._direct
-        self._executor = self._connection = self._direct = None
-        if direct is not None:
-            direct.close()
+        executor, connection = self._executor, self._connection
+        self._executor = self._connection = None
         if executor is None:
             return
         if connection is not None:
@@ -138,11 +122,9 @@ class SqliteTrafficStore:
         executor.shutdown(wait=True)
 
     async def write(self, exchanges: Sequence[Exchange]) -> None:
-        """Insert the exchanges in one transaction, from the event loop (see the module); the thread when busy."""
+        """Insert the exchanges in one transaction (encoded here, a slice at a time; inserted in the thread)."""
         if not exchanges:
             return
-        if self._connection is None:
-            await self.open()
         rows: list[tuple[Any, ...]] = []
         for index, exchange in enumerate(exchanges, 1):
             rows.append(encode_row(exchange, _time, str, json_text))
@@ -151,32 +133,11 @@ class SqliteTrafficStore:
 
         def insert(connection: sqlite3.Connection) -> None:
             with _write(connection):
-                _insert_rows(connection, rows)
+                for start in range(0, len(rows), ROWS_PER_INSERT):
+                    chunk = rows[start : start + ROWS_PER_INSERT]
+                    connection.execute(_insert(len(chunk)), list(itertools.chain.from_iterable(chunk)))
 
-        if await self._write_directly(rows):
-            return
         await self._run(insert)
-
-    async def _write_directly(self, rows: list[tuple[Any, ...]]) -> bool:
-        """Write `rows` on the loop's own connection; False when another connection holds the write lock."""
-        direct = self._direct
-        if direct is None:
-            return False
-        try:
-            direct.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:  # busy: the thread waits for the lock instead
-            return False
-        try:
-            _insert_rows(direct, rows)
-            direct.execute("COMMIT")
-        except sqlite3.Error as exc:
-            direct.execute("ROLLBACK")
-            raise TrafficStoreError(f"{self.display_url}: {exc}") from exc
-        self._since_checkpoint += 1
-        if self._since_checkpoint >= CHECKPOINT_EVERY:
-            self._since_checkpoint = 0
-            await self._run(lambda connection: connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
-        return True
 
     async def exchanges(
         self,
@@ -247,12 +208,6 @@ class SqliteTrafficStore:
             return removed
 
         return await self._run(delete)
-
-
-def _insert_rows(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    for start in range(0, len(rows), ROWS_PER_INSERT):
-        chunk = rows[start : start + ROWS_PER_INSERT]
-        connection.execute(_insert(len(chunk)), list(itertools.chain.from_iterable(chunk)))
 
 
 def _fetch(query: str, parameters: Sequence[Any]) -> Callable[[sqlite3.Connection], list[Any]]:

@@ -73,6 +73,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _rows(database: Path) -> tuple[int, int]:
+    """Rows in the SQLite log and how many have content ((0, 0) when the log went elsewhere: `--traffic`)."""
+    if not database.exists():
+        return 0, 0
+    with sqlite3.connect(database) as reader:
+        rows, with_content = reader.execute("SELECT COUNT(*), COUNT(answer) FROM turnout_traffic").fetchone()
+    return int(rows), int(with_content)
+
+
 def _metric(origin: str, name: str) -> float:
     for line in httpx.get(f"{origin}/metrics", timeout=10).text.splitlines():
         if line.startswith(name):
@@ -117,8 +126,7 @@ def measure_throughput(rounds: int, seconds: int, directory: Path, traffic: str 
         written = _metric(origin, "turnout_traffic_written_total")
         dropped = _metric(origin, 'turnout_traffic_dropped_total{reason="full"}')
         failed = _metric(origin, 'turnout_traffic_dropped_total{reason="error"}')
-    with sqlite3.connect(database) as reader:
-        rows, with_content = reader.execute("SELECT COUNT(*), COUNT(answer) FROM turnout_traffic").fetchone()
+    rows, with_content = _rows(database)
     medians = {name: statistics.median(values) for name, values in rates.items()}
     print(f"\n{'median of rounds':34}" + "".join(f"{name:>12}" for name in targets) + f"{'on/off':>10}")
     print(
