@@ -87,6 +87,7 @@ bench: install
 	$(BIN)/python -m tests.bench.log_redaction
 	$(BIN)/python -m tests.bench.streams
 	$(BIN)/python -m tests.bench.tracing
+	$(BIN)/python -m tests.bench.traffic
 
 clean:
 	rm -rf $(VENV) $(VENV_OPENAI2) *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -5,6 +5,6 @@
 """
 
 from proxy.traffic.record import Exchange
-from proxy.traffic.store import TrafficStore, open_traffic_store
+from proxy.traffic.store import TrafficStore, TrafficStoreError, open_traffic_store
 
-__all__ = ["Exchange", "TrafficStore", "open_traffic_store"]
+__all__ = ["Exchange", "TrafficStore", "TrafficStoreError", "open_traffic_store"]

@@ -55,7 +55,7 @@ def _luhn(digits: str) -> bool:
 
 
 _TWO_DIGITS = re.compile(r"\d\D?\d")
-_NUMBERISH = re.compile(r"[+(]?\d[\d .()\-]{4,}\d")
+_NUMBERISH = re.compile(r"[+(\d][\d .()\-]{4,}\d")
 """Where a card or a phone number can be: a run of digits and separators. The card and phone patterns look at
 most two characters before a match and one after, so each is applied to each run with that much around it (one
 fast pass over the text instead of two slow ones)."""
@@ -112,9 +112,12 @@ class _Numbers:
         self.rules = rules
 
     def _window(self, match: re.Match[str]) -> str:
+        run = match.group(0)
+        if run.isdigit() and not 13 <= len(run) <= 19:  # no separator, no card's length: no card, no phone (an id)
+            return run
         whole, start, end = match.string, match.start(), match.end()
         before, after = whole[max(start - 2, 0) : start], whole[end : end + 1]
-        window = before + match.group(0) + after
+        window = before + run + after
         for rule in self.rules:
             window = rule.pattern.sub(rule.replace, window)
         return window[len(before) : len(window) - len(after)]

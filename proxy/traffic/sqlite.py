@@ -2,13 +2,18 @@
 
 The table is the keys database's `turnout_traffic` (migration 2, `proxy.auth.migrations`): opening the store
 runs the keys database's migrations first, so a traffic-only file has the same schema. One connection, used by
-one worker thread, so neither the event loop nor another thread ever touches it; rows are encoded in that
-thread too. Reads page through the table by `(at, request_id)`, so no cursor stays open across an `await`.
+one worker thread, so neither the event loop nor another thread ever touches it. A batch's rows are encoded on
+the event loop, a slice at a time, and inserted by a few multi-row `INSERT`s: the thread then holds the GIL for
+moments only (each statement releases it once), where encoding there, or `executemany`'s release and retake
+for every row, would make the event loop wait for the GIL at each of its system calls. Reads page through the
+table by `(at, request_id)`, so no cursor stays open across an `await`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +33,18 @@ T = TypeVar("T")
 PAGE = 500
 """Rows read per round trip to the worker thread."""
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-_INSERT = f"INSERT OR IGNORE INTO turnout_traffic ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
+ROWS_PER_INSERT = 200
+"""Rows in one `INSERT` (200 times 25 values, within SQLite's 32,766)."""
+ENCODED_PER_YIELD = 64
+"""Rows encoded on the event loop between two yields."""
+_ROW = f"({', '.join('?' * len(COLUMNS))})"
+
+
+@functools.cache
+def _insert(rows: int) -> str:
+    """`INSERT OR IGNORE` of `rows` rows in one statement."""
+    values = ", ".join([_ROW] * rows)
+    return f"INSERT OR IGNORE INTO turnout_traffic ({', '.join(COLUMNS)}) VALUES {values}"  # noqa: S608
 
 
 def _time(at: float) -> str:
@@ -106,14 +122,20 @@ class SqliteTrafficStore:
         executor.shutdown(wait=True)
 
     async def write(self, exchanges: Sequence[Exchange]) -> None:
-        """Insert the exchanges in one transaction (encoded in the worker thread)."""
+        """Insert the exchanges in one transaction (encoded here, a slice at a time; inserted in the thread)."""
         if not exchanges:
             return
+        rows: list[tuple[Any, ...]] = []
+        for index, exchange in enumerate(exchanges, 1):
+            rows.append(encode_row(exchange, _time, str, json_text))
+            if index % ENCODED_PER_YIELD == 0:
+                await asyncio.sleep(0)
 
         def insert(connection: sqlite3.Connection) -> None:
-            rows = [encode_row(e, _time, str, json_text) for e in exchanges]
             with _write(connection):
-                connection.executemany(_INSERT, rows)
+                for start in range(0, len(rows), ROWS_PER_INSERT):
+                    chunk = rows[start : start + ROWS_PER_INSERT]
+                    connection.execute(_insert(len(chunk)), list(itertools.chain.from_iterable(chunk)))
 
         await self._run(insert)
 

@@ -21,10 +21,12 @@ import json
 import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -36,7 +38,7 @@ from proxy.traffic.capture import Pending, exchange_of
 from proxy.traffic.log import TrafficLog
 from proxy.traffic.redact import Redaction
 from proxy.traffic.sqlite import SqliteTrafficStore
-from tests.bench.__main__ import CHAT_BODY, PATH, find_wrk, free_port, run_wrk, started
+from tests.bench.__main__ import CHAT_BODY, PATH, find_wrk, free_port, run_wrk, started, wait_until_listening
 
 POLICY = """
 upstreams:
@@ -53,6 +55,33 @@ rules:
 TRAFFIC_ON = "traffic: {enabled: true, log: content, store: 'sqlite:///%s'}"
 
 
+@contextmanager
+def serving(command: list[str], port: int, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`started`, with the process at hand (its CPU time is read)."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    try:
+        wait_until_listening(port, process)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process (all its threads) has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rows(database: Path) -> tuple[int, int]:
+    """Rows in the SQLite log and how many have content ((0, 0) when the log went elsewhere: `--traffic`)."""
+    if not database.exists():
+        return 0, 0
+    with sqlite3.connect(database) as reader:
+        rows, with_content = reader.execute("SELECT COUNT(*), COUNT(answer) FROM turnout_traffic").fetchone()
+    return int(rows), int(with_content)
+
+
 def _metric(origin: str, name: str) -> float:
     for line in httpx.get(f"{origin}/metrics", timeout=10).text.splitlines():
         if line.startswith(name):
@@ -60,35 +89,44 @@ def _metric(origin: str, name: str) -> float:
     return 0.0
 
 
-def measure_throughput(rounds: int, seconds: int, directory: Path) -> None:
+def measure_throughput(rounds: int, seconds: int, directory: Path, traffic: str = TRAFFIC_ON) -> None:
     wrk, python = find_wrk(), sys.executable
     upstream, off, on = free_port(), free_port(), free_port()
     database = directory / "traffic.db"
     (directory / "off.yaml").write_text(POLICY % "", encoding="utf-8")
-    (directory / "on.yaml").write_text(POLICY % (TRAFFIC_ON % database), encoding="utf-8")
+    (directory / "on.yaml").write_text(POLICY % (traffic % database), encoding="utf-8")
     base = {**os.environ, "SIM_URL": f"http://127.0.0.1:{upstream}/v1", "TURNOUT_LOG_LEVEL": "warning"}
     base["TURNOUT_DATA_DIR"] = str(directory / "data")
     serve = [python, "-m", "proxy", "serve", "--workers", "1", "--port"]
     targets = {"log off": off, "log on": on}
     rates: dict[str, list[float]] = {name: [] for name in targets}
+    cpu: dict[str, list[float]] = {name: [] for name in targets}
     with ExitStack() as stack:
         stack.enter_context(started([python, "-m", "proxy", "simulate", "--port", str(upstream)], upstream))
-        stack.enter_context(started([*serve, str(off)], off, {**base, "TURNOUT_CONFIG": str(directory / "off.yaml")}))
-        stack.enter_context(started([*serve, str(on)], on, {**base, "TURNOUT_CONFIG": str(directory / "on.yaml")}))
+        pids = {
+            name: stack.enter_context(
+                serving([*serve, str(port)], port, {**base, "TURNOUT_CONFIG": str(directory / f"{name[4:]}.yaml")})
+            ).pid
+            for name, port in targets.items()
+        }
         for port in targets.values():  # warm the pools
             run_wrk(wrk, f"http://127.0.0.1:{port}{PATH}", CHAT_BODY, 64, 2)
         print(f"cores: {os.cpu_count()}; rounds: {rounds}; wrk runs of {seconds} s, non-streaming chat at c64")
         for round_number in range(1, rounds + 1):
-            for name, port in targets.items():
-                rates[name].append(run_wrk(wrk, f"http://127.0.0.1:{port}{PATH}", CHAT_BODY, 64, seconds).rps)
+            order = list(targets.items()) if round_number % 2 else list(reversed(targets.items()))
+            for name, port in order:  # each first every other round: a drift in the machine's load hits both
+                before = cpu_seconds(pids[name])
+                rate = run_wrk(wrk, f"http://127.0.0.1:{port}{PATH}", CHAT_BODY, 64, seconds).rps
+                time.sleep(0.5)  # the writer's batches of this run
+                rates[name].append(rate)
+                cpu[name].append((cpu_seconds(pids[name]) - before) / (rate * seconds) * 1e6)
             print(f"round {round_number} of {rounds} done", file=sys.stderr)
         time.sleep(1.0)  # the writer's last batch
         origin = f"http://127.0.0.1:{on}"
         written = _metric(origin, "turnout_traffic_written_total")
         dropped = _metric(origin, 'turnout_traffic_dropped_total{reason="full"}')
         failed = _metric(origin, 'turnout_traffic_dropped_total{reason="error"}')
-    with sqlite3.connect(database) as reader:
-        rows, with_content = reader.execute("SELECT COUNT(*), COUNT(answer) FROM turnout_traffic").fetchone()
+    rows, with_content = _rows(database)
     medians = {name: statistics.median(values) for name, values in rates.items()}
     print(f"\n{'median of rounds':34}" + "".join(f"{name:>12}" for name in targets) + f"{'on/off':>10}")
     print(
@@ -96,7 +134,14 @@ def measure_throughput(rounds: int, seconds: int, directory: Path) -> None:
         + "".join(f"{medians[name]:12.1f}" for name in targets)
         + f"{medians['log on'] / medians['log off']:10.3f}"
     )
+    paired = [on / off for off, on in zip(rates["log off"], rates["log on"], strict=True)]
     print("each round (off, on): " + ", ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(*rates.values(), strict=True)))
+    print(f"median of the rounds' own on/off ratios: {statistics.median(paired):.3f}")
+    per = {name: statistics.median(values) for name, values in cpu.items()}
+    print(
+        f"the server's CPU time per request (all threads, the writer's included): {per['log off']:.0f} us off, "
+        f"{per['log on']:.0f} us on: off/on {per['log off'] / per['log on']:.3f} (what a CPU-bound worker keeps)"
+    )
     print(
         f"the log wrote {written:.0f} exchanges ({rows} rows, {with_content} with content), "
         f"dropped {dropped:.0f} for a full queue and {failed:.0f} for store errors"
@@ -196,10 +241,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     parser.add_argument("--exchanges", type=int, default=20_000, help="exchanges for the writer alone")
     parser.add_argument("--writer-only", action="store_true", help="measure the writer alone")
+    parser.add_argument("--traffic", default=TRAFFIC_ON, help="the `traffic` block of the log-on policy (%%s: store)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="turnout-bench-traffic-") as directory:
         if not args.writer_only:
-            measure_throughput(args.rounds, args.seconds, Path(directory))
+            measure_throughput(args.rounds, args.seconds, Path(directory), args.traffic)
         measure_writer(args.exchanges, Path(directory))
 
 

@@ -43,6 +43,7 @@ EXPORTS = {
         "load_experiments",
         "load_policy",
     ],
+    "proxy.traffic": ["Exchange", "TrafficStore", "TrafficStoreError", "open_traffic_store"],
 }
 
 
