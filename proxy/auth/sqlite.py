@@ -33,7 +33,7 @@ from proxy.auth.store import (
     utc,
 )
 
-__all__ = ["SqliteDatabase"]
+__all__ = ["BUSY_TIMEOUT_MS", "SqliteDatabase", "immediate_transaction", "wal_mode"]
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
@@ -108,7 +108,7 @@ class SqliteDatabase:
         # Autocommit (isolation_level None): every write below opens its own BEGIN IMMEDIATE.
         connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        _wal_mode(connection)
+        wal_mode(connection)
         connection.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across a process crash
         connection.create_aggregate("decimal_sum", 1, _DecimalSum)  # type: ignore[arg-type]  # typeshed: int steps only
         return connection
@@ -128,7 +128,7 @@ class SqliteDatabase:
         row = key_row(record, _time, str)
 
         def insert(connection: sqlite3.Connection) -> None:
-            with _write(connection):
+            with immediate_transaction(connection):
                 connection.execute(_INSERT_KEY, row)
                 connection.execute("UPDATE turnout_keys_version SET version = version + 1 WHERE id = 1")
 
@@ -154,7 +154,7 @@ class SqliteDatabase:
         """Revoke the key (and bump the version) unless it is missing or revoked already."""
 
         def update(connection: sqlite3.Connection) -> bool:
-            with _write(connection):
+            with immediate_transaction(connection):
                 changed = connection.execute(
                     "UPDATE turnout_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (_time(at), name)
                 ).rowcount
@@ -191,7 +191,7 @@ class SqliteDatabase:
             return
 
         def insert(connection: sqlite3.Connection) -> None:
-            with _write(connection):
+            with immediate_transaction(connection):
                 connection.executemany(
                     "INSERT INTO turnout_ledger (at, key, team, route, endpoint, model, cost_usd, input_tokens, "
                     "output_tokens, cache_hit, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -222,7 +222,7 @@ class SqliteDatabase:
         values = pair_values(row, _time)
 
         def insert(connection: sqlite3.Connection) -> None:
-            with _write(connection):
+            with immediate_transaction(connection):
                 connection.execute(STATEMENTS["insert_pair"], values)
 
         await self._run(insert)
@@ -248,7 +248,7 @@ class SqliteDatabase:
         values = canary_values(row, _time)
 
         def write(connection: sqlite3.Connection) -> bool:
-            with _write(connection):
+            with immediate_transaction(connection):
                 if expected_version is None:
                     return bool(connection.execute(STATEMENTS["insert_canary"], values).rowcount)
                 changes = (*values[1:], row.rule, expected_version)
@@ -266,7 +266,7 @@ def _filters(since: datetime, *, key: str | None = None, team: str | None = None
     return " AND ".join(clauses), parameters
 
 
-class _write:  # noqa: N801 - used as a `with` statement, like a function
+class immediate_transaction:  # noqa: N801 - used as a `with` statement, like a function
     """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK`): the write lock is taken first, so no upgrade deadlock."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
@@ -279,7 +279,7 @@ class _write:  # noqa: N801 - used as a `with` statement, like a function
         self.connection.execute("ROLLBACK" if kind is not None else "COMMIT")
 
 
-def _wal_mode(connection: sqlite3.Connection) -> None:
+def wal_mode(connection: sqlite3.Connection) -> None:
     """Switch the file to WAL mode, waiting out another connection doing the same (for the busy timeout at most).
 
     The switch takes its lock without calling the busy handler: two processes opening one new database at once
@@ -298,7 +298,7 @@ def _wal_mode(connection: sqlite3.Connection) -> None:
 
 def _migrate(connection: sqlite3.Connection) -> None:
     """Apply the missing migrations in one write transaction (a second process waits, then finds none missing)."""
-    with _write(connection):
+    with immediate_transaction(connection):
         connection.execute(SCHEMA_TABLE)
         applied = [row[0] for row in connection.execute("SELECT version FROM turnout_schema")]
         for migration in pending(applied, SQLITE):

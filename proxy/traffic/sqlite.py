@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy.auth.sqlite import BUSY_TIMEOUT_MS, SqliteDatabase
+from proxy.auth.sqlite import BUSY_TIMEOUT_MS, SqliteDatabase, immediate_transaction, wal_mode
 from proxy.auth.store import DatabaseError
 from proxy.traffic.record import Exchange
 from proxy.traffic.rows import COLUMNS, METADATA_COLUMNS, decode_row, encode_row, json_text
@@ -92,7 +92,7 @@ class SqliteTrafficStore:
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        connection.execute("PRAGMA journal_mode = WAL")
+        wal_mode(connection)
         connection.execute("PRAGMA synchronous = NORMAL")
         return connection
 
@@ -132,7 +132,7 @@ class SqliteTrafficStore:
                 await asyncio.sleep(0)
 
         def insert(connection: sqlite3.Connection) -> None:
-            with _write(connection):
+            with immediate_transaction(connection):
                 for start in range(0, len(rows), ROWS_PER_INSERT):
                     chunk = rows[start : start + ROWS_PER_INSERT]
                     connection.execute(_insert(len(chunk)), list(itertools.chain.from_iterable(chunk)))
@@ -179,7 +179,7 @@ class SqliteTrafficStore:
         """Set the given fields of the exchange; False when there is none of that id."""
 
         def update(connection: sqlite3.Connection) -> bool:
-            with _write(connection):
+            with immediate_transaction(connection):
                 cursor = connection.execute(
                     "UPDATE turnout_traffic SET score = COALESCE(?, score), label = COALESCE(?, label), "
                     "comment = COALESCE(?, comment) WHERE request_id = ?",
@@ -194,7 +194,7 @@ class SqliteTrafficStore:
 
         def delete(connection: sqlite3.Connection) -> int:
             removed = 0
-            with _write(connection):
+            with immediate_transaction(connection):
                 if older_than is not None:
                     removed += connection.execute(
                         "DELETE FROM turnout_traffic WHERE at < ?", (_time(older_than),)
@@ -229,16 +229,3 @@ def _filters(
             clauses.append(clause)
             parameters.append(value)
     return clauses, parameters
-
-
-class _write:  # noqa: N801 - used as a `with` statement, like a function
-    """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK`)."""
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
-
-    def __enter__(self) -> None:
-        self.connection.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind: object, error: object, traceback: object) -> None:
-        self.connection.execute("ROLLBACK" if kind is not None else "COMMIT")
