@@ -57,13 +57,17 @@ $(VENV_OPENAI2)/.installed: pyproject.toml | $(BIN)/uv
 	$(BIN)/uv pip install --quiet --python $(VENV_OPENAI2)/bin/python -e '.[dev,clients]' 'openai>=2,<3'
 	touch $@
 
-# The e2e files that never use the openai SDK (the CLI, `turnout keys`, the budget race over plain HTTP) run once:
-# the SDK's major changes nothing in them, and they are two minutes of CI.
-SDK_FREE_E2E := --ignore=tests/e2e/test_cli.py --ignore=tests/e2e/test_keys_cli.py --ignore=tests/e2e/test_budget_race.py
+# Run once: the e2e files that never use the openai SDK (the CLI, `turnout keys`, the budget race over plain HTTP),
+# and those whose subject is what the server does behind the answer (keys and budgets, canaries, the traffic log,
+# cache locks across replicas, Redis URLs, deadlines, draining, traces, the dashboard's load): the SDK's major
+# changes nothing in them, and they are five minutes of CI.
+ONCE_E2E := $(addprefix --ignore=tests/e2e/,test_cli.py test_keys_cli.py test_budget_race.py test_keys.py \
+	test_parity_canary.py test_traffic.py test_traffic_overflow.py test_traffic_export.py test_traffic_export_live.py \
+	test_cache_locks.py test_redis_url.py test_deadline.py test_rolling.py test_tracing.py test_dashboard.py)
 
 test-openai2: $(VENV_OPENAI2)/.installed
 	$(VENV_OPENAI2)/bin/python -c 'import openai; print("e2e again with openai", openai.__version__)'
-	$(VENV_OPENAI2)/bin/python -m pytest tests/e2e tests/clients tests/deploy/test_deploy.py $(SDK_FREE_E2E)
+	$(VENV_OPENAI2)/bin/python -m pytest tests/e2e tests/clients tests/deploy/test_deploy.py $(ONCE_E2E)
 
 # The image built and run for real without a Docker engine or a registry (tests/deploy/image.py): Debian's podman
 # (installed here when missing, as root) builds the Dockerfile on a debootstrap base and runs it as the chart does.

@@ -46,6 +46,7 @@ _SERVE_FLAGS = {
     "workers": "TURNOUT_WORKERS",
     "max_body_bytes": "TURNOUT_MAX_BODY_BYTES",
     "drain_timeout": "TURNOUT_DRAIN_TIMEOUT",
+    "shutdown_linger": "TURNOUT_SHUTDOWN_LINGER",
     "max_connections": "TURNOUT_MAX_CONNECTIONS",
     "max_header_bytes": "TURNOUT_MAX_HEADER_BYTES",
     "idle_timeout": "TURNOUT_IDLE_TIMEOUT",
@@ -107,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     serve.add_argument("--max-body-bytes", type=int, metavar="N", help="largest request body (default 16 MiB)")
     serve.add_argument("--drain-timeout", type=float, metavar="S", help="seconds to finish requests on SIGTERM")
+    serve.add_argument("--shutdown-linger", type=float, metavar="S", help="seconds idle connections stay on SIGTERM")
     serve.add_argument("--max-connections", type=int, metavar="N", help="open connections per worker; default 10000")
     serve.add_argument("--max-header-bytes", type=int, metavar="N", help="largest request head (default 64 KiB)")
     serve.add_argument("--idle-timeout", type=float, metavar="S", help="a connection with no request; default 75")
@@ -181,7 +183,8 @@ def _run_uvicorn(settings: Settings, redactor: Redactor) -> None:
         body_timeout=server.body_timeout,
     )
     # A partial, not a class made here: with --workers N, uvicorn pickles its config for each worker.
-    protocol = functools.partial(DrainingHttpProtocol, limits=limits, shared=ServerConnections())
+    shared = ServerConnections()
+    protocol = functools.partial(DrainingHttpProtocol, limits=limits, shared=shared, linger=server.shutdown_linger)
     uvicorn.run(
         "proxy.app:create_app",
         factory=True,

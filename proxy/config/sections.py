@@ -202,6 +202,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     workers: AtLeastOne = 1
     max_body_bytes: AtLeastOne = 16 * 1024 * 1024
     drain_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    shutdown_linger: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
+    """On SIGTERM, seconds an idle kept-alive connection stays open for a request on its way (0: closed at once)."""
     max_connections: AtLeastOne = 10_000
     """Client connections one worker keeps open at once; one more is answered 503 and closed."""
     max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024

@@ -179,6 +179,7 @@ _SERVER_ENV = {
     "TURNOUT_WORKERS": "workers",
     "TURNOUT_MAX_BODY_BYTES": "max_body_bytes",
     "TURNOUT_DRAIN_TIMEOUT": "drain_timeout",
+    "TURNOUT_SHUTDOWN_LINGER": "shutdown_linger",
     "TURNOUT_MAX_CONNECTIONS": "max_connections",
     "TURNOUT_MAX_HEADER_BYTES": "max_header_bytes",
     "TURNOUT_IDLE_TIMEOUT": "idle_timeout",

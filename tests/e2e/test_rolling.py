@@ -116,7 +116,9 @@ class Switch:
 @pytest.fixture
 def replicas(simulator: RunningProcess) -> Iterator[tuple[RunningProcess, RunningProcess]]:
     """Two Turnouts of their own (one gets SIGTERM), forwarding to the shared simulator."""
-    env = turnout_env(simulator, TURNOUT_DRAIN_TIMEOUT=DRAIN, TURNOUT_UPSTREAM_READ_TIMEOUT="10")
+    env = turnout_env(
+        simulator, TURNOUT_DRAIN_TIMEOUT=DRAIN, TURNOUT_UPSTREAM_READ_TIMEOUT="10", TURNOUT_SHUTDOWN_LINGER="1"
+    )
     with running(start_turnout(env)) as old, running(start_turnout(env)) as new:
         yield old, new
 
@@ -205,7 +207,9 @@ def _wait_until(condition: Any, timeout: float = 30.0) -> None:
 @pytest.fixture
 def stopping(simulator: RunningProcess) -> Iterator[RunningProcess]:
     """A Turnout of its own, to be sent SIGTERM."""
-    with running(start_turnout(turnout_env(simulator, TURNOUT_DRAIN_TIMEOUT=DRAIN))) as process:
+    with running(
+        start_turnout(turnout_env(simulator, TURNOUT_DRAIN_TIMEOUT=DRAIN, TURNOUT_SHUTDOWN_LINGER="1"))
+    ) as process:
         yield process
 
 
