@@ -102,6 +102,7 @@ def test_turnout_variables_override_the_defaults():
             "TURNOUT_WORKERS": "4",
             "TURNOUT_MAX_BODY_BYTES": "1024",
             "TURNOUT_DRAIN_TIMEOUT": "2.5",
+            "TURNOUT_SHUTDOWN_LINGER": "0.5",
             "TURNOUT_LOG_LEVEL": "debug",
             "TURNOUT_UPSTREAM_CONNECT_TIMEOUT": "1.5",
             "TURNOUT_UPSTREAM_READ_TIMEOUT": "7",
@@ -120,6 +121,7 @@ def test_turnout_variables_override_the_defaults():
         workers=4,
         max_body_bytes=1024,
         drain_timeout=2.5,
+        shutdown_linger=0.5,
         log_level="debug",
         max_connections=300,
         max_header_bytes=8192,
@@ -137,6 +139,7 @@ NUMERIC_VARIABLES = [
     "TURNOUT_WORKERS",
     "TURNOUT_MAX_BODY_BYTES",
     "TURNOUT_DRAIN_TIMEOUT",
+    "TURNOUT_SHUTDOWN_LINGER",
     "TURNOUT_UPSTREAM_CONNECT_TIMEOUT",
     "TURNOUT_UPSTREAM_READ_TIMEOUT",
     "TURNOUT_UPSTREAM_TIMEOUT",
@@ -179,9 +182,10 @@ def test_zero_is_an_error_where_it_makes_no_sense(variable):
 
 
 def test_zero_port_and_zero_drain_are_allowed():
-    settings = load_settings({"TURNOUT_PORT": "0", "TURNOUT_DRAIN_TIMEOUT": "0"})
+    settings = load_settings({"TURNOUT_PORT": "0", "TURNOUT_DRAIN_TIMEOUT": "0", "TURNOUT_SHUTDOWN_LINGER": "0"})
     assert settings.server.port == 0
     assert settings.server.drain_timeout == 0.0
+    assert settings.server.shutdown_linger == 0.0
 
 
 def test_a_header_limit_below_a_kilobyte_is_an_error():
