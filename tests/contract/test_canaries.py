@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-
-import pytest
 
 from policies import Experiment
 from proxy.auth.pairs import PairRow, PairStore
-from proxy.auth.pairs_redis import RedisPairStore
-from proxy.auth.store import open_database
 from proxy.canaries import Canaries
 from proxy.parity.canary import Action, Status
 from proxy.parity.settings import CanarySettings, GuardrailSettings, ParitySettings
@@ -25,43 +20,10 @@ CANARY = CanarySettings(
 EXPERIMENTS = {"classify": Experiment(rule="classify", route="gpt4", parity=PARITY, canary=CANARY)}
 
 
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each store: an SQLite file, a PostgreSQL schema of this test's own, Redis under a prefix of its own."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'turnout.db'}"
-    if request.param == "postgres":
-        postgres: str = request.getfixturevalue("postgres_schema_url")
-        return postgres
-    url: str = request.getfixturevalue("redis_url")
-    return f"redis+prefix={request.getfixturevalue('redis_prefix')}+{url}"
-
-
-def open_store(url: str) -> PairStore:
-    if url.startswith("redis+prefix="):
-        prefix, _, redis_url = url.removeprefix("redis+prefix=").partition("+")
-        return RedisPairStore(redis_url, prefix=prefix)
-    return open_database(url)
-
-
-@pytest.fixture
-async def opener(store_url: str) -> AsyncIterator[Callable[[], PairStore]]:
-    opened: list[PairStore] = []
-
-    def open_one() -> PairStore:
-        database = open_store(store_url)
-        opened.append(database)
-        return database
-
-    yield open_one
-    for database in opened:
-        await database.close()
-
-
-async def replicas(opener: Callable[[], PairStore], count: int) -> list[Canaries]:
+async def replicas(pair_opener: Callable[[], PairStore], count: int) -> list[Canaries]:
     found = []
     for _ in range(count):
-        database = opener()
+        database = pair_opener()
         await database.open()
         found.append(Canaries(EXPERIMENTS, database, ttl=0))
     return found
@@ -78,9 +40,9 @@ def healthy(canaries: Canaries, version: int, requests: int = 5) -> None:
         canaries.observe("classify", version, failed=False, latency_ms=10, cost=None)
 
 
-async def test_replicas_reviewing_at_once_advance_the_canary_one_step(opener, caplog) -> None:
+async def test_replicas_reviewing_at_once_advance_the_canary_one_step(pair_opener, caplog) -> None:
     caplog.set_level(logging.INFO, logger="turnout.canary")
-    first, second, third = await replicas(opener, 3)
+    first, second, third = await replicas(pair_opener, 3)
     start = await first.standing("classify")
     assert (start.state.share, start.state.version) == (10, 0)
     await add_pairs(first._store, "tie", 43, 0)  # the sequential test passes 43 of 43 at 90% / 95%
@@ -99,8 +61,8 @@ async def test_replicas_reviewing_at_once_advance_the_canary_one_step(opener, ca
     assert '"lower_bound": 0.9' in logged[0]
 
 
-async def test_fewer_pairs_than_the_gate_needs_leave_it_where_it_is(opener) -> None:
-    (canaries,) = await replicas(opener, 1)
+async def test_fewer_pairs_than_the_gate_needs_leave_it_where_it_is(pair_opener) -> None:
+    (canaries,) = await replicas(pair_opener, 1)
     await canaries.standing("classify")
     await add_pairs(canaries._store, "tie", 42, 0)
     healthy(canaries, 0)
@@ -108,8 +70,8 @@ async def test_fewer_pairs_than_the_gate_needs_leave_it_where_it_is(opener) -> N
     assert canaries.verdict("classify") == "undecided"
 
 
-async def test_a_failing_gate_and_a_guardrail_roll_back(opener) -> None:
-    (canaries,) = await replicas(opener, 1)
+async def test_a_failing_gate_and_a_guardrail_roll_back(pair_opener) -> None:
+    (canaries,) = await replicas(pair_opener, 1)
     await canaries.standing("classify")
     await add_pairs(canaries._store, "tie", 43, 0)
     healthy(canaries, 0)
@@ -137,8 +99,8 @@ async def test_a_failing_gate_and_a_guardrail_roll_back(opener) -> None:
     assert (event.action, event.to_share) == (Action.ROLLBACK, 0)
 
 
-async def test_a_command_wins_over_a_stale_read_and_reset_starts_the_evidence_afresh(opener) -> None:
-    first, second = await replicas(opener, 2)
+async def test_a_command_wins_over_a_stale_read_and_reset_starts_the_evidence_afresh(pair_opener) -> None:
+    first, second = await replicas(pair_opener, 2)
     await first.standing("classify")
     await second.standing("classify")
     await add_pairs(first._store, "tie", 50, 0)

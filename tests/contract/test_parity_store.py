@@ -2,56 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from proxy.auth.pairs import CanaryRow, OutcomeCount, PairRow, PairStore
-from proxy.auth.pairs_redis import RedisPairStore
-from proxy.auth.store import open_database
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgres", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each store: an SQLite file, a PostgreSQL schema of this test's own, Redis under a prefix of its own."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'turnout.db'}"
-    if request.param == "postgres":
-        postgres: str = request.getfixturevalue("postgres_schema_url")
-        return postgres
-    url: str = request.getfixturevalue("redis_url")
-    return f"redis+prefix={request.getfixturevalue('redis_prefix')}+{url}"
-
-
-def open_store(url: str) -> PairStore:
-    if url.startswith("redis+prefix="):
-        prefix, _, redis_url = url.removeprefix("redis+prefix=").partition("+")
-        return RedisPairStore(redis_url, prefix=prefix)
-    return open_database(url)
-
-
 @pytest.fixture
-async def opener(store_url: str) -> AsyncIterator[Callable[[], PairStore]]:
-    opened: list[PairStore] = []
-
-    def open_one() -> PairStore:
-        database = open_store(store_url)
-        opened.append(database)
-        return database
-
-    yield open_one
-    for database in opened:
-        await database.close()
-
-
-@pytest.fixture
-async def database(opener: Callable[[], PairStore]) -> PairStore:
-    db = opener()
+async def database(pair_opener: Callable[[], PairStore]) -> PairStore:
+    db = pair_opener()
     await db.open()
     return db
 
@@ -94,8 +58,8 @@ async def test_pairs_are_counted_by_canary_version_and_outcome(database: PairSto
     assert await database.pair_counts("classify", "gpt35") == []
 
 
-async def test_a_canary_is_created_once_and_changed_by_compare_and_set(opener: Callable[[], PairStore]) -> None:
-    first, second = opener(), opener()
+async def test_a_canary_is_created_once_and_changed_by_compare_and_set(pair_opener: Callable[[], PairStore]) -> None:
+    first, second = pair_opener(), pair_opener()
     await first.open()
     await second.open()
     assert await first.canary("classify") is None
