@@ -62,7 +62,7 @@ $(VENV_OPENAI2)/.installed: pyproject.toml | $(BIN)/uv
 # cache locks across replicas, Redis URLs, deadlines, draining, traces, the dashboard's load): the SDK's major
 # changes nothing in them, and they are five minutes of CI.
 ONCE_E2E := $(addprefix --ignore=tests/e2e/,test_cli.py test_keys_cli.py test_budget_race.py test_keys.py \
-	test_parity_canary.py test_traffic.py test_traffic_overflow.py test_traffic_export.py test_traffic_export_live.py \
+	test_parity_canary.py test_traffic.py test_traffic_keys.py test_traffic_overflow.py test_traffic_export.py test_traffic_export_live.py \
 	test_cache_locks.py test_redis_url.py test_deadline.py test_rolling.py test_tracing.py test_dashboard.py)
 
 test-openai2: $(VENV_OPENAI2)/.installed
