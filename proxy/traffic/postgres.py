@@ -19,13 +19,11 @@ from psycopg_pool import AsyncConnectionPool
 from proxy.auth.postgres import CONNECT_TIMEOUT, PostgresDatabase, split_schema
 from proxy.auth.store import DatabaseError, display
 from proxy.traffic.record import Exchange
-from proxy.traffic.rows import COLUMNS, METADATA_COLUMNS, decode_row, encode_row, json_text
+from proxy.traffic.rows import COLUMNS, PAGE, decode_row, encode_row, filters, json_text, page_query, select
 from proxy.traffic.store import TrafficStoreError
 
 __all__ = ["PostgresTrafficStore"]
 
-PAGE = 500
-"""Rows read per query."""
 POOL_SIZE = 2
 """The writer's connection and one for reads and feedback."""
 _JSON = frozenset({"fallbacks", "usage", "request", "answer"})
@@ -48,10 +46,6 @@ def _json(value: Any) -> str | None:
     """JSON text PostgreSQL's JSONB takes: it refuses the NUL character, so that one becomes U+FFFD."""
     text = json_text(value)
     return None if text is None else text.replace("\\u0000", "\\ufffd")
-
-
-def _select(with_content: bool) -> str:
-    return ", ".join(COLUMNS if with_content else METADATA_COLUMNS)
 
 
 class PostgresTrafficStore:
@@ -127,19 +121,10 @@ class PostgresTrafficStore:
         with_content: bool = False,
     ) -> AsyncIterator[Exchange]:
         """The matching exchanges in time order, a page at a time."""
-        clauses, parameters = _filters(since, until, route, rule)
-        after: tuple[datetime, str] | None = None
+        clauses, parameters = filters("%s", _time, since, until, route, rule)
+        after: tuple[Any, Any] | None = None
         while True:
-            where = list(clauses)
-            page_parameters = list(parameters)
-            if after is not None:
-                where.append("(at, request_id) > (%s, %s)")
-                page_parameters += after
-            query = (
-                f"SELECT {_select(with_content)} FROM turnout_traffic"  # noqa: S608 - constant columns
-                + (f" WHERE {' AND '.join(where)}" if where else "")
-                + f" ORDER BY at, request_id LIMIT {PAGE}"
-            )
+            query, page_parameters = page_query("%s", with_content, clauses, parameters, after)
             async with self._transaction() as connection:
                 cursor = await connection.execute(query, page_parameters)
                 rows = await cursor.fetchall()
@@ -153,7 +138,7 @@ class PostgresTrafficStore:
         """The exchange of that request id, or None."""
         async with self._transaction() as connection:
             cursor = await connection.execute(
-                f"SELECT {_select(with_content)} FROM turnout_traffic WHERE request_id = %s",  # noqa: S608
+                f"SELECT {select(with_content)} FROM turnout_traffic WHERE request_id = %s",  # noqa: S608
                 (request_id,),
             )
             row = await cursor.fetchone()
@@ -184,20 +169,3 @@ class PostgresTrafficStore:
                 )
                 removed += cursor.rowcount
         return removed
-
-
-def _filters(
-    since: float | None, until: float | None, route: str | None, rule: str | None
-) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
-    parameters: list[Any] = []
-    for clause, value in (
-        ("at >= %s", None if since is None else _time(since)),
-        ("at < %s", None if until is None else _time(until)),
-        ("route = %s", route),
-        ("rule = %s", rule),
-    ):
-        if value is not None:
-            clauses.append(clause)
-            parameters.append(value)
-    return clauses, parameters

@@ -14,7 +14,17 @@ import msgspec
 
 from proxy.traffic.record import Exchange
 
-__all__ = ["COLUMNS", "METADATA_COLUMNS", "decode_row", "encode_row", "json_text"]
+__all__ = [
+    "COLUMNS",
+    "METADATA_COLUMNS",
+    "PAGE",
+    "decode_row",
+    "encode_row",
+    "filters",
+    "json_text",
+    "page_query",
+    "select",
+]
 
 METADATA_COLUMNS = (
     "request_id",
@@ -137,3 +147,51 @@ def decode_row(row: Sequence[Any], time: Callable[[Any], float]) -> Exchange:
         label=label,
         comment=comment,
     )
+
+
+PAGE = 500
+"""Rows a database store reads at a time."""
+
+
+def select(with_content: bool) -> str:
+    """The columns to read: all, or all but the content."""
+    return ", ".join(COLUMNS if with_content else METADATA_COLUMNS)
+
+
+def filters(
+    mark: str,
+    time: Callable[[float], Any],
+    since: float | None,
+    until: float | None,
+    route: str | None,
+    rule: str | None,
+) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses (with the dialect's parameter `mark`, `?` or `%s`) and their parameters."""
+    clauses: list[str] = []
+    parameters: list[Any] = []
+    for clause, value in (
+        ("at >= ", None if since is None else time(since)),
+        ("at < ", None if until is None else time(until)),
+        ("route = ", route),
+        ("rule = ", rule),
+    ):
+        if value is not None:
+            clauses.append(clause + mark)
+            parameters.append(value)
+    return clauses, parameters
+
+
+def page_query(
+    mark: str, with_content: bool, clauses: Sequence[str], parameters: Sequence[Any], after: tuple[Any, Any] | None
+) -> tuple[str, list[Any]]:
+    """One page of the matching exchanges in time order, after `after` (the last page's last `(at, request_id)`)."""
+    where, values = list(clauses), list(parameters)
+    if after is not None:
+        where.append(f"(at, request_id) > ({mark}, {mark})")
+        values += after
+    query = (
+        f"SELECT {select(with_content)} FROM turnout_traffic"  # noqa: S608 - constant columns
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + f" ORDER BY at, request_id LIMIT {PAGE}"
+    )
+    return query, values

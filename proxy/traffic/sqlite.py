@@ -24,14 +24,12 @@ from typing import Any, TypeVar
 from proxy.auth.sqlite import BUSY_TIMEOUT_MS, SqliteDatabase, immediate_transaction, wal_mode
 from proxy.auth.store import DatabaseError
 from proxy.traffic.record import Exchange
-from proxy.traffic.rows import COLUMNS, METADATA_COLUMNS, decode_row, encode_row, json_text
+from proxy.traffic.rows import COLUMNS, PAGE, decode_row, encode_row, filters, json_text, page_query, select
 from proxy.traffic.store import TrafficStoreError
 
-__all__ = ["PAGE", "SqliteTrafficStore"]
+__all__ = ["SqliteTrafficStore"]
 
 T = TypeVar("T")
-PAGE = 500
-"""Rows read per round trip to the worker thread."""
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 ROWS_PER_INSERT = 200
 """Rows in one `INSERT` (200 times 25 values, within SQLite's 32,766)."""
@@ -53,10 +51,6 @@ def _time(at: float) -> str:
 
 def _seconds(text: str) -> float:
     return datetime.strptime(text, _FORMAT).replace(tzinfo=UTC).timestamp()
-
-
-def _select(with_content: bool) -> str:
-    return ", ".join(COLUMNS if with_content else METADATA_COLUMNS)
 
 
 class SqliteTrafficStore:
@@ -149,19 +143,10 @@ class SqliteTrafficStore:
         with_content: bool = False,
     ) -> AsyncIterator[Exchange]:
         """The matching exchanges in time order, a page at a time."""
-        clauses, parameters = _filters(since, until, route, rule)
-        after: tuple[str, str] | None = None
+        clauses, parameters = filters("?", _time, since, until, route, rule)
+        after: tuple[Any, Any] | None = None
         while True:
-            where = list(clauses)
-            page_parameters = list(parameters)
-            if after is not None:
-                where.append("(at, request_id) > (?, ?)")
-                page_parameters += after
-            query = (
-                f"SELECT {_select(with_content)} FROM turnout_traffic"  # noqa: S608 - constant columns
-                + (f" WHERE {' AND '.join(where)}" if where else "")
-                + f" ORDER BY at, request_id LIMIT {PAGE}"
-            )
+            query, page_parameters = page_query("?", with_content, clauses, parameters, after)
             rows = await self._run(_fetch(query, page_parameters))
             for row in rows:
                 yield decode_row(row, _seconds)
@@ -171,7 +156,7 @@ class SqliteTrafficStore:
 
     async def get(self, request_id: str, *, with_content: bool = True) -> Exchange | None:
         """The exchange of that request id, or None."""
-        query = f"SELECT {_select(with_content)} FROM turnout_traffic WHERE request_id = ?"  # noqa: S608
+        query = f"SELECT {select(with_content)} FROM turnout_traffic WHERE request_id = ?"  # noqa: S608
         row = await self._run(lambda c: c.execute(query, (request_id,)).fetchone())
         return None if row is None else decode_row(row, _seconds)
 
@@ -212,20 +197,3 @@ class SqliteTrafficStore:
 
 def _fetch(query: str, parameters: Sequence[Any]) -> Callable[[sqlite3.Connection], list[Any]]:
     return lambda connection: connection.execute(query, parameters).fetchall()
-
-
-def _filters(
-    since: float | None, until: float | None, route: str | None, rule: str | None
-) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
-    parameters: list[Any] = []
-    for clause, value in (
-        ("at >= ?", None if since is None else _time(since)),
-        ("at < ?", None if until is None else _time(until)),
-        ("route = ?", route),
-        ("rule = ?", rule),
-    ):
-        if value is not None:
-            clauses.append(clause)
-            parameters.append(value)
-    return clauses, parameters
