@@ -12,7 +12,6 @@ The defaults: e-mail addresses, phone numbers, card numbers (those that pass the
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -54,8 +53,51 @@ def _luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
-_TWO_DIGITS = re.compile(r"\d\D?\d")
-_NUMBERISH = re.compile(r"[+(\d][\d .()\-]{4,}\d")
+_ASCII_CLASSES = {"\\d": ("[0-9]", "0-9"), "\\D": ("[^0-9]", None), "\\w": ("[A-Za-z0-9_]", "A-Za-z0-9_")}
+r"""`\d`, `\D`, `\w` as explicit ASCII classes, outside a class and inside one."""
+
+
+def _ascii_classes(pattern: str) -> str:
+    r"""`pattern` with `\d`, `\D` and `\w` spelt as ASCII classes: the same matches in an ASCII text, twice as fast.
+
+    Python's `re` tests `\d` and `\w` as categories, a character at a time (with `re.ASCII` too), and an explicit
+    class as a bitmap; a text that is all ASCII (`str.isascii()`, known at once) is searched with this spelling.
+    """
+    out, in_class, index = [], False, 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            escape = pattern[index : index + 2]
+            spelt = _ASCII_CLASSES.get(escape, (escape, escape))[in_class]
+            if spelt is None:
+                raise ValueError(f"{escape} inside a class has no ASCII spelling here: {pattern}")
+            out.append(spelt)
+            index += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
+class _Pattern:
+    """A compiled pattern and its ASCII spelling (`_ascii_classes`), each used on the texts it is right for."""
+
+    __slots__ = ("ascii", "unicode")
+
+    def __init__(self, pattern: str) -> None:
+        self.unicode = re.compile(pattern)
+        self.ascii = re.compile(_ascii_classes(pattern))
+
+    def of(self, text: str) -> re.Pattern[str]:
+        return self.ascii if text.isascii() else self.unicode
+
+
+_TWO_DIGITS = _Pattern(r"\d\D?\d")
+_NUMBERISH = _Pattern(r"[+(\d][\d .()\-]{4,}\d")
 """Where a card or a phone number can be: a run of digits and separators. The card and phone patterns look at
 most two characters before a match and one after, so each is applied to each run with that much around it (one
 fast pass over the text instead of two slow ones)."""
@@ -74,7 +116,7 @@ def _has_at(text: str) -> bool:
 
 
 def _has_digits(text: str) -> bool:
-    return _TWO_DIGITS.search(text) is not None
+    return _TWO_DIGITS.of(text).search(text) is not None
 
 
 _HINTS: dict[str, Callable[[str], bool]] = {
@@ -92,7 +134,7 @@ class _Rule:
     __slots__ = ("hint", "pattern", "replace")
 
     def __init__(self, name: str, pattern: str) -> None:
-        self.pattern = re.compile(pattern)
+        self.pattern = _Pattern(pattern)
         self.hint = _HINTS.get(name)
         placeholder = f"[{name}]" if name else _CUSTOM
         self.replace: str | Callable[[re.Match[str]], str] = _card if name == "card" else placeholder
@@ -100,7 +142,7 @@ class _Rule:
     def apply(self, text: str) -> str:
         if self.hint is not None and not self.hint(text):
             return text
-        return self.pattern.sub(self.replace, text)
+        return self.pattern.of(text).sub(self.replace, text)
 
 
 class _Numbers:
@@ -119,11 +161,11 @@ class _Numbers:
         before, after = whole[max(start - 2, 0) : start], whole[end : end + 1]
         window = before + run + after
         for rule in self.rules:
-            window = rule.pattern.sub(rule.replace, window)
+            window = rule.pattern.of(window).sub(rule.replace, window)
         return window[len(before) : len(window) - len(after)]
 
     def apply(self, text: str) -> str:
-        return _NUMBERISH.sub(self._window, text)
+        return _NUMBERISH.of(text).sub(self._window, text)
 
 
 class Redaction:
@@ -165,8 +207,11 @@ class Redaction:
                 if self._defaults and _ANY_HINT.search(text) is not None:
                     for rule in self._defaults:
                         text = rule.apply(text)
-                with contextlib.suppress(msgspec.DecodeError):
+                try:
                     value = _DECODER.decode(text)
+                except msgspec.DecodeError:  # the redaction broke the JSON: the slow way below
+                    pass
+                else:
                     return value if self._custom is None else self._only_custom(value)
             return self.value(_DECODER.decode(raw))
         except (msgspec.DecodeError, UnicodeDecodeError):

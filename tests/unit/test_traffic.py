@@ -7,6 +7,7 @@ tests/e2e/test_traffic.py (and the overflow under load in tests/e2e/test_traffic
 from __future__ import annotations
 
 import json
+import re
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies import PolicyError, load_policy
 from proxy.accounting.tally import CAPTURED_UP_TO, Tally
@@ -27,7 +30,7 @@ from proxy.traffic.capture import Pending, exchange_of
 from proxy.traffic.jsonl import JsonlTrafficStore
 from proxy.traffic.log import TrafficLog, store_url
 from proxy.traffic.postgres import PostgresTrafficStore
-from proxy.traffic.redact import Redaction
+from proxy.traffic.redact import _NUMBERISH, _TWO_DIGITS, DEFAULT_PATTERNS, Redaction, _ascii_classes
 from proxy.traffic.sqlite import SqliteTrafficStore
 from proxy.wire.redaction import Redactor
 
@@ -92,6 +95,47 @@ def test_a_body_redacted_in_its_text_reads_as_each_string_redacted(text: str, as
     assert DEFAULTS.document(raw) == DEFAULTS.value(body)
     custom = Redaction(RedactSettings(patterns=(r'"[a-z]+"', "bob")))
     assert custom.document(raw) == custom.value(body)
+
+
+FRAGMENTS = (
+    "415-555-0132",
+    "4111 1111 1111 1111",
+    "+447911123456",
+    "(020) 7946 0958",
+    "jane@example.com",
+    "sk-proj-abcdefghijklmnop1234",
+    "Bearer abc.def-123456789",
+    "1796409168",
+    "-12.5",
+    "_",
+    "+",
+    "-",
+    "(",
+    ".",
+    " ",
+    "\\",
+    "\\n",
+    "\n",
+    '"',
+    "@",
+    "a",
+    "Z",
+    "7",
+    "42",
+)
+ASCII_TEXT = st.lists(st.sampled_from(FRAGMENTS), max_size=12).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ASCII_TEXT)
+def test_in_an_ascii_text_the_ascii_spelling_finds_what_each_pattern_finds(text: str) -> None:
+    for pattern in [
+        *(pattern for _, pattern in DEFAULT_PATTERNS),
+        _NUMBERISH.unicode.pattern,
+        _TWO_DIGITS.unicode.pattern,
+    ]:
+        ascii_spelt = re.compile(_ascii_classes(pattern))
+        assert [m.span() for m in ascii_spelt.finditer(text)] == [m.span() for m in re.finditer(pattern, text)]
 
 
 def test_a_body_that_is_not_json_has_no_document() -> None:
