@@ -30,9 +30,7 @@ from proxy.auth.keys import KeyRecord
 from proxy.auth.ledger import Ledger
 from proxy.auth.limits import FallbackLimiter, Hold, Limiter, Limits, MemoryLimiter, Refused
 from proxy.auth.limits import Scope as LimitScope
-from proxy.auth.limits_redis import RedisLimiter
 from proxy.auth.store import Database, DatabaseError, SpendEntry, open_database
-from proxy.cache.redis import redis_client
 from proxy.config.sections import AuthSettings
 from proxy.config.settings import Secret, Settings
 from proxy.tasks import BackgroundTasks
@@ -350,6 +348,9 @@ def _limiter(
 
     if url is None:
         return MemoryLimiter(spent_since=spent_since)
+    from proxy.auth.limits_redis import RedisLimiter  # only with Redis: redis-py is slow to import
+    from proxy.cache.redis import redis_client
+
     timeout = deployment.auth.redis_timeout
     client = redis_client(url, msgspec.structs.replace(cache, timeout=timeout, connect_timeout=timeout))
     stack.push_async_callback(client.aclose, close_connection_pool=True)

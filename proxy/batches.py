@@ -24,11 +24,9 @@ from collections import OrderedDict
 from typing import Protocol
 
 import msgspec
-from redis.exceptions import RedisError
 
 from proxy.accounting.cost import PriceTable
 from proxy.accounting.tally import Tally
-from proxy.cache.redis import redis_client
 from proxy.config.sections import CacheSettings
 from proxy.endpoints.responses_replay import ResponsesUsage, usage_of_counts
 from proxy.wire.redisurl import redact_url
@@ -94,6 +92,9 @@ class RedisClaims:
     def __init__(self, settings: CacheSettings) -> None:
         if settings.url is None:
             raise ValueError("the redis claims need a url")
+        from proxy.cache.redis import FAILURES, redis_client  # only with Redis: redis-py is slow to import
+
+        self._failures = FAILURES
         self._client = redis_client(settings.url, settings)
         self._prefix = f"{settings.key_prefix}:batch-charged:"
         self._where = redact_url(settings.url)
@@ -102,7 +103,7 @@ class RedisClaims:
         """`SET NX`: True when this call set it; False when it was set, or Redis failed (logged)."""
         try:
             return bool(await self._client.set(self._prefix + batch_id, b"1", nx=True, ex=_TTL_SECONDS))
-        except (RedisError, OSError) as exc:
+        except self._failures as exc:
             logger.warning("could not claim batch %s in redis at %s: %s", batch_id, self._where, exc)
             return False
 

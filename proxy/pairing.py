@@ -30,7 +30,6 @@ from proxy.accounting.parity import ParityMetrics
 from proxy.accounting.recorder import Recorder
 from proxy.accounting.tally import Tally
 from proxy.auth.pairs import PairRow, PairStore
-from proxy.auth.pairs_redis import RedisPairStore
 from proxy.auth.store import DatabaseError, open_database
 from proxy.canaries import Canaries
 from proxy.config.policyfile import Deployment
@@ -356,6 +355,8 @@ async def open_pair_store(settings: Settings) -> AsyncIterator[PairStore | None]
 def pair_store(deployment: Deployment) -> PairStore:
     """The store a deployment names: Redis at `parity_redis_url`, else the database at `database_url` (not open)."""
     if deployment.parity_redis_url is not None:
+        from proxy.auth.pairs_redis import RedisPairStore  # only with Redis: redis-py is slow to import
+
         return RedisPairStore(deployment.parity_redis_url, prefix=deployment.parity_redis_prefix)
     return open_database(deployment.database_url)
 

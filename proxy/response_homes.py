@@ -26,11 +26,9 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
-from redis.exceptions import RedisError
 
 from policies import Decision
 from proxy.asgi import ClosableChunks
-from proxy.cache.redis import redis_client
 from proxy.config.sections import CacheSettings
 from proxy.outcome import Outcome
 from proxy.pipeline import Steer
@@ -120,6 +118,9 @@ class RedisHomes:
     def __init__(self, settings: CacheSettings, *, ttl: int = TTL_SECONDS) -> None:
         if settings.url is None:
             raise ValueError("the redis map needs a url")
+        from proxy.cache.redis import FAILURES, redis_client  # only with Redis: redis-py is slow to import
+
+        self._failures = FAILURES
         self._client = redis_client(settings.url, settings)  # the response cache's bounds and failure rules
         self._prefix = f"{settings.key_prefix}:response:"
         self._ttl = ttl
@@ -129,14 +130,14 @@ class RedisHomes:
         """SET with the TTL."""
         try:
             await self._client.set(self._prefix + response_id, msgspec.json.encode(tuple(home)), ex=self._ttl)
-        except (RedisError, OSError) as exc:
+        except self._failures as exc:
             logger.warning("could not remember response %s in redis at %s: %s", response_id, self._where, exc)
 
     async def find(self, response_id: str) -> Home | None:
         """GET (None when Redis fails: the request goes where an unknown id goes)."""
         try:
             value = await self._client.get(self._prefix + response_id)
-        except (RedisError, OSError) as exc:
+        except self._failures as exc:
             logger.warning("could not look response %s up in redis at %s: %s", response_id, self._where, exc)
             return None
         if value is None:
@@ -150,7 +151,7 @@ class RedisHomes:
         """DEL."""
         try:
             await self._client.delete(self._prefix + response_id)
-        except (RedisError, OSError) as exc:
+        except self._failures as exc:
             logger.warning("could not forget response %s in redis at %s: %s", response_id, self._where, exc)
 
     async def aclose(self) -> None:

@@ -34,7 +34,6 @@ from proxy.accounting.tally import CacheStatus
 from proxy.cache.keys import fields_key
 from proxy.cache.lease import SYSTEM_CLOCK, Clock, Lease, keep_lock
 from proxy.cache.memory import MemoryResponseCache
-from proxy.cache.redis import RedisResponseCache
 from proxy.cache.semantic import best_match, pack
 from proxy.cache.store import ResponseCache
 from proxy.config.sections import CacheSettings
@@ -57,6 +56,8 @@ _POLL = 0.02
 def open_backend(settings: CacheSettings, recorder: Recorder | None = None) -> ResponseCache:
     """The configured backend: Redis when the cache block names a URL (failures told to `recorder`), else in-process."""
     if settings.uses_redis:
+        from proxy.cache.redis import RedisResponseCache  # only with Redis: redis-py is slow to import
+
         return RedisResponseCache(settings, recorder=recorder)
     return MemoryResponseCache(settings.max_bytes)
 

@@ -33,7 +33,10 @@ from proxy.config.sections import CacheSettings
 from proxy.wire.redaction import Redactor
 from proxy.wire.redisurl import redact_url, url_secrets
 
-__all__ = ["RedisResponseCache", "redis_client"]
+__all__ = ["FAILURES", "RedisResponseCache", "redis_client"]
+
+FAILURES: tuple[type[Exception], ...] = (RedisError, OSError)
+"""What a Redis call raises when Redis is down, slow or refuses: the callers log it and go on without Redis."""
 
 logger = logging.getLogger("turnout.cache")
 

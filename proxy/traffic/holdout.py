@@ -23,12 +23,12 @@ from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import psycopg
-
-from proxy.auth.postgres import split_schema
 from proxy.auth.store import open_database
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = [
     "BUCKETS",
@@ -215,6 +215,10 @@ def _holdout(rows: Iterable[tuple[Any, ...]]) -> Holdout:
 
 async def _connect_pg(url: str) -> psycopg.AsyncConnection[Any]:
     """A connection to the URL's database, with its `schema=` as the search path (as the keys' database does)."""
+    import psycopg  # only with PostgreSQL: psycopg is slow to import
+
+    from proxy.auth.postgres import split_schema
+
     conninfo, schema = split_schema(url)
     options: dict[str, Any] = {"connect_timeout": 10}
     if schema is not None:

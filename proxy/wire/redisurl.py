@@ -16,9 +16,6 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-from redis.asyncio.connection import Connection, parse_url
-from redis.exceptions import RedisError
-
 __all__ = ["redact_url", "redis_url_problem", "url_secrets"]
 
 _PLAIN_OPTIONS = frozenset(
@@ -91,6 +88,10 @@ def url_secrets(url: str | None) -> tuple[str, ...]:
 
 def redis_url_problem(url: str) -> str | None:
     """Why redis-py cannot open `url` as meant, or None when it can. The reason never quotes the URL."""
+    # redis-py on first use: importing it takes half a second, and most processes never open a Redis URL.
+    from redis.asyncio.connection import Connection, parse_url
+    from redis.exceptions import RedisError
+
     scheme, _, rest = url.partition("://")
     if scheme not in ("redis", "rediss", "unix"):
         return "the URL must start with redis://, rediss:// or unix://"
