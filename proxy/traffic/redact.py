@@ -84,13 +84,17 @@ def _ascii_classes(pattern: str) -> str:
 
 
 class _Pattern:
-    """A compiled pattern and its ASCII spelling (`_ascii_classes`), each used on the texts it is right for."""
+    r"""A compiled pattern and its ASCII spelling (`_ascii_classes`), each used on the texts it is right for.
+
+    Only the default patterns are respelt (`respell`): they are written for it and tested against their
+    spelling; a configured pattern may use a class syntax (`[]...]`, `[\D]`) the respelling does not read.
+    """
 
     __slots__ = ("ascii", "unicode")
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, *, respell: bool = True) -> None:
         self.unicode = re.compile(pattern)
-        self.ascii = re.compile(_ascii_classes(pattern))
+        self.ascii = re.compile(_ascii_classes(pattern)) if respell else self.unicode
 
     def of(self, text: str) -> re.Pattern[str]:
         return self.ascii if text.isascii() else self.unicode
@@ -134,7 +138,7 @@ class _Rule:
     __slots__ = ("hint", "pattern", "replace")
 
     def __init__(self, name: str, pattern: str) -> None:
-        self.pattern = _Pattern(pattern)
+        self.pattern = _Pattern(pattern, respell=bool(name))  # a default pattern (named), or the configured ones
         self.hint = _HINTS.get(name)
         placeholder = f"[{name}]" if name else _CUSTOM
         self.replace: str | Callable[[re.Match[str]], str] = _card if name == "card" else placeholder

@@ -138,6 +138,14 @@ def test_in_an_ascii_text_the_ascii_spelling_finds_what_each_pattern_finds(text:
         assert [m.span() for m in ascii_spelt.finditer(text)] == [m.span() for m in re.finditer(pattern, text)]
 
 
+def test_configured_patterns_are_used_as_written_whatever_their_class_syntax() -> None:
+    patterns = (r"id[\D]\d+", r"[]x]\w+")  # a \D inside a class, a class that starts with ]
+    redaction = Redaction(RedactSettings(patterns=patterns, defaults=False))
+    text = "id-42 and ]ab_1 and x9, not id42"
+    assert redaction.text(text) == re.sub("|".join(patterns), "[redacted]", text)
+    assert redaction.text(text) == "[redacted] and [redacted] and [redacted], not id42"
+
+
 def test_a_body_that_is_not_json_has_no_document() -> None:
     assert DEFAULTS.document(b"not json") is None
     assert DEFAULTS.document(b'{"cut": "off') is None
